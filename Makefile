@@ -1,0 +1,33 @@
+# rag_sft: `make run` sets everything up and runs the daily pipeline; `make test` tests it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP_FLAGS := --quiet --disable-pip-version-check
+
+export DAGSTER_HOME := $(CURDIR)/.dagster_home
+
+.PHONY: run test bench ui clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import rag_sft, dagster, pyarrow, orjson"
+	touch $(STAMP)
+
+run: $(STAMP)  ## generate sample events if the landing folder is empty, materialize every day, summarize
+	$(BIN)/rag-sft run
+
+test: $(STAMP)  ## the whole test suite
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)  ## one day of 200,000 realistic events through all assets
+	$(BIN)/rag-sft bench --events $${BENCH_EVENTS:-200000}
+
+ui: $(STAMP)  ## Dagster webserver + daemon on 127.0.0.1:3000 over the same instance as `make run`
+	$(BIN)/rag-sft init-home
+	env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
+clean:
+	rm -rf $(VENV) .dagster_home data/warehouse data/datasets

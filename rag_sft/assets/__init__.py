@@ -1,0 +1,1 @@
+"""The thin Dagster shell: assets wire the core rules to storage and config."""

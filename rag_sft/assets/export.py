@@ -1,0 +1,41 @@
+"""sft_jsonl: the day's exported records as one JSON Lines file, replaced whole on re-runs."""
+
+from collections.abc import Iterator
+
+import dagster as dg
+
+from rag_sft.assets.partitions import daily_partitions
+from rag_sft.core import tables
+from rag_sft.io.warehouse import read_batches, write_file_atomically
+from rag_sft.resources import Warehouse
+
+
+@dg.asset(
+    deps=["sft_records"],
+    partitions_def=daily_partitions,
+    group_name="export",
+    kinds={"json"},
+    description="Daily SFT JSON Lines (prompt, completion, label, confidence, score, weights, lineage).",
+)
+def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    day = context.partition_key
+    path = warehouse.jsonl_path(day)
+    lines = 0
+
+    def chunks() -> Iterator[bytes]:
+        nonlocal lines
+        columns = [*tables.JSONL_SOURCE_COLUMNS, "status"]
+        for batch in read_batches(warehouse.table_dir("sft_records"), day, columns, warehouse.batch_size):
+            chunk = tables.jsonl_chunk(batch, day)
+            lines += chunk.count(b"\n")
+            yield chunk
+
+    size, sha256 = write_file_atomically(path, chunks())
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": lines,
+            "path": dg.MetadataValue.path(str(path)),
+            "bytes": size,
+            "sha256": sha256,
+        }
+    )

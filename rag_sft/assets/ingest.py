@@ -1,0 +1,82 @@
+"""raw_events and its dead letter, rejected_events: one read of the source feeds both."""
+
+from datetime import date
+
+import dagster as dg
+
+from rag_sft.assets.metadata import count_table
+from rag_sft.assets.partitions import daily_partitions
+from rag_sft.core import ingest, tables
+from rag_sft.io.sources import SourceUnavailable
+from rag_sft.io.warehouse import PartitionWriter
+from rag_sft.resources import EventSource, SftRules, Warehouse
+
+RAW_EVENTS = dg.AssetKey("raw_events")
+REJECTED_EVENTS = dg.AssetKey("rejected_events")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            RAW_EVENTS,
+            description="The day's valid quality events, normalized, first of each request_id kept.",
+            group_name="ingest",
+            kinds={"parquet"},
+        ),
+        dg.AssetSpec(
+            REJECTED_EVENTS,
+            description="Dead letter: every malformed or duplicate line of the day with its reason and raw text.",
+            group_name="ingest",
+            kinds={"parquet"},
+        ),
+    ],
+    partitions_def=daily_partitions,
+)
+def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, warehouse: Warehouse, sft_rules: SftRules):
+    day = context.partition_key
+    try:
+        source = event_source.open()
+        lines = source.lines_for_day(date.fromisoformat(day))
+        counts = ingest.IngestCounts()
+        with (
+            PartitionWriter(warehouse.table_dir("raw_events"), day, tables.RAW_EVENTS, warehouse.parquet_compression) as accepted,
+            PartitionWriter(warehouse.table_dir("rejected_events"), day, tables.REJECTED_EVENTS, warehouse.parquet_compression) as dead,
+        ):
+            for batch in ingest.ingest(lines, sft_rules.max_field_chars, warehouse.batch_size, counts):
+                if batch.accepted is not None:
+                    accepted.write(batch.accepted)
+                if batch.dead_letter is not None:
+                    dead.write(batch.dead_letter)
+            raw_path = accepted.commit()
+            dead_path = dead.commit()
+    except SourceUnavailable as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+
+    assert counts.reconciles(), counts
+    outcome_counts = {"accepted": counts.accepted, "duplicate": counts.duplicates, "rejected": counts.rejected}
+    context.log.info(
+        f"{day}: read {counts.read}, accepted {counts.accepted}, duplicates {counts.duplicates}, "
+        f"rejected {counts.rejected} {dict(counts.reject_reasons)}"
+    )
+    yield dg.MaterializeResult(
+        asset_key=RAW_EVENTS,
+        metadata={
+            "dagster/row_count": counts.accepted,
+            "events_read": counts.read,
+            "accepted": counts.accepted,
+            "duplicates": counts.duplicates,
+            "rejected": counts.rejected,
+            "counts_by_outcome": count_table(outcome_counts, "outcome", counts.read),
+            "path": dg.MetadataValue.path(str(raw_path)),
+        },
+    )
+    yield dg.MaterializeResult(
+        asset_key=REJECTED_EVENTS,
+        metadata={
+            "dagster/row_count": counts.rejected + counts.duplicates,
+            "rejected": counts.rejected,
+            "duplicates": counts.duplicates,
+            "reject_reasons": count_table(dict(counts.reject_reasons), "reason"),
+            "path": dg.MetadataValue.path(str(dead_path)),
+        },
+    )

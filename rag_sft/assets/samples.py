@@ -1,0 +1,118 @@
+"""annotated_samples and sft_records: the SFT rules applied batch by batch."""
+
+from collections import Counter
+
+import dagster as dg
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rag_sft.assets.metadata import count_table, number_summary
+from rag_sft.assets.partitions import daily_partitions
+from rag_sft.core import samples, tables
+from rag_sft.io.warehouse import PartitionWriter, read_batches
+from rag_sft.resources import Completions, SftRules, Warehouse
+
+
+def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
+    if not values or sum(len(v) for v in values) == 0:
+        return {"count": 0, "min": None, "mean": None, "p50": None, "max": None}
+    column = pa.chunked_array(values, pa.float64())
+    return {
+        "count": len(column),
+        "min": pc.min(column).as_py(),
+        "mean": pc.mean(column).as_py(),
+        "p50": pc.quantile(column, q=0.5)[0].as_py(),
+        "max": pc.max(column).as_py(),
+    }
+
+
+@dg.asset(
+    deps=["raw_events"],
+    partitions_def=daily_partitions,
+    group_name="samples",
+    kinds={"parquet"},
+    description="Main label, top-k context docs, correction instruction, language, confidence, sample_id.",
+)
+def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules):
+    day = context.partition_key
+    settings = sft_rules.settings()
+    labels: Counter = Counter()
+    languages: Counter = Counter()
+    confidences: list[pa.Array] = []
+    with PartitionWriter(
+        warehouse.table_dir("annotated_samples"), day, tables.ANNOTATED_SAMPLES, warehouse.parquet_compression
+    ) as writer:
+        for raw in read_batches(warehouse.table_dir("raw_events"), day, batch_size=warehouse.batch_size):
+            batch = tables.annotate_batch(raw, settings)
+            writer.write(batch)
+            labels.update(_value_counts(batch.column("label")))
+            languages.update(_value_counts(batch.column("language")))
+            confidences.append(batch.column("confidence"))
+        path = writer.commit()
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": writer.rows,
+            "label_distribution": count_table(labels, "label"),
+            "languages": count_table(languages, "language"),
+            "confidence": number_summary(confidence_summary(confidences)),
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+@dg.asset(
+    deps=["annotated_samples"],
+    partitions_def=daily_partitions,
+    group_name="samples",
+    kinds={"parquet"},
+    description="Prompt, completion, weights and lineage of every sample; filtered ones keep their reason.",
+)
+def sft_records(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules, completions: Completions):
+    day = context.partition_key
+    settings = sft_rules.settings()
+    annotated_dir = warehouse.table_dir("annotated_samples")
+
+    # Label weights depend on the whole day's label counts, so count first (two columns only).
+    eligible_labels: Counter = Counter()
+    for batch in read_batches(annotated_dir, day, ["label", "confidence"], warehouse.batch_size):
+        eligible_labels.update(tables.exported_label_counts(batch, settings))
+    label_weights = samples.label_weights_for(eligible_labels, settings)
+
+    strategy = completions.open()
+    exported_labels: Counter = Counter()
+    filter_reasons: Counter = Counter()
+    confidences: list[pa.Array] = []
+    with PartitionWriter(
+        warehouse.table_dir("sft_records"), day, tables.SFT_RECORDS, warehouse.parquet_compression
+    ) as writer:
+        for annotated in read_batches(annotated_dir, day, batch_size=warehouse.batch_size):
+            batch = tables.records_batch(annotated, settings, strategy, label_weights)
+            writer.write(batch)
+            exported = batch.filter(pc.equal(batch.column("status"), samples.EXPORTED))
+            exported_labels.update(_value_counts(exported.column("label")))
+            confidences.append(exported.column("confidence"))
+            filter_reasons.update(_value_counts(pc.drop_null(batch.column("filter_reason"))))
+        path = writer.commit()
+
+    exported_count = sum(exported_labels.values())
+    filtered_count = sum(filter_reasons.values())
+    assert exported_count + filtered_count == writer.rows
+    context.log.info(f"{day}: accepted {writer.rows}, exported {exported_count}, filtered {dict(filter_reasons)}")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": writer.rows,
+            "accepted": writer.rows,
+            "exported": exported_count,
+            "filtered": filtered_count,
+            "filter_reasons": count_table(filter_reasons, "reason"),
+            "label_distribution": count_table(exported_labels, "label"),
+            "label_weights": dg.MetadataValue.json({k: round(v, 4) for k, v in label_weights.items()}),
+            "confidence_exported": number_summary(confidence_summary(confidences)),
+            "completion_strategy": strategy.name,
+            "path": dg.MetadataValue.path(str(path)),
+        }
+    )
+
+
+def _value_counts(array: pa.Array) -> dict[str, int]:
+    return {item["values"].as_py(): item["counts"].as_py() for item in pc.value_counts(array)}

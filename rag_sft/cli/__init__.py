@@ -1,0 +1,1 @@
+"""The `rag-sft` command."""

@@ -1,0 +1,138 @@
+"""`rag-sft`: generate sample events, run the daily pipeline, benchmark it.
+
+    rag-sft generate --days 7 --out data/landing [--events-per-day N] [--malformed-share 0.01]
+    rag-sft run                     # what `make run` does
+    rag-sft bench --events 200000   # what `make bench` does
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from datetime import date
+from pathlib import Path
+
+from rag_sft.core.generator import GeneratorSettings, day_lines, recent_days
+
+
+def write_days(out: Path, days: list[date], settings: GeneratorSettings) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for day in days:
+        path = out / f"events-{day.isoformat()}.jsonl"
+        with path.open("wb") as handle:
+            for line in day_lines(day, settings):
+                handle.write(line)
+        paths.append(path)
+    return paths
+
+
+def _generator_settings(args: argparse.Namespace) -> GeneratorSettings:
+    return GeneratorSettings(
+        events_per_day=args.events_per_day,
+        english_share=args.english_share,
+        malformed_share=args.malformed_share,
+        duplicate_share=args.duplicate_share,
+        factuality_share=args.factuality_share,
+        seed=args.seed,
+    )
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    days = [date.fromisoformat(d) for d in args.date] if args.date else recent_days(args.days)
+    for path in write_days(Path(args.out), days, _generator_settings(args)):
+        print(path)
+    return 0
+
+
+def ensure_dagster_home() -> Path:
+    """DAGSTER_HOME (default: .dagster_home in the project) with SQLite storage, telemetry off."""
+    home = Path(os.environ.setdefault("DAGSTER_HOME", str(Path(".dagster_home").absolute())))
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("# Embedded SQLite storage under this folder (Dagster's default).\ntelemetry:\n  enabled: false\n")
+    return home
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    ensure_dagster_home()
+
+    import dagster as dg
+
+    from rag_sft.cli.runner import format_summary, materialize_day, partition_days
+    from rag_sft.definitions import DAILY_JOB, defs
+    from rag_sft.io.sources import LandingFolder, SourceUnavailable
+
+    source = defs.resources["event_source"]
+    if source.kind == "landing":
+        landing = LandingFolder(source.landing_dir)
+        if not landing.has_events():
+            if "RAG_SFT_LANDING_DIR" in os.environ and not landing.root.is_dir():
+                print(f"error: landing folder {landing.root} does not exist", file=sys.stderr)
+                return 2
+            print(f"No events in {landing.root}: generating 7 days of sample events")
+            settings = GeneratorSettings(malformed_share=0.01, duplicate_share=0.005)
+            write_days(landing.root, recent_days(7), settings)
+    try:
+        days_found = source.open().days_present()
+    except SourceUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    days, outside = partition_days(list(days_found))
+    if outside:
+        print(f"warning: {sum(days_found[date.fromisoformat(d)] for d in outside)} events fall on days outside "
+              f"the partition range ({', '.join(outside)}); set RAG_SFT_START_DATE to include them")
+    if not days:
+        print("No events on any partition day.")
+        return 1
+    instance = dg.DagsterInstance.get()
+    job = defs.resolve_job_def(DAILY_JOB)
+    reports = []
+    for day in days:
+        print(f"materializing {day} ...", flush=True)
+        reports.append(materialize_day(job, day, instance))
+    print()
+    print(f"Dagster instance: {os.environ['DAGSTER_HOME']} (open it with `make ui`)")
+    print(format_summary(reports))
+    return 0 if all(r.success for r in reports) else 1
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from rag_sft.cli.bench import run_bench
+
+    return run_bench(args.events, Path(args.workdir) if args.workdir else None, args.keep)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rag-sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="write realistic sample quality events as JSON Lines")
+    gen.add_argument("--out", default=os.environ.get("RAG_SFT_LANDING_DIR", "data/landing"))
+    gen.add_argument("--days", type=int, default=7, help="the N whole UTC days before today")
+    gen.add_argument("--date", action="append", help="a specific day (repeatable); overrides --days")
+    gen.add_argument("--events-per-day", type=int, default=1500)
+    gen.add_argument("--english-share", type=float, default=0.15)
+    gen.add_argument("--malformed-share", type=float, default=0.0, help="share of malformed lines mixed in")
+    gen.add_argument("--duplicate-share", type=float, default=0.0, help="share of repeated request_ids")
+    gen.add_argument("--factuality-share", type=float, default=None, help="force a skewed label mix")
+    gen.add_argument("--seed", type=int, default=7)
+    gen.set_defaults(func=cmd_generate)
+
+    run = sub.add_parser("run", help="materialize every day present in the source and print a summary")
+    run.set_defaults(func=cmd_run)
+
+    bench = sub.add_parser("bench", help="one day of N realistic events through all assets")
+    bench.add_argument("--events", type=int, default=200_000)
+    bench.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
+    bench.add_argument("--keep", action="store_true", help="do not delete the temp folder")
+    bench.set_defaults(func=cmd_bench)
+
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

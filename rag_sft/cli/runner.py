@@ -1,0 +1,93 @@
+"""Materialize days through Dagster on a persistent instance and summarize what happened."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+import dagster as dg
+
+from rag_sft.assets.partitions import daily_partitions
+
+
+@dataclass
+class DayReport:
+    day: str
+    success: bool
+    counts: dict[str, int] = field(default_factory=dict)
+    paths: dict[str, str] = field(default_factory=dict)
+    failure: str | None = None
+
+
+_COUNT_KEYS = {
+    "raw_events": ("events_read", "duplicates", "rejected"),
+    "sft_records": ("exported", "filtered"),
+}
+
+
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def materialize_day(
+    job: dg.JobDefinition, day: str, instance: dg.DagsterInstance, run_config: dict | None = None
+) -> DayReport:
+    result = job.execute_in_process(
+        partition_key=day, instance=instance, raise_on_error=False, run_config=run_config or QUIET_RUN_CONFIG
+    )
+    report = DayReport(day=day, success=result.success)
+    for event in result.get_asset_materialization_events():
+        materialization = event.event_specific_data.materialization
+        asset = materialization.asset_key.to_user_string()
+        metadata = materialization.metadata
+        for key in _COUNT_KEYS.get(asset, ()):
+            report.counts[key] = int(metadata[key].value)
+        if "path" in metadata:
+            report.paths[asset] = str(metadata["path"].value)
+    if not result.success:
+        messages = [
+            event.event_specific_data.error.message.strip()
+            for event in result.all_events
+            if event.is_step_failure and event.event_specific_data and event.event_specific_data.error
+        ]
+        report.failure = "; ".join(messages) or "run failed"
+    return report
+
+
+def partition_days(days: list[date]) -> tuple[list[str], list[str]]:
+    """Split days into those the partitioning covers and those outside its range."""
+    keys = set(daily_partitions.get_partition_keys())
+    inside = [d.isoformat() for d in sorted(days) if d.isoformat() in keys]
+    outside = [d.isoformat() for d in sorted(days) if d.isoformat() not in keys]
+    return inside, outside
+
+
+def format_summary(reports: list[DayReport]) -> str:
+    header = f"{'day':<12}{'read':>9}{'exported':>10}{'filtered':>10}{'duplicate':>11}{'rejected':>10}  status"
+    lines = [header, "-" * len(header)]
+    totals = {key: 0 for key in ("events_read", "exported", "filtered", "duplicates", "rejected")}
+    for report in reports:
+        c = report.counts
+        for key in totals:
+            totals[key] += c.get(key, 0)
+        status = "ok" if report.success else "FAILED"
+        lines.append(
+            f"{report.day:<12}{c.get('events_read', 0):>9}{c.get('exported', 0):>10}{c.get('filtered', 0):>10}"
+            f"{c.get('duplicates', 0):>11}{c.get('rejected', 0):>10}  {status}"
+        )
+    lines.append("-" * len(header))
+    lines.append(
+        f"{'total':<12}{totals['events_read']:>9}{totals['exported']:>10}{totals['filtered']:>10}"
+        f"{totals['duplicates']:>11}{totals['rejected']:>10}"
+    )
+    failed = [r for r in reports if not r.success]
+    if failed:
+        lines.append("")
+        lines.append("Days that failed:")
+        lines.extend(f"  {r.day}: {r.failure}" for r in failed)
+    lines.append("")
+    lines.append("Files:")
+    for report in reports:
+        for asset in ("sft_jsonl", "raw_events", "rejected_events", "annotated_samples", "sft_records"):
+            if asset in report.paths:
+                lines.append(f"  {report.day}  {asset:<18} {report.paths[asset]}")
+    return "\n".join(lines)

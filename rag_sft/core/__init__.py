@@ -1,0 +1,1 @@
+"""Domain rules as plain functions over records; no Dagster, no I/O."""

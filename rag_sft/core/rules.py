@@ -1,0 +1,204 @@
+"""The SFT rules of SPEC.md (1-9) as plain functions.
+
+Every default here is a configurable setting of the pipeline (see `SftRules`); the numbers
+are the ones the source articles give.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+FACTUALITY_ERROR = "factuality_error"
+INCOMPLETE_ANSWER = "incomplete_answer"
+LOW_RELEVANCE = "low_relevance"
+OVERCONFIDENCE = "overconfidence"
+UNSPECIFIED = "unspecified"
+
+LABEL_PRIORITY = (FACTUALITY_ERROR, INCOMPLETE_ANSWER, LOW_RELEVANCE, OVERCONFIDENCE)
+KNOWN_LABELS = (*LABEL_PRIORITY, UNSPECIFIED)
+
+ZH = "zh"
+EN = "en"
+LANGUAGES = (ZH, EN)
+
+LOW_CONFIDENCE = "low_confidence"
+
+
+@dataclass(frozen=True)
+class RuleSettings:
+    """The numbers the rules use; defaults are SPEC.md's."""
+
+    top_k: int = 3
+    doc_max_chars: int = 500
+    confidence_factor: float = 1.5
+    min_confidence: float = 0.6
+    instruction_language: str = "auto"  # "auto" (by the question's script), "zh" or "en"
+    weight_baseline: float = 0.7
+    weight_below_baseline: float = 0.5
+    weight_slope: float = 4.0
+    max_sample_weight: float = 5.0
+    label_rarity_factor: float = 0.6
+    label_base_weights: Mapping[str, float] = field(
+        default_factory=lambda: {FACTUALITY_ERROR: 1.5, LOW_RELEVANCE: 1.3}
+    )
+    default_label_base_weight: float = 1.0
+
+
+# Rule 1 ---------------------------------------------------------------------------------------
+def main_label(labels: Sequence[str]) -> str:
+    """The highest-priority known label; `unspecified` when none; else the first unknown one."""
+    if not labels:
+        return UNSPECIFIED
+    for label in LABEL_PRIORITY:
+        if label in labels:
+            return label
+    return labels[0]
+
+
+# Rule 2 ---------------------------------------------------------------------------------------
+def select_context(docs: Sequence[Mapping], top_k: int = 3) -> list[Mapping]:
+    """The `top_k` docs by score, highest first; a missing score counts as 0, ties keep order."""
+    return sorted(docs, key=lambda doc: doc.get("score") or 0.0, reverse=True)[:top_k]
+
+
+# Rule 3 ---------------------------------------------------------------------------------------
+_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_LATIN = re.compile(r"[A-Za-z]")
+
+
+def question_language(question: str) -> str:
+    """`zh` when Chinese characters carry the question, `en` otherwise.
+
+    A Han character carries about as much as a short English word, so a question is Chinese
+    when it has at least one Han character per three Latin letters ("What is 退款政策?" is zh,
+    "How does Kubernetes schedule 容器?" is en).
+    """
+    han = len(_HAN.findall(question))
+    if han == 0:
+        return EN
+    return ZH if han * 3 >= len(_LATIN.findall(question)) else EN
+
+
+def instruction_language(question: str, setting: str = "auto") -> str:
+    if setting == "auto":
+        return question_language(question)
+    if setting not in LANGUAGES:
+        raise ValueError(f"instruction_language must be 'auto', 'zh' or 'en', got {setting!r}")
+    return setting
+
+
+INSTRUCTIONS = {
+    ZH: {
+        FACTUALITY_ERROR: "请严格依据文档内容回答,避免任何事实性错误。如果文档未提及相关信息,请明确回答“文档中未提及”。",
+        INCOMPLETE_ANSWER: "请根据文档内容重新回答问题,尽量覆盖文档中的所有关键信息,避免遗漏重要细节。",
+        LOW_RELEVANCE: "请重新理解问题,使回答紧扣问题本身和文档内容,不要引入与文档无关的信息。",
+        OVERCONFIDENCE: "请用更谨慎、中性的语气回答,避免使用“肯定”“必须”“一定”等过度自信的表达。",
+        None: "请根据文档内容重新回答问题。",
+    },
+    EN: {
+        FACTUALITY_ERROR: (
+            "Answer strictly from the documents and avoid any factual error. "
+            "If the documents do not contain the information, say clearly that they do not mention it."
+        ),
+        INCOMPLETE_ANSWER: (
+            "Answer the question again from the documents, covering every key point they hold "
+            "without leaving out important details."
+        ),
+        LOW_RELEVANCE: (
+            "Re-read the question and keep the answer on the question and the documents; "
+            "do not bring in anything unrelated to them."
+        ),
+        OVERCONFIDENCE: (
+            'Answer in a cautious, neutral tone and avoid absolute words such as "certainly", '
+            '"must" or "definitely".'
+        ),
+        None: "Answer the question again based on the documents.",
+    },
+}
+
+
+def correction_instruction(label: str, language: str) -> str:
+    """How the model should fix this kind of error, in the question's language."""
+    texts = INSTRUCTIONS[language]
+    return texts.get(label, texts[None])
+
+
+# Rule 4 ---------------------------------------------------------------------------------------
+def confidence(score: float, factor: float = 1.5) -> float:
+    return min(1.0, score * factor)
+
+
+# Rule 5 ---------------------------------------------------------------------------------------
+_DOC_TAG = {ZH: "[文档{}]", EN: "[Document {}]"}
+_QUESTION_HEADING = {ZH: "# 问题", EN: "# Question"}
+
+
+def build_prompt(
+    question: str,
+    context_docs: Iterable[Mapping],
+    instruction: str,
+    language: str,
+    doc_max_chars: int = 500,
+) -> str:
+    """Numbered docs cut to `doc_max_chars`, then the instruction, then the question."""
+    tag = _DOC_TAG[language]
+    parts = [f"{tag.format(i)} {doc['content'][:doc_max_chars]}" for i, doc in enumerate(context_docs, 1)]
+    parts.append(instruction)
+    parts.append(f"{_QUESTION_HEADING[language]}\n{question}")
+    return "\n\n".join(parts)
+
+
+# Rule 6, naive strategy -----------------------------------------------------------------------
+NAIVE_PREFIXES = {
+    ZH: {FACTUALITY_ERROR: "【纠正】", INCOMPLETE_ANSWER: "【补充】", OVERCONFIDENCE: "【调整】", None: "【重述】"},
+    EN: {
+        FACTUALITY_ERROR: "[Corrected] ",
+        INCOMPLETE_ANSWER: "[Supplemented] ",
+        OVERCONFIDENCE: "[Adjusted] ",
+        None: "[Restated] ",
+    },
+}
+
+
+def naive_completion(label: str, original_answer: str, language: str) -> str:
+    """No LLM: a label-specific prefix in front of the original answer."""
+    prefixes = NAIVE_PREFIXES[language]
+    return prefixes.get(label, prefixes[None]) + original_answer
+
+
+# Rule 7 ---------------------------------------------------------------------------------------
+def sample_id(request_id: str, label: str) -> str:
+    return f"{request_id}_{label}"
+
+
+# Rule 8 ---------------------------------------------------------------------------------------
+def sample_weight(
+    confidence_value: float,
+    baseline: float = 0.7,
+    below_baseline: float = 0.5,
+    slope: float = 4.0,
+    max_weight: float = 5.0,
+) -> float:
+    if confidence_value < baseline:
+        return below_baseline
+    return min(max_weight, 1.0 + slope * (confidence_value - baseline))
+
+
+# Rule 9 ---------------------------------------------------------------------------------------
+def label_weights(
+    label_counts: Mapping[str, int],
+    rarity_factor: float = 0.6,
+    base_weights: Mapping[str, float] | None = None,
+    default_base: float = 1.0,
+) -> dict[str, float]:
+    """base(label) + rarity_factor x total / count, for every label with a count above 0."""
+    if base_weights is None:
+        base_weights = RuleSettings().label_base_weights
+    total = sum(label_counts.values())
+    return {
+        label: base_weights.get(label, default_base) + rarity_factor * total / count
+        for label, count in sorted(label_counts.items())
+        if count > 0
+    }

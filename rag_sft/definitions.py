@@ -1,0 +1,24 @@
+"""The Dagster code location: `dagster dev -m rag_sft.definitions` or workspace.yaml."""
+
+import dagster as dg
+
+from rag_sft.assets.export import sft_jsonl
+from rag_sft.assets.ingest import raw_events
+from rag_sft.assets.partitions import daily_partitions
+from rag_sft.assets.samples import annotated_samples, sft_records
+from rag_sft.resources import default_resources
+
+DAILY_JOB = "daily_sft_job"
+
+daily_sft_job = dg.define_asset_job(
+    DAILY_JOB,
+    selection=dg.AssetSelection.assets(raw_events, annotated_samples, sft_records, sft_jsonl),
+    partitions_def=daily_partitions,
+    description="One day from quality events to the SFT JSONL.",
+)
+
+defs = dg.Definitions(
+    assets=[raw_events, annotated_samples, sft_records, sft_jsonl],
+    jobs=[daily_sft_job],
+    resources=default_resources(),
+)

@@ -1,0 +1,1 @@
+"""Reading event sources and writing the warehouse and dataset files."""

@@ -1,0 +1,257 @@
+"""Event sources: a landing folder of JSON Lines files, or a SQL table.
+
+Both yield `SourceLine`s for one UTC day in a stable order (file path then line number, or
+row id), so "keep the first duplicate" and byte-identical re-runs hold.
+
+Which day a line belongs to: the UTC date of its `timestamp`. A line whose timestamp cannot
+be read (broken JSON, a missing or garbled timestamp) belongs to the day of the nearest
+readable line before it in the same file or table (after it, when none is before; for a file
+with no readable line at all, the date in the file's name, else the file's modification
+date). Every line thus lands in exactly one day, whichever day is materialized first.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from rag_sft.core.events import timestamp_date
+
+from rag_sft.core.events import INVALID_JSON, Rejection
+from rag_sft.core.ingest import UNDECODABLE, SourceLine, decode_json
+
+
+class SourceUnavailable(Exception):
+    """The configured source cannot be read at all (missing folder, unreachable database)."""
+
+
+# --- landing folder ---------------------------------------------------------------------------
+_TIMESTAMP_KEY = b'"timestamp"'
+_TIMESTAMP_VALUE = re.compile(rb'"timestamp"\s*:\s*"([0-9][0-9T:.+\-Z ]{7,40})"')
+_DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_READ_CHUNK = 1 << 24
+
+
+def quick_line_date(raw: bytes) -> date | None:
+    """The day of a line from its `"timestamp"` text without decoding the whole line.
+
+    Only used when the key occurs exactly once, so it cannot be a nested key; inside JSON
+    strings quotes are escaped, so the pattern cannot match text inside a value either.
+    None means "decode the line to find out".
+    """
+    if raw.count(_TIMESTAMP_KEY) != 1:
+        return None
+    match = _TIMESTAMP_VALUE.search(raw)
+    if match is None:
+        return None
+    return timestamp_date(match.group(1).decode("ascii"))
+
+
+def _decoded_date(decoded: Any) -> date | None:
+    if isinstance(decoded, dict):
+        value = decoded.get("timestamp")
+        if isinstance(value, (str, datetime)):
+            return timestamp_date(value)
+    return None
+
+
+class LandingFolder:
+    """Every `*.jsonl` file under `root`, recursively, in path order."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def files(self) -> list[Path]:
+        if not self.root.is_dir():
+            raise SourceUnavailable(
+                f"landing folder {self.root} does not exist or is not a folder; "
+                "point RAG_SFT_LANDING_DIR at the folder that holds your *.jsonl quality events"
+            )
+        return sorted(path for path in self.root.rglob("*.jsonl") if path.is_file())
+
+    def has_events(self) -> bool:
+        return self.root.is_dir() and any(path.stat().st_size > 0 for path in self.files())
+
+    def lines_for_day(self, day: date) -> Iterator[SourceLine]:
+        for path in self.files():
+            for line_day, line in self._dated_lines(path):
+                if line_day == day:
+                    yield line
+
+    def days_present(self) -> Counter:
+        """Lines per day over the whole folder (blank lines excluded)."""
+        counts: Counter = Counter()
+        for path in self.files():
+            for line_day, _ in self._dated_lines(path):
+                counts[line_day] += 1
+        return counts
+
+    def _dated_lines(self, path: Path) -> Iterator[tuple[date, SourceLine]]:
+        source = str(path.relative_to(self.root))
+        waiting: list[SourceLine] = []  # lines with no readable date before the first dated one
+        last_day: date | None = None
+        for number, raw in _numbered_lines(path):
+            line = SourceLine(source, number, raw)
+            line_day = quick_line_date(raw)
+            if line_day is None:
+                line.decoded = decode_json(raw)
+                line_day = _decoded_date(line.decoded)
+            if line_day is None:
+                if last_day is None:
+                    waiting.append(line)
+                else:
+                    yield last_day, line
+                continue
+            for earlier in waiting:
+                yield line_day, earlier
+            waiting = []
+            last_day = line_day
+            yield line_day, line
+        if waiting:
+            fallback = _day_of_file(path)
+            for line in waiting:
+                yield fallback, line
+
+
+def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """Non-blank lines with their 1-based numbers, read in large chunks."""
+    number = 0
+    rest = b""
+    with path.open("rb") as handle:
+        while chunk := handle.read(_READ_CHUNK):
+            parts = (rest + chunk).split(b"\n")
+            rest = parts.pop()
+            for part in parts:
+                number += 1
+                if part.strip():
+                    yield number, part.rstrip(b"\r")
+    if rest.strip():
+        yield number + 1, rest.rstrip(b"\r")
+
+
+def _day_of_file(path: Path) -> date:
+    match = _DATE_IN_NAME.search(path.name)
+    if match:
+        try:
+            return date(int(match[1]), int(match[2]), int(match[3]))
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date()
+
+
+# --- SQL table --------------------------------------------------------------------------------
+@dataclass
+class SqlTable:
+    """Rows of `raw_quality_events` (docs and evaluation as JSON text) through SQLAlchemy."""
+
+    url: str
+    table: str = "raw_quality_events"
+    _engine: Any = field(default=None, init=False, repr=False)
+
+    def engine(self):
+        if self._engine is None:
+            import sqlalchemy as sa
+
+            self._engine = sa.create_engine(self.url)
+        return self._engine
+
+    def _connect(self):
+        import sqlalchemy as sa
+
+        try:
+            connection = self.engine().connect()
+            connection.execute(sa.text(f"SELECT 1 FROM {self._quoted_table()} WHERE 1 = 0"))
+        except sa.exc.SQLAlchemyError as error:
+            safe_url = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+            raise SourceUnavailable(
+                f"cannot read table {self.table!r} at {safe_url}: {error.__class__.__name__}: "
+                f"{str(error.orig if hasattr(error, 'orig') else error).splitlines()[0]}"
+            ) from None
+        return connection
+
+    def _quoted_table(self) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", self.table):
+            raise SourceUnavailable(f"table name {self.table!r} is not a plain SQL identifier")
+        return self.table
+
+    def _row_days(self, connection) -> list[tuple[int, date]]:
+        """(id, day) of every row by the neighbour rule; only ids and timestamps are read."""
+        import sqlalchemy as sa
+
+        rows = connection.execute(
+            sa.text(f"SELECT id, timestamp FROM {self._quoted_table()} ORDER BY id")
+        ).all()
+        days: list[tuple[int, date | None]] = [(row_id, timestamp_date(ts) if ts is not None else None) for row_id, ts in rows]
+        return _fill_undated(days)
+
+    def days_present(self) -> Counter:
+        with self._connect() as connection:
+            return Counter(day for _, day in self._row_days(connection))
+
+    def lines_for_day(self, day: date) -> Iterator[SourceLine]:
+        import sqlalchemy as sa
+
+        with self._connect() as connection:
+            ids = [row_id for row_id, row_day in self._row_days(connection) if row_day == day]
+            columns = "id, request_id, question, docs, answer, evaluation, timestamp"
+            for start in range(0, len(ids), 1000):
+                chunk = ids[start : start + 1000]
+                statement = sa.text(
+                    f"SELECT {columns} FROM {self._quoted_table()} WHERE id IN :ids ORDER BY id"
+                ).bindparams(sa.bindparam("ids", expanding=True))
+                for row in connection.execute(statement, {"ids": chunk}).mappings():
+                    yield _row_to_line(self.table, row)
+
+
+def _fill_undated(days: list[tuple[int, date | None]]) -> list[tuple[int, date]]:
+    """Give undated rows the day of the nearest dated row before them (after, if none)."""
+    filled: list[tuple[int, date]] = []
+    waiting: list[int] = []
+    last: date | None = None
+    for row_id, day in days:
+        if day is None:
+            if last is None:
+                waiting.append(row_id)
+            else:
+                filled.append((row_id, last))
+            continue
+        filled.extend((waiting_id, day) for waiting_id in waiting)
+        waiting = []
+        last = day
+        filled.append((row_id, day))
+    # A table with no readable timestamp at all: its rows belong to the day they are read.
+    today = datetime.now(timezone.utc).date()
+    filled.extend((waiting_id, today) for waiting_id in waiting)
+    return filled
+
+
+def _row_to_line(table: str, row) -> SourceLine:
+    """A table row as the event object it encodes; JSON columns are decoded, bad ones marked."""
+    event: dict[str, Any] = {}
+    for column in ("request_id", "question", "answer", "timestamp"):
+        if row[column] is not None:
+            event[column] = row[column]
+    for column in ("docs", "evaluation"):
+        value = row[column]
+        if isinstance(value, (bytes, str)):
+            decoded = decode_json(value)
+            if decoded is UNDECODABLE:
+                bad = Rejection(INVALID_JSON, f"column {column} is not valid JSON")
+                return SourceLine(f"sql:{table}", row["id"], _row_text(row), bad)
+            event[column] = decoded
+        elif value is not None:  # a JSON/JSONB column the driver already decoded
+            event[column] = value
+    return SourceLine(f"sql:{table}", row["id"], _row_text(row), event)
+
+
+def _row_text(row) -> str:
+    """The row as it was stored, for the dead letter."""
+    columns = ("request_id", "question", "docs", "answer", "evaluation", "timestamp")
+    return orjson.dumps({column: row[column] for column in columns}, default=str).decode()

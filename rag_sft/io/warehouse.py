@@ -1,0 +1,97 @@
+"""Hive-partitioned Parquet tables (`<root>/<table>/date=YYYY-MM-DD/part-0.parquet`) and
+per-day dataset files, each replaced whole on every write so re-runs never append.
+
+A partition is written into a hidden temporary folder and swapped in with renames; readers
+(pyarrow, pandas, DuckDB) skip names that start with "." so they never see half a day.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+PART_FILE = "part-0.parquet"
+
+
+class MissingPartition(Exception):
+    """An upstream partition has not been materialized."""
+
+
+def partition_dir(table_dir: Path, day: str) -> Path:
+    return table_dir / f"date={day}"
+
+
+class PartitionWriter:
+    """Streams record batches into one day of a table; `commit` replaces the old day whole."""
+
+    def __init__(self, table_dir: Path, day: str, schema: pa.Schema, compression: str = "zstd"):
+        self.final_dir = partition_dir(table_dir, day)
+        self.tmp_dir = table_dir / f".date={day}.tmp-{uuid.uuid4().hex}"
+        self.tmp_dir.mkdir(parents=True)
+        self.rows = 0
+        self._writer = pq.ParquetWriter(self.tmp_dir / PART_FILE, schema, compression=compression)
+
+    def write(self, batch: pa.RecordBatch) -> None:
+        if batch.num_rows:
+            self._writer.write_batch(batch)
+            self.rows += batch.num_rows
+
+    def commit(self) -> Path:
+        self._writer.close()
+        replace_dir(self.tmp_dir, self.final_dir)
+        return self.final_dir / PART_FILE
+
+    def abort(self) -> None:
+        self._writer.close()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+
+    def __enter__(self) -> PartitionWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.abort()
+
+
+def replace_dir(new: Path, final: Path) -> None:
+    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex}")
+    if final.exists():
+        final.rename(old)
+    new.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_batches(
+    table_dir: Path, day: str, columns: Sequence[str] | None = None, batch_size: int = 8192
+) -> Iterator[pa.RecordBatch]:
+    path = partition_dir(table_dir, day) / PART_FILE
+    if not path.exists():
+        raise MissingPartition(f"{table_dir.name} has no partition {day} (expected {path}); materialize it first")
+    parquet = pq.ParquetFile(path)
+    yield from parquet.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
+
+
+def write_file_atomically(final: Path, chunks: Iterator[bytes]) -> tuple[int, str]:
+    """Write `chunks` to `final` through a temporary file; returns (bytes, sha256)."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex}")
+    digest = hashlib.sha256()
+    size = 0
+    try:
+        with tmp.open("wb") as handle:
+            for chunk in chunks:
+                handle.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        os.replace(tmp, final)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return size, digest.hexdigest()

@@ -1,0 +1,133 @@
+"""Configurable resources: where events come from, where outputs go, and the SFT rules.
+
+Defaults come from environment variables read when the definitions load, so `make run`
+and `dagster dev` agree; each setting can also be changed per run in the launchpad.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+import dagster as dg
+from pydantic import Field
+
+from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
+from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
+from rag_sft.core.rules import RuleSettings
+from rag_sft.io.sources import LandingFolder, SqlTable
+
+DATA_DIR_ENV = "RAG_SFT_DATA_DIR"
+LANDING_DIR_ENV = "RAG_SFT_LANDING_DIR"
+SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
+SQL_URL_ENV = "RAG_SFT_SQL_URL"
+
+
+def default_data_dir() -> str:
+    return str(Path(os.environ.get(DATA_DIR_ENV, "data")).absolute())
+
+
+def default_landing_dir() -> str:
+    return str(Path(os.environ.get(LANDING_DIR_ENV, Path(default_data_dir()) / "landing")).absolute())
+
+
+class EventSource(dg.ConfigurableResource):
+    """Where raw quality events are read from."""
+
+    kind: Literal["landing", "sql"] = Field(
+        default="landing", description="'landing': *.jsonl files under landing_dir; 'sql': a SQL table."
+    )
+    landing_dir: str = Field(default="data/landing", description="Folder searched recursively for *.jsonl.")
+    sql_url: str = Field(
+        default="sqlite:///data/events.db",
+        description="SQLAlchemy URL of the database holding the events table (kind='sql').",
+    )
+    sql_table: str = Field(default="raw_quality_events", description="Table with docs/evaluation as JSON.")
+
+    def open(self) -> LandingFolder | SqlTable:
+        if self.kind == "sql":
+            return SqlTable(self.sql_url, self.sql_table)
+        return LandingFolder(self.landing_dir)
+
+
+class Warehouse(dg.ConfigurableResource):
+    """The data folder: Parquet tables under warehouse/, daily JSONL under datasets/sft/."""
+
+    data_dir: str = Field(default="data", description="Root of all outputs.")
+    parquet_compression: str = Field(default="zstd", description="Parquet codec (zstd, snappy, none).")
+    batch_size: int = Field(default=4096, description="Events per Arrow record batch (bounds memory).")
+
+    def table_dir(self, table: str) -> Path:
+        return Path(self.data_dir) / "warehouse" / table
+
+    def jsonl_path(self, day: str) -> Path:
+        return Path(self.data_dir) / "datasets" / "sft" / f"date={day}" / "records.jsonl"
+
+
+class SftRules(dg.ConfigurableResource):
+    """The numbers of SPEC.md's rules; every default is the articles' value."""
+
+    top_k: int = Field(default=3, description="Context docs kept, by score (rule 2).")
+    doc_max_chars: int = Field(default=500, description="Characters of each doc in the prompt (rule 5).")
+    confidence_factor: float = Field(default=1.5, description="confidence = min(1, score x factor) (rule 4).")
+    min_confidence: float = Field(default=0.6, description="Samples below this are filtered (rule 4).")
+    instruction_language: Literal["auto", "zh", "en"] = Field(
+        default="auto", description="Language of instructions and prompt headings; auto = the question's."
+    )
+    max_field_chars: int = Field(
+        default=DEFAULT_MAX_FIELD_CHARS, description="Longer text fields are rejected as oversized_field."
+    )
+    weight_baseline: float = Field(default=0.7, description="Sample weight baseline confidence (rule 8).")
+    weight_below_baseline: float = Field(default=0.5, description="Sample weight under the baseline.")
+    weight_slope: float = Field(default=4.0, description="Sample weight slope above the baseline.")
+    max_sample_weight: float = Field(default=5.0, description="Sample weight cap.")
+    label_rarity_factor: float = Field(default=0.6, description="Label weight = base + factor x total/count.")
+    label_base_weights: dict[str, float] = Field(
+        default={"factuality_error": 1.5, "low_relevance": 1.3}, description="Base label weights (rule 9)."
+    )
+    default_label_base_weight: float = Field(default=1.0, description="Base weight of other labels.")
+
+    def settings(self) -> RuleSettings:
+        return RuleSettings(
+            top_k=self.top_k,
+            doc_max_chars=self.doc_max_chars,
+            confidence_factor=self.confidence_factor,
+            min_confidence=self.min_confidence,
+            instruction_language=self.instruction_language,
+            weight_baseline=self.weight_baseline,
+            weight_below_baseline=self.weight_below_baseline,
+            weight_slope=self.weight_slope,
+            max_sample_weight=self.max_sample_weight,
+            label_rarity_factor=self.label_rarity_factor,
+            label_base_weights=dict(self.label_base_weights),
+            default_label_base_weight=self.default_label_base_weight,
+        )
+
+
+class Completions(dg.ConfigurableResource):
+    """How completions are written (SPEC.md rule 6)."""
+
+    strategy: Literal["naive"] = Field(default="naive", description="'naive': label prefix + original answer.")
+
+    def open(self) -> CompletionStrategy:
+        return NaiveCompletion()
+
+
+def default_resources() -> dict:
+    data_dir = default_data_dir()
+    return {
+        "event_source": EventSource(
+            kind=os.environ.get(SOURCE_KIND_ENV, "landing"),
+            landing_dir=default_landing_dir(),
+            # The URL may hold a password: as an EnvVar it is resolved at run time, never shown.
+            sql_url=(
+                dg.EnvVar(SQL_URL_ENV)
+                if SQL_URL_ENV in os.environ
+                else f"sqlite:///{Path(data_dir) / 'events.db'}"
+            ),
+        ),
+        "warehouse": Warehouse(data_dir=data_dir),
+        "sft_rules": SftRules(),
+        "completions": Completions(),
+    }
