@@ -4,7 +4,6 @@ import dagster as dg
 
 from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
-from rag_sft.assets.partitions import daily_partitions
 from rag_sft.assets.samples import annotated_samples, sft_records
 from rag_sft.resources import default_resources
 
@@ -13,7 +12,6 @@ DAILY_JOB = "daily_sft_job"
 daily_sft_job = dg.define_asset_job(
     DAILY_JOB,
     selection=dg.AssetSelection.assets(raw_events, annotated_samples, sft_records, sft_jsonl),
-    partitions_def=daily_partitions,
     description="One day from quality events to the SFT JSONL.",
 )
 

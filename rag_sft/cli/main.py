@@ -124,6 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="materialize every day present in the source and print a summary")
     run.set_defaults(func=cmd_run)
 
+    init_home = sub.add_parser("init-home", help="create DAGSTER_HOME (SQLite storage) if it is missing")
+    init_home.set_defaults(func=lambda args: print(ensure_dagster_home()) or 0)
+
     bench = sub.add_parser("bench", help="one day of N realistic events through all assets")
     bench.add_argument("--events", type=int, default=200_000)
     bench.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")

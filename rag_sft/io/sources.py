@@ -168,11 +168,12 @@ class SqlTable:
         try:
             connection = self.engine().connect()
             connection.execute(sa.text(f"SELECT 1 FROM {self._quoted_table()} WHERE 1 = 0"))
-        except sa.exc.SQLAlchemyError as error:
+        except (sa.exc.SQLAlchemyError, ImportError, OSError) as error:
             safe_url = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+            cause = str(getattr(error, "orig", None) or error).strip().splitlines()
             raise SourceUnavailable(
                 f"cannot read table {self.table!r} at {safe_url}: {error.__class__.__name__}: "
-                f"{str(error.orig if hasattr(error, 'orig') else error).splitlines()[0]}"
+                f"{cause[0] if cause else ''}"
             ) from None
         return connection
 

@@ -1,0 +1,60 @@
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from rag_sft.assets.export import sft_jsonl
+from rag_sft.assets.ingest import raw_events
+from rag_sft.assets.samples import annotated_samples, sft_records
+from rag_sft.resources import Completions, EventSource, SftRules, Warehouse
+
+ALL_ASSETS = [raw_events, annotated_samples, sft_records, sft_jsonl]
+
+
+@pytest.fixture
+def instance():
+    with dg.instance_for_test() as test_instance:
+        yield test_instance
+
+
+class Pipeline:
+    """Materializes the daily assets on a real (temporary) Dagster instance."""
+
+    def __init__(self, root: Path, instance: dg.DagsterInstance):
+        self.root = root
+        self.landing = root / "landing"
+        self.data = root / "data"
+        self.instance = instance
+        self.landing.mkdir(parents=True, exist_ok=True)
+
+    def resources(self, **rules) -> dict:
+        return {
+            "event_source": EventSource(landing_dir=str(self.landing)),
+            "warehouse": Warehouse(data_dir=str(self.data), batch_size=64),
+            "sft_rules": SftRules(**rules),
+            "completions": Completions(),
+        }
+
+    def materialize(self, day: str, raise_on_error: bool = True, **rules) -> dg.ExecuteInProcessResult:
+        return dg.materialize(
+            ALL_ASSETS,
+            partition_key=day,
+            instance=self.instance,
+            resources=self.resources(**rules),
+            raise_on_error=raise_on_error,
+        )
+
+    def metadata(self, result: dg.ExecuteInProcessResult, asset: str) -> dict:
+        for event in result.get_asset_materialization_events():
+            materialization = event.event_specific_data.materialization
+            if materialization.asset_key == dg.AssetKey(asset):
+                return {key: value.value for key, value in materialization.metadata.items()}
+        raise KeyError(asset)
+
+    def jsonl(self, day: str) -> Path:
+        return self.data / "datasets" / "sft" / f"date={day}" / "records.jsonl"
+
+
+@pytest.fixture
+def pipeline(tmp_path, instance):
+    return Pipeline(tmp_path, instance)

@@ -1,0 +1,44 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+
+
+def event(request_id: str, timestamp: str = "2026-11-19T08:00:00Z", **overrides) -> dict:
+    value = {
+        "request_id": request_id,
+        "question": overrides.pop("question", "退款需要多久?"),
+        "docs": overrides.pop(
+            "docs",
+            [
+                {"id": "d1", "content": "退款在七个工作日内到账。", "score": 0.9},
+                {"id": "d2", "content": "节假日顺延。", "score": 0.4},
+            ],
+        ),
+        "answer": overrides.pop("answer", "三天内一定到账。"),
+        "evaluation": {
+            "score": overrides.pop("score", 0.6),
+            "labels": overrides.pop("labels", ["factuality_error"]),
+            "checks": {"factuality": 0.3},
+            "suggestion": "引用文档",
+        },
+        "timestamp": timestamp,
+    }
+    value.update(overrides)
+    return value
+
+
+def write_lines(path: Path, lines: list) -> Path:
+    """Write events (dicts) and raw lines (bytes/str) as JSON Lines."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as handle:
+        for line in lines:
+            if isinstance(line, dict):
+                line = orjson.dumps(line)
+            elif isinstance(line, str):
+                line = line.encode()
+            handle.write(line + b"\n")
+    return path

@@ -1,0 +1,98 @@
+import os
+from datetime import date
+
+import orjson
+import pytest
+import sqlalchemy as sa
+
+from rag_sft.core import events, ingest
+from rag_sft.io.sources import LandingFolder, SourceUnavailable, SqlTable, quick_line_date
+from rag_sft_tests.helpers import event, write_lines
+
+D18, D19, D20 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)
+
+
+def test_quick_date_agrees_with_the_parsed_timestamp():
+    assert quick_line_date(orjson.dumps(event("a", "2026-11-19T23:30:00-05:00"))) == D20
+    nested = event("a")
+    nested["evaluation"]["checks"] = {"timestamp": 1.0}
+    assert quick_line_date(orjson.dumps(nested).replace(b'"timestamp":1.0', b'"timestamp":"2020-01-01"')) is None
+    assert quick_line_date(b'{"question": "what \\"timestamp\\": \\"2020-01-01\\"", "x": 1}') is None
+
+
+def test_lines_go_to_the_day_of_their_timestamp_and_bad_lines_to_their_neighbours(tmp_path):
+    write_lines(
+        tmp_path / "b" / "mixed.jsonl",
+        [
+            b"garbage before any date",
+            event("a", "2026-11-18T10:00:00Z"),
+            b"{broken",
+            event("b", "2026-11-19T10:00:00Z"),
+            "",
+            event("c", "2026-11-19T23:30:00-05:00"),
+            b'{"timestamp": "not a time"}',
+        ],
+    )
+    write_lines(tmp_path / "a" / "only-bad-2026-11-18.jsonl", [b"nope"])
+    landing = LandingFolder(tmp_path)
+    by_day = {day: [(l.source, l.line) for l in landing.lines_for_day(day)] for day in (D18, D19, D20)}
+    assert by_day[D18] == [("a/only-bad-2026-11-18.jsonl", 1), ("b/mixed.jsonl", 1), ("b/mixed.jsonl", 2), ("b/mixed.jsonl", 3)]
+    assert by_day[D19] == [("b/mixed.jsonl", 4)]
+    assert by_day[D20] == [("b/mixed.jsonl", 6), ("b/mixed.jsonl", 7)]
+    assert landing.days_present() == {D18: 4, D19: 1, D20: 2}
+
+
+def test_missing_landing_folder_names_it(tmp_path):
+    with pytest.raises(SourceUnavailable, match=str(tmp_path / "nope")):
+        LandingFolder(tmp_path / "nope").files()
+
+
+def make_table(url, rows):
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            "CREATE TABLE raw_quality_events (id INTEGER PRIMARY KEY, request_id TEXT, question TEXT, "
+            "docs TEXT, answer TEXT, evaluation TEXT, timestamp TEXT)"
+        ))
+        for row in rows:
+            connection.execute(sa.text(
+                "INSERT INTO raw_quality_events (request_id, question, docs, answer, evaluation, timestamp) "
+                "VALUES (:request_id, :question, :docs, :answer, :evaluation, :timestamp)"
+            ), row)
+    engine.dispose()
+
+
+def as_row(value: dict) -> dict:
+    return {**value, "docs": orjson.dumps(value["docs"]).decode(), "evaluation": orjson.dumps(value["evaluation"]).decode()}
+
+
+def test_sql_table_reads_a_day_with_bad_rows_in_the_dead_letter(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    make_table(url, [
+        as_row(event("a", "2026-11-19T01:00:00Z")),
+        {**as_row(event("b", "2026-11-19T02:00:00Z")), "docs": "[{broken"},
+        {**as_row(event("c", "2026-11-19T03:00:00Z")), "timestamp": "garbled"},
+        as_row(event("d", "2026-11-20T01:00:00Z")),
+        {**as_row(event("e", "2026-11-19T04:00:00Z")), "question": None},
+    ])
+    table = SqlTable(url)
+    assert table.days_present() == {D19: 4, D20: 1}
+    counts = ingest.IngestCounts()
+    batches = list(ingest.ingest(table.lines_for_day(D19), 1000, 100, counts))
+    assert (counts.read, counts.accepted, counts.rejected) == (4, 1, 3)
+    dead = batches[0].dead_letter.to_pylist()
+    assert [(d["source"], d["source_line"], d["reason"]) for d in dead] == [
+        ("sql:raw_quality_events", 2, events.INVALID_JSON),
+        ("sql:raw_quality_events", 3, events.INVALID_TIMESTAMP),
+        ("sql:raw_quality_events", 5, events.MISSING_FIELD),
+    ]
+    assert "[{broken" in dead[0]["raw_text"]
+
+
+def test_unreachable_database_is_a_clear_error_without_the_password(tmp_path):
+    missing = tmp_path / "no" / "such" / "dir" / "events.db"
+    with pytest.raises(SourceUnavailable, match="raw_quality_events"):
+        SqlTable(f"sqlite:///{missing}").days_present()
+    with pytest.raises(SourceUnavailable) as caught:
+        SqlTable("postgresql+psycopg2://user:s3cret@127.0.0.1:1/db").days_present()
+    assert "s3cret" not in str(caught.value)
