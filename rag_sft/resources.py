@@ -55,7 +55,7 @@ class Warehouse(dg.ConfigurableResource):
     """The data folder: Parquet tables under warehouse/, daily JSONL under datasets/sft/."""
 
     data_dir: str = Field(default="data", description="Root of all outputs.")
-    parquet_compression: str = Field(default="zstd", description="Parquet codec (zstd, snappy, none).")
+    parquet_compression: str = Field(default="lz4", description="Parquet codec (lz4, zstd, snappy, none).")
     batch_size: int = Field(default=4096, description="Events per Arrow record batch (bounds memory).")
 
     def table_dir(self, table: str) -> Path:

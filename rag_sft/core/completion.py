@@ -1,30 +1,33 @@
 """Completion strategies (SPEC.md rule 6): the seam where the LLM strategy plugs in.
 
-A strategy turns a batch of annotated samples (with their prompts) into one outcome per
-sample: the completion text, or the reason there is none, so a sample is never exported
-with a made-up completion.
+A strategy turns a batch of annotated samples and their prompts into one outcome per sample:
+the completion text, or the reason there is none, so a sample is never exported with a
+made-up completion.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
+
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from rag_sft.core import rules
 
 
 @dataclass(frozen=True)
-class CompletionOutcome:
-    completion: str | None
-    failure_reason: str | None = None
+class CompletionBatch:
+    completions: pa.Array  # string, null where there is no completion
+    failure_reasons: list[str | None]  # why, for each null completion
 
 
 class CompletionStrategy(Protocol):
     name: str
     model: str | None
 
-    def complete(self, samples: Sequence[Mapping], prompts: Sequence[str]) -> list[CompletionOutcome]:
+    def complete(self, samples: pa.RecordBatch, prompts: pa.Array) -> CompletionBatch:
+        """`samples` has the `ANNOTATED_SAMPLES` columns; `prompts` one prompt per row."""
         ...
 
 
@@ -34,8 +37,13 @@ class NaiveCompletion:
     name = "naive"
     model = None
 
-    def complete(self, samples: Sequence[Mapping], prompts: Sequence[str]) -> list[CompletionOutcome]:
-        return [
-            CompletionOutcome(rules.naive_completion(s["label"], s["original_answer"], s["language"]))
-            for s in samples
-        ]
+    def complete(self, samples: pa.RecordBatch, prompts: pa.Array) -> CompletionBatch:
+        prefixes = pa.array(
+            [
+                rules.naive_prefix(label, language)
+                for label, language in zip(samples.column("label").to_pylist(), samples.column("language").to_pylist())
+            ],
+            pa.string(),
+        )
+        completions = pc.binary_join_element_wise(prefixes, samples.column("original_answer"), "")
+        return CompletionBatch(completions, [None] * len(completions))

@@ -131,8 +131,9 @@ def confidence(score: float, factor: float = 1.5) -> float:
 
 
 # Rule 5 ---------------------------------------------------------------------------------------
-_DOC_TAG = {ZH: "[文档{}]", EN: "[Document {}]"}
-_QUESTION_HEADING = {ZH: "# 问题", EN: "# Question"}
+DOC_TAG = {ZH: "[文档{}]", EN: "[Document {}]"}
+QUESTION_HEADING = {ZH: "# 问题", EN: "# Question"}
+PROMPT_SEPARATOR = "\n\n"
 
 
 def build_prompt(
@@ -143,11 +144,25 @@ def build_prompt(
     doc_max_chars: int = 500,
 ) -> str:
     """Numbered docs cut to `doc_max_chars`, then the instruction, then the question."""
-    tag = _DOC_TAG[language]
-    parts = [f"{tag.format(i)} {doc['content'][:doc_max_chars]}" for i, doc in enumerate(context_docs, 1)]
+    return join_prompt(
+        question, [doc["content"][:doc_max_chars] for doc in context_docs], instruction, language
+    )
+
+
+def join_prompt(question, doc_texts, instruction, language):
+    """The prompt layout over text or UTF-8 bytes (the batch path stays in bytes for speed)."""
+    as_bytes = isinstance(question, bytes)
+    tag, heading, separator = DOC_TAG[language], QUESTION_HEADING[language], PROMPT_SEPARATOR
+    if as_bytes:
+        tag, heading, separator = tag.encode(), heading.encode(), separator.encode()
+        parts = [b"%s %s" % (tag.replace(b"{}", str(i).encode()), text) for i, text in enumerate(doc_texts, 1)]
+        newline = b"\n"
+    else:
+        parts = [f"{tag.format(i)} {text}" for i, text in enumerate(doc_texts, 1)]
+        newline = "\n"
     parts.append(instruction)
-    parts.append(f"{_QUESTION_HEADING[language]}\n{question}")
-    return "\n\n".join(parts)
+    parts.append(heading + newline + question)
+    return separator.join(parts)
 
 
 # Rule 6, naive strategy -----------------------------------------------------------------------
@@ -162,10 +177,14 @@ NAIVE_PREFIXES = {
 }
 
 
+def naive_prefix(label: str, language: str) -> str:
+    prefixes = NAIVE_PREFIXES[language]
+    return prefixes.get(label, prefixes[None])
+
+
 def naive_completion(label: str, original_answer: str, language: str) -> str:
     """No LLM: a label-specific prefix in front of the original answer."""
-    prefixes = NAIVE_PREFIXES[language]
-    return prefixes.get(label, prefixes[None]) + original_answer
+    return naive_prefix(label, language) + original_answer
 
 
 # Rule 7 ---------------------------------------------------------------------------------------

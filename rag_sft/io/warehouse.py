@@ -31,7 +31,7 @@ def partition_dir(table_dir: Path, day: str) -> Path:
 class PartitionWriter:
     """Streams record batches into one day of a table; `commit` replaces the old day whole."""
 
-    def __init__(self, table_dir: Path, day: str, schema: pa.Schema, compression: str = "zstd"):
+    def __init__(self, table_dir: Path, day: str, schema: pa.Schema, compression: str = "lz4"):
         self.final_dir = partition_dir(table_dir, day)
         self.tmp_dir = table_dir / f".date={day}.tmp-{uuid.uuid4().hex}"
         self.tmp_dir.mkdir(parents=True)
