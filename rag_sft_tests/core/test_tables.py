@@ -1,0 +1,87 @@
+"""The batch transforms agree with the row-level rules they speed up."""
+
+import random
+
+import orjson
+import pyarrow as pa
+import pytest
+
+from rag_sft.core import ingest, rules, tables
+from rag_sft.core.completion import NaiveCompletion
+from rag_sft.core.generator import GeneratorSettings, day_lines
+from rag_sft.core.rules import RuleSettings
+from rag_sft.core.ingest import SourceLine
+
+
+def raw_batch(events_per_day=120, seed=3):
+    from datetime import date
+
+    lines = [
+        SourceLine("f", n, line.rstrip(b"\n"))
+        for n, line in enumerate(day_lines(date(2026, 11, 19), GeneratorSettings(events_per_day=events_per_day, seed=seed)), 1)
+    ]
+    batches = list(ingest.ingest(lines, 32768, 10_000, ingest.IngestCounts()))
+    return batches[0].accepted
+
+
+def test_top_k_docs_matches_select_context_including_ties_and_missing_scores():
+    rng = random.Random(1)
+    rows = []
+    for _ in range(200):
+        rows.append([
+            {"id": str(i), "content": f"c{i}", "score": rng.choice([None, 0.0, 0.5, 0.5, rng.random()])}
+            for i in range(rng.randint(0, 7))
+        ])
+    docs = pa.array([[{**d, "score": d["score"] if d["score"] is not None else 0.0} for d in row] for row in rows], pa.list_(tables.DOC))
+    for k in (1, 3, 10):
+        got = tables.top_k_docs(docs, k).to_pylist()
+        expected = [[{**d, "score": d["score"] or 0.0} for d in rules.select_context(row, k)] for row in rows]
+        assert got == expected
+
+
+def test_annotated_and_records_batches_follow_the_rules():
+    settings = RuleSettings()
+    raw = raw_batch()
+    annotated = tables.annotate_batch(raw, settings)
+    records = tables.records_batch(annotated, settings, NaiveCompletion(), {"factuality_error": 2.0})
+    for event, sample, record in zip(raw.to_pylist(), annotated.to_pylist(), records.to_pylist()):
+        label = rules.main_label(event["labels"])
+        language = rules.question_language(event["question"])
+        context = rules.select_context(event["docs"], 3)
+        assert sample["label"] == label and sample["language"] == language
+        assert sample["sample_id"] == f"{event['request_id']}_{label}"
+        assert sample["context_docs"] == context
+        assert sample["instruction"] == rules.correction_instruction(label, language)
+        assert sample["confidence"] == pytest.approx(rules.confidence(event["score"]))
+        assert record["prompt"] == rules.build_prompt(event["question"], context, sample["instruction"], language)
+        assert record["sample_weight"] == pytest.approx(rules.sample_weight(sample["confidence"]))
+        if sample["confidence"] >= 0.6:
+            assert record["status"] == "exported" and record["filter_reason"] is None
+            assert record["completion"] == rules.naive_completion(label, event["answer"], language)
+            assert record["label_weight"] == (2.0 if label == "factuality_error" else None)
+        else:
+            assert record["status"] == "filtered" and record["filter_reason"] == "low_confidence"
+            assert record["completion"] is None and record["label_weight"] is None
+
+
+@pytest.mark.parametrize(
+    "text", ["plain", "中文“引号”", 'quote " and \\ backslash', "lines\nand\rtabs\t", "bell\x07 and nul\x00", "/slash", ""]
+)
+def test_json_string_writes_what_orjson_writes(text):
+    assert tables.json_string(text.encode()) == orjson.dumps(text)
+    assert orjson.loads(tables.json_string(text.encode())) == text
+
+
+def test_jsonl_chunk_lines_parse_back_to_the_exported_records():
+    settings = RuleSettings()
+    records = tables.records_batch(tables.annotate_batch(raw_batch(), settings), settings, NaiveCompletion(), {})
+    lines = tables.jsonl_chunk(records, "2026-11-19").splitlines()
+    exported = [r for r in records.to_pylist() if r["status"] == "exported"]
+    assert len(lines) == len(exported) > 0
+    for line, record in zip(lines, exported):
+        parsed = orjson.loads(line)
+        assert list(parsed) == list(tables.samples.JSONL_FIELDS)
+        assert parsed["date"] == "2026-11-19"
+        for field in parsed:
+            if field != "date":
+                assert parsed[field] == record[field]
