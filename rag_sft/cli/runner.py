@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 
 import dagster as dg
 
@@ -85,9 +86,12 @@ def format_summary(reports: list[DayReport]) -> str:
         lines.append("Days that failed:")
         lines.extend(f"  {r.day}: {r.failure}" for r in failed)
     lines.append("")
-    lines.append("Files:")
-    for report in reports:
-        for asset in ("sft_jsonl", "raw_events", "rejected_events", "annotated_samples", "sft_records"):
-            if asset in report.paths:
-                lines.append(f"  {report.day}  {asset:<18} {report.paths[asset]}")
+    lines.append("JSONL files:")
+    lines.extend(f"  {r.day}  {r.paths['sft_jsonl']}" for r in reports if "sft_jsonl" in r.paths)
+    lines.append("Parquet partitions (Hive layout, read the table folder with pandas or DuckDB):")
+    for asset in ("raw_events", "rejected_events", "annotated_samples", "sft_records"):
+        days = [r.day for r in reports if asset in r.paths]
+        if days:
+            table_dir = Path(next(r.paths[asset] for r in reports if asset in r.paths)).parent.parent
+            lines.append(f"  {asset:<18} {table_dir}/date=…  ({len(days)} days: {days[0]} .. {days[-1]})")
     return "\n".join(lines)
