@@ -6,9 +6,8 @@ The schemas are the documented contract analysts read (README, "Parquet schemas"
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-
 import re
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import orjson

@@ -22,9 +22,7 @@ from typing import Any
 
 import orjson
 
-from rag_sft.core.events import timestamp_date
-
-from rag_sft.core.events import INVALID_JSON, Rejection
+from rag_sft.core.events import INVALID_JSON, Rejection, timestamp_date
 from rag_sft.core.ingest import UNDECODABLE, SourceLine, decode_json
 
 

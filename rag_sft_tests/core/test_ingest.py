@@ -1,8 +1,8 @@
+import orjson
+
 from rag_sft.core import events, ingest
 from rag_sft.core.ingest import SourceLine
 from rag_sft_tests.helpers import event
-
-import orjson
 
 
 def run(lines, max_field_chars=1000, batch_size=2):

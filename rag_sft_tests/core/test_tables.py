@@ -9,8 +9,8 @@ import pytest
 from rag_sft.core import ingest, rules, tables
 from rag_sft.core.completion import NaiveCompletion
 from rag_sft.core.generator import GeneratorSettings, day_lines
-from rag_sft.core.rules import RuleSettings
 from rag_sft.core.ingest import SourceLine
+from rag_sft.core.rules import RuleSettings
 
 
 def raw_batch(events_per_day=120, seed=3):
