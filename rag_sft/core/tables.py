@@ -223,15 +223,20 @@ def records_batch(
     reasons: list[str | None] = [None if ok else rules.LOW_CONFIDENCE for ok in eligible.to_pylist()]
     prompts = prompts_batch(annotated, settings)
 
-    completions: list = [None] * annotated.num_rows
     eligible_rows = [i for i, reason in enumerate(reasons) if reason is None]
+    # Where each row's completion sits in the strategy's output; null for filtered rows, so
+    # `take` scatters the completions back without copying their text through Python.
+    positions: list[int | None] = [None] * annotated.num_rows
+    completions = pa.nulls(annotated.num_rows, pa.string())
     if eligible_rows:
         index = pa.array(eligible_rows, pa.int64())
         outcome = strategy.complete(annotated.take(index), prompts.take(index))
-        for row, text, failure in zip(eligible_rows, outcome.completions.cast(pa.binary()).to_pylist(), outcome.failure_reasons):
-            completions[row] = text
-            if text is None:
+        missing = pc.is_null(outcome.completions).to_pylist()
+        for position, (row, failure) in enumerate(zip(eligible_rows, outcome.failure_reasons)):
+            positions[row] = position
+            if missing[position]:
                 reasons[row] = failure or "no_completion"
+        completions = outcome.completions.take(pa.array(positions, pa.int64()))
     exported = [reason is None for reason in reasons]
     labels = annotated.column("label").to_pylist()
     sample_weights = [
@@ -246,7 +251,7 @@ def records_batch(
         "language": annotated.column("language"),
         "question": annotated.column("question"),
         "prompt": prompts,
-        "completion": pa.array(completions, pa.binary()).cast(pa.string()),
+        "completion": completions,
         "original_answer": annotated.column("original_answer"),
         "completion_strategy": pa.array([strategy.name if e else None for e in exported], pa.string()),
         "completion_model": pa.array([strategy.model if e else None for e in exported], pa.string()),

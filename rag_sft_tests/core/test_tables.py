@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from rag_sft.core import ingest, rules, tables
-from rag_sft.core.completion import NaiveCompletion
+from rag_sft.core.completion import CompletionBatch, NaiveCompletion
 from rag_sft.core.generator import GeneratorSettings, day_lines
 from rag_sft.core.ingest import SourceLine
 from rag_sft.core.rules import RuleSettings
@@ -85,3 +85,28 @@ def test_jsonl_chunk_lines_parse_back_to_the_exported_records():
         for field in parsed:
             if field != "date":
                 assert parsed[field] == record[field]
+
+
+class EveryOtherFails:
+    """A strategy that cannot complete every second sample: they must not be exported."""
+
+    name = "partial"
+    model = "m"
+
+    def complete(self, samples, prompts):
+        texts = [None if i % 2 else f"answer {i}" for i in range(samples.num_rows)]
+        return CompletionBatch(pa.array(texts, pa.string()), [("refused" if t is None else None) for t in texts])
+
+
+def test_samples_without_a_completion_are_filtered_with_the_strategys_reason():
+    settings = RuleSettings()
+    annotated = tables.annotate_batch(raw_batch(), settings)
+    records = tables.records_batch(annotated, settings, EveryOtherFails(), {}).to_pylist()
+    eligible = [r for r in records if r["confidence"] >= 0.6]
+    for position, record in enumerate(eligible):
+        if position % 2:
+            assert (record["status"], record["filter_reason"], record["completion"]) == ("filtered", "refused", None)
+        else:
+            assert (record["status"], record["completion"]) == ("exported", f"answer {position}")
+            assert record["completion_model"] == "m"
+    assert all(r["filter_reason"] == "low_confidence" for r in records if r["confidence"] < 0.6)
