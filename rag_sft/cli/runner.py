@@ -90,8 +90,10 @@ def format_summary(reports: list[DayReport]) -> str:
     lines.extend(f"  {r.day}  {r.paths['sft_jsonl']}" for r in reports if "sft_jsonl" in r.paths)
     lines.append("Parquet partitions (Hive layout, read the table folder with pandas or DuckDB):")
     for asset in ("raw_events", "rejected_events", "annotated_samples", "sft_records"):
-        days = [r.day for r in reports if asset in r.paths]
-        if days:
-            table_dir = Path(next(r.paths[asset] for r in reports if asset in r.paths)).parent.parent
-            lines.append(f"  {asset:<18} {table_dir}/date=…  ({len(days)} days: {days[0]} .. {days[-1]})")
+        written = [r for r in reports if asset in r.paths]
+        if written:
+            table_dir = Path(written[0].paths[asset]).parent.parent
+            lines.append(
+                f"  {asset:<18} {table_dir}/date=…  ({len(written)} days: {written[0].day} .. {written[-1].day})"
+            )
     return "\n".join(lines)

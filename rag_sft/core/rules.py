@@ -187,8 +187,11 @@ def naive_completion(label: str, original_answer: str, language: str) -> str:
 
 
 # Rule 7 ---------------------------------------------------------------------------------------
+SAMPLE_ID_SEPARATOR = "_"
+
+
 def sample_id(request_id: str, label: str) -> str:
-    return f"{request_id}_{label}"
+    return f"{request_id}{SAMPLE_ID_SEPARATOR}{label}"
 
 
 # Rule 8 ---------------------------------------------------------------------------------------

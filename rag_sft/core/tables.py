@@ -165,7 +165,7 @@ def annotate_batch(raw: pa.RecordBatch, settings: RuleSettings) -> pa.RecordBatc
     label_array = pa.array(labels, pa.string())
     score = raw.column("score")
     columns = {
-        "sample_id": pc.binary_join_element_wise(raw.column("request_id"), label_array, "_"),
+        "sample_id": pc.binary_join_element_wise(raw.column("request_id"), label_array, rules.SAMPLE_ID_SEPARATOR),
         "request_id": raw.column("request_id"),
         "timestamp": raw.column("timestamp"),
         "question": raw.column("question"),
