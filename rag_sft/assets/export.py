@@ -6,6 +6,7 @@ import dagster as dg
 
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import tables
+from rag_sft.io.memory import retain_freed_memory
 from rag_sft.io.warehouse import read_batches, write_file_atomically
 from rag_sft.resources import Warehouse
 
@@ -18,6 +19,7 @@ from rag_sft.resources import Warehouse
     description="Daily SFT JSON Lines (prompt, completion, label, confidence, score, weights, lineage).",
 )
 def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse):
+    retain_freed_memory()
     day = context.partition_key
     path = warehouse.jsonl_path(day)
     lines = 0

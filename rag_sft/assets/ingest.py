@@ -8,6 +8,7 @@ from rag_sft.assets.metadata import count_table
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import ingest, tables
 from rag_sft.io.sources import SourceUnavailable
+from rag_sft.io.memory import retain_freed_memory
 from rag_sft.io.warehouse import PartitionWriter
 from rag_sft.resources import EventSource, SftRules, Warehouse
 
@@ -33,6 +34,7 @@ REJECTED_EVENTS = dg.AssetKey("rejected_events")
     partitions_def=daily_partitions,
 )
 def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, warehouse: Warehouse, sft_rules: SftRules):
+    retain_freed_memory()
     day = context.partition_key
     try:
         source = event_source.open()

@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 from rag_sft.assets.metadata import count_table, number_summary
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import samples, tables
+from rag_sft.io.memory import retain_freed_memory
 from rag_sft.io.warehouse import PartitionWriter, read_batches
 from rag_sft.resources import Completions, SftRules, Warehouse
 
@@ -34,6 +35,7 @@ def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
     description="Main label, top-k context docs, correction instruction, language, confidence, sample_id.",
 )
 def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules):
+    retain_freed_memory()
     day = context.partition_key
     settings = sft_rules.settings()
     labels: Counter = Counter()
@@ -68,6 +70,7 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
     description="Prompt, completion, weights and lineage of every sample; filtered ones keep their reason.",
 )
 def sft_records(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules, completions: Completions):
+    retain_freed_memory()
     day = context.partition_key
     settings = sft_rules.settings()
     annotated_dir = warehouse.table_dir("annotated_samples")

@@ -14,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rag_sft.core import rules
+from rag_sft.core.columns import lookup_by_label
 
 
 @dataclass(frozen=True)
@@ -38,12 +39,6 @@ class NaiveCompletion:
     model = None
 
     def complete(self, samples: pa.RecordBatch, prompts: pa.Array) -> CompletionBatch:
-        prefixes = pa.array(
-            [
-                rules.naive_prefix(label, language)
-                for label, language in zip(samples.column("label").to_pylist(), samples.column("language").to_pylist())
-            ],
-            pa.string(),
-        )
+        prefixes = lookup_by_label(samples.column("label"), samples.column("language"), rules.NAIVE_PREFIXES)
         completions = pc.binary_join_element_wise(prefixes, samples.column("original_answer"), "")
         return CompletionBatch(completions, [None] * len(completions))

@@ -38,6 +38,9 @@ class Rejection(Exception):
     def __str__(self) -> str:
         return f"{self.reason}: {self.detail}"
 
+    def __reduce__(self):
+        return Rejection, (self.reason, self.detail)  # crosses process boundaries intact
+
 
 def parse_timestamp(value: Any) -> datetime:
     """ISO 8601 text (or a datetime from a SQL driver) as an aware UTC datetime.
@@ -172,13 +175,10 @@ def _normalize_evaluation(obj: dict, max_chars: int) -> dict:
         raw_labels = []
     if not isinstance(raw_labels, list):
         raise Rejection(WRONG_TYPE, f"evaluation.labels must be a list, got {_type_name(raw_labels)}")
-    labels: list[str] = []
     for label in raw_labels:
         if not isinstance(label, str):
             raise Rejection(WRONG_TYPE, f"evaluation.labels must hold strings, got {_type_name(label)}")
-        label = label.strip().lower()
-        if label and label not in labels:
-            labels.append(label)
+    labels = normalize_labels(raw_labels)
 
     raw_checks = evaluation.get("checks")
     if raw_checks is None:
@@ -199,6 +199,16 @@ def _normalize_evaluation(obj: dict, max_chars: int) -> dict:
     _check_size("evaluation.suggestion", suggestion, max_chars)
 
     return {"score": float(score), "labels": labels, "checks": checks, "suggestion": suggestion}
+
+
+def normalize_labels(labels: list[str]) -> list[str]:
+    """Stripped, lower-cased, blank ones dropped, each once, in order."""
+    normalized: list[str] = []
+    for label in labels:
+        label = label.strip().lower()
+        if label and label not in normalized:
+            normalized.append(label)
+    return normalized
 
 
 def _type_name(value: Any) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from rag_sft.core import events, tables
+from rag_sft.core import events, fastpath, tables
 from rag_sft.core.events import Rejection
 
 
@@ -23,6 +23,9 @@ class _Marker:
 
     def __repr__(self) -> str:
         return self.name
+
+    def __reduce__(self) -> str:
+        return self.name  # unpickles as the module's singleton, so `is` checks hold in workers
 
 
 UNPARSED = _Marker("UNPARSED")
@@ -99,44 +102,96 @@ def raw_text(raw: bytes | str) -> str:
     return raw.decode("utf-8", errors="backslashreplace")
 
 
+@dataclass
+class ChunkResult:
+    """The verdict on one chunk of lines before de-duplication (which needs the whole day)."""
+
+    accepted: pa.RecordBatch | None  # RAW_EVENTS rows of the valid lines, in line order
+    accepted_positions: list[int]  # where each accepted row sits in the chunk
+    rejected: list[tuple[int, Rejection, str | None]]  # (position, why, request_id if readable)
+
+
+def classify_chunk(lines: list[SourceLine], max_field_chars: int) -> ChunkResult:
+    """Validate and normalize a chunk of lines: raw JSON lines through the fast path, the
+    rest (and whatever the fast path is unsure of) through the rule book, in line order."""
+    fresh = [p for p, line in enumerate(lines) if line.decoded is UNPARSED and isinstance(line.raw, bytes)]
+    fast = fastpath.decode_lines(
+        [lines[p].raw for p in fresh], [lines[p].source for p in fresh], [lines[p].line for p in fresh], max_field_chars
+    )
+    fast_positions = [fresh[p] for p in fast.positions]
+    judged = sorted({*range(len(lines))} - set(fast_positions))
+
+    slow_events: list[dict] = []
+    slow_positions: list[int] = []
+    rejected: list[tuple[int, Rejection, str | None]] = []
+    for position in judged:
+        line = lines[position]
+        result = classify(line, max_field_chars)
+        if isinstance(result, Rejection):
+            rejected.append((position, result, _request_id_of(line)))
+        else:
+            slow_events.append(result)
+            slow_positions.append(position)
+    if not slow_events:
+        return ChunkResult(fast.batch, fast_positions, rejected)
+    slow = tables.raw_events_batch(
+        slow_events, [lines[p].source for p in slow_positions], [lines[p].line for p in slow_positions]
+    )
+    if fast.batch is None:
+        return ChunkResult(slow, slow_positions, rejected)
+    # Both paths accepted rows: put them back in line order.
+    positions = fast_positions + slow_positions
+    order = sorted(range(len(positions)), key=positions.__getitem__)
+    merged = pa.Table.from_batches([fast.batch, slow]).take(pa.array(order)).combine_chunks().to_batches()[0]
+    return ChunkResult(merged, [positions[i] for i in order], rejected)
+
+
 def ingest(
     lines: Iterable[SourceLine], max_field_chars: int, batch_size: int, counts: IngestCounts
 ) -> Iterator[IngestBatch]:
     """Validate, normalize and de-duplicate (first request_id wins) lines in bounded batches."""
     seen: set[str] = set()
-    accepted: list[dict] = []
-    sources: list[str] = []
-    line_numbers: list[int] = []
-    dead: list[dict] = []
+    for chunk in _chunks(lines, batch_size):
+        counts.read += len(chunk)
+        yield _deduplicate(chunk, classify_chunk(chunk, max_field_chars), seen, counts)
+
+
+def _chunks(lines: Iterable[SourceLine], size: int) -> Iterator[list[SourceLine]]:
+    chunk: list[SourceLine] = []
     for line in lines:
-        counts.read += 1
-        result = classify(line, max_field_chars)
-        if isinstance(result, Rejection):
-            counts.rejected += 1
-            counts.reject_reasons[result.reason] += 1
-            dead.append(_dead_row(line, "rejected", result, _request_id_of(line)))
-        elif result["request_id"] in seen:
+        chunk.append(line)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _deduplicate(chunk: list[SourceLine], result: ChunkResult, seen: set[str], counts: IngestCounts) -> IngestBatch:
+    dead: list[tuple[int, dict]] = []
+    for position, rejection, request_id in result.rejected:
+        counts.rejected += 1
+        counts.reject_reasons[rejection.reason] += 1
+        dead.append((position, _dead_row(chunk[position], "rejected", rejection, request_id)))
+    accepted = result.accepted
+    if accepted is not None:
+        keep = []
+        for position, request_id in zip(result.accepted_positions, accepted.column("request_id").to_pylist()):
+            first = request_id not in seen
+            keep.append(first)
+            if first:
+                seen.add(request_id)
+                continue
             counts.duplicates += 1
-            duplicate = Rejection(events.DUPLICATE_REQUEST_ID, f"request_id {result['request_id']!r} seen earlier this day")
-            dead.append(_dead_row(line, "duplicate", duplicate, result["request_id"]))
-        else:
-            seen.add(result["request_id"])
-            counts.accepted += 1
-            accepted.append(result)
-            sources.append(line.source)
-            line_numbers.append(line.line)
-        if len(accepted) >= batch_size or len(dead) >= batch_size:
-            yield _batch(accepted, sources, line_numbers, dead)
-            accepted, sources, line_numbers, dead = [], [], [], []
-    if accepted or dead:
-        yield _batch(accepted, sources, line_numbers, dead)
-
-
-def _batch(accepted, sources, line_numbers, dead) -> IngestBatch:
-    return IngestBatch(
-        tables.raw_events_batch(accepted, sources, line_numbers) if accepted else None,
-        tables.rejected_batch(dead) if dead else None,
-    )
+            duplicate = Rejection(events.DUPLICATE_REQUEST_ID, f"request_id {request_id!r} seen earlier this day")
+            dead.append((position, _dead_row(chunk[position], "duplicate", duplicate, request_id)))
+        if not all(keep):
+            accepted = accepted.filter(pa.array(keep))
+        counts.accepted += accepted.num_rows
+        if accepted.num_rows == 0:
+            accepted = None
+    dead.sort(key=lambda item: item[0])  # the dead letter in line order
+    return IngestBatch(accepted, tables.rejected_batch([row for _, row in dead]) if dead else None)
 
 
 def _request_id_of(line: SourceLine) -> str | None:

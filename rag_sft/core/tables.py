@@ -6,7 +6,6 @@ The schemas are the documented contract analysts read (README, "Parquet schemas"
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -15,6 +14,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rag_sft.core import rules, samples
+from rag_sft.core.columns import lookup_by_label
 from rag_sft.core.completion import CompletionStrategy
 from rag_sft.core.rules import RuleSettings
 
@@ -157,23 +157,55 @@ def top_k_docs(docs: pa.ListArray, k: int) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), flat.take(pa.array(keep)), type=docs.type)
 
 
+def main_labels(labels: pa.ListArray) -> pa.Array:
+    """Rule 1 over a column of (normalized) label lists."""
+    lengths = pc.list_value_length(labels).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    flat = labels.flatten()
+    unknown = len(rules.LABEL_PRIORITY)
+    rank = pc.index_in(flat, value_set=pa.array(rules.LABEL_PRIORITY)).fill_null(unknown)
+    rank = rank.to_numpy(zero_copy_only=False).astype(np.int64)
+    nonempty = lengths > 0
+    best = np.full(len(lengths), unknown, dtype=np.int64)
+    if nonempty.any():
+        best[nonempty] = np.minimum.reduceat(rank, starts[nonempty])
+    # Known label -> the best one; only unknown labels -> the first; none -> unspecified.
+    choices = pa.array([*rules.LABEL_PRIORITY, rules.UNSPECIFIED])
+    label = choices.take(pa.array(np.where(nonempty, best, unknown)))
+    if len(flat) and (nonempty & (best == unknown)).any():
+        first = flat.take(pa.array(np.where(nonempty, starts, 0)))
+        label = pc.if_else(pa.array(nonempty & (best == unknown)), first, label)
+    return label
+
+
+_HAN_RE2 = r"[\x{3400}-\x{4dbf}\x{4e00}-\x{9fff}\x{f900}-\x{faff}]"
+
+
+def question_languages(questions: pa.Array, setting: str) -> pa.Array:
+    """Rule 3 over a column (`rules.question_language`, or the configured language)."""
+    if setting != "auto":
+        return pa.array([rules.instruction_language("", setting)] * len(questions), pa.string())
+    han = pc.count_substring_regex(questions, _HAN_RE2)
+    latin = pc.count_substring_regex(questions, "[A-Za-z]")
+    chinese = pc.and_(pc.greater(han, 0), pc.greater_equal(pc.multiply(han, 3), latin))
+    return pc.if_else(chinese, rules.ZH, rules.EN)
+
+
 def annotate_batch(raw: pa.RecordBatch, settings: RuleSettings) -> pa.RecordBatch:
-    """`RAW_EVENTS` -> `ANNOTATED_SAMPLES`; long texts never leave Arrow."""
-    labels = [rules.main_label(ls) for ls in raw.column("labels").to_pylist()]
-    languages = [rules.instruction_language(q, settings.instruction_language) for q in raw.column("question").to_pylist()]
-    instructions = [rules.correction_instruction(lb, lang) for lb, lang in zip(labels, languages)]
-    label_array = pa.array(labels, pa.string())
+    """`RAW_EVENTS` -> `ANNOTATED_SAMPLES`, column at a time."""
+    label = main_labels(raw.column("labels"))
+    language = question_languages(raw.column("question"), settings.instruction_language)
     score = raw.column("score")
     columns = {
-        "sample_id": pc.binary_join_element_wise(raw.column("request_id"), label_array, rules.SAMPLE_ID_SEPARATOR),
+        "sample_id": pc.binary_join_element_wise(raw.column("request_id"), label, rules.SAMPLE_ID_SEPARATOR),
         "request_id": raw.column("request_id"),
         "timestamp": raw.column("timestamp"),
         "question": raw.column("question"),
         "original_answer": raw.column("answer"),
-        "label": label_array,
+        "label": label,
         "labels": raw.column("labels"),
-        "language": pa.array(languages, pa.string()),
-        "instruction": pa.array(instructions, pa.string()),
+        "language": language,
+        "instruction": lookup_by_label(label, language, rules.INSTRUCTIONS),
         "context_docs": top_k_docs(raw.column("docs"), settings.top_k),
         "score": score,
         "confidence": pc.min_element_wise(pc.multiply(score, settings.confidence_factor), 1.0),
@@ -190,25 +222,35 @@ def exported_label_counts(annotated: pa.RecordBatch, settings: RuleSettings) -> 
     return {item["values"].as_py(): item["counts"].as_py() for item in counts}
 
 
-def _as_bytes(array: pa.Array) -> list[bytes | None]:
-    """UTF-8 bytes of a string column: no decoding into Python text."""
-    return array.cast(pa.binary()).to_pylist()
-
-
 def prompts_batch(annotated: pa.RecordBatch, settings: RuleSettings) -> pa.Array:
-    """Rule 5 over a batch, assembled from UTF-8 bytes (`rules.join_prompt`)."""
+    """Rule 5 over a batch, assembled by Arrow (`rules.build_prompt` is the row form)."""
     docs = annotated.column("context_docs")
-    lengths = pc.list_value_length(docs).fill_null(0).to_numpy(zero_copy_only=False)
-    texts = _as_bytes(pc.utf8_slice_codeunits(docs.flatten().field("content"), 0, settings.doc_max_chars))
-    questions = _as_bytes(annotated.column("question"))
-    instructions = _as_bytes(annotated.column("instruction"))
-    languages = annotated.column("language").to_pylist()
-    prompts = []
-    start = 0
-    for question, instruction, language, length in zip(questions, instructions, languages, lengths):
-        prompts.append(rules.join_prompt(question, texts[start : start + length], instruction, language))
-        start += length
-    return pa.array(prompts, pa.binary()).cast(pa.string())
+    languages = annotated.column("language")
+    lengths = pc.list_value_length(docs).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    parent = np.repeat(np.arange(len(lengths)), lengths)
+    number = np.arange(int(lengths.sum())) - np.repeat(starts, lengths)  # 0-based position in its list
+    most = int(lengths.max()) if len(lengths) else 0
+    language_index = pc.index_in(languages, value_set=pa.array(rules.LANGUAGES)).to_numpy(zero_copy_only=False)
+    tags = pa.array([rules.DOC_TAG[language].format(i) for language in rules.LANGUAGES for i in range(1, most + 1)], pa.string())
+    doc_tags = tags.take(pa.array(language_index[parent] * most + number)) if most else pa.array([], pa.string())
+    texts = pc.utf8_slice_codeunits(docs.flatten().field("content"), 0, settings.doc_max_chars)
+    tagged = pc.binary_join_element_wise(doc_tags, texts, " ")
+    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32)
+    joined_docs = pc.binary_join(pa.ListArray.from_arrays(pa.array(offsets), tagged), rules.PROMPT_SEPARATOR)
+    joined_docs = pc.if_else(pa.array(lengths > 0), joined_docs, pa.scalar(None, pa.string()))  # none: no block
+    headings = pa.array([rules.QUESTION_HEADING[language] for language in rules.LANGUAGES]).take(pa.array(language_index))
+    question = pc.binary_join_element_wise(headings, annotated.column("question"), "\n")
+    return pc.binary_join_element_wise(
+        joined_docs, annotated.column("instruction"), question, rules.PROMPT_SEPARATOR, null_handling="skip"
+    )
+
+
+def sample_weights(confidence: pa.Array, settings: RuleSettings) -> pa.Array:
+    """Rule 8 over a column, with the same floating-point steps as `rules.sample_weight`."""
+    rising = pc.add(1.0, pc.multiply(settings.weight_slope, pc.subtract(confidence, settings.weight_baseline)))
+    capped = pc.min_element_wise(rising, settings.max_sample_weight)
+    return pc.if_else(pc.less(confidence, settings.weight_baseline), settings.weight_below_baseline, capped)
 
 
 def records_batch(
@@ -218,31 +260,34 @@ def records_batch(
     label_weights: Mapping[str, float],
 ) -> pa.RecordBatch:
     """`ANNOTATED_SAMPLES` -> `SFT_RECORDS`: prompt, completion, weights and export status."""
-    confidence_values = annotated.column("confidence")
-    eligible = pc.greater_equal(confidence_values, settings.min_confidence)
-    reasons: list[str | None] = [None if ok else rules.LOW_CONFIDENCE for ok in eligible.to_pylist()]
+    rows = annotated.num_rows
+    confidence = annotated.column("confidence")
+    eligible = pc.greater_equal(confidence, settings.min_confidence)
     prompts = prompts_batch(annotated, settings)
-
-    eligible_rows = [i for i, reason in enumerate(reasons) if reason is None]
-    # Where each row's completion sits in the strategy's output; null for filtered rows, so
-    # `take` scatters the completions back without copying their text through Python.
-    positions: list[int | None] = [None] * annotated.num_rows
-    completions = pa.nulls(annotated.num_rows, pa.string())
-    if eligible_rows:
-        index = pa.array(eligible_rows, pa.int64())
+    completions = pa.nulls(rows, pa.string())
+    failures = pa.nulls(rows, pa.string())
+    eligible_rows = np.flatnonzero(eligible.to_numpy(zero_copy_only=False))
+    if len(eligible_rows):
+        index = pa.array(eligible_rows)
         outcome = strategy.complete(annotated.take(index), prompts.take(index))
-        missing = pc.is_null(outcome.completions).to_pylist()
-        for position, (row, failure) in enumerate(zip(eligible_rows, outcome.failure_reasons)):
-            positions[row] = position
-            if missing[position]:
-                reasons[row] = failure or "no_completion"
-        completions = outcome.completions.take(pa.array(positions, pa.int64()))
-    exported = [reason is None for reason in reasons]
-    labels = annotated.column("label").to_pylist()
-    sample_weights = [
-        rules.sample_weight(c, settings.weight_baseline, settings.weight_below_baseline, settings.weight_slope, settings.max_sample_weight)
-        for c in confidence_values.to_pylist()
-    ]
+        # Scatter the strategy's answers back to their rows (null for filtered rows).
+        position = np.full(rows, -1, dtype=np.int64)
+        position[eligible_rows] = np.arange(len(eligible_rows))
+        scatter = pa.array(position, mask=position < 0)
+        completions = outcome.completions.take(scatter)
+        failures = pa.array(outcome.failure_reasons, pa.string()).take(scatter)
+    missing = pc.and_(eligible, pc.is_null(completions))
+    reason = pc.if_else(
+        eligible,
+        pc.if_else(missing, pc.fill_null(failures, "no_completion"), pa.scalar(None, pa.string())),
+        rules.LOW_CONFIDENCE,
+    )
+    exported = pc.is_null(reason)
+    nothing = pa.scalar(None, pa.string())
+    weight_keys = sorted(label_weights)
+    label_weight = pa.array([label_weights[k] for k in weight_keys], pa.float64()).take(
+        pc.index_in(annotated.column("label"), value_set=pa.array(weight_keys, pa.string()))
+    )
     columns = {
         "sample_id": annotated.column("sample_id"),
         "request_id": annotated.column("request_id"),
@@ -253,49 +298,76 @@ def records_batch(
         "prompt": prompts,
         "completion": completions,
         "original_answer": annotated.column("original_answer"),
-        "completion_strategy": pa.array([strategy.name if e else None for e in exported], pa.string()),
-        "completion_model": pa.array([strategy.model if e else None for e in exported], pa.string()),
+        "completion_strategy": pc.if_else(exported, pa.scalar(strategy.name, pa.string()), nothing),
+        "completion_model": pc.if_else(exported, pa.scalar(strategy.model, pa.string()), nothing),
         "score": annotated.column("score"),
-        "confidence": confidence_values,
-        "sample_weight": pa.array(sample_weights, pa.float64()),
-        "label_weight": pa.array([label_weights.get(lb) if e else None for lb, e in zip(labels, exported)], pa.float64()),
-        "status": pa.array([samples.EXPORTED if e else samples.FILTERED for e in exported], pa.string()),
-        "filter_reason": pa.array(reasons, pa.string()),
+        "confidence": confidence,
+        "sample_weight": sample_weights(confidence, settings),
+        "label_weight": pc.if_else(exported, label_weight, pa.scalar(None, pa.float64())),
+        "status": pc.if_else(exported, samples.EXPORTED, samples.FILTERED),
+        "filter_reason": reason,
     }
     return pa.RecordBatch.from_arrays(list(columns.values()), schema=SFT_RECORDS)
 
 
 JSONL_SOURCE_COLUMNS = [name for name in samples.JSONL_FIELDS if name != "date"]
-_JSON_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+_JSON_ESCAPES = ((b"\\", "\\\\"), (b'"', '\\"'), (b"\n", "\\n"), (b"\r", "\\r"), (b"\t", "\\t"))
 
 
-def json_string(value: bytes | None) -> bytes:
-    """A UTF-8 string as a JSON string literal, non-ASCII left readable (as orjson writes it)."""
-    if value is None:
-        return b"null"
-    if _JSON_CONTROL.search(value):  # rare control characters: let orjson escape them
-        return orjson.dumps(value.decode())
-    escaped = value.replace(b"\\", b"\\\\").replace(b'"', b'\\"')
-    return b'"' + escaped.replace(b"\n", b"\\n").replace(b"\r", b"\\r").replace(b"\t", b"\\t") + b'"'
+def json_strings(values: pa.Array) -> pa.Array:
+    """Each string as a JSON literal, non-ASCII left readable (as orjson writes it); null as null.
+
+    Quotes, backslashes and the common whitespace escapes are replaced column-wide, each only
+    when the column holds it; the rare value holding another control character is written by
+    orjson itself.
+    """
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
+    start, end = int(offsets[0]), int(offsets[-1])
+    data = values.buffers()[2].slice(start, end - start) if end > start else pa.py_buffer(b"")
+    text = data.to_pybytes()
+    escaped = values
+    for plain, escape in _JSON_ESCAPES:
+        if plain in text:
+            escaped = pc.replace_substring(escaped, plain.decode(), escape)
+    literals = pc.binary_join_element_wise('"', escaped, '"', "")
+    controls = np.frombuffer(data, dtype=np.uint8) < 0x20
+    if np.count_nonzero(controls) > text.count(b"\n") + text.count(b"\r") + text.count(b"\t"):
+        odd = np.flatnonzero(controls & ~np.isin(np.frombuffer(data, dtype=np.uint8), (9, 10, 13)))
+        rows = np.unique(np.searchsorted(offsets - start, odd, side="right") - 1)
+        by_orjson = [orjson.dumps(values[int(row)].as_py()).decode() for row in rows]
+        mask = np.zeros(len(values), dtype=bool)
+        mask[rows] = True
+        literals = pc.replace_with_mask(literals, pa.array(mask), pa.array(by_orjson, pa.string()))
+    return pc.fill_null(literals, "null")
+
+
+def json_numbers(values: pa.Array) -> pa.Array:
+    """Floats as JSON numbers, written as orjson writes them (shortest round-trip, 1.0 not 1)."""
+    text = values.cast(pa.string())
+    integral = pc.invert(pc.match_substring_regex(text, "[.eEn]"))  # no point, exponent, nan or inf
+    text = pc.if_else(integral, pc.binary_join_element_wise(text, ".0", ""), text)
+    return pc.fill_null(text, "null")
 
 
 def jsonl_chunk(records: pa.RecordBatch, day: str) -> bytes:
     """The exported records of a `SFT_RECORDS` batch as JSON Lines (UTF-8, Chinese readable).
 
-    Fields in `samples.JSONL_FIELDS` order; strings are escaped straight from Arrow's UTF-8.
+    Fields in `samples.JSONL_FIELDS` order; every line is assembled column-wise by Arrow.
     """
     exported = records.filter(pc.equal(records.column("status"), samples.EXPORTED))
     if exported.num_rows == 0:
         return b""
-    day_json = json_string(day.encode())
-    encoded = []
-    for name in samples.JSONL_FIELDS:
+    pieces: list = []
+    for index, name in enumerate(samples.JSONL_FIELDS):
+        pieces.append(("{" if index == 0 else ",") + orjson.dumps(name).decode() + ":")
         if name == "date":
-            values = [day_json] * exported.num_rows
+            pieces.append(orjson.dumps(day).decode())
         elif pa.types.is_string(exported.schema.field(name).type):
-            values = [json_string(v) for v in _as_bytes(exported.column(name))]
+            pieces.append(json_strings(exported.column(name)))
         else:
-            values = [orjson.dumps(v) for v in exported.column(name).to_pylist()]
-        key = orjson.dumps(name)
-        encoded.append([key + b":" + v for v in values])
-    return b"".join(b"{" + b",".join(fields) + b"}\n" for fields in zip(*encoded))
+            pieces.append(json_numbers(exported.column(name)))
+    pieces.append("}\n")
+    lines = pc.binary_join_element_wise(*pieces, "")
+    # The lines sit back to back in the array's data buffer: that buffer is the chunk.
+    offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
+    return lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()

@@ -34,7 +34,7 @@ class SourceUnavailable(Exception):
 _TIMESTAMP_KEY = b'"timestamp"'
 _TIMESTAMP_VALUE = re.compile(rb'"timestamp"\s*:\s*"([0-9][0-9T:.+\-Z ]{7,40})"')
 _DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
-_READ_CHUNK = 1 << 24
+_READ_BUFFER = 1 << 20
 
 
 def quick_line_date(raw: bytes) -> date | None:
@@ -44,9 +44,10 @@ def quick_line_date(raw: bytes) -> date | None:
     strings quotes are escaped, so the pattern cannot match text inside a value either.
     None means "decode the line to find out".
     """
-    if raw.count(_TIMESTAMP_KEY) != 1:
+    start = raw.find(_TIMESTAMP_KEY)
+    if start < 0 or raw.find(_TIMESTAMP_KEY, start + len(_TIMESTAMP_KEY)) >= 0:
         return None
-    match = _TIMESTAMP_VALUE.search(raw)
+    match = _TIMESTAMP_VALUE.match(raw, start)
     if match is None:
         return None
     return timestamp_date(match.group(1).decode("ascii"))
@@ -119,19 +120,13 @@ class LandingFolder:
 
 
 def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Non-blank lines with their 1-based numbers, read in large chunks."""
-    number = 0
-    rest = b""
-    with path.open("rb") as handle:
-        while chunk := handle.read(_READ_CHUNK):
-            parts = (rest + chunk).split(b"\n")
-            rest = parts.pop()
-            for part in parts:
-                number += 1
-                if part.strip():
-                    yield number, part.rstrip(b"\r")
-    if rest.strip():
-        yield number + 1, rest.rstrip(b"\r")
+    """Non-blank lines with their 1-based numbers (the buffered file iterator is the fastest
+    way to split lines in CPython)."""
+    with path.open("rb", buffering=_READ_BUFFER) as handle:
+        for number, raw in enumerate(handle, 1):
+            raw = raw.rstrip(b"\r\n")
+            if raw.strip():
+                yield number, raw
 
 
 def _day_of_file(path: Path) -> date:

@@ -64,12 +64,20 @@ def test_annotated_and_records_batches_follow_the_rules():
             assert record["completion"] is None and record["label_weight"] is None
 
 
-@pytest.mark.parametrize(
-    "text", ["plain", "中文“引号”", 'quote " and \\ backslash', "lines\nand\rtabs\t", "bell\x07 and nul\x00", "/slash", ""]
-)
-def test_json_string_writes_what_orjson_writes(text):
-    assert tables.json_string(text.encode()) == orjson.dumps(text)
-    assert orjson.loads(tables.json_string(text.encode())) == text
+JSON_TEXTS = ["plain", "中文“引号”", 'quote " and \\ backslash', "lines\nand\rtabs\t", "bell\x07 and nul\x00", "/slash", "", "\x1f\u2028"]
+
+
+def test_json_strings_write_what_orjson_writes():
+    literals = tables.json_strings(pa.array([*JSON_TEXTS, None], pa.string())).to_pylist()
+    assert literals == [orjson.dumps(text).decode() for text in JSON_TEXTS] + ["null"]
+    assert [orjson.loads(literal) for literal in literals[:-1]] == JSON_TEXTS
+
+
+def test_json_numbers_write_what_orjson_writes():
+    values = [1.0, 0.1, 1e-7, 0.30000000000000004, 2.5e20, 123456789.0, 5.0, 0.0, 1.3333333333333333]
+    assert tables.json_numbers(pa.array([*values, None], pa.float64())).to_pylist() == [
+        orjson.dumps(v).decode() for v in values
+    ] + ["null"]
 
 
 def test_jsonl_chunk_lines_parse_back_to_the_exported_records():

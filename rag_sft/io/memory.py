@@ -1,0 +1,39 @@
+"""Keep freed memory in the process instead of handing it back to the OS after every batch.
+
+glibc serves large blocks (every Arrow/numpy/bytes buffer of a batch) with fresh mmaps and
+returns them on free, so each batch pays page faults to get the same memory back. On virtual
+machines a fault is expensive (measured here: about 2 us per 4 KiB page, a third of the run
+time of a large day). Raising the mmap and trim thresholds lets freed blocks be reused; peak
+memory is unchanged, the process just keeps its high-water mark.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import sys
+
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+_KEEP_BYTES = 1 << 30
+_tuned = False
+
+
+def retain_freed_memory() -> bool:
+    """Tune glibc's allocator once per process; False where there is no glibc (no-op)."""
+    global _tuned
+    if _tuned:
+        return True
+    if not sys.platform.startswith("linux"):
+        return False
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        # Older glibc caps the mmap threshold at 32 MiB: fall back to that.
+        mmap_set = libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES) or libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+        _tuned = bool(mmap_set) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+    except (OSError, AttributeError):  # musl or another libc without mallopt
+        return False
+    return _tuned

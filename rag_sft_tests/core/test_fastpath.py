@@ -1,0 +1,134 @@
+"""The fast path never accepts what the rule book rejects, and normalizes exactly as it does."""
+
+from datetime import date
+
+import orjson
+import pytest
+
+from rag_sft.core import fastpath, ingest, tables
+from rag_sft.core.generator import GeneratorSettings, day_lines
+from rag_sft.core.ingest import SourceLine
+from rag_sft_tests.helpers import event
+
+MAX_CHARS = 2000  # above the generator's texts, so only the edge cases hit it
+
+
+def with_evaluation(**changes):
+    value = event("r1")
+    value["evaluation"].update(changes)
+    return value
+
+
+EDGE_CASES = [
+    event("r1"),
+    event("  r1  ", question="  问题?  "),
+    event("r1", answer="\u3000\u3000"),  # ideographic spaces only: blank
+    event("r1", answer="\x1c\x1d"),  # blank for Python, not for every Unicode table
+    event("r1", answer=" x "),
+    event("r1", answer=""),
+    event("r1", answer="a" * MAX_CHARS),
+    event("r1", answer="中" * MAX_CHARS),
+    event("r1", answer="中" * (MAX_CHARS + 1)),  # oversized by characters, far more bytes
+    event("r1", answer='line\nbreak "quoted" \\ back\u2028'),
+    event("r1", answer=None),
+    event("r1", answer=12),
+    event(""),
+    event("   "),
+    event("r1", question=["not", "text"]),
+    event("r1", docs=[]),
+    event("r1", docs=None),
+    event("r1", docs={"content": "x"}),
+    event("r1", docs=[{"content": "x"}]),  # no id, no score
+    event("r1", docs=[{"id": 7, "content": "x", "score": 1}]),
+    event("r1", docs=[{"id": True, "content": "x", "score": 0.5}]),
+    event("r1", docs=[{"id": 1.5, "content": "x", "score": 0.5}]),
+    event("r1", docs=[{"id": "d", "content": None, "score": 0.5}]),
+    event("r1", docs=[{"id": "d", "content": 3, "score": 0.5}]),
+    event("r1", docs=[{"id": "d", "content": "x", "score": "0.5"}]),
+    event("r1", docs=[{"id": "d", "content": "x", "score": False}]),
+    event("r1", docs=[{"id": "d", "content": "中" * (MAX_CHARS + 1), "score": 0.5}]),
+    event("r1", docs=[{"id": "d", "content": "tab\there \\u escaped", "score": 0.5}, "not a doc"]),
+    event("r1", timestamp="2026-11-19T23:30:00-02:00"),
+    event("r1", timestamp="2026-11-19 08:00:00"),
+    event("r1", timestamp="yesterday"),
+    event("r1", timestamp=None),
+    event("r1", timestamp=1763539200),
+    event("r1", score=1),
+    event("r1", score=0),
+    event("r1", score=1.0000001),
+    event("r1", score=-0.1),
+    event("r1", score="0.5"),
+    event("r1", score=True),
+    event("r1", labels=[" Factuality_Error ", "factuality_error", "", "LOW_relevance"]),
+    event("r1", labels="factuality_error"),
+    event("r1", labels=[1]),
+    event("r1", labels=None),
+    with_evaluation(checks={"a": 1, "b": 0.5}),
+    with_evaluation(checks={"a": True}),
+    with_evaluation(checks=[1]),
+    with_evaluation(checks=None),
+    with_evaluation(suggestion=None),
+    with_evaluation(suggestion=5),
+    with_evaluation(suggestion="s" * (MAX_CHARS + 1)),
+    {**event("r1"), "extra": {"nested": [1, 2]}},
+]
+
+RAW_CASES = [
+    b'{"request_id": "r1"',
+    b"[1, 2]",
+    b"null",
+    b'"text"',
+    orjson.dumps(event("r1")).replace("三天".encode(), b"\xff\xfe"),  # invalid UTF-8 in the answer
+    orjson.dumps(event("r1")).replace("退款在".encode(), b"\xc3\x28"),  # ... and in a doc
+    orjson.dumps(event("r1")).replace(b'"score":0.9', b'"score":1e400'),
+    orjson.dumps(event("r1")).replace(b'"score":0.9', b'"score":100000000000000000000000000000'),
+    orjson.dumps(event("r1")).replace("三天".encode(), b"\\ud800"),  # lone surrogate escape
+    orjson.dumps(event("r1")).replace(b'"answer":', b'"answer":"first","answer":'),  # duplicate key
+    orjson.dumps(event("r1")).replace(b"{", b' \t{ ', 1) + b"  ",
+]
+
+
+def all_cases() -> list[bytes]:
+    generated = list(day_lines(date(2026, 11, 19), GeneratorSettings(events_per_day=400, malformed_share=0.5, seed=11)))
+    edges = [orjson.dumps(case).replace(b'"r1"', f'"edge-{n}"'.encode()) for n, case in enumerate(EDGE_CASES)]
+    return edges + RAW_CASES + [line.rstrip(b"\n") for line in generated]
+
+
+def test_fast_path_accepts_only_what_the_rule_book_accepts_with_identical_rows():
+    raws = all_cases()
+    fast = fastpath.decode_lines(raws, ["f"] * len(raws), list(range(len(raws))), MAX_CHARS)
+    fast_rows = fast.batch.to_pylist()
+    assert sorted(fast.positions + fast.undecided) == list(range(len(raws)))
+    for position, row in zip(fast.positions, fast_rows):
+        verdict = ingest.classify(SourceLine("f", position, raws[position]), MAX_CHARS)
+        assert isinstance(verdict, dict), (raws[position], verdict)
+        expected = tables.raw_events_batch([verdict], ["f"], [position]).to_pylist()[0]
+        assert row == expected, raws[position]
+
+
+def test_fast_path_settles_well_formed_events_itself():
+    raws = [line.rstrip(b"\n") for line in day_lines(date(2026, 11, 19), GeneratorSettings(events_per_day=300, seed=5))]
+    raws.append(orjson.dumps(event("r-escapes", answer='a "quoted"\nanswer', docs=[{"content": "tab\tand \\"}])))
+    fast = fastpath.decode_lines(raws, ["f"] * len(raws), list(range(len(raws))), 32768)
+    assert fast.undecided == []
+    assert fast.batch.num_rows == len(raws)
+    assert fast.batch.column("answer")[-1].as_py() == 'a "quoted"\nanswer'
+    assert fast.batch.column("docs")[-1].as_py()[0]["content"] == "tab\tand \\"
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 10_000])
+def test_ingest_gives_the_same_rows_and_dead_letter_as_the_rule_book_alone(batch_size):
+    raws = all_cases()
+
+    def run(lines):
+        counts = ingest.IngestCounts()
+        batches = list(ingest.ingest(lines, MAX_CHARS, batch_size, counts))
+        accepted = [row for b in batches if b.accepted is not None for row in b.accepted.to_pylist()]
+        dead = [row for b in batches if b.dead_letter is not None for row in b.dead_letter.to_pylist()]
+        return counts, accepted, dead
+
+    fast = run([SourceLine("f", n, raw) for n, raw in enumerate(raws, 1)])
+    # Lines that arrive already decoded (as from a database) skip the fast path entirely.
+    rule_book = run([SourceLine("f", n, raw, ingest.decode_json(raw)) for n, raw in enumerate(raws, 1)])
+    assert fast == rule_book
+    assert fast[0].reconciles() and fast[0].accepted > 150 and fast[0].rejected > 150
