@@ -7,12 +7,16 @@ and `dagster dev` agree; each setting can also be changed per run in the launchp
 from __future__ import annotations
 
 import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 from pydantic import Field
 
+from rag_sft.core import parallel
 from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
 from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
 from rag_sft.core.rules import RuleSettings
@@ -57,6 +61,22 @@ class Warehouse(dg.ConfigurableResource):
     data_dir: str = Field(default="data", description="Root of all outputs.")
     parquet_compression: str = Field(default="lz4", description="Parquet codec (lz4, zstd, snappy, none).")
     batch_size: int = Field(default=4096, description="Events per Arrow record batch (bounds memory).")
+    workers: int = Field(
+        default=0,
+        ge=0,
+        description="Batches processed at once (processes for ingest, threads after); 0 = one per CPU core.",
+    )
+
+    def worker_count(self) -> int:
+        return parallel.resolve_workers(self.workers)
+
+    @contextmanager
+    def scratch_dir(self) -> Iterator[Path]:
+        """A private temporary folder on the data folder's disk, removed afterwards."""
+        root = Path(self.data_dir) / "warehouse"
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".scratch-", dir=root) as scratch:
+            yield Path(scratch)
 
     def table_dir(self, table: str) -> Path:
         return Path(self.data_dir) / "warehouse" / table

@@ -6,7 +6,8 @@ import dagster as dg
 
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import tables
-from rag_sft.io.memory import retain_freed_memory
+from rag_sft.core.parallel import ordered_map
+from rag_sft.io.memory import streaming_day
 from rag_sft.io.warehouse import read_batches, write_file_atomically
 from rag_sft.resources import Warehouse
 
@@ -19,7 +20,6 @@ from rag_sft.resources import Warehouse
     description="Daily SFT JSON Lines (prompt, completion, label, confidence, score, weights, lineage).",
 )
 def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse):
-    retain_freed_memory()
     day = context.partition_key
     path = warehouse.jsonl_path(day)
     lines = 0
@@ -27,12 +27,13 @@ def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse):
     def chunks() -> Iterator[bytes]:
         nonlocal lines
         columns = [*tables.JSONL_SOURCE_COLUMNS, "status"]
-        for batch in read_batches(warehouse.table_dir("sft_records"), day, columns, warehouse.batch_size):
-            chunk = tables.jsonl_chunk(batch, day)
+        batches = read_batches(warehouse.table_dir("sft_records"), day, columns, warehouse.batch_size)
+        for _, chunk in ordered_map(tables.jsonl_chunk, batches, warehouse.worker_count(), day, threads=True):
             lines += chunk.count(b"\n")
             yield chunk
 
-    size, sha256 = write_file_atomically(path, chunks())
+    with streaming_day():
+        size, sha256 = write_file_atomically(path, chunks())
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": lines,

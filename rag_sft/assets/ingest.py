@@ -7,8 +7,8 @@ import dagster as dg
 from rag_sft.assets.metadata import count_table
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import ingest, tables
+from rag_sft.io.memory import streaming_day
 from rag_sft.io.sources import SourceUnavailable
-from rag_sft.io.memory import retain_freed_memory
 from rag_sft.io.warehouse import PartitionWriter
 from rag_sft.resources import EventSource, SftRules, Warehouse
 
@@ -34,17 +34,20 @@ REJECTED_EVENTS = dg.AssetKey("rejected_events")
     partitions_def=daily_partitions,
 )
 def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, warehouse: Warehouse, sft_rules: SftRules):
-    retain_freed_memory()
     day = context.partition_key
     try:
         source = event_source.open()
-        lines = source.lines_for_day(date.fromisoformat(day))
         counts = ingest.IngestCounts()
         with (
+            streaming_day(),
+            warehouse.scratch_dir() as scratch,
             PartitionWriter(warehouse.table_dir("raw_events"), day, tables.RAW_EVENTS, warehouse.parquet_compression) as accepted,
             PartitionWriter(warehouse.table_dir("rejected_events"), day, tables.REJECTED_EVENTS, warehouse.parquet_compression) as dead,
         ):
-            for batch in ingest.ingest(lines, sft_rules.max_field_chars, warehouse.batch_size, counts):
+            chunks = source.judged_chunks(
+                date.fromisoformat(day), sft_rules.max_field_chars, warehouse.batch_size, warehouse.worker_count(), scratch
+            )
+            for batch in ingest.deduplicated(chunks, counts):
                 if batch.accepted is not None:
                     accepted.write(batch.accepted)
                 if batch.dead_letter is not None:

@@ -9,7 +9,8 @@ import pyarrow.compute as pc
 from rag_sft.assets.metadata import count_table, number_summary
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import samples, tables
-from rag_sft.io.memory import retain_freed_memory
+from rag_sft.core.parallel import ordered_map
+from rag_sft.io.memory import streaming_day
 from rag_sft.io.warehouse import PartitionWriter, read_batches
 from rag_sft.resources import Completions, SftRules, Warehouse
 
@@ -35,17 +36,16 @@ def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
     description="Main label, top-k context docs, correction instruction, language, confidence, sample_id.",
 )
 def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules):
-    retain_freed_memory()
     day = context.partition_key
     settings = sft_rules.settings()
     labels: Counter = Counter()
     languages: Counter = Counter()
     confidences: list[pa.Array] = []
-    with PartitionWriter(
+    with streaming_day(), PartitionWriter(
         warehouse.table_dir("annotated_samples"), day, tables.ANNOTATED_SAMPLES, warehouse.parquet_compression
     ) as writer:
-        for raw in read_batches(warehouse.table_dir("raw_events"), day, batch_size=warehouse.batch_size):
-            batch = tables.annotate_batch(raw, settings)
+        raw_batches = read_batches(warehouse.table_dir("raw_events"), day, batch_size=warehouse.batch_size)
+        for _, batch in ordered_map(tables.annotate_batch, raw_batches, warehouse.worker_count(), settings, threads=True):
             writer.write(batch)
             labels.update(_value_counts(batch.column("label")))
             languages.update(_value_counts(batch.column("language")))
@@ -70,7 +70,6 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
     description="Prompt, completion, weights and lineage of every sample; filtered ones keep their reason.",
 )
 def sft_records(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules, completions: Completions):
-    retain_freed_memory()
     day = context.partition_key
     settings = sft_rules.settings()
     annotated_dir = warehouse.table_dir("annotated_samples")
@@ -85,11 +84,13 @@ def sft_records(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rul
     exported_labels: Counter = Counter()
     filter_reasons: Counter = Counter()
     confidences: list[pa.Array] = []
-    with PartitionWriter(
+    with streaming_day(), PartitionWriter(
         warehouse.table_dir("sft_records"), day, tables.SFT_RECORDS, warehouse.parquet_compression
     ) as writer:
-        for annotated in read_batches(annotated_dir, day, batch_size=warehouse.batch_size):
-            batch = tables.records_batch(annotated, settings, strategy, label_weights)
+        annotated_batches = read_batches(annotated_dir, day, batch_size=warehouse.batch_size)
+        for _, batch in ordered_map(
+            tables.records_batch, annotated_batches, warehouse.worker_count(), settings, strategy, label_weights, threads=True
+        ):
             writer.write(batch)
             exported = batch.filter(pc.equal(batch.column("status"), samples.EXPORTED))
             exported_labels.update(_value_counts(exported.column("label")))

@@ -6,7 +6,7 @@ read = accepted + duplicates + rejected, for every batch and so for every day.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,17 +146,42 @@ def classify_chunk(lines: list[SourceLine], max_field_chars: int) -> ChunkResult
     return ChunkResult(merged, [positions[i] for i in order], rejected)
 
 
+@dataclass
+class JudgedChunk:
+    """Lines judged and ready for de-duplication, which needs the whole day in order."""
+
+    read: int  # lines this chunk accounts for
+    accepted: pa.RecordBatch | None  # RAW_EVENTS rows, in line order
+    accepted_keys: list[int]  # the line-order key of each accepted row
+    raw_of_accepted: Callable[[int], bytes | str]  # the raw line of accepted row i (for a duplicate)
+    dead: list[tuple[int, dict]] = field(default_factory=list)  # (line-order key, REJECTED_EVENTS row)
+
+
+def judge_lines(lines: list[SourceLine], max_field_chars: int) -> JudgedChunk:
+    result = classify_chunk(lines, max_field_chars)
+    dead = [
+        (position, dead_row(lines[position], "rejected", rejection, request_id))
+        for position, rejection, request_id in result.rejected
+    ]
+    accepted_lines = [lines[p] for p in result.accepted_positions]
+    return JudgedChunk(len(lines), result.accepted, result.accepted_positions, lambda i: accepted_lines[i].raw, dead)
+
+
 def ingest(
     lines: Iterable[SourceLine], max_field_chars: int, batch_size: int, counts: IngestCounts
 ) -> Iterator[IngestBatch]:
     """Validate, normalize and de-duplicate (first request_id wins) lines in bounded batches."""
+    return deduplicated((judge_lines(chunk, max_field_chars) for chunk in batched(lines, batch_size)), counts)
+
+
+def deduplicated(chunks: Iterable[JudgedChunk], counts: IngestCounts) -> Iterator[IngestBatch]:
+    """The day's judged chunks, in line order, with each request_id kept only the first time."""
     seen: set[str] = set()
-    for chunk in _chunks(lines, batch_size):
-        counts.read += len(chunk)
-        yield _deduplicate(chunk, classify_chunk(chunk, max_field_chars), seen, counts)
+    for chunk in chunks:
+        yield deduplicate(chunk, seen, counts)
 
 
-def _chunks(lines: Iterable[SourceLine], size: int) -> Iterator[list[SourceLine]]:
+def batched(lines: Iterable[SourceLine], size: int) -> Iterator[list[SourceLine]]:
     chunk: list[SourceLine] = []
     for line in lines:
         chunk.append(line)
@@ -167,16 +192,18 @@ def _chunks(lines: Iterable[SourceLine], size: int) -> Iterator[list[SourceLine]
         yield chunk
 
 
-def _deduplicate(chunk: list[SourceLine], result: ChunkResult, seen: set[str], counts: IngestCounts) -> IngestBatch:
-    dead: list[tuple[int, dict]] = []
-    for position, rejection, request_id in result.rejected:
+def deduplicate(chunk: JudgedChunk, seen: set[str], counts: IngestCounts) -> IngestBatch:
+    """Drop request_ids seen earlier this day (`seen` carries them across chunks) into the dead
+    letter, and count every line of the chunk once."""
+    counts.read += chunk.read
+    dead = list(chunk.dead)
+    for _, row in chunk.dead:
         counts.rejected += 1
-        counts.reject_reasons[rejection.reason] += 1
-        dead.append((position, _dead_row(chunk[position], "rejected", rejection, request_id)))
-    accepted = result.accepted
+        counts.reject_reasons[row["reason"]] += 1
+    accepted = chunk.accepted
     if accepted is not None:
         keep = []
-        for position, request_id in zip(result.accepted_positions, accepted.column("request_id").to_pylist()):
+        for index, (key, request_id) in enumerate(zip(chunk.accepted_keys, accepted.column("request_id").to_pylist())):
             first = request_id not in seen
             keep.append(first)
             if first:
@@ -184,7 +211,8 @@ def _deduplicate(chunk: list[SourceLine], result: ChunkResult, seen: set[str], c
                 continue
             counts.duplicates += 1
             duplicate = Rejection(events.DUPLICATE_REQUEST_ID, f"request_id {request_id!r} seen earlier this day")
-            dead.append((position, _dead_row(chunk[position], "duplicate", duplicate, request_id)))
+            line = SourceLine(accepted["source"][index].as_py(), accepted["source_line"][index].as_py(), chunk.raw_of_accepted(index))
+            dead.append((key, dead_row(line, "duplicate", duplicate, request_id)))
         if not all(keep):
             accepted = accepted.filter(pa.array(keep))
         counts.accepted += accepted.num_rows
@@ -201,7 +229,7 @@ def _request_id_of(line: SourceLine) -> str | None:
     return None
 
 
-def _dead_row(line: SourceLine, outcome: str, rejection: Rejection, request_id: str | None) -> dict:
+def dead_row(line: SourceLine, outcome: str, rejection: Rejection, request_id: str | None) -> dict:
     return {
         "source": line.source,
         "source_line": line.line,

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from rag_sft.core.events import INVALID_JSON, Rejection, timestamp_date
-from rag_sft.core.ingest import UNDECODABLE, SourceLine, decode_json
+from rag_sft.core.ingest import UNDECODABLE, JudgedChunk, SourceLine, batched, decode_json, judge_lines
 
 
 class SourceUnavailable(Exception):
@@ -83,6 +83,14 @@ class LandingFolder:
             for line_day, line in self._dated_lines(path):
                 if line_day == day:
                     yield line
+
+    def judged_chunks(
+        self, day: date, max_field_chars: int, batch_size: int, workers: int, scratch: Path
+    ) -> Iterator[JudgedChunk]:
+        """The day's lines judged on `workers` processes (see `landing_scan`)."""
+        from rag_sft.io import landing_scan  # it builds on this module
+
+        return landing_scan.judged_chunks(self, day, max_field_chars, workers, scratch)
 
     def days_present(self) -> Counter:
         """Lines per day over the whole folder (blank lines excluded)."""
@@ -184,6 +192,13 @@ class SqlTable:
         ).all()
         days: list[tuple[int, date | None]] = [(row_id, timestamp_date(ts) if ts is not None else None) for row_id, ts in rows]
         return _fill_undated(days)
+
+    def judged_chunks(
+        self, day: date, max_field_chars: int, batch_size: int, workers: int, scratch: Path
+    ) -> Iterator[JudgedChunk]:
+        """The day's rows judged in batches here (the database, not the CPU, sets the pace)."""
+        for chunk in batched(self.lines_for_day(day), batch_size):
+            yield judge_lines(chunk, max_field_chars)
 
     def days_present(self) -> Counter:
         with self._connect() as connection:

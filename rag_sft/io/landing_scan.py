@@ -1,0 +1,180 @@
+"""One day of the landing folder judged on every core, without shipping the data around.
+
+The files are cut into byte ranges at line ends. Each worker process reads its own range,
+finds the day of each line (the rule of `sources.LandingFolder`), judges the lines of the
+requested day and writes the accepted rows to an Arrow IPC file in a scratch folder; only
+counts and the (rare) dead-letter rows travel back. This process then reads the IPC files in
+range order (memory-mapped), numbers the lines, settles the day of undated lines at the start
+of a range from the ranges before it, and hands the chunks to de-duplication, so the result
+is the same as reading the folder line by line, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from rag_sft.core import ingest
+from rag_sft.core.ingest import JudgedChunk, SourceLine, decode_json
+from rag_sft.core.parallel import ordered_map
+from rag_sft.io.sources import LandingFolder, _day_of_file, _decoded_date, quick_line_date
+
+DEFAULT_RANGE_BYTES = 16 << 20
+_LOCATION = [("byte_offset", pa.int64()), ("byte_length", pa.int64())]
+
+
+@dataclass(frozen=True)
+class ByteRange:
+    path: str
+    source: str  # the file's path relative to the landing folder
+    start: int
+    end: int
+    last_in_file: bool
+
+
+@dataclass
+class RangeResult:
+    lines: int  # lines in the range, blank ones included (for numbering)
+    first_day: date | None  # day of the first / last line with a readable timestamp
+    last_day: date | None
+    accepted_file: str | None  # Arrow IPC: RAW_EVENTS (line numbers relative) + byte location
+    accepted_keys: list[int] = field(default_factory=list)
+    dead: list[tuple[int, dict]] = field(default_factory=list)  # of lines of the day
+    leading: list[tuple[int, dict]] = field(default_factory=list)  # undated lines before any dated one
+
+
+def plan_ranges(folder: LandingFolder, range_bytes: int = DEFAULT_RANGE_BYTES) -> list[ByteRange]:
+    """Every file of the folder cut into ranges of about `range_bytes`, each ending at a line end."""
+    ranges = []
+    for path in folder.files():
+        size = path.stat().st_size
+        source = str(path.relative_to(folder.root))
+        start = 0
+        with path.open("rb") as handle:
+            while start < size:
+                end = min(start + range_bytes, size)
+                if end < size:
+                    handle.seek(end)
+                    handle.readline()  # to the end of the line the cut fell in
+                    end = handle.tell()
+                ranges.append(ByteRange(str(path), source, start, end, end >= size))
+                start = end
+    return ranges
+
+
+def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -> RangeResult:
+    """Judge the lines of `day` in one range (runs in a worker process)."""
+    with open(task.path, "rb") as handle:
+        handle.seek(task.start)
+        data = handle.read(task.end - task.start)
+    raw_lines = data.split(b"\n")
+    if raw_lines and raw_lines[-1] == b"":
+        raw_lines.pop()  # the range ends with a newline
+
+    selected: list[SourceLine] = []
+    offsets: list[tuple[int, int]] = []
+    leading: list[SourceLine] = []
+    first_day = last_day = None
+    offset = task.start
+    for number, raw in enumerate(raw_lines, 1):
+        line_offset, offset = offset, offset + len(raw) + 1
+        raw = raw.rstrip(b"\r")
+        if not raw.strip():
+            continue
+        line = SourceLine(task.source, number, raw)
+        line_day = quick_line_date(raw)
+        if line_day is None:
+            line.decoded = decode_json(raw)
+            line_day = _decoded_date(line.decoded)
+        if line_day is None:
+            if last_day is None:
+                leading.append(line)
+                continue
+            line_day = last_day
+        else:
+            first_day = first_day or line_day
+            last_day = line_day
+        if line_day == day:
+            selected.append(line)
+            offsets.append((line_offset, len(raw)))
+
+    judged = ingest.judge_lines(selected, max_field_chars)
+    accepted_file = None
+    if judged.accepted is not None:
+        located = [offsets[key] for key in judged.accepted_keys]
+        batch = judged.accepted
+        for (name, kind), values in zip(_LOCATION, zip(*located)):
+            batch = batch.append_column(name, pa.array(values, kind))
+        accepted_file = os.path.join(scratch, f"{uuid.uuid4().hex}.arrow")
+        with pa.OSFile(accepted_file, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+            writer.write_batch(batch)
+    keys = [selected[key].line for key in judged.accepted_keys]
+    dead = [(selected[key].line, row) for key, row in judged.dead]
+    leading_dead = []
+    if leading:
+        early = ingest.judge_lines(leading, max_field_chars)  # undated lines are always rejected
+        leading_dead = [(leading[key].line, row) for key, row in early.dead]
+    return RangeResult(len(raw_lines), first_day, last_day, accepted_file, keys, dead, leading_dead)
+
+
+def judged_chunks(
+    folder: LandingFolder, day: date, max_field_chars: int, workers: int, scratch: Path, range_bytes: int = DEFAULT_RANGE_BYTES
+) -> Iterator[JudgedChunk]:
+    """The day's lines of the whole folder as judged chunks in line order, one per range."""
+    lines_before: dict[str, int] = {}
+    day_so_far: dict[str, date] = {}  # the day of the last dated line of the file so far
+    waiting: dict[str, list[tuple[int, dict]]] = {}  # undated lines before any dated one
+    tasks = plan_ranges(folder, range_bytes)
+    for task, result in ordered_map(scan_range, tasks, workers, day, max_field_chars, str(scratch)):
+        base = lines_before.get(task.source, 0)
+        lines_before[task.source] = base + result.lines
+        dead = [(key + base, _renumbered(row, base)) for key, row in result.dead]
+        leading = [(key + base, _renumbered(row, base)) for key, row in result.leading]
+        if task.source in day_so_far:  # the nearest dated line before them is in an earlier range
+            if day_so_far[task.source] == day:
+                dead += leading
+        else:  # no dated line before them in the file: the first one after them decides
+            waiting.setdefault(task.source, []).extend(leading)
+            settled = result.first_day
+            if settled is None and task.last_in_file:
+                settled = _day_of_file(Path(task.path))
+            if settled is not None:
+                settled_lines = waiting.pop(task.source)
+                if settled == day:
+                    dead = settled_lines + dead
+        if result.last_day is not None:
+            day_so_far[task.source] = result.last_day
+        yield _chunk(task, result, base, dead)
+
+
+def _chunk(task: ByteRange, result: RangeResult, base: int, dead: list[tuple[int, dict]]) -> JudgedChunk:
+    read = len(dead) + len(result.accepted_keys)
+    if result.accepted_file is None:
+        return JudgedChunk(read, None, [], lambda i: b"", dead)
+    table = pa.ipc.open_file(pa.memory_map(result.accepted_file)).read_all()
+    os.unlink(result.accepted_file)  # the mapping keeps the data readable until it is dropped
+    batch = table.combine_chunks().to_batches()[0]
+    location = batch.select([name for name, _ in _LOCATION])
+    batch = batch.drop_columns([name for name, _ in _LOCATION])
+    batch = batch.set_column(
+        batch.schema.get_field_index("source_line"), "source_line", pc.add(batch.column("source_line"), base)
+    )
+    keys = [key + base for key in result.accepted_keys]
+
+    def raw_of(index: int) -> bytes:
+        with open(task.path, "rb") as handle:
+            handle.seek(location.column("byte_offset")[index].as_py())
+            return handle.read(location.column("byte_length")[index].as_py())
+
+    return JudgedChunk(read, batch, keys, raw_of, dead)
+
+
+def _renumbered(row: dict, base: int) -> dict:
+    return {**row, "source_line": row["source_line"] + base}

@@ -1,0 +1,80 @@
+"""Judging a day range by range, in worker processes, gives exactly the line-by-line result."""
+
+from datetime import date
+
+import pytest
+
+from rag_sft.core import ingest
+from rag_sft.core.generator import GeneratorSettings, day_lines
+from rag_sft.io import landing_scan
+from rag_sft.io.sources import LandingFolder
+from rag_sft_tests.helpers import event, write_lines
+
+D18, D19, D20 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)
+
+
+def folder_with_every_case(root):
+    generated = list(day_lines(D19, GeneratorSettings(events_per_day=120, malformed_share=0.2, duplicate_share=0.1, seed=4)))
+    write_lines(root / "day.jsonl", [line.rstrip(b"\n") for line in generated])
+    write_lines(
+        root / "sub" / "mixed.jsonl",
+        [
+            b"garbage before any date",
+            b"",
+            event("a", "2026-11-18T10:00:00Z"),
+            b"{broken",
+            event("b", "2026-11-19T10:00:00Z"),
+            b"   ",
+            b"undated in the middle",
+            event("b", "2026-11-19T11:00:00Z"),  # duplicate of a line in another range
+            event("c", "2026-11-19T23:30:00-05:00"),
+            b'{"timestamp": "not a time"}',
+            event("d", "2026-11-19T12:00:00Z"),
+        ],
+    )
+    (root / "crlf.jsonl").write_bytes(
+        b"not json\r\n" + b"\r\n".join(__import__("orjson").dumps(event(f"w{i}")) for i in range(5)) + b"\r\n"
+    )
+    write_lines(root / "only-bad-2026-11-19.jsonl", [b"nope", b"nope again"])
+    return LandingFolder(root)
+
+
+def line_by_line(folder, day):
+    counts = ingest.IngestCounts()
+    batches = list(ingest.ingest(folder.lines_for_day(day), 32768, 50, counts))
+    return counts, _rows(batches)
+
+
+def by_ranges(folder, day, workers, range_bytes, scratch):
+    counts = ingest.IngestCounts()
+    chunks = landing_scan.judged_chunks(folder, day, 32768, workers, scratch, range_bytes)
+    return counts, _rows(list(ingest.deduplicated(chunks, counts)))
+
+
+def _rows(batches):
+    accepted = [row for b in batches if b.accepted is not None for row in b.accepted.to_pylist()]
+    dead = [row for b in batches if b.dead_letter is not None for row in b.dead_letter.to_pylist()]
+    return accepted, dead
+
+
+@pytest.mark.parametrize("workers, range_bytes", [(1, 1 << 20), (1, 300), (2, 300), (2, 5000)])
+@pytest.mark.parametrize("day", [D18, D19, D20])
+def test_ranges_match_line_by_line(tmp_path, workers, range_bytes, day):
+    folder = folder_with_every_case(tmp_path / "landing")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    expected = line_by_line(folder, day)
+    assert by_ranges(folder, day, workers, range_bytes, scratch) == expected
+    assert expected[0].reconciles() and expected[0].read > 0
+    assert list(scratch.iterdir()) == []  # every IPC file consumed
+
+
+def test_ranges_end_at_line_ends_and_cover_every_byte(tmp_path):
+    folder = folder_with_every_case(tmp_path)
+    ranges = landing_scan.plan_ranges(folder, 1000)
+    for path in folder.files():
+        own = [r for r in ranges if r.path == str(path)]
+        data = path.read_bytes()
+        assert own[0].start == 0 and own[-1].end == len(data) and own[-1].last_in_file
+        assert all(a.end == b.start for a, b in zip(own, own[1:]))
+        assert all(data[r.end - 1 : r.end] == b"\n" for r in own[:-1])
