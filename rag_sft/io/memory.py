@@ -20,6 +20,7 @@ from contextlib import contextmanager
 
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 _KEEP_BYTES = 1 << 30
 _tuned = False
 
@@ -38,7 +39,8 @@ def retain_freed_memory() -> bool:
         libc = ctypes.CDLL(name)
         # Older glibc caps the mmap threshold at 32 MiB: fall back to that.
         mmap_set = libc.mallopt(_M_MMAP_THRESHOLD, _KEEP_BYTES) or libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
-        _tuned = bool(mmap_set) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES))
+        # One arena: with a retained heap per thread arena, worker threads would multiply the peak.
+        _tuned = bool(mmap_set) and bool(libc.mallopt(_M_TRIM_THRESHOLD, _KEEP_BYTES)) and bool(libc.mallopt(_M_ARENA_MAX, 1))
     except (OSError, AttributeError):  # musl or another libc without mallopt
         return False
     return _tuned

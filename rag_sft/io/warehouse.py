@@ -75,7 +75,11 @@ def read_batches(
     if not path.exists():
         raise MissingPartition(f"{table_dir.name} has no partition {day} (expected {path}); materialize it first")
     parquet = pq.ParquetFile(path)
-    yield from parquet.iter_batches(batch_size=batch_size, columns=list(columns) if columns else None)
+    # Row group by row group: `iter_batches` keeps buffers of the groups it has read (measured:
+    # +30 MiB every ten batches), which breaks the memory bound on a large day.
+    for group in range(parquet.num_row_groups):
+        table = parquet.read_row_group(group, columns=list(columns) if columns else None)
+        yield from table.combine_chunks().to_batches(max_chunksize=batch_size)
 
 
 def write_file_atomically(final: Path, chunks: Iterator[bytes]) -> tuple[int, str]:
