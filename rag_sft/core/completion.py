@@ -28,7 +28,10 @@ class CompletionStrategy(Protocol):
     model: str | None
 
     def complete(self, samples: pa.RecordBatch, prompts: pa.Array) -> CompletionBatch:
-        """`samples` has the `ANNOTATED_SAMPLES` columns; `prompts` one prompt per row."""
+        """`samples` has the `ANNOTATED_SAMPLES` columns; `prompts` one prompt per row.
+
+        Called from several threads at once (one per batch in flight), so it must be thread-safe.
+        """
         ...
 
 

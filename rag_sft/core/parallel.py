@@ -16,8 +16,6 @@ from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPool
 from itertools import chain
 from typing import Any, TypeVar
 
-from rag_sft.io.memory import retain_freed_memory
-
 Item = TypeVar("Item")
 Result = TypeVar("Result")
 
@@ -42,12 +40,17 @@ def resolve_workers(workers: int) -> int:
 
 
 def ordered_map(
-    function: Callable[..., Result], items: Iterable[Item], workers: int, *args: Any, threads: bool = False
+    function: Callable[..., Result],
+    items: Iterable[Item],
+    workers: int,
+    *args: Any,
+    threads: bool = False,
+    process_setup: Callable[[], Any] | None = None,
 ) -> Iterator[tuple[Item, Result]]:
     """(item, function(item, *args)) for every item, in order.
 
-    Processes by default (`function` and items must pickle); `threads=True` for functions that
-    spend their time in Arrow, which releases the GIL.
+    Processes by default (`function` and items must pickle; `process_setup` runs once in each);
+    `threads=True` for functions that spend their time in Arrow, which releases the GIL.
     """
     iterator = iter(items)
     head = [item for item in (next(iterator, None), next(iterator, None)) if item is not None]
@@ -61,7 +64,9 @@ def ordered_map(
         pool = ThreadPoolExecutor(max_workers=workers)
     else:
         context = multiprocessing.get_context(_START_METHOD)
-        pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_worker_setup)
+        pool = ProcessPoolExecutor(
+            max_workers=workers, mp_context=context, initializer=_worker_setup, initargs=(process_setup,)
+        )
     with pool:
         pending: deque[tuple[Item, Future]] = deque()
         for item in chain(head, iterator):
@@ -74,6 +79,7 @@ def ordered_map(
             yield done_item, future.result()
 
 
-def _worker_setup() -> None:
-    retain_freed_memory()
+def _worker_setup(process_setup: Callable[[], Any] | None) -> None:
+    if process_setup is not None:
+        process_setup()
     gc.freeze()  # the heap inherited from the parent is never garbage: keep collections off it

@@ -24,6 +24,7 @@ import pyarrow.compute as pc
 from rag_sft.core import ingest
 from rag_sft.core.ingest import JudgedChunk, SourceLine, decode_json
 from rag_sft.core.parallel import ordered_map
+from rag_sft.io.memory import retain_freed_memory
 from rag_sft.io.sources import LandingFolder, _day_of_file, _decoded_date, quick_line_date
 
 DEFAULT_RANGE_BYTES = 16 << 20
@@ -132,7 +133,10 @@ def judged_chunks(
     day_so_far: dict[str, date] = {}  # the day of the last dated line of the file so far
     waiting: dict[str, list[tuple[int, dict]]] = {}  # undated lines before any dated one
     tasks = plan_ranges(folder, range_bytes)
-    for task, result in ordered_map(scan_range, tasks, workers, day, max_field_chars, str(scratch)):
+    results = ordered_map(
+        scan_range, tasks, workers, day, max_field_chars, str(scratch), process_setup=retain_freed_memory
+    )
+    for task, result in results:
         base = lines_before.get(task.source, 0)
         lines_before[task.source] = base + result.lines
         dead = [(key + base, _renumbered(row, base)) for key, row in result.dead]

@@ -1,7 +1,9 @@
 """Judging a day range by range, in worker processes, gives exactly the line-by-line result."""
 
+import itertools
 from datetime import date
 
+import orjson
 import pytest
 
 from rag_sft.core import ingest
@@ -33,7 +35,7 @@ def folder_with_every_case(root):
         ],
     )
     (root / "crlf.jsonl").write_bytes(
-        b"not json\r\n" + b"\r\n".join(__import__("orjson").dumps(event(f"w{i}")) for i in range(5)) + b"\r\n"
+        b"not json\r\n" + b"\r\n".join(orjson.dumps(event(f"w{i}")) for i in range(5)) + b"\r\n"
     )
     write_lines(root / "only-bad-2026-11-19.jsonl", [b"nope", b"nope again"])
     return LandingFolder(root)
@@ -76,5 +78,5 @@ def test_ranges_end_at_line_ends_and_cover_every_byte(tmp_path):
         own = [r for r in ranges if r.path == str(path)]
         data = path.read_bytes()
         assert own[0].start == 0 and own[-1].end == len(data) and own[-1].last_in_file
-        assert all(a.end == b.start for a, b in zip(own, own[1:]))
+        assert all(a.end == b.start for a, b in itertools.pairwise(own))
         assert all(data[r.end - 1 : r.end] == b"\n" for r in own[:-1])
