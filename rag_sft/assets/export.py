@@ -8,8 +8,12 @@ from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import tables
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.memory import streaming_day
-from rag_sft.io.warehouse import read_batches, write_file_atomically
+from rag_sft.io.warehouse import RowGroup, row_groups, write_file_atomically
 from rag_sft.resources import Warehouse
+
+
+def _jsonl_of_group(group: RowGroup, columns: list[str], day: str) -> bytes:
+    return tables.jsonl_chunk(group.read(columns), day)  # read in the thread: decoding releases the GIL
 
 
 @dg.asset(
@@ -27,8 +31,8 @@ def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse):
     def chunks() -> Iterator[bytes]:
         nonlocal lines
         columns = [*tables.JSONL_SOURCE_COLUMNS, "status"]
-        batches = read_batches(warehouse.table_dir("sft_records"), day, columns, warehouse.batch_size)
-        for _, chunk in ordered_map(tables.jsonl_chunk, batches, warehouse.worker_count(), day, threads=True):
+        groups = row_groups(warehouse.table_dir("sft_records"), day)
+        for _, chunk in ordered_map(_jsonl_of_group, groups, warehouse.worker_count(), columns, day, threads=True):
             lines += chunk.count(b"\n")
             yield chunk
 

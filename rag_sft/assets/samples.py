@@ -11,7 +11,7 @@ from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import samples, tables
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.memory import streaming_day
-from rag_sft.io.warehouse import PartitionWriter, read_batches
+from rag_sft.io.warehouse import PartitionWriter, RowGroup, read_batches, row_groups
 from rag_sft.resources import Completions, SftRules, Warehouse
 
 
@@ -44,8 +44,8 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
     with streaming_day(), PartitionWriter(
         warehouse.table_dir("annotated_samples"), day, tables.ANNOTATED_SAMPLES, warehouse.parquet_compression
     ) as writer:
-        raw_batches = read_batches(warehouse.table_dir("raw_events"), day, batch_size=warehouse.batch_size)
-        for _, batch in ordered_map(tables.annotate_batch, raw_batches, warehouse.worker_count(), settings, threads=True):
+        groups = row_groups(warehouse.table_dir("raw_events"), day)
+        for _, batch in ordered_map(_annotate_group, groups, warehouse.worker_count(), settings, threads=True):
             writer.write(batch)
             labels.update(_value_counts(batch.column("label")))
             languages.update(_value_counts(batch.column("language")))
@@ -87,9 +87,9 @@ def sft_records(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rul
     with streaming_day(), PartitionWriter(
         warehouse.table_dir("sft_records"), day, tables.SFT_RECORDS, warehouse.parquet_compression
     ) as writer:
-        annotated_batches = read_batches(annotated_dir, day, batch_size=warehouse.batch_size)
+        groups = row_groups(annotated_dir, day)
         for _, batch in ordered_map(
-            tables.records_batch, annotated_batches, warehouse.worker_count(), settings, strategy, label_weights, threads=True
+            _records_of_group, groups, warehouse.worker_count(), settings, strategy, label_weights, threads=True
         ):
             writer.write(batch)
             exported = batch.filter(pc.equal(batch.column("status"), samples.EXPORTED))
@@ -116,6 +116,15 @@ def sft_records(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rul
             "path": dg.MetadataValue.path(str(path)),
         }
     )
+
+
+# Each thread reads its own row group (Parquet decoding releases the GIL too).
+def _annotate_group(group: RowGroup, settings) -> pa.RecordBatch:
+    return tables.annotate_batch(group.read(), settings)
+
+
+def _records_of_group(group: RowGroup, settings, strategy, label_weights) -> pa.RecordBatch:
+    return tables.records_batch(group.read(), settings, strategy, label_weights)
 
 
 def _value_counts(array: pa.Array) -> dict[str, int]:

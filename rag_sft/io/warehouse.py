@@ -12,6 +12,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow as pa
@@ -80,6 +81,25 @@ def read_batches(
     for group in range(parquet.num_row_groups):
         table = parquet.read_row_group(group, columns=list(columns) if columns else None)
         yield from table.combine_chunks().to_batches(max_chunksize=batch_size)
+
+
+@dataclass(frozen=True)
+class RowGroup:
+    """One row group of a day's Parquet file: the unit the stages hand to their threads."""
+
+    path: Path
+    index: int
+
+    def read(self, columns: Sequence[str] | None = None) -> pa.RecordBatch:
+        table = pq.ParquetFile(self.path).read_row_group(self.index, columns=list(columns) if columns else None)
+        return table.combine_chunks().to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], table.schema)
+
+
+def row_groups(table_dir: Path, day: str) -> list[RowGroup]:
+    path = partition_dir(table_dir, day) / PART_FILE
+    if not path.exists():
+        raise MissingPartition(f"{table_dir.name} has no partition {day} (expected {path}); materialize it first")
+    return [RowGroup(path, index) for index in range(pq.ParquetFile(path).num_row_groups)]
 
 
 def write_file_atomically(final: Path, chunks: Iterator[bytes]) -> tuple[int, str]:
