@@ -22,10 +22,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rag_sft.core import ingest
-from rag_sft.core.ingest import JudgedChunk, SourceLine, decode_json
+from rag_sft.core.ingest import JudgedChunk, SourceLine
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.memory import retain_freed_memory
-from rag_sft.io.sources import LandingFolder, _day_of_file, _decoded_date, quick_line_date
+from rag_sft.io.sources import LandingFolder, _day_of_file, line_date
 
 DEFAULT_RANGE_BYTES = 16 << 20
 _LOCATION = [("byte_offset", pa.int64()), ("byte_length", pa.int64())]
@@ -90,10 +90,7 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
         if not raw.strip():
             continue
         line = SourceLine(task.source, number, raw)
-        line_day = quick_line_date(raw)
-        if line_day is None:
-            line.decoded = decode_json(raw)
-            line_day = _decoded_date(line.decoded)
+        line_day = line_date(line)
         if line_day is None:
             if last_day is None:
                 leading.append(line)

@@ -53,6 +53,15 @@ def quick_line_date(raw: bytes) -> date | None:
     return timestamp_date(match.group(1).decode("ascii"))
 
 
+def line_date(line: SourceLine) -> date | None:
+    """The UTC day of a file line; decodes it (and keeps the result) only when the quick look fails."""
+    line_day = quick_line_date(line.raw)
+    if line_day is None:
+        line.decoded = decode_json(line.raw)
+        line_day = _decoded_date(line.decoded)
+    return line_day
+
+
 def _decoded_date(decoded: Any) -> date | None:
     if isinstance(decoded, dict):
         value = decoded.get("timestamp")
@@ -106,10 +115,7 @@ class LandingFolder:
         last_day: date | None = None
         for number, raw in _numbered_lines(path):
             line = SourceLine(source, number, raw)
-            line_day = quick_line_date(raw)
-            if line_day is None:
-                line.decoded = decode_json(raw)
-                line_day = _decoded_date(line.decoded)
+            line_day = line_date(line)
             if line_day is None:
                 if last_day is None:
                     waiting.append(line)
