@@ -45,7 +45,6 @@ class _Event(msgspec.Struct):
 
 
 _DECODER = msgspec.json.Decoder(_Event)
-_EPOCH_US_PER_S = 1_000_000
 # A character Python's str.strip() keeps: an answer holding one is not blank.
 _NOT_BLANK = r"[^\s\x{1c}-\x{1f}\x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}]"
 
@@ -87,7 +86,7 @@ def decode_lines(raws: list[bytes], sources: list[str], lines: list[int], max_ch
         request_ids.append(request_id)
         questions.append(question.encode())
         answers.append(answer)
-        micros.append(int(timestamp.timestamp()) * _EPOCH_US_PER_S + timestamp.microsecond)
+        micros.append(tables.epoch_micros(timestamp))
         scores.append(evaluation.score)
         labels.append(events.normalize_labels(evaluation.labels or []))
         checks.append([(name, float(value)) for name, value in (evaluation.checks or {}).items()])

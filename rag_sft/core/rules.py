@@ -143,25 +143,11 @@ def build_prompt(
     doc_max_chars: int = 500,
 ) -> str:
     """Numbered docs cut to `doc_max_chars`, then the instruction, then the question."""
-    return join_prompt(
-        question, [doc["content"][:doc_max_chars] for doc in context_docs], instruction, language
-    )
-
-
-def join_prompt(question, doc_texts, instruction, language):
-    """The prompt layout over text or UTF-8 bytes (the batch path stays in bytes for speed)."""
-    as_bytes = isinstance(question, bytes)
-    tag, heading, separator = DOC_TAG[language], QUESTION_HEADING[language], PROMPT_SEPARATOR
-    if as_bytes:
-        tag, heading, separator = tag.encode(), heading.encode(), separator.encode()
-        parts = [b"%s %s" % (tag.replace(b"{}", str(i).encode()), text) for i, text in enumerate(doc_texts, 1)]
-        newline = b"\n"
-    else:
-        parts = [f"{tag.format(i)} {text}" for i, text in enumerate(doc_texts, 1)]
-        newline = "\n"
+    tag, heading = DOC_TAG[language], QUESTION_HEADING[language]
+    parts = [f"{tag.format(i)} {doc['content'][:doc_max_chars]}" for i, doc in enumerate(context_docs, 1)]
     parts.append(instruction)
-    parts.append(heading + newline + question)
-    return separator.join(parts)
+    parts.append(f"{heading}\n{question}")
+    return PROMPT_SEPARATOR.join(parts)
 
 
 # Rule 6, naive strategy -----------------------------------------------------------------------

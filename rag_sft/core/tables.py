@@ -94,6 +94,11 @@ SFT_RECORDS = pa.schema(
 _EPOCH_US_PER_S = 1_000_000
 
 
+def epoch_micros(timestamp) -> int:
+    """An aware datetime as microseconds since the epoch (the int64 behind `UTC_TIMESTAMP`)."""
+    return int(timestamp.timestamp()) * _EPOCH_US_PER_S + timestamp.microsecond
+
+
 def _utf8(texts: list[str]) -> pa.Array:
     """Python text to an Arrow string column; encoding first is several times faster than
     letting pyarrow convert non-ASCII str objects one by one."""
@@ -102,9 +107,7 @@ def _utf8(texts: list[str]) -> pa.Array:
 
 def raw_events_batch(events: Sequence[Mapping], sources: Sequence[str], lines: Sequence[int]) -> pa.RecordBatch:
     """Normalized events (from `events.normalize_event`) as a `RAW_EVENTS` batch."""
-    micros = [
-        int(e["timestamp"].timestamp()) * _EPOCH_US_PER_S + e["timestamp"].microsecond for e in events
-    ]
+    micros = [epoch_micros(e["timestamp"]) for e in events]
     doc_ids: list[str] = []
     doc_contents: list[str] = []
     doc_scores: list[float] = []

@@ -72,15 +72,10 @@ def replace_dir(new: Path, final: Path) -> None:
 def read_batches(
     table_dir: Path, day: str, columns: Sequence[str] | None = None, batch_size: int = 8192
 ) -> Iterator[pa.RecordBatch]:
-    path = partition_dir(table_dir, day) / PART_FILE
-    if not path.exists():
-        raise MissingPartition(f"{table_dir.name} has no partition {day} (expected {path}); materialize it first")
-    parquet = pq.ParquetFile(path)
     # Row group by row group: `iter_batches` keeps buffers of the groups it has read (measured:
     # +30 MiB every ten batches), which breaks the memory bound on a large day.
-    for group in range(parquet.num_row_groups):
-        table = parquet.read_row_group(group, columns=list(columns) if columns else None)
-        yield from table.combine_chunks().to_batches(max_chunksize=batch_size)
+    for group in row_groups(table_dir, day):
+        yield from pa.Table.from_batches([group.read(columns)]).to_batches(max_chunksize=batch_size)
 
 
 @dataclass(frozen=True)
