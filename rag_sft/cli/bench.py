@@ -44,7 +44,7 @@ def run_bench(events: int, workdir: Path | None, keep: bool) -> int:
         (root / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         started = time.perf_counter()
         child = subprocess.run(
-            [sys.executable, "-m", "rag_sft.cli.bench", day.isoformat()], env=env, capture_output=True, text=True
+            [sys.executable, "-m", "rag_sft.cli.bench", day.isoformat()], env=env, capture_output=True, text=True, check=False
         )
         wall = time.perf_counter() - started
         peak_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Any
 
 # Stable reason codes: they are the values of `rejected_events.reason`.
@@ -58,8 +58,11 @@ def parse_timestamp(value: Any) -> datetime:
     else:
         raise Rejection(INVALID_TIMESTAMP, f"timestamp must be ISO 8601 text, got {_type_name(value)}")
     if parsed.tzinfo is None:
-        return parsed.replace(tzinfo=timezone.utc)
-    return parsed.astimezone(timezone.utc)
+        return parsed.replace(tzinfo=UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before the first representable day
+        raise Rejection(INVALID_TIMESTAMP, f"timestamp {parsed.isoformat()!r} is out of range in UTC") from None
 
 
 def timestamp_date(value: Any) -> date | None:

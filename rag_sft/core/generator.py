@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import orjson
 
@@ -144,7 +144,7 @@ def event(rng: random.Random, day: date, index: int, settings: GeneratorSettings
     # confidence cut (score < 0.4).
     score = round(rng.triangular(0.15, 0.69, 0.6), 4)
     seconds = rng.randint(0, 86_399)
-    timestamp = datetime(day.year, day.month, day.day, tzinfo=timezone.utc) + timedelta(seconds=seconds)
+    timestamp = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(seconds=seconds)
     return {
         "request_id": f"req-{day:%Y%m%d}-{index:07d}-{rng.getrandbits(32):08x}",
         "question": rng.choice(questions).format(t=rng.choice(topics)),
@@ -212,5 +212,5 @@ def day_lines(day: date, settings: GeneratorSettings) -> Iterator[bytes]:
 
 def recent_days(count: int, today: date | None = None) -> list[date]:
     """The `count` whole UTC days before today, oldest first."""
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     return [today - timedelta(days=offset) for offset in range(count, 0, -1)]

@@ -119,13 +119,20 @@ def classify_chunk(lines: list[SourceLine], max_field_chars: int) -> ChunkResult
         [lines[p].raw for p in fresh], [lines[p].source for p in fresh], [lines[p].line for p in fresh], max_field_chars
     )
     fast_positions = [fresh[p] for p in fast.positions]
-    judged = sorted({*range(len(lines))} - set(fast_positions))
+    settled = set(fast_positions)
+    rest = [(position, line) for position, line in enumerate(lines) if position not in settled]
+    return with_rule_book(fast.batch, fast_positions, rest, max_field_chars)
 
+
+def with_rule_book(
+    fast_batch: pa.RecordBatch | None, fast_positions: list[int], rest: list[tuple[int, SourceLine]], max_field_chars: int
+) -> ChunkResult:
+    """The rule book's verdict on the `rest` (position, line) merged, in line order, with the
+    rows the fast path accepted at `fast_positions`."""
     slow_events: list[dict] = []
     slow_positions: list[int] = []
     rejected: list[tuple[int, Rejection, str | None]] = []
-    for position in judged:
-        line = lines[position]
+    for position, line in rest:
         result = classify(line, max_field_chars)
         if isinstance(result, Rejection):
             rejected.append((position, result, _request_id_of(line)))
@@ -133,16 +140,17 @@ def classify_chunk(lines: list[SourceLine], max_field_chars: int) -> ChunkResult
             slow_events.append(result)
             slow_positions.append(position)
     if not slow_events:
-        return ChunkResult(fast.batch, fast_positions, rejected)
+        return ChunkResult(fast_batch, fast_positions, rejected)
+    slow_lines = dict(rest)
     slow = tables.raw_events_batch(
-        slow_events, [lines[p].source for p in slow_positions], [lines[p].line for p in slow_positions]
+        slow_events, [slow_lines[p].source for p in slow_positions], [slow_lines[p].line for p in slow_positions]
     )
-    if fast.batch is None:
+    if fast_batch is None:
         return ChunkResult(slow, slow_positions, rejected)
     # Both paths accepted rows: put them back in line order.
     positions = fast_positions + slow_positions
     order = sorted(range(len(positions)), key=positions.__getitem__)
-    merged = pa.Table.from_batches([fast.batch, slow]).take(pa.array(order)).combine_chunks().to_batches()[0]
+    merged = pa.Table.from_batches([fast_batch, slow]).take(pa.array(order)).combine_chunks().to_batches()[0]
     return ChunkResult(merged, [positions[i] for i in order], rejected)
 
 

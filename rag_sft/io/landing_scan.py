@@ -15,20 +15,23 @@ import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rag_sft.core import ingest
+from rag_sft.core import fastpath, ingest
 from rag_sft.core.ingest import JudgedChunk, SourceLine
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.memory import retain_freed_memory
 from rag_sft.io.sources import LandingFolder, _day_of_file, line_date
 
 DEFAULT_RANGE_BYTES = 16 << 20
-_LOCATION = [("byte_offset", pa.int64()), ("byte_length", pa.int64())]
+_LOCATION = ["byte_offset", "byte_length"]
+_EPOCH = date(1970, 1, 1)
+_UNDATED = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)
@@ -78,48 +81,65 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
     raw_lines = data.split(b"\n")
     if raw_lines and raw_lines[-1] == b"":
         raw_lines.pop()  # the range ends with a newline
-
-    selected: list[SourceLine] = []
-    offsets: list[tuple[int, int]] = []
-    leading: list[SourceLine] = []
-    first_day = last_day = None
-    offset = task.start
+    line_starts = np.zeros(len(raw_lines) + 1, dtype=np.int64)
+    np.cumsum(np.fromiter(map(len, raw_lines), dtype=np.int64, count=len(raw_lines)) + 1, out=line_starts[1:])
+    numbers: list[int] = []  # of the non-blank lines, which the positions below index
+    raws: list[bytes] = []
     for number, raw in enumerate(raw_lines, 1):
-        line_offset, offset = offset, offset + len(raw) + 1
         raw = raw.rstrip(b"\r")
-        if not raw.strip():
-            continue
-        line = SourceLine(task.source, number, raw)
-        line_day = line_date(line)
-        if line_day is None:
-            if last_day is None:
-                leading.append(line)
-                continue
-            line_day = last_day
-        else:
-            first_day = first_day or line_day
-            last_day = line_day
-        if line_day == day:
-            selected.append(line)
-            offsets.append((line_offset, len(raw)))
+        if raw.strip():
+            numbers.append(number)
+            raws.append(raw)
 
-    judged = ingest.judge_lines(selected, max_field_chars)
+    # The day of each line: the fast path reads the usual timestamps, the rest are read one by one.
+    decoded = fastpath.decode(raws)
+    event_positions = np.asarray(decoded.positions, dtype=np.int64)
+    days = np.full(len(raws), _UNDATED, dtype=np.int64)
+    days[event_positions[decoded.dated]] = decoded.micros[decoded.dated] // fastpath.MICROS_PER_DAY
+    slow_lines: dict[int, SourceLine] = {}
+    for position in np.flatnonzero(days == _UNDATED).tolist():
+        line = slow_lines[position] = SourceLine(task.source, numbers[position], raws[position])
+        line_day = line_date(line)
+        if line_day is not None:
+            days[position] = (line_day - _EPOCH).days
+    # An undated line belongs to the day of the nearest dated line before it; those before the
+    # first dated line of the range are settled by `judged_chunks`, which sees the earlier ranges.
+    dated = days != _UNDATED
+    nearest_dated = np.maximum.accumulate(np.where(dated, np.arange(len(raws)), -1)) if len(raws) else days
+    leading = nearest_dated < 0
+    selected = ~leading & (days[np.maximum(nearest_dated, 0)] == (day - _EPOCH).days)
+
+    chosen = np.flatnonzero(decoded.dated & selected[event_positions])
+    fast = fastpath.accept(decoded, chosen, [task.source] * len(raws), numbers, max_field_chars)
+    settled = set(fast.positions)
+    rest = [(p, _line(slow_lines, task, numbers, raws, p)) for p in np.flatnonzero(selected).tolist() if p not in settled]
+    judged = ingest.with_rule_book(fast.batch, fast.positions, rest, max_field_chars)
+
     accepted_file = None
     if judged.accepted is not None:
-        located = [offsets[key] for key in judged.accepted_keys]
-        batch = judged.accepted
-        for (name, kind), values in zip(_LOCATION, zip(*located)):
-            batch = batch.append_column(name, pa.array(values, kind))
+        located = [numbers[p] - 1 for p in judged.accepted_positions]
+        batch = judged.accepted.append_column("byte_offset", pa.array(line_starts[located] + task.start))
+        batch = batch.append_column("byte_length", pa.array([len(raws[p]) for p in judged.accepted_positions], pa.int64()))
         accepted_file = os.path.join(scratch, f"{uuid.uuid4().hex}.arrow")
         with pa.OSFile(accepted_file, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
             writer.write_batch(batch)
-    keys = [selected[key].line for key in judged.accepted_keys]
-    dead = [(selected[key].line, row) for key, row in judged.dead]
-    leading_dead = []
-    if leading:
-        early = ingest.judge_lines(leading, max_field_chars)  # undated lines are always rejected
-        leading_dead = [(leading[key].line, row) for key, row in early.dead]
+    keys = [numbers[p] for p in judged.accepted_positions]
+    lines = dict(rest)
+    dead = [(numbers[p], ingest.dead_row(lines[p], "rejected", why, request_id)) for p, why, request_id in judged.rejected]
+    leading_lines = [(p, _line(slow_lines, task, numbers, raws, p)) for p in np.flatnonzero(leading).tolist()]
+    early = ingest.with_rule_book(None, [], leading_lines, max_field_chars)  # undated: always rejected
+    leading_dead = [
+        (numbers[p], ingest.dead_row(slow_lines[p], "rejected", why, request_id)) for p, why, request_id in early.rejected
+    ]
+    dated_days = days[dated]
+    first_day, last_day = (_EPOCH + timedelta(days=int(dated_days[i])) for i in (0, -1)) if len(dated_days) else (None, None)
     return RangeResult(len(raw_lines), first_day, last_day, accepted_file, keys, dead, leading_dead)
+
+
+def _line(slow_lines: dict[int, SourceLine], task: ByteRange, numbers: list[int], raws: list[bytes], position: int) -> SourceLine:
+    if position not in slow_lines:
+        slow_lines[position] = SourceLine(task.source, numbers[position], raws[position])
+    return slow_lines[position]
 
 
 def judged_chunks(
@@ -162,8 +182,8 @@ def _chunk(task: ByteRange, result: RangeResult, base: int, dead: list[tuple[int
     table = pa.ipc.open_file(pa.memory_map(result.accepted_file)).read_all()
     os.unlink(result.accepted_file)  # the mapping keeps the data readable until it is dropped
     batch = table.combine_chunks().to_batches()[0]
-    location = batch.select([name for name, _ in _LOCATION])
-    batch = batch.drop_columns([name for name, _ in _LOCATION])
+    location = batch.select(_LOCATION)
+    batch = batch.drop_columns(_LOCATION)
     batch = batch.set_column(
         batch.schema.get_field_index("source_line"), "source_line", pc.add(batch.column("source_line"), base)
     )

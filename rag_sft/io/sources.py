@@ -16,7 +16,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,7 +150,7 @@ def _day_of_file(path: Path) -> date:
             return date(int(match[1]), int(match[2]), int(match[3]))
         except ValueError:
             pass
-    return datetime.fromtimestamp(path.stat().st_mtime, tz=timezone.utc).date()
+    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).date()
 
 
 # --- SQL table --------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ def _fill_undated(days: list[tuple[int, date | None]]) -> list[tuple[int, date]]
         last = day
         filled.append((row_id, day))
     # A table with no readable timestamp at all: its rows belong to the day they are read.
-    today = datetime.now(timezone.utc).date()
+    today = datetime.now(UTC).date()
     filled.extend((waiting_id, today) for waiting_id in waiting)
     return filled
 

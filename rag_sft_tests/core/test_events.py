@@ -1,4 +1,4 @@
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -37,7 +37,7 @@ def test_good_event_is_normalized():
     assert event["labels"] == ["factuality_error"]
     assert event["score"] == 1.0 and isinstance(event["score"], float)
     assert event["checks"] == [] and event["suggestion"] == ""
-    assert event["timestamp"] == datetime(2026, 11, 19, 8, tzinfo=timezone.utc)
+    assert event["timestamp"] == datetime(2026, 11, 19, 8, tzinfo=UTC)
 
 
 def test_missing_doc_score_counts_as_zero_and_ids_become_text():
@@ -47,7 +47,7 @@ def test_missing_doc_score_counts_as_zero_and_ids_become_text():
 
 def test_timestamp_offsets_are_converted_to_utc_and_naive_means_utc():
     assert normalize_event(good_event(timestamp="2026-11-19T23:30:00-05:00"))["timestamp"].date().isoformat() == "2026-11-20"
-    assert normalize_event(good_event(timestamp="2026-11-19 10:00:00"))["timestamp"].tzinfo == timezone.utc
+    assert normalize_event(good_event(timestamp="2026-11-19 10:00:00"))["timestamp"].tzinfo == UTC
 
 
 @pytest.mark.parametrize(
@@ -80,6 +80,8 @@ def test_timestamp_offsets_are_converted_to_utc_and_naive_means_utc():
         (with_evaluation(score=None), events.MISSING_FIELD, "evaluation.score"),
         (good_event(timestamp="yesterday"), events.INVALID_TIMESTAMP, "yesterday"),
         (good_event(timestamp=1732000000), events.INVALID_TIMESTAMP, "number"),
+        (good_event(timestamp="0001-01-01T00:30:00+01:00"), events.INVALID_TIMESTAMP, "out of range"),
+        (good_event(timestamp="9999-12-31T23:30:00-01:00"), events.INVALID_TIMESTAMP, "out of range"),
         ({k: v for k, v in good_event().items() if k != "timestamp"}, events.MISSING_FIELD, "timestamp"),
     ],
 )

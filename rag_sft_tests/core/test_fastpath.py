@@ -3,9 +3,11 @@
 from datetime import date
 
 import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 
-from rag_sft.core import fastpath, ingest, tables
+from rag_sft.core import events, fastpath, ingest, tables
 from rag_sft.core.generator import GeneratorSettings, day_lines
 from rag_sft.core.ingest import SourceLine
 from rag_sft_tests.helpers import event
@@ -24,6 +26,9 @@ EDGE_CASES = [
     event("  r1  ", question="  问题?  "),
     event("r1", answer="\u3000\u3000"),  # ideographic spaces only: blank
     event("r1", answer="\x1c\x1d"),  # blank for Python, not for every Unicode table
+    event("r1", answer="\x0b"),  # blank for Python, not for RE2's \s
+    event("r1\x0b", question="\x85问题"),
+    event("r1", question="问题\u200b"),  # a zero-width space is not whitespace
     event("r1", answer=" x "),
     event("r1", answer=""),
     event("r1", answer="a" * MAX_CHARS),
@@ -50,6 +55,20 @@ EDGE_CASES = [
     event("r1", docs=[{"id": "d", "content": "tab\there \\u escaped", "score": 0.5}, "not a doc"]),
     event("r1", timestamp="2026-11-19T23:30:00-02:00"),
     event("r1", timestamp="2026-11-19 08:00:00"),
+    event("r1", timestamp="2026-11-19T08:00:00"),
+    event("r1", timestamp="2026-11-19T08:00:00.5+05:30"),
+    event("r1", timestamp="2026-11-19T08:00:00.123456Z"),
+    event("r1", timestamp="2026-11-19T08:00:00.1234567Z"),
+    event("r1", timestamp="2026-11-19T08:00:00+0530"),
+    event("r1", timestamp="2026-11-19T08:00:00z"),
+    event("r1", timestamp=" 2026-11-19T08:00:00Z"),
+    event("r1", timestamp="2026-02-29T08:00:00Z"),  # not a leap year
+    event("r1", timestamp="2028-02-29T08:00:00Z"),
+    event("r1", timestamp="2026-11-19T24:00:00Z"),
+    event("r1", timestamp="2026-11-19T08:00:00+24:00"),
+    event("r1", timestamp="0001-01-01T00:30:00+01:00"),  # before the first day in UTC
+    event("r1", timestamp="9999-12-31T23:30:00-01:00"),  # after the last
+    event("r1", timestamp="2026-W47-4T08:00:00Z"),
     event("r1", timestamp="yesterday"),
     event("r1", timestamp=None),
     event("r1", timestamp=1763539200),
@@ -70,6 +89,8 @@ EDGE_CASES = [
     with_evaluation(suggestion=None),
     with_evaluation(suggestion=5),
     with_evaluation(suggestion="s" * (MAX_CHARS + 1)),
+    with_evaluation(suggestion="建议\n\"引用\""),
+    with_evaluation(suggestion=["a"]),
     {**event("r1"), "extra": {"nested": [1, 2]}},
 ]
 
@@ -132,3 +153,20 @@ def test_ingest_gives_the_same_rows_and_dead_letter_as_the_rule_book_alone(batch
     rule_book = run([SourceLine("f", n, raw, ingest.decode_json(raw)) for n, raw in enumerate(raws, 1)])
     assert fast == rule_book
     assert fast[0].reconciles() and fast[0].accepted > 150 and fast[0].rejected > 150
+
+
+def test_the_blank_characters_are_exactly_those_python_strips():
+    characters = [chr(c) for c in range(0x110000) if not 0xD800 <= c <= 0xDFFF]
+    not_blank = pc.match_substring_regex(pa.array(characters), fastpath._NOT_BLANK).to_pylist()
+    assert [c for c, keeps in zip(characters, not_blank) if keeps == c.isspace()] == []
+
+
+def test_usual_timestamp_shapes_are_read_column_wise_and_the_rest_left_to_the_rule_book():
+    usual = ["2026-11-19T08:00:00Z", "2026-11-19T08:00:00.5+05:30", "2026-11-19T23:59:59.123456-08:00", "2026-11-19T08:00:00"]
+    unusual = ["2026-11-19 08:00:00Z", " 2026-11-19T08:00:00Z", "2026-02-29T08:00:00Z", "2026-11-19T08:00:00+0530"]
+    raws = [orjson.dumps(event(f"r{n}", timestamp=stamp)) for n, stamp in enumerate(usual + unusual)]
+    fast = fastpath.decode_lines(raws, ["f"] * len(raws), list(range(len(raws))), MAX_CHARS)
+    assert fast.positions == [0, 1, 2, 3]
+    assert fast.undecided == [4, 5, 6, 7]
+    expected = [events.parse_timestamp(stamp) for stamp in usual]
+    assert fast.batch.column("timestamp").to_pylist() == expected

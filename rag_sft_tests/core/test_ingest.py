@@ -49,7 +49,7 @@ def test_invalid_utf8_is_kept_escaped_in_the_dead_letter():
 
 
 def test_accepted_batch_has_the_raw_events_schema():
-    counts, accepted, _ = run([line(1, event("a", docs=[{"content": "x"}]))])
+    _counts, accepted, _ = run([line(1, event("a", docs=[{"content": "x"}]))])
     row = accepted[0]
     assert row["docs"] == [{"id": "", "content": "x", "score": 0.0}]
     assert row["checks"] == [("factuality", 0.3)]

@@ -32,6 +32,10 @@ def folder_with_every_case(root):
             event("c", "2026-11-19T23:30:00-05:00"),
             b'{"timestamp": "not a time"}',
             event("d", "2026-11-19T12:00:00Z"),
+            event("e", "2026-11-18 23:00:00-05:00"),  # an unusual shape: dated the slow way
+            event("f", "2026-02-30T00:00:00Z"),  # an impossible date: undated
+            {**event("g", "2026-11-19T13:00:00Z"), "request_id": 5},
+            orjson.dumps(event("h")).replace(b'"timestamp":"2026', b'"timestamp":"\\u0032026'),
         ],
     )
     (root / "crlf.jsonl").write_bytes(
