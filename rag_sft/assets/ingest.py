@@ -41,8 +41,8 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
         with (
             streaming_day(),
             warehouse.scratch_dir() as scratch,
-            PartitionWriter(warehouse.table_dir("raw_events"), day, tables.RAW_EVENTS, warehouse.parquet_compression) as accepted,
-            PartitionWriter(warehouse.table_dir("rejected_events"), day, tables.REJECTED_EVENTS, warehouse.parquet_compression) as dead,
+            PartitionWriter(warehouse.table_dir("raw_events"), day, tables.RAW_EVENTS, warehouse.parquet_compression, tables.FREE_TEXT) as accepted,
+            PartitionWriter(warehouse.table_dir("rejected_events"), day, tables.REJECTED_EVENTS, warehouse.parquet_compression, tables.FREE_TEXT) as dead,
         ):
             chunks = source.judged_chunks(
                 date.fromisoformat(day), sft_rules.max_field_chars, warehouse.batch_size, warehouse.worker_count(), scratch

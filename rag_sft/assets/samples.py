@@ -42,7 +42,7 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
     languages: Counter = Counter()
     confidences: list[pa.Array] = []
     with streaming_day(), PartitionWriter(
-        warehouse.table_dir("annotated_samples"), day, tables.ANNOTATED_SAMPLES, warehouse.parquet_compression
+        warehouse.table_dir("annotated_samples"), day, tables.ANNOTATED_SAMPLES, warehouse.parquet_compression, tables.FREE_TEXT
     ) as writer:
         groups = row_groups(warehouse.table_dir("raw_events"), day)
         for _, batch in ordered_map(_annotate_group, groups, warehouse.worker_count(), settings, threads=True):
@@ -85,7 +85,7 @@ def sft_records(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rul
     filter_reasons: Counter = Counter()
     confidences: list[pa.Array] = []
     with streaming_day(), PartitionWriter(
-        warehouse.table_dir("sft_records"), day, tables.SFT_RECORDS, warehouse.parquet_compression
+        warehouse.table_dir("sft_records"), day, tables.SFT_RECORDS, warehouse.parquet_compression, tables.FREE_TEXT
     ) as writer:
         groups = row_groups(annotated_dir, day)
         for _, batch in ordered_map(

@@ -91,6 +91,22 @@ SFT_RECORDS = pa.schema(
     ]
 )
 
+# Long, mostly unique texts: Parquet writes them plain, without dictionaries or min/max statistics.
+FREE_TEXT = frozenset(
+    {
+        "question",
+        "answer",
+        "docs.list.element.content",
+        "suggestion",
+        "original_answer",
+        "context_docs.list.element.content",
+        "prompt",
+        "completion",
+        "detail",
+        "raw_text",
+    }
+)
+
 _EPOCH_US_PER_S = 1_000_000
 
 

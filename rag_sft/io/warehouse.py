@@ -11,7 +11,7 @@ import hashlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
@@ -33,12 +33,19 @@ def partition_dir(table_dir: Path, day: str) -> Path:
 class PartitionWriter:
     """Streams record batches into one day of a table; `commit` replaces the old day whole."""
 
-    def __init__(self, table_dir: Path, day: str, schema: pa.Schema, compression: str = "lz4"):
+    def __init__(
+        self, table_dir: Path, day: str, schema: pa.Schema, compression: str = "lz4", free_text: Iterable[str] = ()
+    ):
+        """`free_text`: column paths (as Parquet names them) written plain and without min/max
+        statistics: for long, mostly unique texts both cost write time and help no query."""
         self.final_dir = partition_dir(table_dir, day)
         self.tmp_dir = table_dir / f".date={day}.tmp-{uuid.uuid4().hex}"
         self.tmp_dir.mkdir(parents=True)
         self.rows = 0
-        self._writer = pq.ParquetWriter(self.tmp_dir / PART_FILE, schema, compression=compression)
+        indexed = [path for path in leaf_paths(schema) if path not in set(free_text)]
+        self._writer = pq.ParquetWriter(
+            self.tmp_dir / PART_FILE, schema, compression=compression, use_dictionary=indexed, write_statistics=indexed
+        )
 
     def write(self, batch: pa.RecordBatch) -> None:
         if batch.num_rows:
@@ -60,6 +67,24 @@ class PartitionWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def leaf_paths(schema: pa.Schema) -> list[str]:
+    """The Parquet column paths of a schema's leaves ("docs.list.element.content")."""
+
+    def leaves(name: str, kind: pa.DataType) -> Iterator[str]:
+        if pa.types.is_map(kind):
+            yield from leaves(f"{name}.key_value.key", kind.key_type)
+            yield from leaves(f"{name}.key_value.value", kind.item_type)
+        elif pa.types.is_list(kind) or pa.types.is_large_list(kind):
+            yield from leaves(f"{name}.list.element", kind.value_type)
+        elif pa.types.is_struct(kind):
+            for child in kind:
+                yield from leaves(f"{name}.{child.name}", child.type)
+        else:
+            yield name
+
+    return [path for field in schema for path in leaves(field.name, field.type)]
 
 
 def replace_dir(new: Path, final: Path) -> None:
