@@ -3,6 +3,7 @@
 from collections.abc import Iterator
 
 import dagster as dg
+import pyarrow as pa
 
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import tables
@@ -12,7 +13,7 @@ from rag_sft.io.warehouse import RowGroup, row_groups, write_file_atomically
 from rag_sft.resources import Warehouse
 
 
-def _jsonl_of_group(group: RowGroup, columns: list[str], day: str) -> bytes:
+def _jsonl_of_group(group: RowGroup, columns: list[str], day: str) -> tables.JsonlChunk:
     return tables.jsonl_chunk(group.read(columns), day)  # read in the thread: decoding releases the GIL
 
 
@@ -28,13 +29,13 @@ def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse):
     path = warehouse.jsonl_path(day)
     lines = 0
 
-    def chunks() -> Iterator[bytes]:
+    def chunks() -> Iterator[pa.Buffer]:
         nonlocal lines
         columns = [*tables.JSONL_SOURCE_COLUMNS, "status"]
         groups = row_groups(warehouse.table_dir("sft_records"), day)
         for _, chunk in ordered_map(_jsonl_of_group, groups, warehouse.worker_count(), columns, day, threads=True):
-            lines += chunk.count(b"\n")
-            yield chunk
+            lines += chunk.lines
+            yield chunk.data
 
     with streaming_day():
         size, sha256 = write_file_atomically(path, chunks())

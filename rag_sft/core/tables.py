@@ -7,6 +7,7 @@ The schemas are the documented contract analysts read (README, "Parquet schemas"
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import orjson
@@ -349,9 +350,10 @@ def json_strings(values: pa.Array) -> pa.Array:
         if plain in text:
             escaped = pc.replace_substring(escaped, plain.decode(), escape)
     literals = pc.binary_join_element_wise('"', escaped, '"', "")
-    controls = np.frombuffer(data, dtype=np.uint8) < 0x20
-    if np.count_nonzero(controls) > text.count(b"\n") + text.count(b"\r") + text.count(b"\t"):
-        odd = np.flatnonzero(controls & ~np.isin(np.frombuffer(data, dtype=np.uint8), (9, 10, 13)))
+    raw = np.frombuffer(data, dtype=np.uint8)
+    controls = raw < 0x20  # numpy counts without holding the GIL; bytes.count would hold it
+    if np.count_nonzero(controls) > sum(np.count_nonzero(raw == byte) for byte in (9, 10, 13)):
+        odd = np.flatnonzero(controls & ~np.isin(raw, (9, 10, 13)))
         rows = np.unique(np.searchsorted(offsets - start, odd, side="right") - 1)
         by_orjson = [orjson.dumps(values[int(row)].as_py()).decode() for row in rows]
         mask = np.zeros(len(values), dtype=bool)
@@ -368,14 +370,19 @@ def json_numbers(values: pa.Array) -> pa.Array:
     return pc.fill_null(text, "null")
 
 
-def jsonl_chunk(records: pa.RecordBatch, day: str) -> bytes:
+class JsonlChunk(NamedTuple):
+    data: pa.Buffer  # the lines back to back (bytes-like: files and hashes take it as it is)
+    lines: int
+
+
+def jsonl_chunk(records: pa.RecordBatch, day: str) -> JsonlChunk:
     """The exported records of a `SFT_RECORDS` batch as JSON Lines (UTF-8, Chinese readable).
 
     Fields in `samples.JSONL_FIELDS` order; every line is assembled column-wise by Arrow.
     """
     exported = records.filter(pc.equal(records.column("status"), samples.EXPORTED))
     if exported.num_rows == 0:
-        return b""
+        return JsonlChunk(pa.py_buffer(b""), 0)
     pieces: list = []
     for index, name in enumerate(samples.JSONL_FIELDS):
         pieces.append(("{" if index == 0 else ",") + orjson.dumps(name).decode() + ":")
@@ -389,4 +396,4 @@ def jsonl_chunk(records: pa.RecordBatch, day: str) -> bytes:
     lines = pc.binary_join_element_wise(*pieces, "")
     # The lines sit back to back in the array's data buffer: that buffer is the chunk.
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
-    return lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])).to_pybytes()
+    return JsonlChunk(lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])), exported.num_rows)

@@ -123,8 +123,8 @@ def row_groups(table_dir: Path, day: str) -> list[RowGroup]:
     return [RowGroup(path, index) for index in range(pq.ParquetFile(path).num_row_groups)]
 
 
-def write_file_atomically(final: Path, chunks: Iterator[bytes]) -> tuple[int, str]:
-    """Write `chunks` to `final` through a temporary file; returns (bytes, sha256)."""
+def write_file_atomically(final: Path, chunks: Iterator[bytes | pa.Buffer]) -> tuple[int, str]:
+    """Write `chunks` (bytes-like) to `final` through a temporary file; returns (bytes, sha256)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex}")
     digest = hashlib.sha256()

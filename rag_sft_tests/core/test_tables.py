@@ -83,9 +83,10 @@ def test_json_numbers_write_what_orjson_writes():
 def test_jsonl_chunk_lines_parse_back_to_the_exported_records():
     settings = RuleSettings()
     records = tables.records_batch(tables.annotate_batch(raw_batch(), settings), settings, NaiveCompletion(), {})
-    lines = tables.jsonl_chunk(records, "2026-11-19").splitlines()
+    chunk = tables.jsonl_chunk(records, "2026-11-19")
+    lines = chunk.data.to_pybytes().splitlines()
     exported = [r for r in records.to_pylist() if r["status"] == "exported"]
-    assert len(lines) == len(exported) > 0
+    assert len(lines) == len(exported) == chunk.lines > 0
     for line, record in zip(lines, exported):
         parsed = orjson.loads(line)
         assert list(parsed) == list(tables.samples.JSONL_FIELDS)
