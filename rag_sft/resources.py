@@ -7,6 +7,7 @@ and `dagster dev` agree; each setting can also be changed per run in the launchp
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,6 +18,7 @@ import dagster as dg
 from pydantic import Field
 
 from rag_sft.core import parallel
+from rag_sft.core.checks import CheckSettings
 from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
 from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
 from rag_sft.core.rules import RuleSettings
@@ -26,6 +28,7 @@ DATA_DIR_ENV = "RAG_SFT_DATA_DIR"
 LANDING_DIR_ENV = "RAG_SFT_LANDING_DIR"
 SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
 SQL_URL_ENV = "RAG_SFT_SQL_URL"
+LABEL_BALANCE_SEVERITY_ENV = "RAG_SFT_LABEL_BALANCE_SEVERITY"
 
 
 def default_data_dir() -> str:
@@ -81,8 +84,18 @@ class Warehouse(dg.ConfigurableResource):
     def table_dir(self, table: str) -> Path:
         return Path(self.data_dir) / "warehouse" / table
 
+    def export_dir(self, day: str) -> Path:
+        return Path(self.data_dir) / "datasets" / "sft" / f"date={day}"
+
     def jsonl_path(self, day: str) -> Path:
-        return Path(self.data_dir) / "datasets" / "sft" / f"date={day}" / "records.jsonl"
+        return self.export_dir(day) / "records.jsonl"
+
+    def withdraw_exports(self, day: str) -> list[str]:
+        """Remove the day's exported files (a held-back day must leave nothing to pick up)."""
+        folder = self.export_dir(day)
+        removed = sorted(str(path) for path in folder.iterdir()) if folder.is_dir() else []
+        shutil.rmtree(folder, ignore_errors=True)
+        return removed
 
 
 class SftRules(dg.ConfigurableResource):
@@ -125,6 +138,44 @@ class SftRules(dg.ConfigurableResource):
         )
 
 
+class ExportChecks(dg.ConfigurableResource):
+    """Thresholds and severities of the checks that gate a day's export (README, "Asset checks").
+
+    ERROR holds a failing day back (no JSONL, the run fails); WARN lets it through flagged.
+    The confidence floor is `sft_rules.min_confidence`, the same number the filter uses.
+    """
+
+    max_filtered_share: float = Field(
+        default=0.5, description="Warn when more than this share of accepted events is filtered for low confidence."
+    )
+    max_label_share: float = Field(default=0.6, description="Largest share one label may have of a day's records.")
+    max_imbalance_ratio: float = Field(
+        default=10.0, description="Most frequent label count / least frequent label count, at most."
+    )
+    min_records_for_balance: int = Field(
+        default=50, description="Days with fewer exported records pass label balance with a note."
+    )
+    confidence_severity: Literal["ERROR", "WARN"] = Field(default="ERROR", description="Severity of a confidence failure.")
+    label_balance_severity: Literal["ERROR", "WARN"] = Field(
+        default="ERROR", description="Severity of a label-balance failure (WARN for naturally skewed traffic)."
+    )
+    export_format_severity: Literal["ERROR", "WARN"] = Field(
+        default="ERROR", description="Severity of a malformed JSONL line."
+    )
+
+    def settings(self, min_confidence: float) -> CheckSettings:
+        return CheckSettings(
+            min_confidence=min_confidence,
+            max_filtered_share=self.max_filtered_share,
+            max_label_share=self.max_label_share,
+            max_imbalance_ratio=self.max_imbalance_ratio,
+            min_records_for_balance=self.min_records_for_balance,
+            confidence_severity=self.confidence_severity,
+            label_balance_severity=self.label_balance_severity,
+            export_format_severity=self.export_format_severity,
+        )
+
+
 class Completions(dg.ConfigurableResource):
     """How completions are written (SPEC.md rule 6)."""
 
@@ -149,5 +200,8 @@ def default_resources() -> dict:
         ),
         "warehouse": Warehouse(data_dir=data_dir),
         "sft_rules": SftRules(),
+        "export_checks": ExportChecks(
+            label_balance_severity=os.environ.get(LABEL_BALANCE_SEVERITY_ENV, "ERROR"),
+        ),
         "completions": Completions(),
     }

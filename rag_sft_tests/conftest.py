@@ -6,7 +6,7 @@ import pytest
 from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
-from rag_sft.resources import Completions, EventSource, SftRules, Warehouse
+from rag_sft.resources import Completions, EventSource, ExportChecks, SftRules, Warehouse
 
 ALL_ASSETS = [raw_events, annotated_samples, sft_records, sft_jsonl]
 
@@ -27,22 +27,28 @@ class Pipeline:
         self.instance = instance
         self.landing.mkdir(parents=True, exist_ok=True)
 
-    def resources(self, **rules) -> dict:
+    def resources(self, checks: dict | None = None, **rules) -> dict:
         return {
             "event_source": EventSource(landing_dir=str(self.landing)),
             "warehouse": Warehouse(data_dir=str(self.data), batch_size=64),
             "sft_rules": SftRules(**rules),
+            "export_checks": ExportChecks(**(checks or {})),
             "completions": Completions(),
         }
 
-    def materialize(self, day: str, raise_on_error: bool = True, **rules) -> dg.ExecuteInProcessResult:
+    def materialize(
+        self, day: str, raise_on_error: bool = True, checks: dict | None = None, **rules
+    ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             ALL_ASSETS,
             partition_key=day,
             instance=self.instance,
-            resources=self.resources(**rules),
+            resources=self.resources(checks, **rules),
             raise_on_error=raise_on_error,
         )
+
+    def check(self, result: dg.ExecuteInProcessResult, name: str):
+        return next(evaluation for evaluation in result.get_asset_check_evaluations() if evaluation.check_name == name)
 
     def metadata(self, result: dg.ExecuteInProcessResult, asset: str) -> dict:
         for event in result.get_asset_materialization_events():

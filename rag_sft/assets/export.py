@@ -6,11 +6,13 @@ import dagster as dg
 import pyarrow as pa
 
 from rag_sft.assets.partitions import daily_partitions
-from rag_sft.core import tables
+from rag_sft.checks import export_gate
+from rag_sft.core import checks, tables
 from rag_sft.core.parallel import ordered_map
+from rag_sft.io.jsonl_check import check_jsonl_file
 from rag_sft.io.memory import streaming_day
-from rag_sft.io.warehouse import RowGroup, row_groups, write_file_atomically
-from rag_sft.resources import Warehouse
+from rag_sft.io.warehouse import RowGroup, StagedFile, row_groups
+from rag_sft.resources import ExportChecks, SftRules, Warehouse
 
 
 def _jsonl_of_group(group: RowGroup, columns: list[str], day: str) -> tables.JsonlChunk:
@@ -22,9 +24,11 @@ def _jsonl_of_group(group: RowGroup, columns: list[str], day: str) -> tables.Jso
     partitions_def=daily_partitions,
     group_name="export",
     kinds={"json"},
-    description="Daily SFT JSON Lines (prompt, completion, label, confidence, score, weights, lineage).",
+    description="Daily SFT JSON Lines (prompt, completion, label, confidence, score, weights, lineage), "
+    "published only when its format check passes.",
+    check_specs=[export_gate.EXPORT_FORMAT],
 )
-def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse):
+def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules, export_checks: ExportChecks):
     day = context.partition_key
     path = warehouse.jsonl_path(day)
     lines = 0
@@ -37,13 +41,23 @@ def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse):
             lines += chunk.lines
             yield chunk.data
 
-    with streaming_day():
-        size, sha256 = write_file_atomically(path, chunks())
-    return dg.MaterializeResult(
+    with streaming_day(), StagedFile(path) as staged:
+        size, sha256 = staged.write(chunks())
+        # The file is checked as written, before anyone can see it.
+        report = check_jsonl_file(staged.path, day, warehouse.worker_count())
+        verdict = checks.export_format_verdict(report, export_checks.settings(sft_rules.min_confidence))
+        if verdict.holds_back:
+            withdrawn = warehouse.withdraw_exports(day)
+            context.log.error(f"{day} is held back from export: {verdict.description}" + (f" (removed {', '.join(withdrawn)})" if withdrawn else ""))
+        else:
+            staged.publish()
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": lines,
             "path": dg.MetadataValue.path(str(path)),
+            "published": staged.published,
             "bytes": size,
             "sha256": sha256,
         }
     )
+    yield export_gate.check_result(verdict)

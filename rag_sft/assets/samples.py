@@ -8,11 +8,12 @@ import pyarrow.compute as pc
 
 from rag_sft.assets.metadata import count_table, number_summary
 from rag_sft.assets.partitions import daily_partitions
-from rag_sft.core import samples, tables
+from rag_sft.checks import export_gate
+from rag_sft.core import checks, rules, samples, tables
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.warehouse import PartitionWriter, RowGroup, read_batches, row_groups
-from rag_sft.resources import Completions, SftRules, Warehouse
+from rag_sft.resources import Completions, ExportChecks, SftRules, Warehouse
 
 
 def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
@@ -67,9 +68,17 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
     partitions_def=daily_partitions,
     group_name="samples",
     kinds={"parquet"},
-    description="Prompt, completion, weights and lineage of every sample; filtered ones keep their reason.",
+    description="Prompt, completion, weights and lineage of every sample; filtered ones keep their reason. "
+    "Its checks decide whether the day is exported.",
+    check_specs=[export_gate.CONFIDENCE, export_gate.LABEL_BALANCE],
 )
-def sft_records(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules, completions: Completions):
+def sft_records(
+    context: dg.AssetExecutionContext,
+    warehouse: Warehouse,
+    sft_rules: SftRules,
+    completions: Completions,
+    export_checks: ExportChecks,
+):
     day = context.partition_key
     settings = sft_rules.settings()
     annotated_dir = warehouse.table_dir("annotated_samples")
@@ -101,8 +110,21 @@ def sft_records(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rul
     exported_count = sum(exported_labels.values())
     filtered_count = sum(filter_reasons.values())
     assert exported_count + filtered_count == writer.rows
+
+    gate = export_checks.settings(sft_rules.min_confidence)
+    verdicts = [
+        checks.confidence_verdict(
+            pa.chunked_array(confidences, pa.float64()).to_pylist(), writer.rows, filter_reasons[rules.LOW_CONFIDENCE], gate
+        ),
+        checks.label_balance_verdict(exported_labels, label_weights, gate),
+    ]
+    held_back = [verdict for verdict in verdicts if verdict.holds_back]
+    if held_back:
+        withdrawn = warehouse.withdraw_exports(day)
+        reasons = "; ".join(verdict.description for verdict in held_back)
+        context.log.error(f"{day} is held back from export: {reasons}" + (f" (removed {', '.join(withdrawn)})" if withdrawn else ""))
     context.log.info(f"{day}: accepted {writer.rows}, exported {exported_count}, filtered {dict(filter_reasons)}")
-    return dg.MaterializeResult(
+    yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": writer.rows,
             "accepted": writer.rows,
@@ -113,9 +135,12 @@ def sft_records(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rul
             "label_weights": dg.MetadataValue.json({k: round(v, 4) for k, v in label_weights.items()}),
             "confidence_exported": number_summary(confidence_summary(confidences)),
             "completion_strategy": strategy.name,
+            "export": "held back: " + "; ".join(v.description for v in held_back) if held_back else "ok",
             "path": dg.MetadataValue.path(str(path)),
         }
     )
+    for verdict in verdicts:
+        yield export_gate.check_result(verdict)
 
 
 # Each thread reads its own row group (Parquet decoding releases the GIL too).

@@ -18,6 +18,16 @@ class DayReport:
     counts: dict[str, int] = field(default_factory=dict)
     paths: dict[str, str] = field(default_factory=dict)
     failure: str | None = None
+    held_back: list[str] = field(default_factory=list)  # checks that failed at ERROR: why no JSONL
+    warnings: list[str] = field(default_factory=list)  # checks that failed at WARN
+
+    @property
+    def status(self) -> str:
+        if self.held_back and not self.failure:
+            return "held back"
+        if not self.success:
+            return "FAILED"
+        return "warned" if self.warnings else "ok"
 
 
 _COUNT_KEYS = {
@@ -26,7 +36,9 @@ _COUNT_KEYS = {
 }
 
 
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+# The summary reports every outcome (held-back days and failures with their reasons); the full
+# logs stay in the instance, for `make ui`.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def materialize_day(
@@ -44,13 +56,21 @@ def materialize_day(
             report.counts[key] = int(metadata[key].value)
         if "path" in metadata:
             report.paths[asset] = str(metadata["path"].value)
+    for evaluation in result.get_asset_check_evaluations():
+        if not evaluation.passed:
+            blocking = evaluation.severity == dg.AssetCheckSeverity.ERROR
+            (report.held_back if blocking else report.warnings).append(evaluation.description or evaluation.check_name)
     if not result.success:
         messages = [
             event.event_specific_data.error.message.strip()
             for event in result.all_events
-            if event.is_step_failure and event.event_specific_data and event.event_specific_data.error
+            if event.is_step_failure
+            and event.event_specific_data
+            and event.event_specific_data.error
+            and event.event_specific_data.error.cls_name != "DagsterAssetCheckFailedError"
         ]
-        report.failure = "; ".join(messages) or "run failed"
+        if messages or not report.held_back:
+            report.failure = "; ".join(messages) or "run failed"
     return report
 
 
@@ -70,7 +90,7 @@ def format_summary(reports: list[DayReport]) -> str:
         c = report.counts
         for key in totals:
             totals[key] += c.get(key, 0)
-        status = "ok" if report.success else "FAILED"
+        status = report.status
         lines.append(
             f"{report.day:<12}{c.get('events_read', 0):>9}{c.get('exported', 0):>10}{c.get('filtered', 0):>10}"
             f"{c.get('duplicates', 0):>11}{c.get('rejected', 0):>10}  {status}"
@@ -80,7 +100,17 @@ def format_summary(reports: list[DayReport]) -> str:
         f"{'total':<12}{totals['events_read']:>9}{totals['exported']:>10}{totals['filtered']:>10}"
         f"{totals['duplicates']:>11}{totals['rejected']:>10}"
     )
-    failed = [r for r in reports if not r.success]
+    held_back = [r for r in reports if r.held_back]
+    if held_back:
+        lines.append("")
+        lines.append("Days held back from export by their checks (no JSONL; fix or set the check to WARN):")
+        lines.extend(f"  {r.day}: {reason}" for r in held_back for reason in r.held_back)
+    warned = [r for r in reports if r.warnings]
+    if warned:
+        lines.append("")
+        lines.append("Check warnings (exported anyway):")
+        lines.extend(f"  {r.day}: {warning}" for r in warned for warning in r.warnings)
+    failed = [r for r in reports if r.failure]
     if failed:
         lines.append("")
         lines.append("Days that failed:")

@@ -62,12 +62,12 @@ _EN_SUGGESTIONS = ["Quote the documents strictly.", "Mention the time limits in 
 
 # Main-label mix of a RAG service's low-scoring answers; an empty list means "unspecified".
 _LABEL_MIX = [
-    (["factuality_error"], 0.32),
-    (["incomplete_answer"], 0.24),
-    (["low_relevance"], 0.18),
+    (["factuality_error"], 0.26),
+    (["incomplete_answer"], 0.21),
+    (["low_relevance"], 0.17),
     (["overconfidence"], 0.14),
-    ([], 0.07),
-    (["citation_missing"], 0.05),
+    ([], 0.10),
+    (["citation_missing"], 0.12),
 ]
 _SECONDARY_LABELS = ["incomplete_answer", "low_relevance", "overconfidence"]
 

@@ -26,9 +26,9 @@ from rag_sft.core import fastpath, ingest
 from rag_sft.core.ingest import JudgedChunk, SourceLine
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.memory import retain_freed_memory
+from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, read_lines
 from rag_sft.io.sources import LandingFolder, _day_of_file, line_date
 
-DEFAULT_RANGE_BYTES = 16 << 20
 _LOCATION = ["byte_offset", "byte_length"]
 _EPOCH = date(1970, 1, 1)
 _UNDATED = np.iinfo(np.int64).min
@@ -58,29 +58,17 @@ def plan_ranges(folder: LandingFolder, range_bytes: int = DEFAULT_RANGE_BYTES) -
     """Every file of the folder cut into ranges of about `range_bytes`, each ending at a line end."""
     ranges = []
     for path in folder.files():
-        size = path.stat().st_size
         source = str(path.relative_to(folder.root))
-        start = 0
-        with path.open("rb") as handle:
-            while start < size:
-                end = min(start + range_bytes, size)
-                if end < size:
-                    handle.seek(end)
-                    handle.readline()  # to the end of the line the cut fell in
-                    end = handle.tell()
-                ranges.append(ByteRange(str(path), source, start, end, end >= size))
-                start = end
+        size = path.stat().st_size
+        ranges.extend(
+            ByteRange(str(path), source, start, end, end >= size) for start, end in line_aligned_ranges(path, range_bytes)
+        )
     return ranges
 
 
 def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -> RangeResult:
     """Judge the lines of `day` in one range (runs in a worker process)."""
-    with open(task.path, "rb") as handle:
-        handle.seek(task.start)
-        data = handle.read(task.end - task.start)
-    raw_lines = data.split(b"\n")
-    if raw_lines and raw_lines[-1] == b"":
-        raw_lines.pop()  # the range ends with a newline
+    raw_lines = read_lines(task.path, task.start, task.end)
     line_starts = np.zeros(len(raw_lines) + 1, dtype=np.int64)
     np.cumsum(np.fromiter(map(len, raw_lines), dtype=np.int64, count=len(raw_lines)) + 1, out=line_starts[1:])
     numbers: list[int] = []  # of the non-blank lines, which the positions below index

@@ -123,20 +123,35 @@ def row_groups(table_dir: Path, day: str) -> list[RowGroup]:
     return [RowGroup(path, index) for index in range(pq.ParquetFile(path).num_row_groups)]
 
 
-def write_file_atomically(final: Path, chunks: Iterator[bytes | pa.Buffer]) -> tuple[int, str]:
-    """Write `chunks` (bytes-like) to `final` through a temporary file; returns (bytes, sha256)."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex}")
-    digest = hashlib.sha256()
-    size = 0
-    try:
-        with tmp.open("wb") as handle:
+class StagedFile:
+    """A file written under a hidden temporary name next to `final` and renamed over it only by
+    `publish`, so readers see the old file or the whole new one; unpublished, it is removed."""
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.path = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex}")
+        self.published = False
+
+    def write(self, chunks: Iterable[bytes | pa.Buffer]) -> tuple[int, str]:
+        """Write the bytes-like `chunks`; returns (bytes, sha256)."""
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        digest = hashlib.sha256()
+        size = 0
+        with self.path.open("wb") as handle:
             for chunk in chunks:
                 handle.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return size, digest.hexdigest()
+        return size, digest.hexdigest()
+
+    def publish(self) -> Path:
+        os.replace(self.path, self.final)
+        self.published = True
+        return self.final
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.published:
+            self.path.unlink(missing_ok=True)

@@ -1,0 +1,1 @@
+"""Asset checks: the Dagster side of `core.checks` (specs, results, UI metadata)."""

@@ -1,0 +1,79 @@
+"""The export gate on a real instance: a bad day is held back, visibly, and leaves no JSONL."""
+
+import dagster as dg
+
+from rag_sft_tests.assets.test_pipeline import generate
+from rag_sft_tests.helpers import event, write_lines
+
+DAY = "2026-11-19"
+LABELS = ["factuality_error", "incomplete_answer", "low_relevance", "overconfidence"]
+
+
+def test_a_balanced_day_passes_every_check_and_is_published(pipeline):
+    generate(pipeline, days=[DAY], events_per_day=300)
+    result = pipeline.materialize(DAY)
+    for name in ("confidence", "label_balance", "export_format"):
+        evaluation = pipeline.check(result, name)
+        assert evaluation.passed, evaluation.description
+    assert pipeline.metadata(result, "sft_records")["export"] == "ok"
+    assert pipeline.metadata(result, "sft_jsonl")["published"] is True
+    assert pipeline.jsonl(DAY).exists()
+    balance = pipeline.check(result, "label_balance").metadata
+    shown = {row.data["label"]: row.data for row in balance["labels"].value.records}
+    records = pipeline.metadata(result, "sft_records")
+    assert sum(row["count"] for row in shown.values()) == records["exported"]
+    assert round(shown["factuality_error"]["label_weight"], 4) == records["label_weights"]["factuality_error"]
+
+
+def test_a_day_skewed_like_real_traffic_is_held_back_and_its_old_jsonl_removed(pipeline):
+    generate(pipeline, days=[DAY], events_per_day=300)
+    pipeline.materialize(DAY)
+    assert pipeline.jsonl(DAY).exists()
+
+    generate(pipeline, days=[DAY], events_per_day=300, factuality_share=0.95)  # the day's events change
+    result = pipeline.materialize(DAY, raise_on_error=False)
+    assert not result.success
+    balance = pipeline.check(result, "label_balance")
+    assert not balance.passed and balance.severity == dg.AssetCheckSeverity.ERROR
+    assert "factuality_error is" in balance.description and "above max_label_share 60%" in balance.description
+    assert not pipeline.jsonl(DAY).exists() and not pipeline.jsonl(DAY).parent.exists()
+    assert pipeline.metadata(result, "sft_records")["export"].startswith("held back: label_balance")
+    materialized = {e.event_specific_data.materialization.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert "sft_jsonl" not in materialized
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    assert "label_balance" in failure.event_specific_data.error.message
+
+    # Visible on the instance as the latest evaluation of the check, with the reason.
+    record = pipeline.instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey("sft_records"), "label_balance")]
+    )[dg.AssetCheckKey(dg.AssetKey("sft_records"), "label_balance")]
+    assert record.status.value == "FAILED" and record.run_id == result.run_id
+
+
+def test_the_warn_setting_lets_a_skewed_day_through_flagged(pipeline):
+    generate(pipeline, days=[DAY], events_per_day=300, factuality_share=0.95)
+    result = pipeline.materialize(DAY, checks={"label_balance_severity": "WARN"})
+    assert result.success
+    balance = pipeline.check(result, "label_balance")
+    assert not balance.passed and balance.severity == dg.AssetCheckSeverity.WARN
+    assert pipeline.jsonl(DAY).exists()
+    assert len(pipeline.jsonl(DAY).read_bytes().splitlines()) == pipeline.metadata(result, "sft_records")["exported"]
+
+
+def test_a_small_day_passes_label_balance_with_a_note(pipeline):
+    write_lines(pipeline.landing / "e.jsonl", [event(f"r{n}", labels=["factuality_error"]) for n in range(20)])
+    result = pipeline.materialize(DAY)
+    balance = pipeline.check(result, "label_balance")
+    assert balance.passed and "too small to judge" in balance.description
+    assert pipeline.jsonl(DAY).exists()
+
+
+def test_a_day_of_mostly_low_scores_warns_on_confidence_and_is_exported(pipeline):
+    lines = [event(f"r{n}", score=0.2 if n % 10 < 7 else 0.6, labels=[LABELS[n % 4]]) for n in range(200)]
+    write_lines(pipeline.landing / "e.jsonl", lines)
+    result = pipeline.materialize(DAY)
+    confidence = pipeline.check(result, "confidence")
+    assert not confidence.passed and confidence.severity == dg.AssetCheckSeverity.WARN
+    assert "140 of 200 accepted events (70.0%) were filtered" in confidence.description
+    assert confidence.metadata["mean_exported_confidence"].value == 0.9
+    assert pipeline.jsonl(DAY).exists()

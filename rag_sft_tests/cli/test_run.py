@@ -1,0 +1,46 @@
+"""`rag-sft run` (what `make run` calls) as a user runs it: a skewed day is held back and said so."""
+
+import os
+import subprocess
+import sys
+from datetime import date
+
+from rag_sft.cli.main import write_days
+from rag_sft.core.generator import GeneratorSettings
+
+BALANCED, SKEWED = date(2026, 11, 18), date(2026, 11, 19)
+
+
+def run_cli(tmp_path, **env):
+    environment = {
+        **os.environ,
+        "RAG_SFT_LANDING_DIR": str(tmp_path / "landing"),
+        "RAG_SFT_DATA_DIR": str(tmp_path / "data"),
+        "DAGSTER_HOME": str(tmp_path / "dagster_home"),
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "rag_sft.cli.main", "run"], env=environment, capture_output=True, text=True, check=False
+    )
+
+
+def test_held_back_days_are_listed_with_their_reason_and_leave_no_jsonl(tmp_path):
+    write_days(tmp_path / "landing", [BALANCED], GeneratorSettings(events_per_day=200))
+    (tmp_path / "landing" / "skewed").mkdir()
+    write_days(tmp_path / "landing" / "skewed", [SKEWED], GeneratorSettings(events_per_day=200, factuality_share=0.95))
+    jsonl = tmp_path / "data" / "datasets" / "sft" / "date={}" / "records.jsonl"
+
+    done = run_cli(tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert next(line for line in lines if line.startswith("2026-11-18")).endswith("ok")
+    assert next(line for line in lines if line.startswith("2026-11-19")).endswith("held back")
+    reason = lines[lines.index(next(line for line in lines if line.startswith("Days held back"))) + 1]
+    assert reason.startswith("  2026-11-19: label_balance: factuality_error is") and "max_label_share 60%" in reason
+    assert os.path.exists(str(jsonl).format(BALANCED)) and not os.path.exists(str(jsonl).format(SKEWED))
+
+    warned = run_cli(tmp_path, RAG_SFT_LABEL_BALANCE_SEVERITY="WARN")
+    assert warned.returncode == 0, warned.stderr
+    assert next(line for line in warned.stdout.splitlines() if line.startswith("2026-11-19")).endswith("warned")
+    assert "Check warnings (exported anyway):" in warned.stdout
+    assert os.path.exists(str(jsonl).format(SKEWED))
