@@ -26,7 +26,7 @@ from rag_sft.core import fastpath, ingest
 from rag_sft.core.ingest import JudgedChunk, SourceLine
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.memory import retain_freed_memory
-from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, read_lines
+from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
 from rag_sft.io.sources import LandingFolder, _day_of_file, line_date
 
 _LOCATION = ["byte_offset", "byte_length"]
@@ -68,16 +68,8 @@ def plan_ranges(folder: LandingFolder, range_bytes: int = DEFAULT_RANGE_BYTES) -
 
 def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -> RangeResult:
     """Judge the lines of `day` in one range (runs in a worker process)."""
-    raw_lines = read_lines(task.path, task.start, task.end)
-    line_starts = np.zeros(len(raw_lines) + 1, dtype=np.int64)
-    np.cumsum(np.fromiter(map(len, raw_lines), dtype=np.int64, count=len(raw_lines)) + 1, out=line_starts[1:])
-    numbers: list[int] = []  # of the non-blank lines, which the positions below index
-    raws: list[bytes] = []
-    for number, raw in enumerate(raw_lines, 1):
-        raw = raw.rstrip(b"\r")
-        if raw.strip():
-            numbers.append(number)
-            raws.append(raw)
+    mapped = mapped_lines(task.path, task.start, task.end)
+    raws, numbers = mapped.lines, mapped.numbers  # the positions below index these non-blank lines
 
     # The day of each line: the fast path reads the usual timestamps, the rest are read one by one.
     decoded = fastpath.decode(raws)
@@ -86,7 +78,7 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
     days[event_positions[decoded.dated]] = decoded.micros[decoded.dated] // fastpath.MICROS_PER_DAY
     slow_lines: dict[int, SourceLine] = {}
     for position in np.flatnonzero(days == _UNDATED).tolist():
-        line = slow_lines[position] = SourceLine(task.source, numbers[position], raws[position])
+        line = slow_lines[position] = SourceLine(task.source, numbers[position], bytes(raws[position]))
         line_day = line_date(line)
         if line_day is not None:
             days[position] = (line_day - _EPOCH).days
@@ -105,8 +97,9 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
 
     accepted_file = None
     if judged.accepted is not None:
-        located = [numbers[p] - 1 for p in judged.accepted_positions]
-        batch = judged.accepted.append_column("byte_offset", pa.array(line_starts[located] + task.start))
+        batch = judged.accepted.append_column(
+            "byte_offset", pa.array(mapped.offsets[judged.accepted_positions] + task.start)
+        )
         batch = batch.append_column("byte_length", pa.array([len(raws[p]) for p in judged.accepted_positions], pa.int64()))
         accepted_file = os.path.join(scratch, f"{uuid.uuid4().hex}.arrow")
         with pa.OSFile(accepted_file, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
@@ -121,12 +114,12 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
     ]
     dated_days = days[dated]
     first_day, last_day = (_EPOCH + timedelta(days=int(dated_days[i])) for i in (0, -1)) if len(dated_days) else (None, None)
-    return RangeResult(len(raw_lines), first_day, last_day, accepted_file, keys, dead, leading_dead)
+    return RangeResult(mapped.count, first_day, last_day, accepted_file, keys, dead, leading_dead)
 
 
-def _line(slow_lines: dict[int, SourceLine], task: ByteRange, numbers: list[int], raws: list[bytes], position: int) -> SourceLine:
+def _line(slow_lines: dict[int, SourceLine], task: ByteRange, numbers: list[int], raws: list, position: int) -> SourceLine:
     if position not in slow_lines:
-        slow_lines[position] = SourceLine(task.source, numbers[position], raws[position])
+        slow_lines[position] = SourceLine(task.source, numbers[position], bytes(raws[position]))
     return slow_lines[position]
 
 
