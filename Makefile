@@ -7,13 +7,18 @@ STAMP := $(VENV)/.installed
 PIP_FLAGS := --quiet --disable-pip-version-check
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
+# The CPU demo of the training loop, shared by `make run` and `make ui` so both see the same
+# training window: the latest day, short samples, a learning rate for the tiny random model.
+export RAG_SFT_TRAIN_LAST_DAYS ?= 1
+export RAG_SFT_TRAIN_MAX_LENGTH ?= 256
+export RAG_SFT_TRAIN_LEARNING_RATE ?= 0.002
 
 .PHONY: run test bench ui clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev]' 2>&1 | grep -v "is ignored: it is neither" || true
-	$(BIN)/python -c "import rag_sft, dagster, pyarrow, orjson"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,train]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import rag_sft, dagster, pyarrow, orjson, torch, transformers, peft"
 	touch $(STAMP)
 
 run: $(STAMP)  ## generate sample events if the landing folder is empty, materialize every day, summarize

@@ -23,12 +23,21 @@ from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
 from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.sources import LandingFolder, SqlTable
+from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
 
 DATA_DIR_ENV = "RAG_SFT_DATA_DIR"
 LANDING_DIR_ENV = "RAG_SFT_LANDING_DIR"
 SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
 SQL_URL_ENV = "RAG_SFT_SQL_URL"
 LABEL_BALANCE_SEVERITY_ENV = "RAG_SFT_LABEL_BALANCE_SEVERITY"
+BASE_MODEL_ENV = "RAG_SFT_BASE_MODEL"
+TRAINING_ENV = [
+    ("RAG_SFT_MIN_NEW_SAMPLES", "min_new_samples", int),
+    ("RAG_SFT_TRAIN_LAST_DAYS", "last_days", int),
+    ("RAG_SFT_TRAIN_LEARNING_RATE", "learning_rate", float),
+    ("RAG_SFT_TRAIN_MAX_LENGTH", "max_length", int),
+    ("RAG_SFT_TRAIN_EPOCHS", "epochs", int),
+]
 
 
 def default_data_dir() -> str:
@@ -185,6 +194,57 @@ class Completions(dg.ConfigurableResource):
         return NaiveCompletion()
 
 
+class LoraTraining(dg.ConfigurableResource):
+    """What the training sensor waits for and how `lora_training_job` trains (README, "Training")."""
+
+    base_model: str = Field(
+        default="data/models/base/tiny-llama",
+        description="Local folder or hub id of the causal LM to adapt (from_pretrained). The default tiny "
+        "model is built by `rag-sft tiny-base` (make run does it).",
+    )
+    min_new_samples: int = Field(default=1000, ge=1, description="N: new exported samples that start a training run.")
+    last_days: int = Field(default=0, ge=0, description="Train on the latest K exportable days; 0 = all of them.")
+    eval_share: float = Field(default=0.1, gt=0, lt=1, description="Share of questions (by hash) held out for eval.")
+    max_attempts: int = Field(default=3, ge=1, description="Failed runs on the same data before the sensor gives up.")
+    r: int = Field(default=8, description="LoRA rank.")
+    alpha: int = Field(default=16, description="LoRA alpha.")
+    dropout: float = Field(default=0.05, description="LoRA dropout.")
+    target_modules: list[str] = Field(
+        default=list(DEFAULT_TARGET_MODULES), description="Module names that get LoRA adapters."
+    )
+    learning_rate: float = Field(default=2e-4, description="AdamW learning rate.")
+    epochs: int = Field(default=1, ge=1, description="Passes over the training split.")
+    max_length: int = Field(default=512, ge=16, description="Tokens per sample (prompt cut from the left).")
+    batch_size: int = Field(default=8, ge=1, description="Samples per step.")
+    seed: int = Field(default=0, description="Seed of initialisation and shuffling.")
+    max_label_regression: float = Field(
+        default=0.05, ge=0, description="Gate: largest rise of any label's eval loss (nats) a promoted version may have."
+    )
+
+    def lora_settings(self) -> LoraSettings:
+        return LoraSettings(
+            r=self.r,
+            alpha=self.alpha,
+            dropout=self.dropout,
+            target_modules=tuple(self.target_modules),
+            learning_rate=self.learning_rate,
+            epochs=self.epochs,
+            max_length=self.max_length,
+            batch_size=self.batch_size,
+            seed=self.seed,
+        )
+
+
+def default_lora_training() -> LoraTraining:
+    """Defaults, with the overrides `make run` and `make ui` use for the CPU demo."""
+    env = os.environ
+    overrides: dict = {"base_model": env.get(BASE_MODEL_ENV, str(Path(default_data_dir()) / "models" / "base" / "tiny-llama"))}
+    for variable, name, kind in TRAINING_ENV:
+        if variable in env:
+            overrides[name] = kind(env[variable])
+    return LoraTraining(**overrides)
+
+
 def default_resources() -> dict:
     data_dir = default_data_dir()
     return {
@@ -204,4 +264,5 @@ def default_resources() -> dict:
             label_balance_severity=os.environ.get(LABEL_BALANCE_SEVERITY_ENV, "ERROR"),
         ),
         "completions": Completions(),
+        "lora_training": default_lora_training(),
     }

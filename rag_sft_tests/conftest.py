@@ -6,9 +6,11 @@ import pytest
 from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
-from rag_sft.resources import Completions, EventSource, ExportChecks, SftRules, Warehouse
+from rag_sft.assets.training import lora_adapter, model_evaluation, training_dataset
+from rag_sft.resources import Completions, EventSource, ExportChecks, LoraTraining, SftRules, Warehouse
 
 ALL_ASSETS = [raw_events, annotated_samples, sft_records, sft_jsonl]
+TRAINING_ASSETS = [training_dataset, lora_adapter, model_evaluation]
 
 
 @pytest.fixture
@@ -47,6 +49,16 @@ class Pipeline:
             raise_on_error=raise_on_error,
         )
 
+    def train(self, lora_training: LoraTraining, run_config: dict | None = None, tags: dict | None = None):
+        return dg.materialize(
+            TRAINING_ASSETS,
+            instance=self.instance,
+            resources={"warehouse": self.resources()["warehouse"], "lora_training": lora_training},
+            run_config=run_config,
+            tags=tags,
+            raise_on_error=False,
+        )
+
     def check(self, result: dg.ExecuteInProcessResult, name: str):
         return next(evaluation for evaluation in result.get_asset_check_evaluations() if evaluation.check_name == name)
 
@@ -64,3 +76,13 @@ class Pipeline:
 @pytest.fixture
 def pipeline(tmp_path, instance):
     return Pipeline(tmp_path, instance)
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tmp_path_factory) -> Path:
+    """The tiny random Llama with a tokenizer trained on sample text, in Hugging Face format."""
+    from rag_sft.training.tiny_base import build_tiny_base_model
+    from rag_sft_tests.helpers import sample_records
+
+    texts = [text for record in sample_records(300, seed=9) for text in (record.prompt, record.completion)]
+    return build_tiny_base_model(texts, tmp_path_factory.mktemp("base") / "tiny", vocab_size=600, hidden_size=32)

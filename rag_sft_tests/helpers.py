@@ -42,3 +42,20 @@ def write_lines(path: Path, lines: list) -> Path:
                 line = line.encode()
             handle.write(line + b"\n")
     return path
+
+
+def sample_records(count: int, seed: int = 3) -> list:
+    """Prompt/completion training records in the shape of the exported ones, from generated events."""
+    from datetime import date
+
+    from rag_sft.core.generator import GeneratorSettings, day_lines
+    from rag_sft.training.sft import TrainingRecord
+
+    records = []
+    for line in day_lines(date(2026, 11, 19), GeneratorSettings(events_per_day=count, seed=seed)):
+        event = orjson.loads(line)
+        docs = "\n".join(doc["content"][:80] for doc in event["docs"][:2])
+        label = (event["evaluation"]["labels"] or ["unspecified"])[0]
+        weight = 1.0 + len(label) % 3 * 0.5
+        records.append(TrainingRecord(f"{docs}\n\n# 问题\n{event['question']}", "【纠正】" + event["answer"][:60], label, weight))
+    return records

@@ -1,11 +1,29 @@
+import subprocess
+import sys
+
 import dagster as dg
 
 from rag_sft import definitions
 
 
-def test_definitions_load():
+def test_definitions_load_with_every_asset_check_job_and_sensor():
     dg.Definitions.validate_loadable(definitions.defs)
     job = definitions.defs.resolve_job_def(definitions.DAILY_JOB)
     assert job.partitions_def is not None
-    keys = {key.to_user_string() for key in definitions.defs.resolve_asset_graph().get_all_asset_keys()}
-    assert keys == {"raw_events", "rejected_events", "annotated_samples", "sft_records", "sft_jsonl"}
+    graph = definitions.defs.resolve_asset_graph()
+    keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
+    assert keys == {
+        "raw_events", "rejected_events", "annotated_samples", "sft_records", "sft_jsonl",
+        "training_dataset", "lora_adapter", "model_evaluation",
+    }
+    checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
+    assert checks == {("sft_records", "confidence"), ("sft_records", "label_balance"), ("sft_jsonl", "export_format")}
+    assert definitions.defs.resolve_job_def("lora_training_job") is not None
+    sensor = definitions.defs.resolve_sensor_def("lora_training_sensor")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+
+
+def test_loading_the_definitions_does_not_import_torch():
+    code = "import sys, rag_sft.definitions; print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"

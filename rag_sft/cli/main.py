@@ -95,9 +95,47 @@ def cmd_run(args: argparse.Namespace) -> int:
         reports.append(materialize_day(job, day, instance))
     print()
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']} (open it with `make ui`)")
-    print(format_summary(reports))
+    print(format_summary(reports), flush=True)
     # A day held back by its checks is the pipeline working as configured, not an error.
-    return 1 if any(r.failure for r in reports) else 0
+    status = 1 if any(r.failure for r in reports) else 0
+    if args.skip_training:
+        return status
+    return max(status, _train(instance))
+
+
+def _train(instance) -> int:
+    """Let the daemon's training sensor decide and train (the `[train]` extra must be installed)."""
+    from importlib.util import find_spec
+
+    from rag_sft.cli.training_demo import ensure_tiny_base, format_training, train_through_sensor
+    from rag_sft.definitions import defs
+    from rag_sft.resources import default_data_dir
+
+    if find_spec("torch") is None or find_spec("peft") is None:
+        print("\nTraining skipped: install the [train] extra (make run does) to train LoRA adapters.")
+        return 0
+    base_model = defs.resources["lora_training"].base_model
+    built = ensure_tiny_base(base_model, Path(default_data_dir()))
+    if built:
+        print(f"\nBuilt the tiny demo base model (random Llama, tokenizer trained on the corpus): {built}")
+    print("Starting the Dagster daemon: its training sensor decides whether to train ...", flush=True)
+    report = train_through_sensor(instance, Path(os.environ["DAGSTER_HOME"]) / "daemon.log")
+    print(format_training(report))
+    return 1 if report.outcome in ("failed", "timed out") else 0
+
+
+def cmd_tiny_base(args: argparse.Namespace) -> int:
+    from rag_sft.cli.training_demo import corpus_texts
+    from rag_sft.resources import default_data_dir
+    from rag_sft.training.tiny_base import build_tiny_base_model
+
+    data_dir = Path(default_data_dir())
+    texts = corpus_texts(data_dir)
+    if not texts:
+        print(f"error: no exported JSONL under {data_dir / 'datasets' / 'sft'}; run `make run` first", file=sys.stderr)
+        return 2
+    print(build_tiny_base_model(texts, Path(args.out) if args.out else data_dir / "models" / "base" / "tiny-llama"))
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -122,8 +160,13 @@ def main(argv: list[str] | None = None) -> int:
     gen.add_argument("--seed", type=int, default=7)
     gen.set_defaults(func=cmd_generate)
 
-    run = sub.add_parser("run", help="materialize every day present in the source and print a summary")
+    run = sub.add_parser("run", help="materialize every day present in the source, then let the training sensor decide")
+    run.add_argument("--skip-training", action="store_true", help="only materialize the days")
     run.set_defaults(func=cmd_run)
+
+    tiny = sub.add_parser("tiny-base", help="build the tiny demo base model from the exported JSONL")
+    tiny.add_argument("--out", default=None, help="default: <data>/models/base/tiny-llama")
+    tiny.set_defaults(func=cmd_tiny_base)
 
     init_home = sub.add_parser("init-home", help="create DAGSTER_HOME (SQLite storage) if it is missing")
     init_home.set_defaults(func=lambda args: print(ensure_dagster_home()) or 0)

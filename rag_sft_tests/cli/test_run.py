@@ -20,7 +20,7 @@ def run_cli(tmp_path, **env):
         **env,
     }
     return subprocess.run(
-        [sys.executable, "-m", "rag_sft.cli.main", "run"], env=environment, capture_output=True, text=True, check=False
+        [sys.executable, "-m", "rag_sft.cli.main", "run", "--skip-training"], env=environment, capture_output=True, text=True, check=False
     )
 
 

@@ -1,0 +1,208 @@
+"""lora_training_job: a dataset snapshot, a LoRA adapter trained on it, and its evaluation + gate.
+
+torch, transformers and peft (the `[train]` extra) are imported inside the assets, so loading
+the definitions and running the daily pipeline never pays for them.
+"""
+
+import hashlib
+import shutil
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import orjson
+from pydantic import Field
+
+from rag_sft.assets.metadata import count_table
+from rag_sft.core import training_data
+from rag_sft.core.promotion import promotion_decision
+from rag_sft.core.trigger import ExportLedger, training_window
+from rag_sft.io.export_ledger import update_ledger
+from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.resources import LoraTraining, Warehouse
+
+DATASET_TAG = "rag_sft/dataset"
+
+
+class TrainingDatasetConfig(dg.Config):
+    days: dict[str, str] = Field(
+        default_factory=dict,
+        description="day -> sha256 of its JSONL, as the training sensor saw them; empty: the exportable days "
+        "chosen by lora_training.last_days.",
+    )
+
+
+@dg.asset(group_name="training", kinds={"json"})
+def training_dataset(
+    context: dg.AssetExecutionContext, config: TrainingDatasetConfig, warehouse: Warehouse, lora_training: LoraTraining
+) -> dg.Output[dict]:
+    """A snapshot of exportable days split into train and eval by a hash of the question."""
+    if config.days:
+        wanted = dict(config.days)
+    else:
+        exportable = update_ledger(context.instance, ExportLedger()).exportable()
+        wanted = {day: exported.sha256 for day, exported in training_window(exportable, lora_training.last_days).items()}
+    if not wanted:
+        raise dg.Failure("no exportable day to train on: materialize days whose checks pass first", allow_retries=False)
+    content_hash = training_data.dataset_hash(wanted)
+    folder = Path(warehouse.data_dir) / "training" / content_hash[:16]
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    counts = {"train": Counter(), "eval": Counter()}
+    with (tmp / "train.jsonl").open("wb") as train, (tmp / "eval.jsonl").open("wb") as held_out:
+        for day, sha256 in sorted(wanted.items()):
+            path = warehouse.jsonl_path(day)
+            data = path.read_bytes() if path.exists() else b""
+            if hashlib.sha256(data).hexdigest() != sha256:
+                raise dg.Failure(
+                    f"{path} is {'missing' if not path.exists() else 'changed'} since this run was requested "
+                    f"(expected sha256 {sha256[:12]}); the sensor requests a run on the current data",
+                    allow_retries=False,
+                )
+            for line in data.splitlines():
+                record = orjson.loads(line)
+                split = "eval" if training_data.is_eval(record["question"], lora_training.eval_share) else "train"
+                (held_out if split == "eval" else train).write(line + b"\n")
+                counts[split][record["label"]] += 1
+    (tmp / "manifest.json").write_bytes(
+        orjson.dumps({"dataset_hash": content_hash, "days": wanted, "eval_share": lora_training.eval_share}, option=orjson.OPT_INDENT_2)
+    )
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    context.add_output_metadata(
+        {
+            "dataset_hash": content_hash,
+            "days": dg.MetadataValue.json(sorted(wanted)),
+            "train_records": sum(counts["train"].values()),
+            "eval_records": sum(counts["eval"].values()),
+            "train_labels": count_table(counts["train"], "label"),
+            "eval_labels": count_table(counts["eval"], "label"),
+            "path": dg.MetadataValue.path(str(folder)),
+        }
+    )
+    return dg.Output({"dataset_hash": content_hash, "dir": str(folder), "days": wanted})
+
+
+@dg.asset(group_name="training", kinds={"pytorch"})
+def lora_adapter(
+    context: dg.AssetExecutionContext, training_dataset: dict, warehouse: Warehouse, lora_training: LoraTraining
+) -> dg.Output[dict]:
+    """LoRA SFT (peft + transformers) on the training split; a new model version folder."""
+    from rag_sft.training import sft
+
+    settings = lora_training.lora_settings()
+    train = _records(Path(training_dataset["dir"]) / "train.jsonl")
+    held_out = _records(Path(training_dataset["dir"]) / "eval.jsonl")
+    if not train or not held_out:
+        raise dg.Failure(f"the dataset has {len(train)} train and {len(held_out)} eval records; both must be non-empty")
+    registry = ModelRegistry(Path(warehouse.data_dir) / "models")
+    version, folder = registry.new_version_dir()
+    context.log.info(f"training {version} on {len(train)} samples from {lora_training.base_model} ({sft.device_and_dtype()})")
+    try:
+        result = sft.train_lora(lora_training.base_model, train, held_out, settings, folder, log=context.log.info)
+    except Exception:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    config = {"base_model": lora_training.base_model, **settings.__dict__, "target_modules": list(settings.target_modules)}
+    metrics = {
+        "train_losses": result.train_losses,
+        "epochs": result.history,
+        "tokens": result.tokens,
+        "tokens_per_second": round(result.tokens_per_second, 1),
+        "train_seconds": round(result.wall_seconds, 2),
+        "trainable_parameters": result.trainable_parameters,
+        "total_parameters": result.total_parameters,
+        "device": result.device,
+        "dtype": result.dtype,
+    }
+    dataset = {key: training_dataset[key] for key in ("dataset_hash", "days")}
+    for name, content in (("training_config.json", config), ("metrics.json", metrics), ("dataset.json", dataset)):
+        (folder / name).write_bytes(orjson.dumps(content, option=orjson.OPT_INDENT_2))
+    registry.register(
+        version,
+        dataset_hash=training_dataset["dataset_hash"],
+        days=sorted(training_dataset["days"]),
+        base_model=lora_training.base_model,
+        run_id=context.run.run_id,
+        train_loss=result.history[-1]["train_loss"],
+    )
+    context.add_output_metadata(
+        {
+            "version": version,
+            "train_loss_per_step": dg.MetadataValue.json(result.train_losses),
+            "loss_per_epoch": dg.MetadataValue.json(result.history),
+            "tokens_per_second": round(result.tokens_per_second, 1),
+            "train_seconds": round(result.wall_seconds, 2),
+            "trainable_parameters": result.trainable_parameters,
+            "total_parameters": result.total_parameters,
+            "device": f"{result.device} ({result.dtype})",
+            "dataset_hash": training_dataset["dataset_hash"],
+            "path": dg.MetadataValue.path(str(folder)),
+        }
+    )
+    return dg.Output({"version": version, "dir": str(folder)})
+
+
+@dg.asset(group_name="training", kinds={"pytorch"})
+def model_evaluation(
+    context: dg.AssetExecutionContext,
+    lora_adapter: dict,
+    training_dataset: dict,
+    warehouse: Warehouse,
+    lora_training: LoraTraining,
+) -> dg.MaterializeResult:
+    """Eval loss of the base model and of base + the saved adapter, overall and per label; the
+    gate then promotes the version (data/models/current) or rejects it with the reason."""
+    from rag_sft.training import sft
+
+    held_out = _records(Path(training_dataset["dir"]) / "eval.jsonl")
+    settings = lora_training.lora_settings()
+    base, tokenizer = sft.load_base(lora_training.base_model)
+    encoded = sft.encode(tokenizer, held_out, settings.max_length)
+    base_eval = sft.evaluate(base, encoded, settings.batch_size, tokenizer.pad_token_id)
+    del base
+    adapted, _ = sft.load_adapter(lora_training.base_model, Path(lora_adapter["dir"]) / "adapter")
+    adapter_eval = sft.evaluate(adapted, encoded, settings.batch_size, tokenizer.pad_token_id)
+    decision = promotion_decision(
+        base_eval.overall, adapter_eval.overall, base_eval.by_label, adapter_eval.by_label, lora_training.max_label_regression
+    )
+    version = lora_adapter["version"]
+    registry = ModelRegistry(Path(warehouse.data_dir) / "models")
+    losses = {"base_eval_loss": round(base_eval.overall, 5), "eval_loss": round(adapter_eval.overall, 5)}
+    registry.update(version, **losses, eval_loss_by_label={k: round(v, 5) for k, v in adapter_eval.by_label.items()})
+    if decision.promote:
+        registry.promote(version, decision.reason)
+    else:
+        registry.reject(version, decision.reason)
+    context.log.info(f"{version}: {'promoted' if decision.promote else 'rejected'}: {decision.reason}")
+    rows = [
+        dg.TableRecord({"label": label, "base": round(base_eval.by_label[label], 5), "adapter": round(adapter_eval.by_label.get(label, float("nan")), 5)})
+        for label in base_eval.by_label
+    ]
+    return dg.MaterializeResult(
+        metadata={
+            "version": version,
+            **losses,
+            "eval_samples": adapter_eval.samples,
+            "by_label": dg.MetadataValue.table(
+                rows,
+                schema=dg.TableSchema(
+                    columns=[dg.TableColumn("label", "string"), dg.TableColumn("base", "float"), dg.TableColumn("adapter", "float")]
+                ),
+            ),
+            "promoted": decision.promote,
+            "decision": decision.reason,
+            "current_version": registry.current() or "none",
+        }
+    )
+
+
+def _records(path: Path):
+    from rag_sft.training.sft import TrainingRecord
+
+    records = []
+    for line in path.read_bytes().splitlines():
+        r = orjson.loads(line)
+        records.append(TrainingRecord(r["prompt"], r["completion"], r["label"], r["sample_weight"] * r["label_weight"]))
+    return records

@@ -1,0 +1,144 @@
+"""The end of `make run`: the daemon's training sensor fires on the sample data, for real.
+
+The Dagster daemon is started on the project's instance (as `make ui` does), its sensor counts
+the new samples and launches `lora_training_job`; this waits for that run, stops the daemon
+and reports the model version, the losses and the gate's decision.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+
+SENSOR = "lora_training_sensor"
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+@dataclass
+class TrainingReport:
+    outcome: str  # "trained", "skipped", "failed", "timed out"
+    detail: str
+    run_id: str | None = None
+    version: dict | None = None
+
+
+def corpus_texts(data_dir: Path, limit: int = 4000) -> list[str]:
+    """Prompts and completions of the exported JSONL (the tokenizer's training text)."""
+    texts: list[str] = []
+    for path in sorted((data_dir / "datasets" / "sft").glob("date=*/records.jsonl")):
+        for line in path.read_bytes().splitlines():
+            record = orjson.loads(line)
+            texts += [record["prompt"], record["completion"]]
+            if len(texts) >= limit:
+                return texts
+    return texts
+
+
+def ensure_tiny_base(base_model: str, data_dir: Path) -> str | None:
+    """Build the tiny demo base model when `base_model` is its (missing) default folder."""
+    target = Path(base_model)
+    if target.exists() or target != data_dir / "models" / "base" / "tiny-llama":
+        return None
+    texts = corpus_texts(data_dir)
+    if not texts:
+        return None
+    from rag_sft.training.tiny_base import build_tiny_base_model
+
+    build_tiny_base_model(texts, target)
+    return str(target)
+
+
+def train_through_sensor(instance, log_path: Path, timeout_s: float = 1800) -> TrainingReport:
+    import dagster as dg
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    started = time.time()
+    daemon_bin = Path(sys.executable).with_name("dagster-daemon")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        daemon = subprocess.Popen(
+            ["env", "--default-signal=INT,TERM", str(daemon_bin), "run", "-w", "workspace.yaml"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        run = None
+        while time.time() - started < timeout_s:
+            if daemon.poll() is not None:
+                return TrainingReport("failed", f"the Dagster daemon exited ({daemon.returncode}); see {log_path}")
+            if run is None:
+                runs = instance.get_runs(
+                    filters=dg.RunsFilter(
+                        tags={"dagster/sensor_name": SENSOR}, created_after=datetime.fromtimestamp(started)
+                    ),
+                    limit=1,
+                )
+                run = runs[0] if runs else None
+                if run is None:
+                    skipped = _skip_reason_since(instance, InstigatorType.SENSOR, started)
+                    if skipped is not None:
+                        return TrainingReport("skipped", skipped)
+            else:
+                run = instance.get_run_by_id(run.run_id)
+                if run.status.value in FINISHED:
+                    return _report(run)
+            time.sleep(1.0)
+        return TrainingReport("timed out", f"no finished training run after {timeout_s:.0f}s; see {log_path}")
+    finally:
+        _stop(daemon)
+
+
+def _skip_reason_since(instance, sensor_type, since: float) -> str | None:
+    for state in instance.all_instigator_state(instigator_type=sensor_type):
+        if state.instigator_name != SENSOR:
+            continue
+        ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+        if ticks and ticks[0].timestamp >= since and ticks[0].status.value == "SKIPPED":
+            return ticks[0].skip_reason or "skipped"
+    return None
+
+
+def _report(run) -> TrainingReport:
+    from rag_sft.io.model_registry import ModelRegistry
+    from rag_sft.resources import default_data_dir
+
+    registry = ModelRegistry(Path(default_data_dir()) / "models")
+    version = next((entry for entry in registry.versions() if entry.get("run_id") == run.run_id), None)
+    if run.status.value != "SUCCESS":
+        return TrainingReport("failed", f"training run {run.run_id} ended {run.status.value}", run.run_id, version)
+    return TrainingReport("trained", "", run.run_id, version)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    if process.poll() is not None:
+        return
+    os.killpg(process.pid, signal.SIGTERM)  # the daemon and the code server it started
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
+def format_training(report: TrainingReport) -> str:
+    lines = ["", "Training (lora_training_sensor on the Dagster daemon):"]
+    if report.outcome != "trained" or report.version is None:
+        lines.append(f"  {report.outcome}: {report.detail}" + (f" (run {report.run_id})" if report.run_id else ""))
+        return "\n".join(lines)
+    v = report.version
+    lines += [
+        f"  run {report.run_id}, launched by the sensor",
+        f"  model version {v['version']} on {len(v.get('days', []))} day(s), dataset {v.get('dataset_hash', '')[:12]}",
+        f"  train loss {v.get('train_loss')}, eval loss {v.get('eval_loss')} (base model {v.get('base_eval_loss')})",
+        f"  gate: {v.get('status')}: {v.get('reason')}",
+    ]
+    return "\n".join(lines)

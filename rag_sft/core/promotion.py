@@ -1,0 +1,41 @@
+"""The promotion gate: a model version becomes `current` only when it is better than the base."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Decision:
+    promote: bool
+    reason: str
+
+
+def promotion_decision(
+    base_loss: float,
+    adapter_loss: float,
+    base_by_label: Mapping[str, float],
+    adapter_by_label: Mapping[str, float],
+    max_label_regression: float,
+) -> Decision:
+    """Promote when the adapter's eval loss beats the base model's overall and no label's eval
+    loss rises by more than `max_label_regression` (nats)."""
+    if not adapter_loss < base_loss:
+        return Decision(False, f"eval loss {adapter_loss:.4f} does not beat the base model's {base_loss:.4f}")
+    regressions = {
+        label: adapter_by_label[label] - base
+        for label, base in base_by_label.items()
+        if label in adapter_by_label and adapter_by_label[label] - base > max_label_regression
+    }
+    if regressions:
+        worst = max(regressions, key=regressions.get)
+        return Decision(
+            False,
+            f"label {worst} regresses by {regressions[worst]:.4f} "
+            f"({base_by_label[worst]:.4f} -> {adapter_by_label[worst]:.4f}), above the tolerance {max_label_regression}"
+            + (f"; also {', '.join(sorted(set(regressions) - {worst}))}" if len(regressions) > 1 else ""),
+        )
+    return Decision(
+        True, f"eval loss {adapter_loss:.4f} beats the base model's {base_loss:.4f} and no label regresses"
+    )

@@ -1,0 +1,40 @@
+"""The export ledger brought up to date from the Dagster event log, by storage-id cursor."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from rag_sft.core.trigger import ExportLedger
+
+_PAGE = 1000
+
+
+def update_ledger(instance: dg.DagsterInstance, ledger: ExportLedger) -> ExportLedger:
+    """Fold in every `sft_records` and `sft_jsonl` materialization newer than the ledger."""
+    for asset in ("sft_records", "sft_jsonl"):
+        while True:
+            result = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), after_storage_id=ledger.after.get(asset)),
+                limit=_PAGE,
+                ascending=True,
+            )
+            for record in result.records:
+                metadata = record.asset_materialization.metadata
+                day = record.partition_key
+                if asset == "sft_records":
+                    ledger.saw_records(record.storage_id, day, _value(metadata.get("export"), "ok") == "ok")
+                else:
+                    ledger.saw_jsonl(
+                        record.storage_id,
+                        day,
+                        _value(metadata.get("sha256"), ""),
+                        int(_value(metadata.get("dagster/row_count"), 0)),
+                        bool(_value(metadata.get("published"), False)),
+                    )
+            if not result.has_more:
+                break
+    return ledger
+
+
+def _value(entry, default):
+    return default if entry is None else entry.value

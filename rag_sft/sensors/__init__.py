@@ -1,0 +1,1 @@
+"""Sensors: the Dagster side of `core.trigger`."""

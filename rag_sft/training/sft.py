@@ -1,0 +1,227 @@
+"""LoRA SFT on prompt/completion records: completion-only loss, weighted per sample.
+
+Each sample's loss is the mean cross-entropy of its completion tokens (the prompt is context,
+not a target), multiplied by its weight = sample weight x label weight (SPEC.md rules 8, 9);
+a batch's loss is the weighted mean sum(w_i * loss_i) / sum(w_i). Evaluation losses are the
+plain (unweighted) mean of the per-sample losses, overall and per label.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from rag_sft.training.settings import LoraSettings
+
+IGNORE = -100
+
+
+@dataclass(frozen=True)
+class TrainingRecord:
+    prompt: str
+    completion: str
+    label: str
+    weight: float  # sample_weight x label_weight
+
+
+@dataclass
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]  # IGNORE on the prompt
+    weight: float
+    label: str
+
+
+@dataclass
+class EvalLosses:
+    overall: float
+    by_label: dict[str, float]
+    samples: int
+
+
+@dataclass
+class TrainResult:
+    train_losses: list[float]  # weighted loss of every step
+    eval_losses: list[float]  # eval loss after every epoch
+    tokens: int
+    wall_seconds: float  # training steps only
+    trainable_parameters: int
+    total_parameters: int
+    device: str
+    dtype: str
+    steps: int = 0
+    history: list[dict] = field(default_factory=list)
+    model: object = field(default=None, repr=False)  # the trained PeftModel, in eval mode
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.wall_seconds if self.wall_seconds else 0.0
+
+
+def device_and_dtype() -> tuple[torch.device, torch.dtype]:
+    """CUDA with bf16 when there is a GPU, else the CPU in float32."""
+    if torch.cuda.is_available():
+        return torch.device("cuda"), torch.bfloat16
+    return torch.device("cpu"), torch.float32
+
+
+def encode(tokenizer, records: Sequence[TrainingRecord], max_length: int) -> list[Encoded]:
+    """Token ids of <bos> prompt completion <eos>, the prompt masked out of the labels.
+
+    Long samples: the completion keeps at least half of `max_length`, the prompt the rest taken
+    from its end (the question and the instruction close the prompt).
+    """
+    prompts = tokenizer([r.prompt for r in records], add_special_tokens=False)["input_ids"]
+    completions = tokenizer([r.completion for r in records], add_special_tokens=False)["input_ids"]
+    encoded = []
+    for record, prompt_ids, completion_ids in zip(records, prompts, completions):
+        completion_ids = [*completion_ids, tokenizer.eos_token_id]
+        room = max_length - 1  # after <bos>
+        completion_ids = completion_ids[: max(room // 2, room - len(prompt_ids))]
+        prompt_room = room - len(completion_ids)
+        prompt_ids = prompt_ids[len(prompt_ids) - prompt_room :] if prompt_room > 0 else []
+        input_ids = [tokenizer.bos_token_id, *prompt_ids, *completion_ids]
+        labels = [IGNORE] * (1 + len(prompt_ids)) + completion_ids
+        encoded.append(Encoded(input_ids, labels, record.weight, record.label))
+    return encoded
+
+
+def collate(batch: Sequence[Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
+    width = max(len(item.input_ids) for item in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, item in enumerate(batch):
+        ids[row, : len(item.input_ids)] = torch.tensor(item.input_ids)
+        labels[row, : len(item.labels)] = torch.tensor(item.labels)
+        mask[row, : len(item.input_ids)] = 1
+    weights = torch.tensor([item.weight for item in batch], dtype=torch.float32)
+    return {"input_ids": ids.to(device), "attention_mask": mask.to(device), "labels": labels.to(device), "weights": weights.to(device)}
+
+
+def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over each sample's completion tokens (next-token prediction)."""
+    shift_logits = logits[:, :-1].float()
+    shift_labels = labels[:, 1:]
+    token_losses = F.cross_entropy(shift_logits.transpose(1, 2), shift_labels, ignore_index=IGNORE, reduction="none")
+    targets = (shift_labels != IGNORE).float()
+    return (token_losses * targets).sum(dim=1) / targets.sum(dim=1).clamp(min=1.0)
+
+
+def weighted_completion_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """sum(w_i * loss_i) / sum(w_i) over the batch."""
+    losses = per_sample_losses(logits, labels)
+    return (losses * weights).sum() / weights.sum()
+
+
+def _batches(items: Sequence[Encoded], size: int, order: list[int]) -> Iterator[list[Encoded]]:
+    for start in range(0, len(order), size):
+        yield [items[index] for index in order[start : start + size]]
+
+
+@torch.no_grad()
+def evaluate(model, encoded: Sequence[Encoded], batch_size: int, pad_id: int) -> EvalLosses:
+    device = next(model.parameters()).device
+    model.eval()
+    losses: list[float] = []
+    for batch in _batches(encoded, batch_size, list(range(len(encoded)))):
+        tensors = collate(batch, pad_id, device)
+        logits = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits
+        losses.extend(per_sample_losses(logits, tensors["labels"]).tolist())
+    by_label: dict[str, list[float]] = defaultdict(list)
+    for item, loss in zip(encoded, losses):
+        by_label[item.label].append(loss)
+    overall = sum(losses) / len(losses) if losses else math.nan
+    return EvalLosses(overall, {label: sum(v) / len(v) for label, v in sorted(by_label.items())}, len(losses))
+
+
+def load_base(base_model: str):
+    """The base model and its tokenizer, from a local folder or a hub id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    device, dtype = device_and_dtype()
+    tokenizer = AutoTokenizer.from_pretrained(base_model)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype).to(device)
+    return model, tokenizer
+
+
+def load_adapter(base_model: str, adapter_dir: Path):
+    from peft import PeftModel
+
+    model, tokenizer = load_base(base_model)
+    return PeftModel.from_pretrained(model, str(adapter_dir)), tokenizer
+
+
+def train_lora(
+    base_model: str,
+    train: Sequence[TrainingRecord],
+    eval_records: Sequence[TrainingRecord],
+    settings: LoraSettings,
+    out_dir: Path,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train a LoRA adapter on `train`, evaluate on `eval_records` after every epoch, and save
+    the adapter (`out_dir/adapter`) and the tokenizer (`out_dir/tokenizer`)."""
+    from peft import LoraConfig, get_peft_model
+
+    random.seed(settings.seed)
+    torch.manual_seed(settings.seed)
+    model, tokenizer = load_base(base_model)
+    device, dtype = device_and_dtype()
+    model = get_peft_model(
+        model,
+        LoraConfig(
+            r=settings.r,
+            lora_alpha=settings.alpha,
+            lora_dropout=settings.dropout,
+            target_modules=list(settings.target_modules),
+            task_type="CAUSAL_LM",
+        ),
+    )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in model.parameters())
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=settings.learning_rate)
+    train_items = encode(tokenizer, train, settings.max_length)
+    eval_items = encode(tokenizer, eval_records, settings.max_length)
+    pad_id = tokenizer.pad_token_id
+
+    shuffler = random.Random(settings.seed)
+    result = TrainResult([], [], 0, 0.0, trainable, total, str(device), str(dtype).removeprefix("torch."))
+    for epoch in range(1, settings.epochs + 1):
+        started = time.perf_counter()
+        model.train()
+        order = list(range(len(train_items)))
+        shuffler.shuffle(order)
+        for batch in _batches(train_items, settings.batch_size, order):
+            tensors = collate(batch, pad_id, device)
+            with torch.autocast(device.type, dtype=dtype, enabled=device.type == "cuda"):
+                logits = model(input_ids=tensors["input_ids"], attention_mask=tensors["attention_mask"]).logits
+            loss = weighted_completion_loss(logits, tensors["labels"], tensors["weights"])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            result.train_losses.append(round(loss.item(), 5))
+            result.tokens += int(tensors["attention_mask"].sum())
+            result.steps += 1
+        result.wall_seconds += time.perf_counter() - started  # training time, evaluation excluded
+        eval_loss = evaluate(model, eval_items, settings.batch_size, pad_id).overall
+        result.eval_losses.append(round(eval_loss, 5))
+        epoch_losses = result.train_losses[-math.ceil(len(train_items) / settings.batch_size) :]
+        result.history.append(
+            {"epoch": epoch, "train_loss": round(sum(epoch_losses) / max(len(epoch_losses), 1), 5), "eval_loss": round(eval_loss, 5)}
+        )
+        log(f"epoch {epoch}: train loss {result.history[-1]['train_loss']}, eval loss {eval_loss:.4f}")
+    model.save_pretrained(out_dir / "adapter")
+    tokenizer.save_pretrained(out_dir / "tokenizer")
+    result.model = model.eval()
+    return result

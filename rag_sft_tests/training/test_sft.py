@@ -1,0 +1,73 @@
+"""LoRA SFT on the tiny local model: the loss is the weighted completion loss, training lowers
+eval loss, and the saved adapter reloads to the same logits."""
+
+import math
+
+import pytest
+import torch
+
+from rag_sft.training import sft
+from rag_sft.training.settings import LoraSettings
+from rag_sft_tests.helpers import sample_records
+
+FAST = LoraSettings(learning_rate=5e-3, epochs=3, max_length=96, batch_size=8, seed=1)
+
+
+def test_the_weighted_loss_is_the_weighted_mean_of_per_sample_completion_losses():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    labels = torch.tensor([[-100, -100, 3, 4, 1], [-100, 2, 6, -100, -100]])
+    weights = torch.tensor([0.5 * 2.0, 1.5 * 1.2])  # sample weight x label weight
+    by_hand = []
+    for row in range(2):
+        token_losses = [
+            -torch.log_softmax(logits[row, t - 1], dim=-1)[labels[row, t]].item()
+            for t in range(1, 5)
+            if labels[row, t] != -100
+        ]
+        by_hand.append(sum(token_losses) / len(token_losses))
+    expected = (weights[0] * by_hand[0] + weights[1] * by_hand[1]) / weights.sum()
+    assert sft.weighted_completion_loss(logits, labels, weights).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert sft.per_sample_losses(logits, labels).tolist() == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_encoding_masks_the_prompt_and_cuts_long_prompts_from_the_left(tiny_base):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_base)
+    record = sample_records(1)[0]
+    long = sft.TrainingRecord("很长的文档。" * 200 + "\n# 问题\n退款需要多久?", record.completion, record.label, 1.0)
+    [short] = sft.encode(tokenizer, [record], 1024)
+    prompt = tokenizer(record.prompt, add_special_tokens=False)["input_ids"]
+    completion = tokenizer(record.completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    assert short.input_ids == [tokenizer.bos_token_id, *prompt, *completion]
+    assert short.labels == [-100] * (1 + len(prompt)) + completion
+
+    [cut] = sft.encode(tokenizer, [long], 2 * len(completion) + 20)
+    assert len(cut.input_ids) == 2 * len(completion) + 20
+    assert [t for t in cut.labels if t != -100] == completion  # the whole completion is kept
+    assert tokenizer.decode(cut.input_ids[1 : -len(completion)]).endswith("退款需要多久?")  # the prompt's end
+
+
+def test_training_lowers_eval_loss_and_the_adapter_reloads_to_identical_logits(tiny_base, tmp_path):
+    records = sample_records(96)
+    train, held_out = records[:80], records[80:]
+    base, tokenizer = sft.load_base(str(tiny_base))
+    encoded = sft.encode(tokenizer, held_out, FAST.max_length)
+    before = sft.evaluate(base, encoded, 8, tokenizer.pad_token_id)
+
+    result = sft.train_lora(str(tiny_base), train, held_out, FAST, tmp_path, log=lambda _: None)
+    after = sft.evaluate(result.model, encoded, 8, tokenizer.pad_token_id)
+    assert after.overall < before.overall - 0.1
+    assert result.eval_losses[-1] == pytest.approx(after.overall, abs=1e-4)
+    assert result.train_losses[-1] < result.train_losses[0]
+    assert 0 < result.trainable_parameters < result.total_parameters and result.tokens > 0
+    assert set(after.by_label) == {record.label for record in held_out}
+
+    reloaded, _ = sft.load_adapter(str(tiny_base), tmp_path / "adapter")
+    batch = sft.collate(encoded[:4], tokenizer.pad_token_id, torch.device("cpu"))
+    with torch.no_grad():
+        original = result.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        again = reloaded.eval()(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    assert torch.equal(original, again)
+    assert not math.isnan(after.overall)
