@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rag_sft.core import checks
 from rag_sft.core.parallel import ordered_map
-from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, read_lines
+from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_raw_lines
 
 
 def check_jsonl_file(path: Path, day: str, workers: int, range_bytes: int = DEFAULT_RANGE_BYTES) -> checks.FormatReport:
@@ -18,4 +18,4 @@ def check_jsonl_file(path: Path, day: str, workers: int, range_bytes: int = DEFA
 
 
 def _check_range(span: tuple[int, int], path: str, day: str) -> checks.FormatReport:
-    return checks.check_jsonl_lines(read_lines(path, *span), day)
+    return checks.check_jsonl_lines(mapped_raw_lines(path, *span), day)

@@ -29,17 +29,6 @@ def line_aligned_ranges(path: Path, range_bytes: int = DEFAULT_RANGE_BYTES) -> l
     return ranges
 
 
-def read_lines(path: str | Path, start: int, end: int) -> list[bytes]:
-    """The lines of a range, without their newlines."""
-    with open(path, "rb") as handle:
-        handle.seek(start)
-        data = handle.read(end - start)
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()  # the range ends with a newline
-    return lines
-
-
 @dataclass
 class RangeLines:
     """The non-blank lines of a range, as views of the memory-mapped file (no copy per line)."""
@@ -60,13 +49,7 @@ def mapped_lines(path: str | Path, start: int, end: int) -> RangeLines:
     Landing files may grow while they are read, but must not shrink: a page cut off a mapped
     file ends the worker (the run then fails; nothing is half written).
     """
-    with open(path, "rb") as handle:
-        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-    data = np.frombuffer(mapped, dtype=np.uint8, count=end - start, offset=start)
-    ends = np.flatnonzero(data == ord("\n"))
-    if len(data) and (not len(ends) or ends[-1] != len(data) - 1):
-        ends = np.append(ends, len(data))  # the file's last line has no newline
-    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+    mapped, data, starts, ends = _mapped_range(path, start, end)
     # A line that starts with a non-space byte is not blank; the rare others are looked at as bytes.
     first = np.where(ends > starts, data[np.minimum(starts, max(len(data) - 1, 0))], ord(" ")) if len(data) else starts
     carriage_return = (ends > starts) & (data[np.maximum(ends - 1, 0)] == ord("\r")) if len(data) else starts
@@ -85,3 +68,22 @@ def mapped_lines(path: str | Path, start: int, end: int) -> RangeLines:
         numbers.append(index + 1)
         kept.append(index)
     return RangeLines(lines, numbers, starts[kept], len(starts))
+
+
+def mapped_raw_lines(path: str | Path, start: int, end: int) -> list[memoryview]:
+    """Every line of a range (blank ones too), without its newline, as a view of the mapped file."""
+    mapped, _, starts, ends = _mapped_range(path, start, end)
+    view = memoryview(mapped)[start:end]
+    return [view[line_start:line_end] for line_start, line_end in zip(starts.tolist(), ends.tolist())]
+
+
+def _mapped_range(path: str | Path, start: int, end: int):
+    """The file mapped read-only, the range's bytes as a numpy view, and each line's start and end."""
+    with open(path, "rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    data = np.frombuffer(mapped, dtype=np.uint8, count=end - start, offset=start)
+    ends = np.flatnonzero(data == ord("\n"))
+    if len(data) and (not len(ends) or ends[-1] != len(data) - 1):
+        ends = np.append(ends, len(data))  # the file's last line has no newline
+    starts = np.concatenate([[0], ends[:-1] + 1]).astype(np.int64)
+    return mapped, data, starts, ends

@@ -110,9 +110,11 @@ class RowGroup:
 
     path: Path
     index: int
+    metadata: pq.FileMetaData | None = None  # the file's footer, parsed once for all its groups
 
     def read(self, columns: Sequence[str] | None = None) -> pa.RecordBatch:
-        table = pq.ParquetFile(self.path).read_row_group(self.index, columns=list(columns) if columns else None)
+        parquet = pq.ParquetFile(self.path, metadata=self.metadata)
+        table = parquet.read_row_group(self.index, columns=list(columns) if columns else None)
         return table.combine_chunks().to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], table.schema)
 
 
@@ -120,7 +122,8 @@ def row_groups(table_dir: Path, day: str) -> list[RowGroup]:
     path = partition_dir(table_dir, day) / PART_FILE
     if not path.exists():
         raise MissingPartition(f"{table_dir.name} has no partition {day} (expected {path}); materialize it first")
-    return [RowGroup(path, index) for index in range(pq.ParquetFile(path).num_row_groups)]
+    metadata = pq.read_metadata(path)
+    return [RowGroup(path, index, metadata) for index in range(metadata.num_row_groups)]
 
 
 class StagedFile:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from rag_sft.io.ranges import line_aligned_ranges, mapped_lines, read_lines
+from rag_sft.io.ranges import line_aligned_ranges, mapped_lines, mapped_raw_lines
 
 CONTENT = b'{"a":1}\n\n  \n \t{"b":2}\r\n{"c":3}\r\r\n\x0b\n{"d":4} \n{"e":"\xe4\xb8\xad"}\n{"last":5}'
 
@@ -26,7 +26,9 @@ def test_mapped_lines_match_splitting(tmp_path, content, range_bytes):
     found = []
     for start, end in line_aligned_ranges(path, range_bytes):
         mapped = mapped_lines(path, start, end)
-        assert mapped.count == len(read_lines(path, start, end))
+        raw = mapped_raw_lines(path, start, end)
+        assert mapped.count == len(raw) == len(content[start:end].removesuffix(b"\n").split(b"\n"))
+        assert [bytes(line) for line in raw] == content[start:end].removesuffix(b"\n").split(b"\n")
         found.append([(n, start + int(o), bytes(line)) for n, o, line in zip(mapped.numbers, mapped.offsets, mapped.lines)])
     # Number the lines file-wide as the landing scan does, range by range.
     numbered, before = [], 0
