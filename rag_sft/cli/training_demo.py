@@ -19,6 +19,7 @@ from pathlib import Path
 import orjson
 
 SENSOR = "lora_training_sensor"
+FIRST_TICK_WITHIN_S = 300  # daemon start-up, code server load and the first evaluation
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
@@ -84,9 +85,13 @@ def train_through_sensor(instance, log_path: Path, timeout_s: float = 1800) -> T
                 )
                 run = runs[0] if runs else None
                 if run is None:
-                    skipped = _skip_reason_since(instance, InstigatorType.SENSOR, started)
-                    if skipped is not None:
-                        return TrainingReport("skipped", skipped)
+                    tick = _tick_since(instance, InstigatorType.SENSOR, started)
+                    if tick is not None and tick.status.value == "SKIPPED":
+                        return TrainingReport("skipped", tick.skip_reason or "skipped")
+                    if tick is not None and tick.status.value == "FAILURE":
+                        return TrainingReport("failed", f"the sensor failed: {tick.error.message if tick.error else ''}")
+                    if tick is None and time.time() - started > FIRST_TICK_WITHIN_S:
+                        return TrainingReport("failed", f"the sensor did not tick within {FIRST_TICK_WITHIN_S}s; see {log_path}")
             else:
                 run = instance.get_run_by_id(run.run_id)
                 if run.status.value in FINISHED:
@@ -97,13 +102,14 @@ def train_through_sensor(instance, log_path: Path, timeout_s: float = 1800) -> T
         _stop(daemon)
 
 
-def _skip_reason_since(instance, sensor_type, since: float) -> str | None:
+def _tick_since(instance, sensor_type, since: float):
+    """The sensor's latest tick if it came after `since` (and is not still being evaluated)."""
     for state in instance.all_instigator_state(instigator_type=sensor_type):
         if state.instigator_name != SENSOR:
             continue
         ticks = instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
-        if ticks and ticks[0].timestamp >= since and ticks[0].status.value == "SKIPPED":
-            return ticks[0].skip_reason or "skipped"
+        if ticks and ticks[0].timestamp >= since and ticks[0].status.value != "STARTED":
+            return ticks[0]
     return None
 
 
