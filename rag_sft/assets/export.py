@@ -12,7 +12,7 @@ from rag_sft.core.parallel import ordered_map
 from rag_sft.io.jsonl_check import check_jsonl_file
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.warehouse import RowGroup, StagedFile, row_groups
-from rag_sft.resources import ExportChecks, SftRules, Warehouse
+from rag_sft.resources import ExportChecks, Warehouse
 
 
 def _jsonl_of_group(group: RowGroup, columns: list[str], day: str) -> tables.JsonlChunk:
@@ -28,7 +28,7 @@ def _jsonl_of_group(group: RowGroup, columns: list[str], day: str) -> tables.Jso
     "published only when its format check passes.",
     check_specs=[export_gate.EXPORT_FORMAT],
 )
-def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules, export_checks: ExportChecks):
+def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse, export_checks: ExportChecks):
     day = context.partition_key
     path = warehouse.jsonl_path(day)
     lines = 0
@@ -45,10 +45,9 @@ def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules
         size, sha256 = staged.write(chunks())
         # The file is checked as written, before anyone can see it.
         report = check_jsonl_file(staged.path, day, warehouse.worker_count())
-        verdict = checks.export_format_verdict(report, export_checks.settings(sft_rules.min_confidence))
+        verdict = checks.export_format_verdict(report, export_checks.export_format_severity)
         if verdict.holds_back:
-            withdrawn = warehouse.withdraw_exports(day)
-            context.log.error(f"{day} is held back from export: {verdict.description}" + (f" (removed {', '.join(withdrawn)})" if withdrawn else ""))
+            export_gate.hold_back(context, warehouse, [verdict])
         else:
             staged.publish()
     yield dg.MaterializeResult(

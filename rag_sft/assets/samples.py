@@ -119,10 +119,7 @@ def sft_records(
         checks.label_balance_verdict(exported_labels, label_weights, gate),
     ]
     held_back = [verdict for verdict in verdicts if verdict.holds_back]
-    if held_back:
-        withdrawn = warehouse.withdraw_exports(day)
-        reasons = "; ".join(verdict.description for verdict in held_back)
-        context.log.error(f"{day} is held back from export: {reasons}" + (f" (removed {', '.join(withdrawn)})" if withdrawn else ""))
+    export = "held back: " + export_gate.hold_back(context, warehouse, held_back) if held_back else "ok"
     context.log.info(f"{day}: accepted {writer.rows}, exported {exported_count}, filtered {dict(filter_reasons)}")
     yield dg.MaterializeResult(
         metadata={
@@ -135,7 +132,7 @@ def sft_records(
             "label_weights": dg.MetadataValue.json({k: round(v, 4) for k, v in label_weights.items()}),
             "confidence_exported": number_summary(confidence_summary(confidences)),
             "completion_strategy": strategy.name,
-            "export": "held back: " + "; ".join(v.description for v in held_back) if held_back else "ok",
+            "export": export,
             "path": dg.MetadataValue.path(str(path)),
         }
     )

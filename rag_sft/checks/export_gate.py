@@ -33,6 +33,16 @@ EXPORT_FORMAT = dg.AssetCheckSpec(
 )
 
 
+def hold_back(context: dg.AssetExecutionContext, warehouse, verdicts: list[checks.Verdict]) -> str:
+    """Remove the day's exports because of `verdicts` (failed at ERROR), say so in the run's
+    log, and return the reasons."""
+    day = context.partition_key
+    withdrawn = warehouse.withdraw_exports(day)
+    reasons = "; ".join(verdict.description for verdict in verdicts)
+    context.log.error(f"{day} is held back from export: {reasons}" + (f" (removed {', '.join(withdrawn)})" if withdrawn else ""))
+    return reasons
+
+
 def check_result(verdict: checks.Verdict) -> dg.AssetCheckResult:
     severity = dg.AssetCheckSeverity.ERROR if verdict.severity == checks.ERROR else dg.AssetCheckSeverity.WARN
     return dg.AssetCheckResult(

@@ -222,7 +222,7 @@ def check_jsonl_lines(lines: Iterable[bytes], day: str) -> FormatReport:
     return report
 
 
-def export_format_verdict(report: FormatReport, settings: CheckSettings) -> Verdict:
+def export_format_verdict(report: FormatReport, severity: Severity) -> Verdict:
     metadata = {
         "lines": report.lines,
         "bad_lines": report.bad_lines,
@@ -236,11 +236,9 @@ def export_format_verdict(report: FormatReport, settings: CheckSettings) -> Verd
         return Verdict(
             EXPORT_FORMAT,
             False,
-            settings.export_format_severity,
+            severity,
             f"export_format: {report.bad_lines} of {report.lines} lines are not valid records ({kinds}); "
             f"first at line {first_line}: {first_problem[:200]}",
             metadata,
         )
-    return Verdict(
-        EXPORT_FORMAT, True, settings.export_format_severity, f"export_format: all {report.lines} lines are valid records", metadata
-    )
+    return Verdict(EXPORT_FORMAT, True, severity, f"export_format: all {report.lines} lines are valid records", metadata)

@@ -78,8 +78,7 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
     days[event_positions[decoded.dated]] = decoded.micros[decoded.dated] // fastpath.MICROS_PER_DAY
     slow_lines: dict[int, SourceLine] = {}
     for position in np.flatnonzero(days == _UNDATED).tolist():
-        line = slow_lines[position] = SourceLine(task.source, numbers[position], bytes(raws[position]))
-        line_day = line_date(line)
+        line_day = line_date(_line(slow_lines, task, numbers, raws, position))
         if line_day is not None:
             days[position] = (line_day - _EPOCH).days
     # An undated line belongs to the day of the nearest dated line before it; those before the
@@ -105,8 +104,7 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
         with pa.OSFile(accepted_file, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
             writer.write_batch(batch)
     keys = [numbers[p] for p in judged.accepted_positions]
-    lines = dict(rest)
-    dead = [(numbers[p], ingest.dead_row(lines[p], "rejected", why, request_id)) for p, why, request_id in judged.rejected]
+    dead = [(numbers[p], ingest.dead_row(slow_lines[p], "rejected", why, request_id)) for p, why, request_id in judged.rejected]
     leading_lines = [(p, _line(slow_lines, task, numbers, raws, p)) for p in np.flatnonzero(leading).tolist()]
     early = ingest.with_rule_book(None, [], leading_lines, max_field_chars)  # undated: always rejected
     leading_dead = [
@@ -118,6 +116,7 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
 
 
 def _line(slow_lines: dict[int, SourceLine], task: ByteRange, numbers: list[int], raws: list, position: int) -> SourceLine:
+    """The line at `position` for the rule book (made once, kept in `slow_lines`)."""
     if position not in slow_lines:
         slow_lines[position] = SourceLine(task.source, numbers[position], bytes(raws[position]))
     return slow_lines[position]

@@ -3,7 +3,7 @@
 import orjson
 import pytest
 
-from rag_sft.core import checks
+from rag_sft.core import checks, samples
 from rag_sft.core.checks import CheckSettings
 
 DEFAULTS = CheckSettings()
@@ -108,7 +108,7 @@ def record(**changes):
 
 def test_valid_lines_pass_the_format_check():
     report = checks.check_jsonl_lines([record(), record(request_id="r2", completion_model="m")], "2026-11-19")
-    verdict = checks.export_format_verdict(report, DEFAULTS)
+    verdict = checks.export_format_verdict(report, DEFAULTS.export_format_severity)
     assert verdict.passed and report.lines == 2 and "all 2 lines" in verdict.description
 
 
@@ -130,6 +130,10 @@ def test_each_format_problem_is_counted_with_its_line(line, problem):
     report = checks.check_jsonl_lines([record(), line, record()], "2026-11-19")
     assert dict(report.problems) == {problem: 1}
     assert report.examples[0][0] == 2
-    verdict = checks.export_format_verdict(report, DEFAULTS)
+    verdict = checks.export_format_verdict(report, DEFAULTS.export_format_severity)
     assert verdict.holds_back and f"1 of 3 lines are not valid records ({problem} 1)" in verdict.description
     assert "first at line 2" in verdict.description
+
+
+def test_the_format_check_requires_exactly_the_exported_fields():
+    assert checks._JsonlRecord.__struct_fields__ == samples.JSONL_FIELDS

@@ -27,4 +27,4 @@ def test_an_empty_file_has_no_lines_and_passes(tmp_path):
     path = tmp_path / "records.jsonl"
     path.write_bytes(b"")
     report = check_jsonl_file(path, "2026-11-19", 2)
-    assert report.lines == 0 and checks.export_format_verdict(report, checks.CheckSettings()).passed
+    assert report.lines == 0 and checks.export_format_verdict(report, checks.ERROR).passed
