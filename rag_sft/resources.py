@@ -21,6 +21,7 @@ from rag_sft.core import parallel
 from rag_sft.core.checks import CheckSettings
 from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
 from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
+from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.sources import LandingFolder, SqlTable
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
@@ -31,6 +32,13 @@ SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
 SQL_URL_ENV = "RAG_SFT_SQL_URL"
 LABEL_BALANCE_SEVERITY_ENV = "RAG_SFT_LABEL_BALANCE_SEVERITY"
 BASE_MODEL_ENV = "RAG_SFT_BASE_MODEL"
+COMPLETION_STRATEGY_ENV = "RAG_SFT_COMPLETION_STRATEGY"
+LLM_MODEL_ENV = "RAG_SFT_LLM_MODEL"
+# The openai client's own variables, so a user's usual environment just works.
+OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
+OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
+DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_LLM_MODEL = "gpt-4o-mini"
 TRAINING_ENV = [
     ("RAG_SFT_MIN_NEW_SAMPLES", "min_new_samples", int),
     ("RAG_SFT_TRAIN_LAST_DAYS", "last_days", int),
@@ -98,6 +106,10 @@ class Warehouse(dg.ConfigurableResource):
 
     def jsonl_path(self, day: str) -> Path:
         return self.export_dir(day) / "records.jsonl"
+
+    def preferences_path(self, day: str) -> Path:
+        """Preference pairs (prompt, chosen, rejected) of the day's LLM-corrected records."""
+        return self.export_dir(day) / "preferences.jsonl"
 
     def withdraw_exports(self, day: str) -> list[str]:
         """Remove the day's exported files (a held-back day must leave nothing to pick up)."""
@@ -186,12 +198,77 @@ class ExportChecks(dg.ConfigurableResource):
 
 
 class Completions(dg.ConfigurableResource):
-    """How completions are written (SPEC.md rule 6)."""
+    """How completions are written (SPEC.md rule 6; README, "Corrected answers from an LLM")."""
 
-    strategy: Literal["naive"] = Field(default="naive", description="'naive': label prefix + original answer.")
+    strategy: Literal["naive", "llm"] = Field(
+        default="naive",
+        description="'naive': label prefix + original answer, no network. 'llm': a corrected answer from "
+        "an OpenAI-compatible endpoint.",
+    )
+    base_url: str = Field(default=DEFAULT_LLM_BASE_URL, description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, a gateway).")
+    model: str = Field(default=DEFAULT_LLM_MODEL, description="Model that writes the corrected answers.")
+    api_key: str | None = Field(
+        default=None,
+        description="Set from the OPENAI_API_KEY environment variable (dg.EnvVar); never shown or logged.",
+    )
+    temperature: float = Field(default=0.2, ge=0, description="Sampling temperature.")
+    max_tokens: int = Field(default=512, ge=1, description="Longest corrected answer; a longer one counts as truncated.")
+    system_prompt: str = Field(default=DEFAULT_SYSTEM_PROMPT, description="System message of every request.")
+    include_feedback: bool = Field(
+        default=True, description="Add the original answer and the evaluator's checks and suggestion to the prompt."
+    )
+    request_timeout_s: float = Field(default=60.0, gt=0, description="Seconds before a request counts as timed out.")
+    max_concurrent_requests: int = Field(default=16, ge=1, description="Requests open at once.")
+    max_retries: int = Field(default=5, ge=0, description="Retries of a 429, 5xx, timeout or unreadable answer.")
+    backoff_base_s: float = Field(default=0.5, ge=0, description="First retry waits up to this long (doubling).")
+    backoff_max_s: float = Field(default=30.0, ge=0, description="Longest backoff between retries.")
+    max_retry_after_s: float = Field(default=60.0, ge=0, description="Longest Retry-After honoured.")
+    max_requests_per_run: int = Field(default=0, ge=0, description="Cap on requests per materialization; 0 = none.")
+    max_tokens_per_run: int = Field(default=0, ge=0, description="Cap on tokens per materialization; 0 = none.")
 
-    def open(self) -> CompletionStrategy:
-        return NaiveCompletion()
+    def llm_settings(self) -> LlmSettings:
+        return LlmSettings(
+            model=self.model,
+            temperature=self.temperature,
+            max_tokens=self.max_tokens,
+            system_prompt=self.system_prompt,
+            include_feedback=self.include_feedback,
+        )
+
+    @contextmanager
+    def open(self, data_dir: str) -> Iterator[CompletionStrategy]:
+        """The configured strategy; the LLM one caches under `<data_dir>/cache/`."""
+        if self.strategy == "naive":
+            yield NaiveCompletion()
+            return
+        if not self.api_key:
+            raise dg.Failure(
+                "completion strategy 'llm' needs the OPENAI_API_KEY environment variable "
+                "(any non-empty value for a server without authentication)"
+            )
+        # Imported here: the naive default never loads the openai client.
+        import openai
+
+        from rag_sft.io.completion_cache import CompletionCache
+        from rag_sft.io.llm_completion import LlmCompletion, RunBudget
+
+        client = openai.OpenAI(
+            base_url=self.base_url, api_key=self.api_key, timeout=self.request_timeout_s, max_retries=0
+        )
+        cache = CompletionCache(Path(data_dir) / "cache" / "completions.sqlite")
+        strategy = LlmCompletion(
+            client,
+            self.llm_settings(),
+            cache,
+            concurrency=self.max_concurrent_requests,
+            retry=RetryPolicy(self.max_retries, self.backoff_base_s, self.backoff_max_s, self.max_retry_after_s),
+            budget=RunBudget(self.max_requests_per_run, self.max_tokens_per_run),
+        )
+        try:
+            yield strategy
+        finally:
+            strategy.close()
+            cache.close()
 
 
 class LoraTraining(dg.ConfigurableResource):
@@ -245,6 +322,17 @@ def default_lora_training() -> LoraTraining:
     return LoraTraining(**overrides)
 
 
+def default_completions() -> Completions:
+    env = os.environ
+    return Completions(
+        strategy=env.get(COMPLETION_STRATEGY_ENV, "naive"),
+        base_url=env.get(OPENAI_BASE_URL_ENV) or DEFAULT_LLM_BASE_URL,
+        model=env.get(LLM_MODEL_ENV) or DEFAULT_LLM_MODEL,
+        # An EnvVar is resolved when a run starts and shown by name only, never by value.
+        api_key=dg.EnvVar(OPENAI_API_KEY_ENV) if env.get(OPENAI_API_KEY_ENV) else None,
+    )
+
+
 def default_resources() -> dict:
     data_dir = default_data_dir()
     return {
@@ -263,6 +351,6 @@ def default_resources() -> dict:
         "export_checks": ExportChecks(
             label_balance_severity=os.environ.get(LABEL_BALANCE_SEVERITY_ENV, "ERROR"),
         ),
-        "completions": Completions(),
+        "completions": default_completions(),
         "lora_training": default_lora_training(),
     }

@@ -24,3 +24,21 @@ def count_table(counts: Mapping[str, int], key_name: str, total: int | None = No
 
 def number_summary(stats: Mapping[str, float | None]) -> dg.MetadataValue:
     return dg.MetadataValue.json({key: (round(value, 4) if value is not None else None) for key, value in stats.items()})
+
+
+def completion_metadata(figures: Mapping) -> dict:
+    """The LLM strategy's figures as flat entries (numbers the UI can plot across partitions)."""
+    if not figures:
+        return {}
+    return {
+        "llm_model": figures["model"],
+        "llm_samples": figures["samples"],
+        "llm_distinct_requests": figures["distinct_requests"],
+        "llm_cache_hits": figures["cache_hits"],
+        "llm_requests": figures["requests"],
+        "llm_retries": dg.MetadataValue.json(figures["retries"]),
+        "llm_failures": count_table(figures["failures"], "reason"),
+        "llm_prompt_tokens": figures["prompt_tokens"],
+        "llm_completion_tokens": figures["completion_tokens"],
+        "llm_latency_s": number_summary(figures["latency_s"]),
+    }

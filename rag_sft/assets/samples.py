@@ -6,7 +6,7 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rag_sft.assets.metadata import count_table, number_summary
+from rag_sft.assets.metadata import completion_metadata, count_table, number_summary
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
 from rag_sft.core import checks, rules, samples, tables
@@ -89,11 +89,10 @@ def sft_records(
         eligible_labels.update(tables.exported_label_counts(batch, settings))
     label_weights = samples.label_weights_for(eligible_labels, settings)
 
-    strategy = completions.open()
     exported_labels: Counter = Counter()
     filter_reasons: Counter = Counter()
     confidences: list[pa.Array] = []
-    with streaming_day(), PartitionWriter(
+    with completions.open(warehouse.data_dir) as strategy, streaming_day(), PartitionWriter(
         warehouse.table_dir("sft_records"), day, tables.SFT_RECORDS, warehouse.parquet_compression, tables.FREE_TEXT
     ) as writer:
         groups = row_groups(annotated_dir, day)
@@ -106,6 +105,7 @@ def sft_records(
             confidences.append(exported.column("confidence"))
             filter_reasons.update(_value_counts(pc.drop_null(batch.column("filter_reason"))))
         path = writer.commit()
+        completion_figures = strategy.metadata()
 
     exported_count = sum(exported_labels.values())
     filtered_count = sum(filter_reasons.values())
@@ -120,7 +120,13 @@ def sft_records(
     ]
     held_back = [verdict for verdict in verdicts if verdict.holds_back]
     export = "held back: " + export_gate.hold_back(context, warehouse, held_back) if held_back else "ok"
+    completion_failed = sum(n for reason, n in filter_reasons.items() if reason.startswith(rules.COMPLETION_FAILED_PREFIX))
     context.log.info(f"{day}: accepted {writer.rows}, exported {exported_count}, filtered {dict(filter_reasons)}")
+    if completion_failed:
+        context.log.warning(
+            f"{day}: {completion_failed} samples have no corrected answer (not exported; asked again on the next "
+            f"materialization): {completion_figures.get('failures')}"
+        )
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": writer.rows,
@@ -132,6 +138,8 @@ def sft_records(
             "label_weights": dg.MetadataValue.json({k: round(v, 4) for k, v in label_weights.items()}),
             "confidence_exported": number_summary(confidence_summary(confidences)),
             "completion_strategy": strategy.name,
+            "completion_failed": completion_failed,
+            **completion_metadata(completion_figures),
             "export": export,
             "path": dg.MetadataValue.path(str(path)),
         }

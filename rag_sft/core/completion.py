@@ -21,11 +21,11 @@ from rag_sft.core.columns import lookup_by_label
 class CompletionBatch:
     completions: pa.Array  # string, null where there is no completion
     failure_reasons: list[str | None]  # why, for each null completion
+    models: pa.Array  # string: the model that wrote each completion (null when none did)
 
 
 class CompletionStrategy(Protocol):
     name: str
-    model: str | None
 
     def complete(self, samples: pa.RecordBatch, prompts: pa.Array) -> CompletionBatch:
         """`samples` has the `ANNOTATED_SAMPLES` columns; `prompts` one prompt per row.
@@ -34,14 +34,20 @@ class CompletionStrategy(Protocol):
         """
         ...
 
+    def metadata(self) -> dict:
+        """What producing the completions took, for the materialization's metadata."""
+        ...
+
 
 class NaiveCompletion:
     """No LLM: the label's prefix in front of the original answer."""
 
     name = "naive"
-    model = None
 
     def complete(self, samples: pa.RecordBatch, prompts: pa.Array) -> CompletionBatch:
         prefixes = lookup_by_label(samples.column("label"), samples.column("language"), rules.NAIVE_PREFIXES)
         completions = pc.binary_join_element_wise(prefixes, samples.column("original_answer"), "")
-        return CompletionBatch(completions, [None] * len(completions))
+        return CompletionBatch(completions, [None] * len(completions), pa.nulls(len(completions), pa.string()))
+
+    def metadata(self) -> dict:
+        return {}

@@ -23,6 +23,8 @@ EN = "en"
 LANGUAGES = (ZH, EN)
 
 LOW_CONFIDENCE = "low_confidence"
+# A sample whose completion could not be written: "completion_" + why (core/llm.py reasons).
+COMPLETION_FAILED_PREFIX = "completion_"
 
 
 @dataclass(frozen=True)

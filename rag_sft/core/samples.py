@@ -27,6 +27,18 @@ JSONL_FIELDS = (
     "completion_model",
 )
 
+# One line of the daily preference-pair file (DPO): key -> SFT_RECORDS column ("date": the day).
+PREFERENCE_FIELDS = {
+    "prompt": "prompt",
+    "chosen": "completion",
+    "rejected": "original_answer",
+    "label": "label",
+    "sample_id": "sample_id",
+    "request_id": "request_id",
+    "date": "date",
+    "completion_model": "completion_model",
+}
+
 
 def label_weights_for(label_counts: Mapping[str, int], settings: RuleSettings) -> dict[str, float]:
     return rules.label_weights(

@@ -17,6 +17,7 @@ import pyarrow.compute as pc
 from rag_sft.core import rules, samples
 from rag_sft.core.columns import lookup_by_label
 from rag_sft.core.completion import CompletionStrategy
+from rag_sft.core.llm import STRATEGY as STRATEGY_LLM
 from rag_sft.core.rules import RuleSettings
 
 DOC = pa.struct([("id", pa.string()), ("content", pa.string()), ("score", pa.float64())])
@@ -286,6 +287,7 @@ def records_batch(
     prompts = prompts_batch(annotated, settings)
     completions = pa.nulls(rows, pa.string())
     failures = pa.nulls(rows, pa.string())
+    models = pa.nulls(rows, pa.string())
     eligible_rows = np.flatnonzero(eligible.to_numpy(zero_copy_only=False))
     if len(eligible_rows):
         index = pa.array(eligible_rows)
@@ -296,10 +298,15 @@ def records_batch(
         scatter = pa.array(position, mask=position < 0)
         completions = outcome.completions.take(scatter)
         failures = pa.array(outcome.failure_reasons, pa.string()).take(scatter)
+        models = outcome.models.take(scatter)
     missing = pc.and_(eligible, pc.is_null(completions))
     reason = pc.if_else(
         eligible,
-        pc.if_else(missing, pc.fill_null(failures, "no_completion"), pa.scalar(None, pa.string())),
+        pc.if_else(
+            missing,
+            pc.binary_join_element_wise(rules.COMPLETION_FAILED_PREFIX, pc.fill_null(failures, "missing"), ""),
+            pa.scalar(None, pa.string()),
+        ),
         rules.LOW_CONFIDENCE,
     )
     exported = pc.is_null(reason)
@@ -319,7 +326,7 @@ def records_batch(
         "completion": completions,
         "original_answer": annotated.column("original_answer"),
         "completion_strategy": pc.if_else(exported, pa.scalar(strategy.name, pa.string()), nothing),
-        "completion_model": pc.if_else(exported, pa.scalar(strategy.model, pa.string()), nothing),
+        "completion_model": pc.if_else(exported, models, nothing),
         "score": annotated.column("score"),
         "confidence": confidence,
         "sample_weight": sample_weights(confidence, settings),
@@ -381,19 +388,43 @@ def jsonl_chunk(records: pa.RecordBatch, day: str) -> JsonlChunk:
     Fields in `samples.JSONL_FIELDS` order; every line is assembled column-wise by Arrow.
     """
     exported = records.filter(pc.equal(records.column("status"), samples.EXPORTED))
-    if exported.num_rows == 0:
+    return _json_lines(exported, [(name, name) for name in samples.JSONL_FIELDS], day)
+
+
+def preference_chunk(records: pa.RecordBatch, day: str) -> JsonlChunk:
+    """Preference pairs (`samples.PREFERENCE_FIELDS`) of a `SFT_RECORDS` batch: the LLM's
+    corrected answer is chosen over the answer the user got. Only exported records whose
+    completion an LLM wrote and differs from a non-blank original answer make a pair."""
+    is_pair = pc.and_(
+        pc.and_(
+            pc.equal(records.column("status"), samples.EXPORTED),
+            pc.equal(records.column("completion_strategy"), STRATEGY_LLM),
+        ),
+        pc.and_(
+            pc.invert(pc.utf8_is_space(pc.fill_null(records.column("original_answer"), " "))),
+            pc.not_equal(pc.utf8_trim_whitespace(records.column("completion")),
+                         pc.utf8_trim_whitespace(records.column("original_answer"))),
+        ),
+    )
+    pairs = records.filter(pc.fill_null(is_pair, False))
+    return _json_lines(pairs, list(samples.PREFERENCE_FIELDS.items()), day)
+
+
+def _json_lines(rows: pa.RecordBatch, fields: Sequence[tuple[str, str]], day: str) -> JsonlChunk:
+    """One JSON object per row, (key, source column) in order; the key `date` is the day."""
+    if rows.num_rows == 0:
         return JsonlChunk(pa.py_buffer(b""), 0)
     pieces: list = []
-    for index, name in enumerate(samples.JSONL_FIELDS):
+    for index, (name, column) in enumerate(fields):
         pieces.append(("{" if index == 0 else ",") + orjson.dumps(name).decode() + ":")
         if name == "date":
             pieces.append(orjson.dumps(day).decode())
-        elif pa.types.is_string(exported.schema.field(name).type):
-            pieces.append(json_strings(exported.column(name)))
+        elif pa.types.is_string(rows.schema.field(column).type):
+            pieces.append(json_strings(rows.column(column)))
         else:
-            pieces.append(json_numbers(exported.column(name)))
+            pieces.append(json_numbers(rows.column(column)))
     pieces.append("}\n")
     lines = pc.binary_join_element_wise(*pieces, "")
     # The lines sit back to back in the array's data buffer: that buffer is the chunk.
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
-    return JsonlChunk(lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])), exported.num_rows)
+    return JsonlChunk(lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])), rows.num_rows)

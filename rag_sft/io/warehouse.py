@@ -134,18 +134,30 @@ class StagedFile:
         self.final = final
         self.path = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex}")
         self.published = False
+        self.size = 0
+        self._digest = hashlib.sha256()
+        self._handle = None
+
+    def append(self, chunk: bytes | pa.Buffer) -> None:
+        if self._handle is None:
+            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self._handle = self.path.open("wb")
+        self._handle.write(chunk)
+        self._digest.update(chunk)
+        self.size += len(chunk)
 
     def write(self, chunks: Iterable[bytes | pa.Buffer]) -> tuple[int, str]:
         """Write the bytes-like `chunks`; returns (bytes, sha256)."""
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256()
-        size = 0
-        with self.path.open("wb") as handle:
-            for chunk in chunks:
-                handle.write(chunk)
-                digest.update(chunk)
-                size += len(chunk)
-        return size, digest.hexdigest()
+        for chunk in chunks:
+            self.append(chunk)
+        return self.finish()
+
+    def finish(self) -> tuple[int, str]:
+        """Close the file (an empty one if nothing was appended); returns (bytes, sha256)."""
+        if self._handle is None:
+            self.append(b"")
+        self._handle.close()
+        return self.size, self._digest.hexdigest()
 
     def publish(self) -> Path:
         os.replace(self.path, self.final)
@@ -156,5 +168,7 @@ class StagedFile:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if self._handle is not None:
+            self._handle.close()
         if not self.published:
             self.path.unlink(missing_ok=True)

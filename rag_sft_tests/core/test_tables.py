@@ -100,11 +100,16 @@ class EveryOtherFails:
     """A strategy that cannot complete every second sample: they must not be exported."""
 
     name = "partial"
-    model = "m"
 
     def complete(self, samples, prompts):
         texts = [None if i % 2 else f"answer {i}" for i in range(samples.num_rows)]
-        return CompletionBatch(pa.array(texts, pa.string()), [("refused" if t is None else None) for t in texts])
+        models = [None if t is None else f"m{i}" for i, t in enumerate(texts)]
+        return CompletionBatch(
+            pa.array(texts, pa.string()), [("refused" if t is None else None) for t in texts], pa.array(models, pa.string())
+        )
+
+    def metadata(self):
+        return {}
 
 
 def test_samples_without_a_completion_are_filtered_with_the_strategys_reason():
@@ -114,8 +119,13 @@ def test_samples_without_a_completion_are_filtered_with_the_strategys_reason():
     eligible = [r for r in records if r["confidence"] >= 0.6]
     for position, record in enumerate(eligible):
         if position % 2:
-            assert (record["status"], record["filter_reason"], record["completion"]) == ("filtered", "refused", None)
+            assert (record["status"], record["filter_reason"], record["completion"]) == (
+                "filtered",
+                "completion_refused",
+                None,
+            )
+            assert (record["completion_strategy"], record["completion_model"]) == (None, None)
         else:
             assert (record["status"], record["completion"]) == ("exported", f"answer {position}")
-            assert record["completion_model"] == "m"
+            assert (record["completion_strategy"], record["completion_model"]) == ("partial", f"m{position}")
     assert all(r["filter_reason"] == "low_confidence" for r in records if r["confidence"] < 0.6)
