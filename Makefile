@@ -13,7 +13,7 @@ export RAG_SFT_TRAIN_LAST_DAYS ?= 1
 export RAG_SFT_TRAIN_MAX_LENGTH ?= 256
 export RAG_SFT_TRAIN_LEARNING_RATE ?= 0.002
 
-.PHONY: run test bench ui clean
+.PHONY: run test bench bench-llm ui clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,9 @@ test: $(STAMP)  ## the whole test suite
 
 bench: $(STAMP)  ## one day of 200,000 realistic events through all assets
 	$(BIN)/rag-sft bench --events $${BENCH_EVENTS:-200000}
+
+bench-llm: $(STAMP)  ## LLM corrections of 2,000 samples from a local server at 100 ms: 1 vs 16 requests at once, then cached
+	$(BIN)/rag-sft bench-llm --samples $${BENCH_SAMPLES:-2000} --latency 0.1 --concurrency 16
 
 ui: $(STAMP)  ## Dagster webserver + daemon on 127.0.0.1:3000 over the same instance as `make run`
 	$(BIN)/rag-sft init-home

@@ -29,23 +29,28 @@ class Pipeline:
         self.instance = instance
         self.landing.mkdir(parents=True, exist_ok=True)
 
-    def resources(self, checks: dict | None = None, **rules) -> dict:
+    def resources(self, checks: dict | None = None, completions: Completions | None = None, **rules) -> dict:
         return {
             "event_source": EventSource(landing_dir=str(self.landing)),
             "warehouse": Warehouse(data_dir=str(self.data), batch_size=64),
             "sft_rules": SftRules(**rules),
             "export_checks": ExportChecks(**(checks or {})),
-            "completions": Completions(),
+            "completions": completions or Completions(),
         }
 
     def materialize(
-        self, day: str, raise_on_error: bool = True, checks: dict | None = None, **rules
+        self,
+        day: str,
+        raise_on_error: bool = True,
+        checks: dict | None = None,
+        completions: Completions | None = None,
+        **rules,
     ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             ALL_ASSETS,
             partition_key=day,
             instance=self.instance,
-            resources=self.resources(checks, **rules),
+            resources=self.resources(checks, completions, **rules),
             raise_on_error=raise_on_error,
         )
 

@@ -3,6 +3,8 @@
     rag-sft generate --days 7 --out data/landing [--events-per-day N] [--malformed-share 0.01]
     rag-sft run                     # what `make run` does
     rag-sft bench --events 200000   # what `make bench` does
+    rag-sft bench-llm               # what `make bench-llm` does
+    rag-sft llm-stub --port 8199    # a local OpenAI-compatible server for the llm strategy
 """
 
 from __future__ import annotations
@@ -144,6 +146,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args.events, Path(args.workdir) if args.workdir else None, args.keep)
 
 
+def cmd_bench_llm(args: argparse.Namespace) -> int:
+    from rag_sft.cli.llm_bench import run_llm_bench
+
+    return run_llm_bench(args.samples, args.latency, args.concurrency, Path(args.workdir) if args.workdir else None)
+
+
+def cmd_llm_stub(args: argparse.Namespace) -> int:
+    from rag_sft.testing.openai_server import main as serve
+
+    serve(["--port", str(args.port), "--latency", str(args.latency)])
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rag-sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,6 +191,18 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
     bench.add_argument("--keep", action="store_true", help="do not delete the temp folder")
     bench.set_defaults(func=cmd_bench)
+
+    bench_llm = sub.add_parser("bench-llm", help="LLM corrections of N samples from a local server: sequential vs concurrent")
+    bench_llm.add_argument("--samples", type=int, default=2000)
+    bench_llm.add_argument("--latency", type=float, default=0.1, help="seconds the server waits before each answer")
+    bench_llm.add_argument("--concurrency", type=int, default=16)
+    bench_llm.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
+    bench_llm.set_defaults(func=cmd_bench_llm)
+
+    stub = sub.add_parser("llm-stub", help="a local OpenAI-compatible server (deterministic answers) to try the llm strategy")
+    stub.add_argument("--port", type=int, default=8199)
+    stub.add_argument("--latency", type=float, default=0.0)
+    stub.set_defaults(func=cmd_llm_stub)
 
     args = parser.parse_args(argv)
     return args.func(args)

@@ -32,7 +32,7 @@ class DayReport:
 
 _COUNT_KEYS = {
     "raw_events": ("events_read", "duplicates", "rejected"),
-    "sft_records": ("exported", "filtered"),
+    "sft_records": ("exported", "filtered", "completion_failed"),
 }
 
 
@@ -110,6 +110,11 @@ def format_summary(reports: list[DayReport]) -> str:
         lines.append("")
         lines.append("Check warnings (exported anyway):")
         lines.extend(f"  {r.day}: {warning}" for r in warned for warning in r.warnings)
+    uncorrected = [r for r in reports if r.counts.get("completion_failed")]
+    if uncorrected:
+        lines.append("")
+        lines.append("Samples the LLM did not correct (counted as filtered, asked again on the next run):")
+        lines.extend(f"  {r.day}: {r.counts['completion_failed']}" for r in uncorrected)
     failed = [r for r in reports if r.failure]
     if failed:
         lines.append("")

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import socket
 import threading
 import time
 from collections import Counter
@@ -106,6 +107,12 @@ def _completion_body(model: str, content: str | None, finish_reason: str, refusa
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as real endpoints do
     state: StubState
+
+    def setup(self):
+        super().setup()
+        # Headers and body go out in two writes: without this, Nagle's algorithm holds the body
+        # until the client's delayed ACK (~40 ms a request). Real servers set it too.
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format, *args):
         pass
