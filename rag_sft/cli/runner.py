@@ -20,6 +20,7 @@ class DayReport:
     failure: str | None = None
     held_back: list[str] = field(default_factory=list)  # checks that failed at ERROR: why no JSONL
     warnings: list[str] = field(default_factory=list)  # checks that failed at WARN
+    llm_model: str | None = None  # the model that corrected the answers (llm strategy)
 
     @property
     def status(self) -> str:
@@ -35,6 +36,8 @@ _COUNT_KEYS = {
     "sft_records": ("exported", "filtered", "completion_failed"),
 }
 
+
+_LLM_KEYS = ("llm_requests", "llm_cache_hits")
 
 # The summary reports every outcome (held-back days and failures with their reasons); the full
 # logs stay in the instance, for `make ui`.
@@ -54,6 +57,11 @@ def materialize_day(
         metadata = materialization.metadata
         for key in _COUNT_KEYS.get(asset, ()):
             report.counts[key] = int(metadata[key].value)
+        for key in _LLM_KEYS:
+            if key in metadata:
+                report.counts[key] = int(metadata[key].value)
+        if "llm_model" in metadata:
+            report.llm_model = str(metadata["llm_model"].value)
         if "path" in metadata:
             report.paths[asset] = str(metadata["path"].value)
     for evaluation in result.get_asset_check_evaluations():
@@ -110,6 +118,14 @@ def format_summary(reports: list[DayReport]) -> str:
         lines.append("")
         lines.append("Check warnings (exported anyway):")
         lines.extend(f"  {r.day}: {warning}" for r in warned for warning in r.warnings)
+    corrected = [r for r in reports if r.llm_model]
+    if corrected:
+        models = sorted({r.llm_model for r in corrected})
+        lines.append("")
+        lines.append(
+            f"LLM corrections ({', '.join(models)}): {sum(r.counts.get('llm_requests', 0) for r in corrected)} requests, "
+            f"{sum(r.counts.get('llm_cache_hits', 0) for r in corrected)} answers from the cache"
+        )
     uncorrected = [r for r in reports if r.counts.get("completion_failed")]
     if uncorrected:
         lines.append("")

@@ -44,3 +44,20 @@ def test_held_back_days_are_listed_with_their_reason_and_leave_no_jsonl(tmp_path
     assert next(line for line in warned.stdout.splitlines() if line.startswith("2026-11-19")).endswith("warned")
     assert "Check warnings (exported anyway):" in warned.stdout
     assert os.path.exists(str(jsonl).format(SKEWED))
+
+
+def test_the_summary_names_the_llm_its_requests_and_the_days_with_uncorrected_samples():
+    from rag_sft.cli.runner import DayReport, format_summary
+
+    counts = {"events_read": 10, "exported": 6, "filtered": 4, "duplicates": 0, "rejected": 0}
+    reports = [
+        DayReport("2026-11-18", True, {**counts, "llm_requests": 7, "llm_cache_hits": 0, "completion_failed": 1},
+                  llm_model="teacher"),
+        DayReport("2026-11-19", True, {**counts, "llm_requests": 0, "llm_cache_hits": 7, "completion_failed": 0},
+                  llm_model="teacher"),
+    ]  # fmt: skip
+    summary = format_summary(reports)
+    assert "LLM corrections (teacher): 7 requests, 7 answers from the cache" in summary
+    assert "Samples the LLM did not correct (counted as filtered, asked again on the next run):\n  2026-11-18: 1" in summary
+    assert "2026-11-19: " not in summary.split("did not correct")[1].split("JSONL")[0]
+    assert "LLM corrections" not in format_summary([DayReport("2026-11-19", True, counts)])
