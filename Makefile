@@ -13,7 +13,7 @@ export RAG_SFT_TRAIN_LAST_DAYS ?= 1
 export RAG_SFT_TRAIN_MAX_LENGTH ?= 256
 export RAG_SFT_TRAIN_LEARNING_RATE ?= 0.002
 
-.PHONY: run test bench bench-llm ui clean
+.PHONY: run test bench bench-llm ui ui-postgres clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -37,5 +37,11 @@ ui: $(STAMP)  ## Dagster webserver + daemon on 127.0.0.1:3000 over the same inst
 	$(BIN)/rag-sft init-home
 	env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
+ui-postgres: $(STAMP)  ## the same on a PostgreSQL instance: set RAG_SFT_PG_HOST, _PORT, _USER, _PASSWORD, _DB first
+	@for v in RAG_SFT_PG_HOST RAG_SFT_PG_PORT RAG_SFT_PG_USER RAG_SFT_PG_PASSWORD RAG_SFT_PG_DB; do \
+		test -n "$${!v}" || { echo "set $$v (see README, 'Production: PostgreSQL')"; exit 2; }; done
+	mkdir -p .dagster_home_pg && cp deploy/dagster-postgres.yaml .dagster_home_pg/dagster.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home_pg env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+
 clean:
-	rm -rf $(VENV) .dagster_home data/warehouse data/datasets
+	rm -rf $(VENV) .dagster_home .dagster_home_pg data/warehouse data/datasets

@@ -29,9 +29,15 @@ class Pipeline:
         self.instance = instance
         self.landing.mkdir(parents=True, exist_ok=True)
 
-    def resources(self, checks: dict | None = None, completions: Completions | None = None, **rules) -> dict:
+    def resources(
+        self,
+        checks: dict | None = None,
+        completions: Completions | None = None,
+        event_source: EventSource | None = None,
+        **rules,
+    ) -> dict:
         return {
-            "event_source": EventSource(landing_dir=str(self.landing)),
+            "event_source": event_source or EventSource(landing_dir=str(self.landing)),
             "warehouse": Warehouse(data_dir=str(self.data), batch_size=64),
             "sft_rules": SftRules(**rules),
             "export_checks": ExportChecks(**(checks or {})),
@@ -44,13 +50,14 @@ class Pipeline:
         raise_on_error: bool = True,
         checks: dict | None = None,
         completions: Completions | None = None,
+        event_source: EventSource | None = None,
         **rules,
     ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             ALL_ASSETS,
             partition_key=day,
             instance=self.instance,
-            resources=self.resources(checks, completions, **rules),
+            resources=self.resources(checks, completions, event_source, **rules),
             raise_on_error=raise_on_error,
         )
 
@@ -91,3 +98,16 @@ def tiny_base(tmp_path_factory) -> Path:
 
     texts = [text for record in sample_records(300, seed=9) for text in (record.prompt, record.completion)]
     return build_tiny_base_model(texts, tmp_path_factory.mktemp("base") / "tiny", vocab_size=600, hidden_size=32)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server from the machine's binaries. Missing binaries fail the
+    tests that need it (never a skip): `.ci/run` installs them."""
+    from rag_sft.testing.postgres_server import start_postgres
+
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()

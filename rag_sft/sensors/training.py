@@ -4,6 +4,8 @@ It reads the event log by storage-id cursor (no asset sensor), lets `core.trigge
 choose, and keys each request by the dataset and attempt, so Dagster launches it once.
 """
 
+import os
+
 import dagster as dg
 
 from rag_sft.assets.training import DATASET_TAG, lora_adapter, model_evaluation, training_dataset
@@ -12,6 +14,8 @@ from rag_sft.io.export_ledger import update_ledger
 from rag_sft.resources import LoraTraining
 
 TRAINING_JOB = "lora_training_job"
+# Seconds between the daemon's evaluations (read when the definitions load, like the resources).
+SENSOR_INTERVAL_ENV = "RAG_SFT_SENSOR_INTERVAL_S"
 
 lora_training_job = dg.define_asset_job(
     TRAINING_JOB,
@@ -23,7 +27,7 @@ lora_training_job = dg.define_asset_job(
 @dg.sensor(
     job=lora_training_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
+    minimum_interval_seconds=int(os.environ.get(SENSOR_INTERVAL_ENV, "30")),
     description="Requests lora_training_job when the exportable days hold N samples not trained on yet.",
 )
 def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: LoraTraining):

@@ -1,0 +1,293 @@
+"""The product as a team runs it: `dagster dev` (webserver and daemon) over an instance on a
+real PostgreSQL server (the documented deploy/dagster-postgres.yaml), driven through its
+GraphQL API: the code location, one partition, a 7-day backfill whose runs overlap, and the
+training sensor firing once and only once while the days land."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from unittest import mock
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from rag_sft.core.generator import GeneratorSettings, day_lines
+from rag_sft.testing.postgres_server import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+LOCATION, REPOSITORY = "rag_sft", "__repository__"
+DAYS = [f"2026-11-0{n}" for n in range(1, 9)]
+EVENTS_PER_DAY = 300  # 8 days export ~1,700 samples: between 1x and 2x the sensor's N of 1,000
+SENSOR = "lora_training_sensor"
+FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
+
+
+@dataclass
+class Product:
+    port: int
+    home: Path
+    data: Path
+    landing: Path
+    instance: dg.DagsterInstance
+    process: subprocess.Popen
+    log: Path
+
+    def graphql(self, query: str, variables: dict | None = None) -> dict:
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.port}/graphql",
+            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            answer = json.loads(response.read())
+        assert "errors" not in answer, answer["errors"]
+        return answer["data"]
+
+    def wait(self, what: str, condition, timeout_s: float = 300, every_s: float = 1.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"dagster dev exited; log:\n{self.log.read_text()[-4000:]}"
+            value = condition()
+            if value:
+                return value
+            time.sleep(every_s)
+        raise AssertionError(f"timed out waiting for {what}; dagster dev log:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+
+
+def _processes_of(home: Path) -> list[int]:
+    """Processes whose environment names this DAGSTER_HOME: everything dagster dev started."""
+    marker = f"DAGSTER_HOME={home}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.fixture(scope="module")
+def product(postgres, tmp_path_factory, tiny_base):
+    root = tmp_path_factory.mktemp("product")
+    database = postgres.create_database("dagster_product")
+    home, data, landing = root / "dagster_home", root / "data", root / "data" / "landing"
+    home.mkdir()
+    landing.mkdir(parents=True)
+    shutil.copy(REPO / "deploy" / "dagster-postgres.yaml", home / "dagster.yaml")
+    settings = GeneratorSettings(events_per_day=EVENTS_PER_DAY, malformed_share=0.03, duplicate_share=0.02)
+    for day in DAYS:
+        with (landing / f"events-{day}.jsonl").open("wb") as handle:
+            handle.writelines(day_lines(date.fromisoformat(day), settings))
+    variables = {
+        **postgres.env(database),
+        "DAGSTER_HOME": str(home),
+        "RAG_SFT_DATA_DIR": str(data),
+        "RAG_SFT_LANDING_DIR": str(landing),
+        "RAG_SFT_SENSOR_INTERVAL_S": "3",
+        "RAG_SFT_BASE_MODEL": str(tiny_base),
+        "RAG_SFT_MIN_NEW_SAMPLES": "1000",
+        "RAG_SFT_TRAIN_MAX_LENGTH": "96",
+        "RAG_SFT_TRAIN_LEARNING_RATE": "0.005",
+    }
+    port = free_port()
+    log = root / "dagster-dev.log"
+    dagster = Path(sys.executable).with_name("dagster")
+    with mock.patch.dict(os.environ, variables), log.open("wb") as log_file:
+        process = subprocess.Popen(
+            ["env", "--default-signal=INT,TERM", str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port),
+             "-w", str(REPO / "workspace.yaml")],
+            cwd=REPO, env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        instance = dg.DagsterInstance.from_config(str(home))
+        running = Product(port, home, data, landing, instance, process, log)
+        try:
+            running.wait("the webserver to load the code location", lambda: _loaded(running), timeout_s=240)
+            yield running
+        finally:
+            running.stop()
+            instance.dispose()
+
+
+def _loaded(product: Product) -> bool:
+    try:
+        entries = product.graphql("{ workspaceOrError { ... on Workspace { locationEntries { loadStatus } } } }")
+    except OSError:
+        return False
+    statuses = [e["loadStatus"] for e in entries["workspaceOrError"]["locationEntries"]]
+    return statuses == ["LOADED"]
+
+
+WORKSPACE = """
+{ workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
+  locationOrLoadError { __typename ... on PythonError { message }
+    ... on RepositoryLocation { repositories { name jobs { name } sensors { name sensorState { status } }
+      assetNodes { assetKey { path } isPartitioned
+        assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } } } } } } } }
+"""
+
+
+def test_the_code_location_loads_with_every_asset_check_job_and_the_sensor(product):
+    [entry] = product.graphql(WORKSPACE)["workspaceOrError"]["locationEntries"]
+    assert (entry["name"], entry["loadStatus"]) == (LOCATION, "LOADED")
+    location = entry["locationOrLoadError"]
+    assert location["__typename"] == "RepositoryLocation", location
+    [repository] = location["repositories"]
+    assert repository["name"] == REPOSITORY
+    assert {"daily_sft_job", "lora_training_job"} <= {job["name"] for job in repository["jobs"]}
+    assert [(s["name"], s["sensorState"]["status"]) for s in repository["sensors"]] == [(SENSOR, "RUNNING")]
+    assets = {"/".join(node["assetKey"]["path"]): node for node in repository["assetNodes"]}
+    assert set(assets) == {
+        "raw_events", "rejected_events", "annotated_samples", "sft_records", "sft_jsonl",
+        "training_dataset", "lora_adapter", "model_evaluation",
+    }  # fmt: skip
+    assert all(assets[name]["isPartitioned"] for name in ("raw_events", "sft_records", "sft_jsonl"))
+    checks = {name: {(c["name"], c["blocking"]) for c in node["assetChecksOrError"]["checks"]} for name, node in assets.items()}
+    assert checks["sft_records"] == {("confidence", True), ("label_balance", True)}
+    assert checks["sft_jsonl"] == {("export_format", True)}
+
+
+LAUNCH_RUN = """
+mutation($params: ExecutionParams!) { launchRun(executionParams: $params) { __typename
+  ... on LaunchRunSuccess { run { runId } } ... on PythonError { message } } }
+"""
+RUN_STATUS = "query($runId: ID!) { runOrError(runId: $runId) { ... on Run { status } } }"
+
+
+def _day_counts(instance: dg.DagsterInstance, day: str) -> dict:
+    counts = {}
+    for asset in ("raw_events", "sft_records", "sft_jsonl"):
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day]), limit=1
+        )
+        [record] = result.records
+        metadata = record.asset_materialization.metadata
+        counts[asset] = {key: value.value for key, value in metadata.items() if isinstance(value.value, int)}
+    return counts
+
+
+def _assert_reconciles(counts: dict) -> None:
+    raw, records, export = counts["raw_events"], counts["sft_records"], counts["sft_jsonl"]
+    assert raw["events_read"] == EVENTS_PER_DAY == raw["accepted"] + raw["duplicates"] + raw["rejected"]
+    assert records["accepted"] == raw["accepted"] == records["exported"] + records["filtered"]
+    assert export["dagster/row_count"] == records["exported"] > 0
+
+
+def test_one_partition_launched_through_graphql_succeeds(product):
+    params = {
+        "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": "daily_sft_job"},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DAYS[0]}]},
+    }
+    launched = product.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    def finished():
+        status = product.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+        return status if status in FINISHED else None
+
+    assert product.wait(f"run {run_id}", finished, timeout_s=300) == "SUCCESS"
+    _assert_reconciles(_day_counts(product.instance, DAYS[0]))
+    assert (product.data / "datasets" / "sft" / f"date={DAYS[0]}" / "records.jsonl").exists()
+
+
+LAUNCH_BACKFILL = """
+mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParams: $params) { __typename
+  ... on LaunchBackfillSuccess { backfillId } ... on PythonError { message } } }
+"""
+
+
+def test_a_seven_day_backfill_runs_concurrently_and_loses_or_doubles_no_event(product):
+    params = {
+        "selector": {
+            "partitionSetName": "daily_sft_job_partition_set",
+            "repositorySelector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY},
+        },
+        "partitionNames": DAYS[1:],
+    }
+    launched = product.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill = dg.RunsFilter(tags={"dagster/backfill": launched["backfillId"]})
+
+    def all_finished():
+        records = product.instance.get_run_records(filters=backfill)
+        done = len(records) == 7 and all(r.dagster_run.status.value in FINISHED for r in records)
+        return records if done else None
+
+    records = product.wait("the backfill's 7 runs", all_finished, timeout_s=480, every_s=2)
+    assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == DAYS[1:]
+    assert {r.dagster_run.status.value for r in records} == {"SUCCESS"}
+    # The runs overlapped: the queue let several run at once on the PostgreSQL-backed instance.
+    spans = [(r.start_time, r.end_time) for r in records]
+    most_at_once = max(sum(1 for start, end in spans if start <= moment < end) for moment, _ in spans)
+    assert most_at_once >= 2
+
+    for day in DAYS:
+        _assert_reconciles(_day_counts(product.instance, day))
+    raw = pd.read_parquet(product.data / "warehouse" / "raw_events")
+    rejected = pd.read_parquet(product.data / "warehouse" / "rejected_events")
+    lines = sum(len(path.read_bytes().splitlines()) for path in product.landing.glob("*.jsonl"))
+    assert len(raw) + len(rejected) == lines == len(DAYS) * EVENTS_PER_DAY  # every line in exactly one place
+    assert raw["request_id"].is_unique
+    assert set(raw["source"] + ":" + raw["source_line"].astype(str)).isdisjoint(
+        set(rejected["source"] + ":" + rejected["source_line"].astype(str))
+    )
+
+
+def _sensor_ticks(instance: dg.DagsterInstance) -> list:
+    from dagster._core.scheduler.instigation import InstigatorType
+
+    [state] = [s for s in instance.all_instigator_state(instigator_type=InstigatorType.SENSOR) if s.instigator_name == SENSOR]
+    return instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=50)
+
+
+def test_the_training_sensor_fires_once_and_only_once(product):
+    sensor_runs = dg.RunsFilter(tags={"dagster/sensor_name": SENSOR})
+
+    def trained():
+        runs = product.instance.get_run_records(filters=sensor_runs)
+        return runs if runs and all(r.dagster_run.status.value in FINISHED for r in runs) else None
+
+    [training] = product.wait("the sensor's training run", trained, timeout_s=300, every_s=2)
+    assert training.dagster_run.status.value == "SUCCESS"
+
+    def two_ticks_after_training():
+        later = [t for t in _sensor_ticks(product.instance) if t.timestamp > training.end_time and t.status.value != "STARTED"]
+        return later if len(later) >= 2 else None
+
+    later = product.wait("two more sensor ticks", two_ticks_after_training, timeout_s=120)
+    assert {tick.status.value for tick in later} == {"SKIPPED"}
+    assert all(tick.skip_reason.endswith("of 1000 new samples") for tick in later)
+    assert len(product.instance.get_run_records(filters=sensor_runs)) == 1
+    registry = json.loads((product.data / "models" / "registry.json").read_text())
+    assert [entry["version"] for entry in registry["versions"]] == ["v0001"]
+
+
+def test_stopping_dagster_dev_leaves_no_process_behind(product):
+    assert _processes_of(product.home)  # the webserver, the daemon, code servers
+    product.stop()
+    deadline = time.monotonic() + 30
+    while _processes_of(product.home) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert _processes_of(product.home) == []
