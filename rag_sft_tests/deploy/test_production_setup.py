@@ -108,6 +108,7 @@ def product(postgres, tmp_path_factory, tiny_base):
         "RAG_SFT_SENSOR_INTERVAL_S": "3",
         "RAG_SFT_BASE_MODEL": str(tiny_base),
         "RAG_SFT_MIN_NEW_SAMPLES": "1000",
+        "RAG_SFT_TRAIN_LAST_DAYS": "0",  # every day counts (make exports 1 for its demo)
         "RAG_SFT_TRAIN_MAX_LENGTH": "96",
         "RAG_SFT_TRAIN_LEARNING_RATE": "0.005",
     }
