@@ -15,12 +15,13 @@ from pathlib import Path
 from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from rag_sft.core import parallel
 from rag_sft.core.checks import CheckSettings
 from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
 from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
+from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, parse_formats
 from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.sources import LandingFolder, SqlTable
@@ -32,6 +33,7 @@ SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
 SQL_URL_ENV = "RAG_SFT_SQL_URL"
 LABEL_BALANCE_SEVERITY_ENV = "RAG_SFT_LABEL_BALANCE_SEVERITY"
 BASE_MODEL_ENV = "RAG_SFT_BASE_MODEL"
+EXPORT_FORMATS_ENV = "RAG_SFT_EXPORT_FORMATS"
 COMPLETION_STRATEGY_ENV = "RAG_SFT_COMPLETION_STRATEGY"
 LLM_MODEL_ENV = "RAG_SFT_LLM_MODEL"
 # The openai client's own variables, so a user's usual environment just works.
@@ -271,6 +273,23 @@ class Completions(dg.ConfigurableResource):
             cache.close()
 
 
+class TrainerExports(dg.ConfigurableResource):
+    """Extra files in the formats trainers load as they are, beside each day's JSONL and each
+    training dataset's splits (README, "Exports for trainers")."""
+
+    formats: list[str] = Field(
+        default=[],
+        description="Any of trl_prompt_completion, trl_messages, openai_chat, alpaca (with LLaMA-Factory's "
+        "dataset_info.json); RAG_SFT_EXPORT_FORMATS=all (or a comma list) sets it.",
+    )
+    system_message: str = Field(default=DEFAULT_SYSTEM_MESSAGE, description="System message of openai_chat and alpaca.")
+
+    @field_validator("formats")
+    @classmethod
+    def _known_formats(cls, formats: list[str]) -> list[str]:
+        return parse_formats(",".join(formats))
+
+
 class LoraTraining(dg.ConfigurableResource):
     """What the training sensor waits for and how `lora_training_job` trains (README, "Training")."""
 
@@ -352,5 +371,6 @@ def default_resources() -> dict:
             label_balance_severity=os.environ.get(LABEL_BALANCE_SEVERITY_ENV, "ERROR"),
         ),
         "completions": default_completions(),
+        "trainer_exports": TrainerExports(formats=parse_formats(os.environ.get(EXPORT_FORMATS_ENV, ""))),
         "lora_training": default_lora_training(),
     }

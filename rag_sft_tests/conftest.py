@@ -7,7 +7,7 @@ from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
 from rag_sft.assets.training import lora_adapter, model_evaluation, training_dataset
-from rag_sft.resources import Completions, EventSource, ExportChecks, LoraTraining, SftRules, Warehouse
+from rag_sft.resources import Completions, EventSource, ExportChecks, LoraTraining, SftRules, TrainerExports, Warehouse
 
 ALL_ASSETS = [raw_events, annotated_samples, sft_records, sft_jsonl]
 TRAINING_ASSETS = [training_dataset, lora_adapter, model_evaluation]
@@ -34,9 +34,11 @@ class Pipeline:
         checks: dict | None = None,
         completions: Completions | None = None,
         event_source: EventSource | None = None,
+        trainer_exports: TrainerExports | None = None,
         **rules,
     ) -> dict:
         return {
+            "trainer_exports": trainer_exports or TrainerExports(),
             "event_source": event_source or EventSource(landing_dir=str(self.landing)),
             "warehouse": Warehouse(data_dir=str(self.data), batch_size=64),
             "sft_rules": SftRules(**rules),
@@ -51,21 +53,32 @@ class Pipeline:
         checks: dict | None = None,
         completions: Completions | None = None,
         event_source: EventSource | None = None,
+        trainer_exports: TrainerExports | None = None,
         **rules,
     ) -> dg.ExecuteInProcessResult:
         return dg.materialize(
             ALL_ASSETS,
             partition_key=day,
             instance=self.instance,
-            resources=self.resources(checks, completions, event_source, **rules),
+            resources=self.resources(checks, completions, event_source, trainer_exports, **rules),
             raise_on_error=raise_on_error,
         )
 
-    def train(self, lora_training: LoraTraining, run_config: dict | None = None, tags: dict | None = None):
+    def train(
+        self,
+        lora_training: LoraTraining,
+        run_config: dict | None = None,
+        tags: dict | None = None,
+        trainer_exports: TrainerExports | None = None,
+    ):
         return dg.materialize(
             TRAINING_ASSETS,
             instance=self.instance,
-            resources={"warehouse": self.resources()["warehouse"], "lora_training": lora_training},
+            resources={
+                "warehouse": self.resources()["warehouse"],
+                "lora_training": lora_training,
+                "trainer_exports": trainer_exports or TrainerExports(),
+            },
             run_config=run_config,
             tags=tags,
             raise_on_error=False,

@@ -1,18 +1,28 @@
 """sft_jsonl: the day's exported records as one JSON Lines file, replaced whole on re-runs,
-with the day's preference pairs beside it when an LLM corrected the answers."""
+with the day's preference pairs beside it when an LLM corrected the answers, and the
+records in the trainer formats chosen in `trainer_exports`."""
+
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
 
 import dagster as dg
+import orjson
+import pyarrow.compute as pc
 
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
 from rag_sft.core import checks, samples, tables
+from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.jsonl_check import check_jsonl_file
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.warehouse import RowGroup, StagedFile, row_groups
-from rag_sft.resources import ExportChecks, Warehouse
+from rag_sft.resources import ExportChecks, TrainerExports, Warehouse
 
-# The sft_records columns both files are made of ("date" comes from the partition).
+RECORDS, PREFERENCES = "records", "preferences"
+
+# The sft_records columns the files are made of ("date" comes from the partition).
 _SOURCE_COLUMNS = [
     name
     for name in dict.fromkeys([*tables.JSONL_SOURCE_COLUMNS, "status", *samples.PREFERENCE_FIELDS.values()])
@@ -20,9 +30,14 @@ _SOURCE_COLUMNS = [
 ]
 
 
-def _chunks_of_group(group: RowGroup, columns: list[str], day: str) -> tuple[tables.JsonlChunk, tables.JsonlChunk]:
+def _chunks_of_group(group: RowGroup, columns: list[str], day: str, exports: TrainerExports) -> dict[str, tables.JsonlChunk]:
     records = group.read(columns)  # read in the thread: decoding releases the GIL
-    return tables.jsonl_chunk(records, day), tables.preference_chunk(records, day)
+    chunks = {RECORDS: tables.jsonl_chunk(records, day), PREFERENCES: tables.preference_chunk(records, day)}
+    if exports.formats:
+        exported = records.filter(pc.equal(records.column("status"), samples.EXPORTED))
+        for export_format in exports.formats:
+            chunks[export_format] = export_chunk(exported, export_format, exports.system_message)
+    return chunks
 
 
 @dg.asset(
@@ -31,45 +46,68 @@ def _chunks_of_group(group: RowGroup, columns: list[str], day: str) -> tuple[tab
     group_name="export",
     kinds={"json"},
     description="Daily SFT JSON Lines (prompt, completion, label, confidence, score, weights, lineage), "
-    "published only when its format check passes; preference pairs beside it for LLM-corrected days.",
+    "published only when its format check passes; preference pairs beside it for LLM-corrected days, and "
+    "the trainer formats chosen in trainer_exports.",
     check_specs=[export_gate.EXPORT_FORMAT],
 )
-def sft_jsonl(context: dg.AssetExecutionContext, warehouse: Warehouse, export_checks: ExportChecks):
+def sft_jsonl(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, export_checks: ExportChecks, trainer_exports: TrainerExports
+):
     day = context.partition_key
-    path = warehouse.jsonl_path(day)
-    preferences_path = warehouse.preferences_path(day)
-    lines = pairs = 0
-    with streaming_day(), StagedFile(path) as staged, StagedFile(preferences_path) as staged_pairs:
+    folder = warehouse.export_dir(day)
+    paths = {
+        RECORDS: warehouse.jsonl_path(day),
+        PREFERENCES: warehouse.preferences_path(day),
+        **{name: folder / file_name(name) for name in trainer_exports.formats},
+    }
+    lines: Counter = Counter()
+    with streaming_day(), ExitStack() as files:
+        staged = {name: files.enter_context(StagedFile(path)) for name, path in paths.items()}
         groups = row_groups(warehouse.table_dir("sft_records"), day)
-        for _, (records, preferences) in ordered_map(
-            _chunks_of_group, groups, warehouse.worker_count(), _SOURCE_COLUMNS, day, threads=True
+        for _, chunks in ordered_map(
+            _chunks_of_group, groups, warehouse.worker_count(), _SOURCE_COLUMNS, day, trainer_exports, threads=True
         ):
-            staged.append(records.data)
-            staged_pairs.append(preferences.data)
-            lines += records.lines
-            pairs += preferences.lines
-        size, sha256 = staged.finish()
-        staged_pairs.finish()
-        # The file is checked as written, before anyone can see it.
-        report = check_jsonl_file(staged.path, day, warehouse.worker_count())
+            for name, chunk in chunks.items():
+                staged[name].append(chunk.data)
+                lines[name] += chunk.lines
+        sizes = {name: file.finish() for name, file in staged.items()}
+        # The records are checked as written, before anyone can see them (the other files are
+        # made of the same rows).
+        report = check_jsonl_file(staged[RECORDS].path, day, warehouse.worker_count())
         verdict = checks.export_format_verdict(report, export_checks.export_format_severity)
         if verdict.holds_back:
             export_gate.hold_back(context, warehouse, [verdict])
         else:
-            staged.publish()
-            if pairs:
-                staged_pairs.publish()
-            else:
-                preferences_path.unlink(missing_ok=True)  # an earlier run's pairs are not this run's
+            for name, file in staged.items():
+                if name == PREFERENCES and not lines[PREFERENCES]:
+                    continue  # no corrected answers: no pairs file (an earlier run's goes below)
+                file.publish()
+            _remove_stale(folder, [file.final for file in staged.values() if file.published])
+            if ALPACA in trainer_exports.formats:
+                info = llama_factory_dataset_info([(f"rag_sft_{day}", file_name(ALPACA))])
+                (folder / "dataset_info.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
+    size, sha256 = sizes[RECORDS]
     metadata = {
-        "dagster/row_count": lines,
-        "path": dg.MetadataValue.path(str(path)),
-        "published": staged.published,
+        "dagster/row_count": lines[RECORDS],
+        "path": dg.MetadataValue.path(str(paths[RECORDS])),
+        "published": staged[RECORDS].published,
         "bytes": size,
         "sha256": sha256,
-        "preference_pairs": pairs,
+        "preference_pairs": lines[PREFERENCES],
     }
-    if staged_pairs.published:
-        metadata["preferences_path"] = dg.MetadataValue.path(str(preferences_path))
+    if staged[PREFERENCES].published:
+        metadata["preferences_path"] = dg.MetadataValue.path(str(paths[PREFERENCES]))
+    if trainer_exports.formats and staged[RECORDS].published:
+        metadata["trainer_exports"] = dg.MetadataValue.json(
+            {name: str(paths[name]) for name in trainer_exports.formats}
+        )
     yield dg.MaterializeResult(metadata=metadata)
     yield export_gate.check_result(verdict)
+
+
+def _remove_stale(folder: Path, keep: list[Path]) -> None:
+    """The day's folder holds this run's files only: a format no longer chosen, or pairs of an
+    earlier LLM run, go (the day is replaced whole)."""
+    for path in folder.iterdir():
+        if path.is_file() and not path.name.startswith(".") and path not in keep:
+            path.unlink()

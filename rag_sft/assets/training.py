@@ -11,15 +11,17 @@ from pathlib import Path
 
 import dagster as dg
 import orjson
+import pyarrow as pa
 from pydantic import Field
 
 from rag_sft.assets.metadata import count_table
 from rag_sft.core import training_data
+from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.promotion import promotion_decision
 from rag_sft.core.trigger import ExportLedger, training_window
 from rag_sft.io.export_ledger import update_ledger
 from rag_sft.io.model_registry import ModelRegistry
-from rag_sft.resources import LoraTraining, Warehouse
+from rag_sft.resources import LoraTraining, TrainerExports, Warehouse
 
 DATASET_TAG = "rag_sft/dataset"
 
@@ -34,7 +36,11 @@ class TrainingDatasetConfig(dg.Config):
 
 @dg.asset(group_name="training", kinds={"json"})
 def training_dataset(
-    context: dg.AssetExecutionContext, config: TrainingDatasetConfig, warehouse: Warehouse, lora_training: LoraTraining
+    context: dg.AssetExecutionContext,
+    config: TrainingDatasetConfig,
+    warehouse: Warehouse,
+    lora_training: LoraTraining,
+    trainer_exports: TrainerExports,
 ) -> dg.Output[dict]:
     """A snapshot of exportable days split into train and eval by a hash of the question."""
     if config.days:
@@ -50,6 +56,7 @@ def training_dataset(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     counts = {"train": Counter(), "eval": Counter()}
+    texts: dict[str, dict[str, list[str]]] = {split: {"prompt": [], "completion": []} for split in counts}
     with (tmp / "train.jsonl").open("wb") as train, (tmp / "eval.jsonl").open("wb") as held_out:
         for day, sha256 in sorted(wanted.items()):
             path = warehouse.jsonl_path(day)
@@ -65,6 +72,9 @@ def training_dataset(
                 split = "eval" if training_data.is_eval(record["question"], lora_training.eval_share) else "train"
                 (held_out if split == "eval" else train).write(line + b"\n")
                 counts[split][record["label"]] += 1
+                texts[split]["prompt"].append(record["prompt"])
+                texts[split]["completion"].append(record["completion"])
+    write_trainer_exports(tmp, texts, trainer_exports, f"rag_sft_{content_hash[:16]}")
     (tmp / "manifest.json").write_bytes(
         orjson.dumps({"dataset_hash": content_hash, "days": wanted, "eval_share": lora_training.eval_share}, option=orjson.OPT_INDENT_2)
     )
@@ -79,9 +89,22 @@ def training_dataset(
             "train_labels": count_table(counts["train"], "label"),
             "eval_labels": count_table(counts["eval"], "label"),
             "path": dg.MetadataValue.path(str(folder)),
+            "trainer_exports": dg.MetadataValue.json(list(trainer_exports.formats)),
         }
     )
     return dg.Output({"dataset_hash": content_hash, "dir": str(folder), "days": wanted})
+
+
+def write_trainer_exports(folder: Path, texts: dict, exports: TrainerExports, name: str) -> None:
+    """`<split>.<format>.jsonl` for each chosen format, and LLaMA-Factory's dataset_info.json."""
+    for split, columns in texts.items():
+        table = pa.table({key: pa.array(values, pa.string()) for key, values in columns.items()})
+        for export_format in exports.formats:
+            chunk = export_chunk(table, export_format, exports.system_message)
+            (folder / file_name(export_format, split)).write_bytes(chunk.data)
+    if ALPACA in exports.formats:
+        info = llama_factory_dataset_info((f"{name}_{split}", file_name(ALPACA, split)) for split in texts)
+        (folder / "dataset_info.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
 
 
 @dg.asset(group_name="training", kinds={"pytorch"})

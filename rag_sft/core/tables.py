@@ -424,7 +424,10 @@ def _json_lines(rows: pa.RecordBatch, fields: Sequence[tuple[str, str]], day: st
         else:
             pieces.append(json_numbers(rows.column(column)))
     pieces.append("}\n")
-    lines = pc.binary_join_element_wise(*pieces, "")
-    # The lines sit back to back in the array's data buffer: that buffer is the chunk.
+    return line_chunk(pc.binary_join_element_wise(*pieces, ""), rows.num_rows)
+
+
+def line_chunk(lines: pa.Array, count: int) -> JsonlChunk:
+    """A string array of whole lines as one chunk: they sit back to back in its data buffer."""
     offsets = np.frombuffer(lines.buffers()[1], dtype=np.int32)[lines.offset : lines.offset + len(lines) + 1]
-    return JsonlChunk(lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])), rows.num_rows)
+    return JsonlChunk(lines.buffers()[2].slice(int(offsets[0]), int(offsets[-1] - offsets[0])), count)
