@@ -22,6 +22,7 @@ from rag_sft.core.checks import CheckSettings
 from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
 from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
 from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, parse_formats
+from rag_sft.core.exports import FORMATS as EXPORT_FORMATS
 from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.sources import LandingFolder, SqlTable
@@ -280,14 +281,17 @@ class TrainerExports(dg.ConfigurableResource):
     formats: list[str] = Field(
         default=[],
         description="Any of trl_prompt_completion, trl_messages, openai_chat, alpaca (with LLaMA-Factory's "
-        "dataset_info.json); RAG_SFT_EXPORT_FORMATS=all (or a comma list) sets it.",
+        "dataset_info.json); the environment's RAG_SFT_EXPORT_FORMATS=all (or a comma list) sets the default.",
     )
     system_message: str = Field(default=DEFAULT_SYSTEM_MESSAGE, description="System message of openai_chat and alpaca.")
 
     @field_validator("formats")
     @classmethod
     def _known_formats(cls, formats: list[str]) -> list[str]:
-        return parse_formats(",".join(formats))
+        unknown = [name for name in formats if name not in EXPORT_FORMATS]
+        if unknown:
+            raise ValueError(f"unknown export format(s) {unknown}; choose from {list(EXPORT_FORMATS)}")
+        return formats
 
 
 class LoraTraining(dg.ConfigurableResource):
