@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)  ## generate sample events if the landing folder is empty, materialize every day, summarize
-	$(BIN)/rag-sft run
+	RAG_SFT_EXPORT_FORMATS=$${RAG_SFT_EXPORT_FORMATS-all} $(BIN)/rag-sft run
 
 test: $(STAMP)  ## the whole test suite
 	$(BIN)/python -m pytest -q
@@ -35,13 +35,13 @@ bench-llm: $(STAMP)  ## LLM corrections of 2,000 samples from a local server at 
 
 ui: $(STAMP)  ## Dagster webserver + daemon on 127.0.0.1:3000 over the same instance as `make run`
 	$(BIN)/rag-sft init-home
-	env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	RAG_SFT_EXPORT_FORMATS=$${RAG_SFT_EXPORT_FORMATS-all} env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 ui-postgres: $(STAMP)  ## the same on a PostgreSQL instance: set RAG_SFT_PG_HOST, _PORT, _USER, _PASSWORD, _DB first
 	@for v in RAG_SFT_PG_HOST RAG_SFT_PG_PORT RAG_SFT_PG_USER RAG_SFT_PG_PASSWORD RAG_SFT_PG_DB; do \
 		test -n "$${!v}" || { echo "set $$v (see README, 'Production: PostgreSQL')"; exit 2; }; done
 	mkdir -p .dagster_home_pg && cp deploy/dagster-postgres.yaml .dagster_home_pg/dagster.yaml
-	DAGSTER_HOME=$(CURDIR)/.dagster_home_pg env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	DAGSTER_HOME=$(CURDIR)/.dagster_home_pg RAG_SFT_EXPORT_FORMATS=$${RAG_SFT_EXPORT_FORMATS-all} env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 clean:
 	rm -rf $(VENV) .dagster_home .dagster_home_pg data/warehouse data/datasets
