@@ -395,6 +395,8 @@ def preference_chunk(records: pa.RecordBatch, day: str) -> JsonlChunk:
     """Preference pairs (`samples.PREFERENCE_FIELDS`) of a `SFT_RECORDS` batch: the LLM's
     corrected answer is chosen over the answer the user got. Only exported records whose
     completion an LLM wrote and differs from a non-blank original answer make a pair."""
+    if not pc.any(pc.equal(records.column("completion_strategy"), STRATEGY_LLM)).as_py():
+        return JsonlChunk(pa.py_buffer(b""), 0)  # no corrected answers (the naive strategy's days)
     is_pair = pc.and_(
         pc.and_(
             pc.equal(records.column("status"), samples.EXPORTED),
