@@ -6,6 +6,7 @@ from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
 from rag_sft.assets.training import lora_adapter, model_evaluation, training_dataset
+from rag_sft.assets.versions import sft_dataset_version
 from rag_sft.resources import default_resources
 from rag_sft.sensors.training import lora_training_job, lora_training_sensor
 
@@ -18,7 +19,16 @@ daily_sft_job = dg.define_asset_job(
 )
 
 defs = dg.Definitions(
-    assets=[raw_events, annotated_samples, sft_records, sft_jsonl, training_dataset, lora_adapter, model_evaluation],
+    assets=[
+        raw_events,
+        annotated_samples,
+        sft_records,
+        sft_jsonl,
+        sft_dataset_version,
+        training_dataset,
+        lora_adapter,
+        model_evaluation,
+    ],
     jobs=[daily_sft_job, lora_training_job],
     sensors=[lora_training_sensor],
     resources=default_resources(),

@@ -110,6 +110,10 @@ class Warehouse(dg.ConfigurableResource):
     def jsonl_path(self, day: str) -> Path:
         return self.export_dir(day) / "records.jsonl"
 
+    def versions_dir(self) -> Path:
+        """Dataset versions (vNNN): immutable snapshots of exportable days."""
+        return Path(self.data_dir) / "datasets" / "versions"
+
     def preferences_path(self, day: str) -> Path:
         """Preference pairs (prompt, chosen, rejected) of the day's LLM-corrected records."""
         return self.export_dir(day) / "preferences.jsonl"

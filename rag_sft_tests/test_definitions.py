@@ -13,7 +13,7 @@ def test_definitions_load_with_every_asset_check_job_and_sensor():
     graph = definitions.defs.resolve_asset_graph()
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert keys == {
-        "raw_events", "rejected_events", "annotated_samples", "sft_records", "sft_jsonl",
+        "raw_events", "rejected_events", "annotated_samples", "sft_records", "sft_jsonl", "sft_dataset_version",
         "training_dataset", "lora_adapter", "model_evaluation",
     }
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}

@@ -94,6 +94,7 @@ def sft_jsonl(
         "bytes": size,
         "sha256": sha256,
         "preference_pairs": lines[PREFERENCES],
+        "checks": dg.MetadataValue.json({verdict.check: verdict.outcome}),
     }
     if staged[PREFERENCES].published:
         metadata["preferences_path"] = dg.MetadataValue.path(str(paths[PREFERENCES]))

@@ -141,6 +141,7 @@ def sft_records(
             "completion_failed": completion_failed,
             **completion_metadata(completion_figures),
             "export": export,
+            "checks": dg.MetadataValue.json({verdict.check: verdict.outcome for verdict in verdicts}),
             "path": dg.MetadataValue.path(str(path)),
         }
     )

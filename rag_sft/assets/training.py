@@ -4,7 +4,6 @@ torch, transformers and peft (the `[train]` extra) are imported inside the asset
 the definitions and running the daily pipeline never pays for them.
 """
 
-import hashlib
 import shutil
 from collections import Counter
 from pathlib import Path
@@ -15,10 +14,12 @@ import pyarrow as pa
 from pydantic import Field
 
 from rag_sft.assets.metadata import count_table
+from rag_sft.assets.versions import make_version
 from rag_sft.core import training_data
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.promotion import promotion_decision
 from rag_sft.core.trigger import ExportLedger, training_window
+from rag_sft.io.dataset_versions import DatasetVersions
 from rag_sft.io.export_ledger import update_ledger
 from rag_sft.io.model_registry import ModelRegistry
 from rag_sft.resources import LoraTraining, TrainerExports, Warehouse
@@ -27,6 +28,7 @@ DATASET_TAG = "rag_sft/dataset"
 
 
 class TrainingDatasetConfig(dg.Config):
+    version: str = Field(default="", description="Train on this dataset version (e.g. v002, or 'latest'); empty: use days.")
     days: dict[str, str] = Field(
         default_factory=dict,
         description="day -> sha256 of its JSONL, as the training sensor saw them; empty: the exportable days "
@@ -43,14 +45,25 @@ def training_dataset(
     trainer_exports: TrainerExports,
 ) -> dg.Output[dict]:
     """A snapshot of exportable days split into train and eval by a hash of the question."""
-    if config.days:
+    if config.version:
+        versions = DatasetVersions(warehouse.versions_dir())
+        name = versions.latest() if config.version == "latest" else config.version
+        try:
+            wanted = {entry["day"]: entry["sha256"] for entry in versions.manifest(name or "latest")["days"]}
+        except KeyError as error:
+            raise dg.Failure(str(error.args[0]), allow_retries=False) from None
+    elif config.days:
         wanted = dict(config.days)
     else:
         exportable = update_ledger(context.instance, ExportLedger()).exportable()
         wanted = {day: exported.sha256 for day, exported in training_window(exportable, lora_training.last_days).items()}
     if not wanted:
         raise dg.Failure("no exportable day to train on: materialize days whose checks pass first", allow_retries=False)
-    content_hash = training_data.dataset_hash(wanted)
+    # The days are frozen as a dataset version first: training reads the version's files, and
+    # the model registry names the version.
+    version, created, manifest = make_version(context.instance, warehouse, wanted)
+    version_dir = warehouse.versions_dir() / version
+    content_hash = manifest["hash"]
     folder = Path(warehouse.data_dir) / "training" / content_hash[:16]
     tmp = folder.with_name(f".{folder.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -58,16 +71,8 @@ def training_dataset(
     counts = {"train": Counter(), "eval": Counter()}
     texts: dict[str, dict[str, list[str]]] = {split: {"prompt": [], "completion": []} for split in counts}
     with (tmp / "train.jsonl").open("wb") as train, (tmp / "eval.jsonl").open("wb") as held_out:
-        for day, sha256 in sorted(wanted.items()):
-            path = warehouse.jsonl_path(day)
-            data = path.read_bytes() if path.exists() else b""
-            if hashlib.sha256(data).hexdigest() != sha256:
-                raise dg.Failure(
-                    f"{path} is {'missing' if not path.exists() else 'changed'} since this run was requested "
-                    f"(expected sha256 {sha256[:12]}); the sensor requests a run on the current data",
-                    allow_retries=False,
-                )
-            for line in data.splitlines():
+        for entry in manifest["days"]:
+            for line in (version_dir / entry["file"]).read_bytes().splitlines():
                 record = orjson.loads(line)
                 split = "eval" if training_data.is_eval(record["question"], lora_training.eval_share) else "train"
                 (held_out if split == "eval" else train).write(line + b"\n")
@@ -76,12 +81,17 @@ def training_dataset(
                 texts[split]["completion"].append(record["completion"])
     write_trainer_exports(tmp, texts, trainer_exports, f"rag_sft_{content_hash[:16]}")
     (tmp / "manifest.json").write_bytes(
-        orjson.dumps({"dataset_hash": content_hash, "days": wanted, "eval_share": lora_training.eval_share}, option=orjson.OPT_INDENT_2)
+        orjson.dumps(
+            {"dataset_version": version, "dataset_hash": content_hash, "days": wanted, "eval_share": lora_training.eval_share},
+            option=orjson.OPT_INDENT_2,
+        )
     )
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
     context.add_output_metadata(
         {
+            "dataset_version": version,
+            "dataset_version_created": created,
             "dataset_hash": content_hash,
             "days": dg.MetadataValue.json(sorted(wanted)),
             "train_records": sum(counts["train"].values()),
@@ -92,7 +102,7 @@ def training_dataset(
             "trainer_exports": dg.MetadataValue.json(list(trainer_exports.formats)),
         }
     )
-    return dg.Output({"dataset_hash": content_hash, "dir": str(folder), "days": wanted})
+    return dg.Output({"dataset_version": version, "dataset_hash": content_hash, "dir": str(folder), "days": wanted})
 
 
 def write_trainer_exports(folder: Path, texts: dict, exports: TrainerExports, name: str) -> None:
@@ -139,11 +149,12 @@ def lora_adapter(
         "device": result.device,
         "dtype": result.dtype,
     }
-    dataset = {key: training_dataset[key] for key in ("dataset_hash", "days")}
+    dataset = {key: training_dataset[key] for key in ("dataset_version", "dataset_hash", "days")}
     for name, content in (("training_config.json", config), ("metrics.json", metrics), ("dataset.json", dataset)):
         (folder / name).write_bytes(orjson.dumps(content, option=orjson.OPT_INDENT_2))
     registry.register(
         version,
+        dataset_version=training_dataset["dataset_version"],
         dataset_hash=training_dataset["dataset_hash"],
         days=sorted(training_dataset["days"]),
         base_model=lora_training.base_model,
@@ -160,6 +171,7 @@ def lora_adapter(
             "trainable_parameters": result.trainable_parameters,
             "total_parameters": result.total_parameters,
             "device": f"{result.device} ({result.dtype})",
+            "dataset_version": training_dataset["dataset_version"],
             "dataset_hash": training_dataset["dataset_hash"],
             "path": dg.MetadataValue.path(str(folder)),
         }

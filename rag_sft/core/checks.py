@@ -49,6 +49,13 @@ class Verdict:
     def holds_back(self) -> bool:
         return not self.passed and self.severity == ERROR
 
+    @property
+    def outcome(self) -> str:
+        """"passed", "warned: <why>" or "failed: <why>" (what a dataset version records)."""
+        if self.passed:
+            return "passed"
+        return f"{'failed' if self.holds_back else 'warned'}: {self.description}"
+
 
 def confidence_verdict(
     exported_confidences: Iterable[float], accepted: int, filtered_low_confidence: int, settings: CheckSettings

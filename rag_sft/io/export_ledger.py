@@ -38,3 +38,15 @@ def update_ledger(instance: dg.DagsterInstance, ledger: ExportLedger) -> ExportL
 
 def _value(entry, default):
     return default if entry is None else entry.value
+
+
+def day_checks(instance: dg.DagsterInstance, day: str) -> dict[str, str]:
+    """The outcome of each export check of the day's latest materializations."""
+    outcomes: dict[str, str] = {}
+    for asset in ("sft_records", "sft_jsonl"):
+        result = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day]), limit=1
+        )
+        for record in result.records:
+            outcomes.update(_value(record.asset_materialization.metadata.get("checks"), {}))
+    return dict(sorted(outcomes.items()))

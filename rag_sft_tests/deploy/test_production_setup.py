@@ -160,7 +160,7 @@ def test_the_code_location_loads_with_every_asset_check_job_and_the_sensor(produ
     assert [(s["name"], s["sensorState"]["status"]) for s in repository["sensors"]] == [(SENSOR, "RUNNING")]
     assets = {"/".join(node["assetKey"]["path"]): node for node in repository["assetNodes"]}
     assert set(assets) == {
-        "raw_events", "rejected_events", "annotated_samples", "sft_records", "sft_jsonl",
+        "raw_events", "rejected_events", "annotated_samples", "sft_records", "sft_jsonl", "sft_dataset_version",
         "training_dataset", "lora_adapter", "model_evaluation",
     }  # fmt: skip
     assert all(assets[name]["isPartitioned"] for name in ("raw_events", "sft_records", "sft_jsonl"))

@@ -1,0 +1,119 @@
+"""Dataset versions on disk: `data/datasets/versions/<vNNN>/`, immutable once written.
+
+A version folder holds each day's published files (`date=<day>/records.jsonl`, and the
+preference pairs and trainer exports beside it) and `manifest.json`. The files are hard links
+to the day's files when the disk allows (a re-materialized day replaces its files by rename,
+so the version keeps the bytes it was made of) and copies otherwise. A version is built in a
+hidden folder and renamed into place, under a lock, so two runs cannot write the same name.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rag_sft.core.versions import DayEntry, label_counts, next_version_name, version_hash, version_manifest
+
+MANIFEST = "manifest.json"
+RECORDS = "records.jsonl"
+
+
+class VersionConflict(Exception):
+    """A day's file is not the one the version was asked for (changed or missing since)."""
+
+
+class DatasetVersions:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    def names(self) -> list[str]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST).is_file())
+
+    def manifest(self, name: str) -> dict:
+        path = self.root / name / MANIFEST
+        if not path.is_file():
+            known = ", ".join(self.names()) or "none yet"
+            raise KeyError(f"no dataset version {name!r} under {self.root} (versions: {known})")
+        return json.loads(path.read_text())
+
+    def latest(self) -> str | None:
+        names = self.names()
+        return names[-1] if names else None
+
+    def find(self, content_hash: str) -> str | None:
+        return next((name for name in self.names() if self.manifest(name)["hash"] == content_hash), None)
+
+    def create(
+        self, days: Mapping[str, str], export_dir: Callable[[str], Path], checks: Mapping[str, dict] | None = None
+    ) -> tuple[str, bool]:
+        """The version of these days (day -> sha256 of its JSONL): (name, True) when made now,
+        (name, False) when a version with the same days and contents exists."""
+        if not days:
+            raise ValueError("a dataset version needs at least one day")
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._lock():
+            existing = self.find(version_hash(days))
+            if existing:
+                return existing, False
+            name = next_version_name(self.names())
+            staging = self.root / f".{name}.tmp-{uuid.uuid4().hex}"
+            try:
+                entries = [
+                    self._copy_day(day, sha256, export_dir(day), staging, (checks or {}).get(day, {}))
+                    for day, sha256 in sorted(days.items())
+                ]
+                manifest = version_manifest(name, entries, datetime.now(UTC).isoformat(timespec="seconds"))
+                (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+                staging.rename(self.root / name)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            return name, True
+
+    def _copy_day(self, day: str, sha256: str, source: Path, staging: Path, checks: dict) -> DayEntry:
+        target = staging / f"date={day}"
+        target.mkdir(parents=True)
+        files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")) if source.is_dir() else []
+        if RECORDS not in {p.name for p in files}:
+            raise VersionConflict(f"{source / RECORDS} is missing: the day is not exported (held back or not materialized)")
+        for path in files:
+            _link_or_copy(path, target / path.name)
+        data = (target / RECORDS).read_bytes()
+        found = hashlib.sha256(data).hexdigest()
+        if found != sha256:
+            raise VersionConflict(
+                f"{source / RECORDS} has sha256 {found[:12]}, not {sha256[:12]}: the day was re-materialized since it "
+                "was chosen; ask again for the current days"
+            )
+        records, labels = label_counts(data)
+        others = {
+            p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(target.iterdir()) if p.name != RECORDS
+        }
+        return DayEntry(day, f"date={day}/{RECORDS}", sha256, records, labels, dict(checks), others)
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        # Beside the versions folder, not in it: that folder holds versions only (DVC tracks it).
+        with (self.root.parent / ".versions.lock").open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(source, target)
