@@ -5,6 +5,8 @@
     rag-sft bench --events 200000   # what `make bench` does
     rag-sft bench-llm               # what `make bench-llm` does
     rag-sft llm-stub --port 8199    # a local OpenAI-compatible server for the llm strategy
+    rag-sft version --start D --end D  # the dataset version of the exportable days in a range
+    rag-sft train --version v002    # lora_training_job on a dataset version
 """
 
 from __future__ import annotations
@@ -83,6 +85,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     days, outside = partition_days(list(days_found))
+    days = [day for day in days if (not args.start or day >= args.start) and (not args.end or day <= args.end)]
     if outside:
         print(f"warning: {sum(days_found[date.fromisoformat(d)] for d in outside)} events fall on days outside "
               f"the partition range ({', '.join(outside)}); set RAG_SFT_START_DATE to include them")
@@ -124,6 +127,12 @@ def _train(instance) -> int:
     report = train_through_sensor(instance, Path(os.environ["DAGSTER_HOME"]) / "daemon.log")
     print(format_training(report))
     return 1 if report.outcome in ("failed", "timed out") else 0
+
+
+def _versions():
+    from rag_sft.cli import versions
+
+    return versions
 
 
 def cmd_tiny_base(args: argparse.Namespace) -> int:
@@ -177,7 +186,18 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="materialize every day present in the source, then let the training sensor decide")
     run.add_argument("--skip-training", action="store_true", help="only materialize the days")
+    run.add_argument("--start", default="", help="first day to materialize (YYYY-MM-DD); default: the first in the source")
+    run.add_argument("--end", default="", help="last day to materialize; default: the last in the source")
     run.set_defaults(func=cmd_run)
+
+    version = sub.add_parser("version", help="create (or find) the dataset version of the exportable days in a range")
+    version.add_argument("--start", default="", help="first day; default: the first exportable day")
+    version.add_argument("--end", default="", help="last day; default: the last exportable day")
+    version.set_defaults(func=lambda args: _versions().cmd_version(args))
+
+    train = sub.add_parser("train", help="run lora_training_job on a dataset version")
+    train.add_argument("--version", default="latest", help="a dataset version name (v001, ...) or latest")
+    train.set_defaults(func=lambda args: _versions().cmd_train(args))
 
     tiny = sub.add_parser("tiny-base", help="build the tiny demo base model from the exported JSONL")
     tiny.add_argument("--out", default=None, help="default: <data>/models/base/tiny-llama")
