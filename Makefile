@@ -5,6 +5,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP_FLAGS := --quiet --disable-pip-version-check
+# dvc lives in its own environment: its hydra pins antlr4-python3-runtime 4.9, which breaks
+# Dagster's asset-selection parser.
+DVC_VENV := .venv-dvc
+DVC := $(DVC_VENV)/bin/dvc
+DVC_VERSION := 3.67.1
+export RAG_SFT_DVC := $(CURDIR)/$(DVC)
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # The CPU demo of the training loop, shared by `make run` and `make ui` so both see the same
@@ -13,7 +19,7 @@ export RAG_SFT_TRAIN_LAST_DAYS ?= 1
 export RAG_SFT_TRAIN_MAX_LENGTH ?= 256
 export RAG_SFT_TRAIN_LEARNING_RATE ?= 0.002
 
-.PHONY: run test bench bench-llm ui ui-postgres clean
+.PHONY: run test bench bench-llm ui ui-postgres dvc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,7 +30,14 @@ $(STAMP): pyproject.toml
 run: $(STAMP)  ## generate sample events if the landing folder is empty, materialize every day, summarize
 	RAG_SFT_EXPORT_FORMATS=$${RAG_SFT_EXPORT_FORMATS-all} $(BIN)/rag-sft run
 
-test: $(STAMP)  ## the whole test suite
+$(DVC):
+	test -x $(DVC_VENV)/bin/python || $(PYTHON) -m venv $(DVC_VENV)
+	$(DVC_VENV)/bin/python -m pip install $(PIP_FLAGS) "dvc==$(DVC_VERSION)" 2>&1 | grep -v "is ignored: it is neither" || true
+	$(DVC) --version
+
+dvc: $(DVC)  ## the DVC environment: then `.venv-dvc/bin/dvc repro` (after make run's set-up), push, pull, checkout
+
+test: $(STAMP) $(DVC)  ## the whole test suite
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)  ## one day of 200,000 realistic events through all assets
@@ -44,4 +57,4 @@ ui-postgres: $(STAMP)  ## the same on a PostgreSQL instance: set RAG_SFT_PG_HOST
 	DAGSTER_HOME=$(CURDIR)/.dagster_home_pg RAG_SFT_EXPORT_FORMATS=$${RAG_SFT_EXPORT_FORMATS-all} env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 clean:
-	rm -rf $(VENV) .dagster_home .dagster_home_pg data/warehouse data/datasets
+	rm -rf $(VENV) $(DVC_VENV) .dagster_home .dagster_home_pg data/warehouse data/datasets
