@@ -21,8 +21,7 @@ from rag_sft.core import parallel
 from rag_sft.core.checks import CheckSettings
 from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
 from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
-from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, parse_formats
-from rag_sft.core.exports import FORMATS as EXPORT_FORMATS
+from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, known_formats, parse_formats
 from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.sources import LandingFolder, SqlTable
@@ -292,10 +291,7 @@ class TrainerExports(dg.ConfigurableResource):
     @field_validator("formats")
     @classmethod
     def _known_formats(cls, formats: list[str]) -> list[str]:
-        unknown = [name for name in formats if name not in EXPORT_FORMATS]
-        if unknown:
-            raise ValueError(f"unknown export format(s) {unknown}; choose from {list(EXPORT_FORMATS)}")
-        return formats
+        return known_formats(formats)
 
 
 class LoraTraining(dg.ConfigurableResource):

@@ -143,8 +143,10 @@ def format_training(report: TrainingReport) -> str:
     v = report.version
     lines += [
         f"  run {report.run_id}, launched by the sensor",
-        f"  model version {v['version']} on {len(v.get('days', []))} day(s), dataset version {v.get('dataset_version')} "
-        f"({v.get('dataset_hash', '')[:12]})",
+        (
+            f"  model version {v['version']} on {len(v.get('days', []))} day(s), "
+            f"dataset version {v.get('dataset_version')} ({v.get('dataset_hash', '')[:12]})"
+        ),
         f"  train loss {v.get('train_loss')}, eval loss {v.get('eval_loss')} (base model {v.get('base_eval_loss')})",
         f"  gate: {v.get('status')}: {v.get('reason')}",
     ]

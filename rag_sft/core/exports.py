@@ -37,14 +37,17 @@ def file_name(export_format: str, split: str | None = None) -> str:
 
 
 def parse_formats(text: str) -> list[str]:
-    """`all`, or formats separated by commas (RAG_SFT_EXPORT_FORMATS); unknown names are an error."""
+    """`all`, or formats separated by commas (RAG_SFT_EXPORT_FORMATS)."""
     names = [name.strip() for name in text.split(",") if name.strip()]
-    if names == ["all"]:
-        return list(FORMATS)
+    return list(FORMATS) if names == ["all"] else known_formats(list(dict.fromkeys(names)))
+
+
+def known_formats(names: list[str]) -> list[str]:
+    """`names`, when every one is a format; a ValueError naming the others otherwise."""
     unknown = [name for name in names if name not in FORMATS]
     if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)} or 'all'")
-    return list(dict.fromkeys(names))
+        raise ValueError(f"unknown export format(s) {unknown}; choose from {list(FORMATS)}")
+    return names
 
 
 def export_chunk(records: pa.RecordBatch | pa.Table, export_format: str, system_message: str) -> JsonlChunk:
