@@ -69,17 +69,22 @@ def materialize_day(
             blocking = evaluation.severity == dg.AssetCheckSeverity.ERROR
             (report.held_back if blocking else report.warnings).append(evaluation.description or evaluation.check_name)
     if not result.success:
-        messages = [
-            event.event_specific_data.error.message.strip()
-            for event in result.all_events
-            if event.is_step_failure
-            and event.event_specific_data
-            and event.event_specific_data.error
-            and event.event_specific_data.error.cls_name != "DagsterAssetCheckFailedError"
-        ]
+        messages = step_failure_messages(result)
         if messages or not report.held_back:
             report.failure = "; ".join(messages) or "run failed"
     return report
+
+
+def step_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
+    """Why the run's steps failed; a blocking check's failure is reported as a held-back day instead."""
+    return [
+        event.event_specific_data.error.message.strip()
+        for event in result.all_events
+        if event.is_step_failure
+        and event.event_specific_data
+        and event.event_specific_data.error
+        and event.event_specific_data.error.cls_name != "DagsterAssetCheckFailedError"
+    ]
 
 
 def partition_days(days: list[date]) -> tuple[list[str], list[str]]:

@@ -66,9 +66,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _failure(result) -> str:
-    messages = [
-        event.event_specific_data.error.message.strip()
-        for event in result.all_events
-        if event.is_step_failure and event.event_specific_data and event.event_specific_data.error
-    ]
-    return "; ".join(messages) or "run failed"
+    from rag_sft.cli.runner import step_failure_messages
+
+    return "; ".join(step_failure_messages(result)) or "run failed"
