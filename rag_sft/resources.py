@@ -6,6 +6,7 @@ and `dagster dev` agree; each setting can also be changed per run in the launchp
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -71,10 +72,17 @@ class EventSource(dg.ConfigurableResource):
     )
     sql_table: str = Field(default="raw_quality_events", description="Table with docs/evaluation as JSON.")
 
-    def open(self) -> LandingFolder | SqlTable:
+    def open(self, state_dir: Path | None = None) -> LandingFolder | SqlTable:
+        """The source; a landing folder keeps its index (which files hold which days) under
+        `state_dir` (in memory when None)."""
         if self.kind == "sql":
             return SqlTable(self.sql_url, self.sql_table)
-        return LandingFolder(self.landing_dir)
+        index_path = state_dir / f"landing-index-{_path_key(self.landing_dir)}.sqlite" if state_dir else None
+        return LandingFolder(self.landing_dir, index_path)
+
+
+def _path_key(path: str) -> str:
+    return hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:16]
 
 
 class Warehouse(dg.ConfigurableResource):
@@ -99,6 +107,10 @@ class Warehouse(dg.ConfigurableResource):
         root.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".scratch-", dir=root) as scratch:
             yield Path(scratch)
+
+    def state_dir(self) -> Path:
+        """Bookkeeping the pipeline keeps between runs (the landing index)."""
+        return Path(self.data_dir) / "state"
 
     def table_dir(self, table: str) -> Path:
         return Path(self.data_dir) / "warehouse" / table

@@ -36,7 +36,7 @@ REJECTED_EVENTS = dg.AssetKey("rejected_events")
 def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, warehouse: Warehouse, sft_rules: SftRules):
     day = context.partition_key
     try:
-        source = event_source.open()
+        source = event_source.open(warehouse.state_dir())
         counts = ingest.IngestCounts()
         with (
             streaming_day(),

@@ -80,7 +80,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings = GeneratorSettings(malformed_share=0.01, duplicate_share=0.005)
             write_days(landing.root, recent_days(7), settings)
     try:
-        days_found = source.open().days_present()
+        days_found = source.open(defs.resources["warehouse"].state_dir()).days_present()
     except SourceUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -94,7 +94,7 @@ def decode(raws: Sequence[bytes]) -> Decoded:
             failed.append(position)
             continue
         positions.append(position)
-    micros, dated = _timestamps([event.timestamp for event in decoded])
+    micros, dated = parse_timestamps([event.timestamp for event in decoded])
     return Decoded(decoded, positions, failed, micros, dated)
 
 
@@ -167,7 +167,7 @@ def accept(
     return FastResult(batch if batch.num_rows else None, positions, undecided)
 
 
-def _timestamps(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+def parse_timestamps(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Epoch microseconds (UTC) of ISO 8601 texts in the usual shapes, and which were read."""
     micros = np.zeros(len(texts), dtype=np.int64)
     dated = np.zeros(len(texts), dtype=bool)

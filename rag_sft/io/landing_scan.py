@@ -27,11 +27,9 @@ from rag_sft.core.ingest import JudgedChunk, SourceLine
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.memory import retain_freed_memory
 from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
-from rag_sft.io.sources import LandingFolder, _day_of_file, line_date
+from rag_sft.io.sources import EPOCH, UNDATED, LandingFolder, day_of_file, line_days
 
 _LOCATION = ["byte_offset", "byte_length"]
-_EPOCH = date(1970, 1, 1)
-_UNDATED = np.iinfo(np.int64).min
 
 
 @dataclass(frozen=True)
@@ -41,6 +39,7 @@ class ByteRange:
     start: int
     end: int
     last_in_file: bool
+    lines_before: int = 0  # lines of the file before `start` (for numbering the first range of a span)
 
 
 @dataclass
@@ -54,14 +53,18 @@ class RangeResult:
     leading: list[tuple[int, dict]] = field(default_factory=list)  # undated lines before any dated one
 
 
-def plan_ranges(folder: LandingFolder, range_bytes: int = DEFAULT_RANGE_BYTES) -> list[ByteRange]:
-    """Every file of the folder cut into ranges of about `range_bytes`, each ending at a line end."""
+def plan_ranges(folder: LandingFolder, day: date, range_bytes: int = DEFAULT_RANGE_BYTES, workers: int = 1) -> list[ByteRange]:
+    """The spans of the files that hold `day` (from the landing index, refreshed first) cut into
+    ranges of about `range_bytes`, each ending at a line end: the day reads only its own bytes."""
+    paths = folder.refresh_index(workers)
+    order = {source: position for position, source in enumerate(paths)}
     ranges = []
-    for path in folder.files():
-        source = str(path.relative_to(folder.root))
+    for source, span in sorted(folder.index().spans_of(day), key=lambda item: order[item[0]]):
+        path = paths[source]
         size = path.stat().st_size
         ranges.extend(
-            ByteRange(str(path), source, start, end, end >= size) for start, end in line_aligned_ranges(path, range_bytes)
+            ByteRange(str(path), source, start, end, end >= size, span.lines_before)
+            for start, end in line_aligned_ranges(path, range_bytes, span.start, span.end)
         )
     return ranges
 
@@ -71,22 +74,17 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
     mapped = mapped_lines(task.path, task.start, task.end)
     raws, numbers = mapped.lines, mapped.numbers  # the positions below index these non-blank lines
 
-    # The day of each line: the fast path reads the usual timestamps, the rest are read one by one.
+    # The day of each line: the fast path has read the usual timestamps, `line_days` reads the rest.
     decoded = fastpath.decode(raws)
     event_positions = np.asarray(decoded.positions, dtype=np.int64)
-    days = np.full(len(raws), _UNDATED, dtype=np.int64)
-    days[event_positions[decoded.dated]] = decoded.micros[decoded.dated] // fastpath.MICROS_PER_DAY
+    days = line_days(raws, (decoded.positions, decoded.micros, decoded.dated))
     slow_lines: dict[int, SourceLine] = {}
-    for position in np.flatnonzero(days == _UNDATED).tolist():
-        line_day = line_date(_line(slow_lines, task, numbers, raws, position))
-        if line_day is not None:
-            days[position] = (line_day - _EPOCH).days
     # An undated line belongs to the day of the nearest dated line before it; those before the
     # first dated line of the range are settled by `judged_chunks`, which sees the earlier ranges.
-    dated = days != _UNDATED
+    dated = days != UNDATED
     nearest_dated = np.maximum.accumulate(np.where(dated, np.arange(len(raws)), -1)) if len(raws) else days
     leading = nearest_dated < 0
-    selected = ~leading & (days[np.maximum(nearest_dated, 0)] == (day - _EPOCH).days)
+    selected = ~leading & (days[np.maximum(nearest_dated, 0)] == (day - EPOCH).days)
 
     chosen = np.flatnonzero(decoded.dated & selected[event_positions])
     fast = fastpath.accept(decoded, chosen, [task.source] * len(raws), numbers, max_field_chars)
@@ -111,7 +109,7 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
         (numbers[p], ingest.dead_row(slow_lines[p], "rejected", why, request_id)) for p, why, request_id in early.rejected
     ]
     dated_days = days[dated]
-    first_day, last_day = (_EPOCH + timedelta(days=int(dated_days[i])) for i in (0, -1)) if len(dated_days) else (None, None)
+    first_day, last_day = (EPOCH + timedelta(days=int(dated_days[i])) for i in (0, -1)) if len(dated_days) else (None, None)
     return RangeResult(mapped.count, first_day, last_day, accepted_file, keys, dead, leading_dead)
 
 
@@ -126,15 +124,15 @@ def judged_chunks(
     folder: LandingFolder, day: date, max_field_chars: int, workers: int, scratch: Path, range_bytes: int = DEFAULT_RANGE_BYTES
 ) -> Iterator[JudgedChunk]:
     """The day's lines of the whole folder as judged chunks in line order, one per range."""
-    lines_before: dict[str, int] = {}
+    lines_before: dict[str, int] = {}  # per file: lines before the next range
     day_so_far: dict[str, date] = {}  # the day of the last dated line of the file so far
     waiting: dict[str, list[tuple[int, dict]]] = {}  # undated lines before any dated one
-    tasks = plan_ranges(folder, range_bytes)
+    tasks = plan_ranges(folder, day, range_bytes, workers)
     results = ordered_map(
         scan_range, tasks, workers, day, max_field_chars, str(scratch), process_setup=retain_freed_memory
     )
     for task, result in results:
-        base = lines_before.get(task.source, 0)
+        base = lines_before.get(task.source, task.lines_before)
         lines_before[task.source] = base + result.lines
         dead = [(key + base, _renumbered(row, base)) for key, row in result.dead]
         leading = [(key + base, _renumbered(row, base)) for key, row in result.leading]
@@ -145,7 +143,7 @@ def judged_chunks(
             waiting.setdefault(task.source, []).extend(leading)
             settled = result.first_day
             if settled is None and task.last_in_file:
-                settled = _day_of_file(Path(task.path))
+                settled = day_of_file(Path(task.path))
             if settled is not None:
                 settled_lines = waiting.pop(task.source)
                 if settled == day:

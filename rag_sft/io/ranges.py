@@ -11,21 +11,21 @@ import numpy as np
 DEFAULT_RANGE_BYTES = 16 << 20
 
 
-def line_aligned_ranges(path: Path, range_bytes: int = DEFAULT_RANGE_BYTES) -> list[tuple[int, int]]:
-    """(start, end) byte ranges of about `range_bytes` covering the file, each ending after a
-    newline (or at the end of the file)."""
-    size = path.stat().st_size
+def line_aligned_ranges(
+    path: Path, range_bytes: int = DEFAULT_RANGE_BYTES, start: int = 0, end: int | None = None
+) -> list[tuple[int, int]]:
+    """(start, end) byte ranges of about `range_bytes` covering [start, end) of the file (the
+    whole file by default), each ending after a newline (or at `end`)."""
+    end = path.stat().st_size if end is None else end
     ranges = []
-    start = 0
     with path.open("rb") as handle:
-        while start < size:
-            end = min(start + range_bytes, size)
-            if end < size:
-                handle.seek(end)
-                handle.readline()  # to the end of the line the cut fell in
-                end = handle.tell()
-            ranges.append((start, end))
-            start = end
+        while start < end:
+            cut = min(start + range_bytes, end)
+            if cut < end:
+                handle.seek(cut)
+                cut = min(cut + len(handle.readline()), end)  # to the end of the line the cut fell in
+            ranges.append((start, cut))
+            start = cut
     return ranges
 
 
@@ -36,6 +36,7 @@ class RangeLines:
     lines: list[memoryview | bytes]  # without newline and trailing CRs
     numbers: list[int]  # 1-based line number of each within the range
     offsets: np.ndarray  # byte offset of each from the start of the range
+    ends: np.ndarray  # byte offset after each, its newline included
     count: int  # lines in the range, blank ones included
 
 
@@ -67,7 +68,7 @@ def mapped_lines(path: str | Path, start: int, end: int) -> RangeLines:
         lines.append(line)
         numbers.append(index + 1)
         kept.append(index)
-    return RangeLines(lines, numbers, starts[kept], len(starts))
+    return RangeLines(lines, numbers, starts[kept], np.minimum(ends[kept] + 1, len(data)), len(starts))
 
 
 def mapped_raw_lines(path: str | Path, start: int, end: int) -> list[memoryview]:

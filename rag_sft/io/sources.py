@@ -12,6 +12,7 @@ date). Every line thus lands in exactly one day, whichever day is materialized f
 
 from __future__ import annotations
 
+import os
 import re
 from collections import Counter
 from collections.abc import Iterator
@@ -20,8 +21,11 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import numpy as np
 import orjson
 
+from rag_sft.core import fastpath
 from rag_sft.core.events import INVALID_JSON, Rejection, timestamp_date
 from rag_sft.core.ingest import UNDECODABLE, JudgedChunk, SourceLine, batched, decode_json, judge_lines
 
@@ -62,6 +66,55 @@ def line_date(line: SourceLine) -> date | None:
     return line_day
 
 
+EPOCH = date(1970, 1, 1)
+UNDATED = np.iinfo(np.int64).min
+
+
+class _Stamped(msgspec.Struct, gc=False):
+    timestamp: str
+
+
+_STAMP_DECODER = msgspec.json.Decoder(_Stamped)
+
+
+def line_days(raws: list, known: tuple[list[int], np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+    """The UTC day of each line (days since 1970-01-01; UNDATED where none can be read), by the
+    rule of `line_date`, for many lines at once: a decoder that reads only the top-level
+    timestamp, Arrow for the usual ISO shapes, `line_date` for the rest.
+
+    `known`: (positions, epoch micros, read) of timestamps the caller has parsed already with
+    `fastpath.parse_timestamps` (ingest decodes every line anyway), so only the rest are read.
+    """
+    days = np.full(len(raws), UNDATED, dtype=np.int64)
+    if known is not None:
+        positions, micros, read = known
+        days[np.asarray(positions, dtype=np.int64)[read]] = micros[read] // fastpath.MICROS_PER_DAY
+        todo = np.flatnonzero(days == UNDATED).tolist()
+    else:
+        todo = range(len(raws))
+    stamps: list[str] = []
+    stamped: list[int] = []
+    for position in todo:
+        try:
+            stamps.append(_STAMP_DECODER.decode(raws[position]).timestamp)
+        except (msgspec.MsgspecError, UnicodeDecodeError, RecursionError):
+            continue
+        stamped.append(position)
+    micros, read = fastpath.parse_timestamps(stamps)
+    days[np.asarray(stamped, dtype=np.int64)[read]] = micros[read] // fastpath.MICROS_PER_DAY
+    for position in np.flatnonzero(days == UNDATED).tolist():
+        line_day = line_date(SourceLine("", 0, bytes(raws[position])))
+        if line_day is not None:
+            days[position] = (line_day - EPOCH).days
+    return days
+
+
+def source_name(path: Path, root: Path) -> str:
+    """The file's path under the landing folder as text; bytes of a name that are not UTF-8 are
+    escaped (\\xe9) as raw text is, so the name can be stored and printed."""
+    return os.fsencode(path.relative_to(root)).decode("utf-8", "backslashreplace")
+
+
 def _decoded_date(decoded: Any) -> date | None:
     if isinstance(decoded, dict):
         value = decoded.get("timestamp")
@@ -71,10 +124,29 @@ def _decoded_date(decoded: Any) -> date | None:
 
 
 class LandingFolder:
-    """Every `*.jsonl` file under `root`, recursively, in path order."""
+    """Every `*.jsonl` file under `root`, recursively, in path order.
 
-    def __init__(self, root: str | Path):
+    `index_path`: where the landing index (which files hold which days) is kept between runs;
+    None keeps it in memory, so every use reads the folder once.
+    """
+
+    def __init__(self, root: str | Path, index_path: Path | None = None):
         self.root = Path(root)
+        self.index_path = index_path
+        self._index = None
+
+    def index(self):
+        if self._index is None:
+            from rag_sft.io.landing_index import LandingIndex  # it builds on this module
+
+            self._index = LandingIndex(self, self.index_path)
+        return self._index
+
+    def refresh_index(self, workers: int = 1) -> dict[str, Path]:
+        """Bring the index up to date; returns each file's source name and path, in path order."""
+        paths = {source_name(path, self.root): path for path in self.files()}
+        self.index().refresh(workers)
+        return paths
 
     def files(self) -> list[Path]:
         if not self.root.is_dir():
@@ -102,15 +174,13 @@ class LandingFolder:
         return landing_scan.judged_chunks(self, day, max_field_chars, workers, scratch)
 
     def days_present(self) -> Counter:
-        """Lines per day over the whole folder (blank lines excluded)."""
-        counts: Counter = Counter()
-        for path in self.files():
-            for line_day, _ in self._dated_lines(path):
-                counts[line_day] += 1
-        return counts
+        """Lines per day over the whole folder (blank lines excluded), from the index: only files
+        that changed since it was last refreshed are read."""
+        self.refresh_index()
+        return self.index().days_present()
 
     def _dated_lines(self, path: Path) -> Iterator[tuple[date, SourceLine]]:
-        source = str(path.relative_to(self.root))
+        source = source_name(path, self.root)
         waiting: list[SourceLine] = []  # lines with no readable date before the first dated one
         last_day: date | None = None
         for number, raw in _numbered_lines(path):
@@ -128,7 +198,7 @@ class LandingFolder:
             last_day = line_day
             yield line_day, line
         if waiting:
-            fallback = _day_of_file(path)
+            fallback = day_of_file(path)
             for line in waiting:
                 yield fallback, line
 
@@ -143,7 +213,7 @@ def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
                 yield number, raw
 
 
-def _day_of_file(path: Path) -> date:
+def day_of_file(path: Path) -> date:
     match = _DATE_IN_NAME.search(path.name)
     if match:
         try:

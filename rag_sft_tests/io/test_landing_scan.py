@@ -1,6 +1,7 @@
 """Judging a day range by range, in worker processes, gives exactly the line-by-line result."""
 
 import itertools
+from pathlib import Path
 from datetime import date
 
 import orjson
@@ -75,12 +76,22 @@ def test_ranges_match_line_by_line(tmp_path, workers, range_bytes, day):
     assert list(scratch.iterdir()) == []  # every IPC file consumed
 
 
-def test_ranges_end_at_line_ends_and_cover_every_byte(tmp_path):
+def test_a_day_reads_its_spans_only_and_every_line_is_in_a_span(tmp_path):
     folder = folder_with_every_case(tmp_path)
-    ranges = landing_scan.plan_ranges(folder, 1000)
+    covered: dict[str, set[int]] = {}
+    for day in (D18, D19, D20):
+        ranges = landing_scan.plan_ranges(folder, day, 1000)
+        for a, b in itertools.pairwise(ranges):
+            assert a.end == b.start or a.path != b.path or b.lines_before > 0  # contiguous within a span
+        for r in ranges:
+            data = Path(r.path).read_bytes()
+            assert r.start == 0 or data[r.start - 1 : r.start] == b"\n"  # starts at a line start
+            assert r.end == len(data) or data[r.end - 1 : r.end] == b"\n"  # ends after a line end
+            covered.setdefault(r.path, set()).update(range(r.start, r.end))
     for path in folder.files():
-        own = [r for r in ranges if r.path == str(path)]
         data = path.read_bytes()
-        assert own[0].start == 0 and own[-1].end == len(data) and own[-1].last_in_file
-        assert all(a.end == b.start for a, b in itertools.pairwise(own))
-        assert all(data[r.end - 1 : r.end] == b"\n" for r in own[:-1])
+        non_blank = {i for i, byte in enumerate(data) if not chr(byte).isspace()}
+        assert non_blank <= covered[str(path)]
+    # the file that holds only D19 lines is not read for the other days
+    day_file = str(folder.root / "day.jsonl")
+    assert all(r.path != day_file for r in landing_scan.plan_ranges(folder, D18, 1000))
