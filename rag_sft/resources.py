@@ -76,13 +76,15 @@ class EventSource(dg.ConfigurableResource):
         """The source; a landing folder keeps its index (which files hold which days) under
         `state_dir` (in memory when None)."""
         if self.kind == "sql":
-            return SqlTable(self.sql_url, self.sql_table)
-        index_path = state_dir / f"landing-index-{_path_key(self.landing_dir)}.sqlite" if state_dir else None
+            counts_path = state_dir / f"sql-days-{_key(self.sql_url, self.sql_table)}.json" if state_dir else None
+            return SqlTable(self.sql_url, self.sql_table, counts_path)
+        index_path = state_dir / f"landing-index-{_key(str(Path(self.landing_dir).absolute()))}.sqlite" if state_dir else None
         return LandingFolder(self.landing_dir, index_path)
 
 
-def _path_key(path: str) -> str:
-    return hashlib.sha256(str(Path(path).absolute()).encode()).hexdigest()[:16]
+def _key(*parts: str) -> str:
+    """A file-name-safe key of the source (a hash, so no URL or password shows in a name)."""
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
 class Warehouse(dg.ConfigurableResource):

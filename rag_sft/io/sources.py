@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -224,12 +224,25 @@ def day_of_file(path: Path) -> date:
 
 
 # --- SQL table --------------------------------------------------------------------------------
+_COLUMNS = "id, request_id, question, docs, answer, evaluation, timestamp"
+_PAGE = 500
+
+
 @dataclass
 class SqlTable:
-    """Rows of `raw_quality_events` (docs and evaluation as JSON text) through SQLAlchemy."""
+    """Rows of `raw_quality_events` (docs and evaluation as JSON text) through SQLAlchemy.
+
+    A day's rows are found without reading the table's history: a query on the timestamp
+    (widened by a day on each side, since offsets move a row across UTC midnight) finds the
+    day's dated rows, a query on `id` between the first and the last of them brings the rows in
+    between, and the undated rows right after them (and before them at the table's start) are
+    paged in until a dated row is met. The table wants an index on `timestamp` besides its
+    primary key on `id`.
+    """
 
     url: str
     table: str = "raw_quality_events"
+    state_path: Path | None = None  # where `days_present` keeps what it has counted (see SqlDayCounts)
     _engine: Any = field(default=None, init=False, repr=False)
 
     def engine(self):
@@ -259,15 +272,10 @@ class SqlTable:
             raise SourceUnavailable(f"table name {self.table!r} is not a plain SQL identifier")
         return self.table
 
-    def _row_days(self, connection) -> list[tuple[int, date]]:
-        """(id, day) of every row by the neighbour rule; only ids and timestamps are read."""
+    def _query(self, connection, where: str, columns: str = _COLUMNS, **params) -> list:
         import sqlalchemy as sa
 
-        rows = connection.execute(
-            sa.text(f"SELECT id, timestamp FROM {self._quoted_table()} ORDER BY id")
-        ).all()
-        days: list[tuple[int, date | None]] = [(row_id, timestamp_date(ts) if ts is not None else None) for row_id, ts in rows]
-        return _fill_undated(days)
+        return connection.execute(sa.text(f"SELECT {columns} FROM {self._quoted_table()} WHERE {where}"), params).all()
 
     def judged_chunks(
         self, day: date, max_field_chars: int, batch_size: int, workers: int, scratch: Path
@@ -276,45 +284,114 @@ class SqlTable:
         for chunk in batched(self.lines_for_day(day), batch_size):
             yield judge_lines(chunk, max_field_chars)
 
-    def days_present(self) -> Counter:
-        with self._connect() as connection:
-            return Counter(day for _, day in self._row_days(connection))
-
     def lines_for_day(self, day: date) -> Iterator[SourceLine]:
-        import sqlalchemy as sa
-
         with self._connect() as connection:
-            ids = [row_id for row_id, row_day in self._row_days(connection) if row_day == day]
-            columns = "id, request_id, question, docs, answer, evaluation, timestamp"
-            for start in range(0, len(ids), 1000):
-                chunk = ids[start : start + 1000]
-                statement = sa.text(
-                    f"SELECT {columns} FROM {self._quoted_table()} WHERE id IN :ids ORDER BY id"
-                ).bindparams(sa.bindparam("ids", expanding=True))
-                for row in connection.execute(statement, {"ids": chunk}).mappings():
-                    yield _row_to_line(self.table, row)
+            for row in self._rows_of_day(connection, day):
+                yield _row_to_line(self.table, row._mapping)
+
+    def _rows_of_day(self, connection, day: date) -> list:
+        low, high = (day - timedelta(days=1)).isoformat(), (day + timedelta(days=2)).isoformat()
+        window = self._query(connection, "timestamp >= :low AND timestamp < :high", "id, timestamp", low=low, high=high)
+        ids = [row_id for row_id, stamp in window if row_id is not None and timestamp_date(stamp) == day]
+        if not ids:
+            return []
+        first, last = min(ids), max(ids)
+        rows = self._query(connection, "id >= :first AND id <= :last ORDER BY id", first=first, last=last)
+        rows += self._undated_after(connection, last)
+        # Rows without a readable timestamp take the day of the nearest dated row before them.
+        chosen, carried = [], day
+        for row in [*self._undated_before(connection, first), *rows]:
+            carried = _readable_day(row.timestamp) or carried
+            if carried == day:
+                chosen.append(row)
+        return chosen
+
+    def _undated_after(self, connection, last) -> list:
+        """The rows after `last` up to the next dated row."""
+        found = []
+        while True:
+            page = self._query(connection, "id > :after ORDER BY id LIMIT :page", after=last, page=_PAGE)
+            for row in page:
+                if _readable_day(row.timestamp) is not None:
+                    return found
+                found.append(row)
+            if len(page) < _PAGE:
+                return found
+            last = page[-1].id
+
+    def _undated_before(self, connection, first) -> list:
+        """Rows before `first` when none of them is dated (the table's start): they belong to the
+        first dated row after them."""
+        before = first
+        while True:
+            page = self._query(connection, "id < :before ORDER BY id DESC LIMIT :page", "id, timestamp", before=before, page=_PAGE)
+            if any(_readable_day(stamp) is not None for _, stamp in page):
+                return []
+            if len(page) < _PAGE:
+                return self._query(connection, "id < :first ORDER BY id", first=first) if page else []
+            before = page[-1][0]
+
+    def days_present(self) -> Counter:
+        """Rows per day, counted incrementally: only rows with an id above the last one counted
+        are read (ids must grow as rows are inserted, as identity and serial keys do)."""
+        counts = SqlDayCounts.load(self.state_path)
+        with self._connect() as connection:
+            while True:
+                page = self._query(
+                    connection,
+                    "id > :after ORDER BY id LIMIT :page" if counts.after is not None else "id IS NOT NULL ORDER BY id LIMIT :page",
+                    "id, timestamp",
+                    after=counts.after,
+                    page=10_000,
+                )
+                counts.fold(page)
+                if len(page) < 10_000:
+                    break
+        counts.save(self.state_path)
+        return counts.present()
 
 
-def _fill_undated(days: list[tuple[int, date | None]]) -> list[tuple[int, date]]:
-    """Give undated rows the day of the nearest dated row before them (after, if none)."""
-    filled: list[tuple[int, date]] = []
-    waiting: list[int] = []
-    last: date | None = None
-    for row_id, day in days:
-        if day is None:
-            if last is None:
-                waiting.append(row_id)
+def _readable_day(stamp) -> date | None:
+    return timestamp_date(stamp) if stamp is not None else None
+
+
+@dataclass
+class SqlDayCounts:
+    """Rows per day of a SQL table by the neighbour rule, and the last id counted."""
+
+    after: Any = None  # the last id folded in
+    carried: str | None = None  # the day of the last dated row
+    waiting: int = 0  # undated rows before the table's first dated row
+    days: dict[str, int] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, path: Path | None) -> SqlDayCounts:
+        return cls(**orjson.loads(path.read_bytes())) if path is not None and path.exists() else cls()
+
+    def save(self, path: Path | None) -> None:
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staged = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+            staged.write_bytes(orjson.dumps(self.__dict__))
+            os.replace(staged, path)
+
+    def fold(self, rows) -> None:
+        for row_id, stamp in rows:
+            row_day = _readable_day(stamp)
+            if row_day is None and self.carried is None:
+                self.waiting += 1
             else:
-                filled.append((row_id, last))
-            continue
-        filled.extend((waiting_id, day) for waiting_id in waiting)
-        waiting = []
-        last = day
-        filled.append((row_id, day))
-    # A table with no readable timestamp at all: its rows belong to the day they are read.
-    today = datetime.now(UTC).date()
-    filled.extend((waiting_id, today) for waiting_id in waiting)
-    return filled
+                day = row_day.isoformat() if row_day else self.carried
+                self.days[day] = self.days.get(day, 0) + 1 + self.waiting
+                self.waiting = 0
+                self.carried = day
+            self.after = row_id
+
+    def present(self) -> Counter:
+        counts = Counter({date.fromisoformat(day): n for day, n in self.days.items()})
+        if self.waiting:  # a table with no readable timestamp at all: its rows belong to the day they are read
+            counts[datetime.now(UTC).date()] += self.waiting
+        return counts
 
 
 def _row_to_line(table: str, row) -> SourceLine:

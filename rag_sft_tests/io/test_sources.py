@@ -95,3 +95,54 @@ def test_unreachable_database_is_a_clear_error_without_the_password(tmp_path):
     with pytest.raises(SourceUnavailable) as caught:
         SqlTable("postgresql+psycopg2://user:s3cret@127.0.0.1:1/db").days_present()
     assert "s3cret" not in str(caught.value)
+
+
+def neighbour_rule_days(rows: list[tuple[int, str | None]]) -> dict[int, date]:
+    """SPEC's placement read off the whole table: an undated row takes the day of the nearest dated
+    row before it, or after it at the table's start."""
+    days, waiting, carried = {}, [], None
+    for row_id, stamp in rows:
+        day = events.timestamp_date(stamp) if stamp else None
+        if day is None and carried is None:
+            waiting.append(row_id)
+            continue
+        carried = day or carried
+        days.update({waiting_id: carried for waiting_id in waiting})
+        waiting = []
+        days[row_id] = carried
+    return days
+
+
+def test_a_sql_day_is_found_without_reading_history_and_keeps_the_neighbour_rule(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    stamps = [
+        None, "garbled",  # undated rows at the table's start: they go to the first dated day
+        "2026-11-18T10:00:00Z", None, "2026-11-18T23:30:00-05:00",  # the last is 11-19 in UTC
+        "2026-11-19T01:00:00Z", "oops", "2026-11-18T12:00:00Z",  # a late row of 11-18 between 11-19 rows
+        None, "2026-11-19T05:00:00Z", "2026-11-20T00:10:00+01:00",  # 11-19 in UTC
+        "2026-11-20T10:00:00Z", "bad", None,  # undated rows at the end
+    ]
+    make_table(url, [as_row(event(f"r{i}", stamp)) for i, stamp in enumerate(stamps)])
+    expected = neighbour_rule_days(list(enumerate(stamps, 1)))
+    table = SqlTable(url)
+    for day in (D18, D19, D20):
+        assert [line.line for line in table.lines_for_day(day)] == sorted(i for i, d in expected.items() if d == day)
+    assert table.days_present() == {D18: 6, D19: 5, D20: 3}
+
+
+def test_sql_days_present_counts_only_new_rows(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    make_table(url, [as_row(event("a", "2026-11-18T10:00:00Z")), as_row(event("b", "2026-11-19T10:00:00Z"))])
+    counts_path = tmp_path / "state" / "sql-days.json"
+    assert SqlTable(url, state_path=counts_path).days_present() == {D18: 1, D19: 1}
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        # the counted rows are not read again: rewriting one does not change the counts
+        connection.execute(sa.text("UPDATE raw_quality_events SET timestamp = '2026-11-20T10:00:00Z' WHERE id = 1"))
+        connection.execute(
+            sa.text("INSERT INTO raw_quality_events (request_id, question, docs, answer, evaluation, timestamp) "
+                    "VALUES (:request_id, :question, :docs, :answer, :evaluation, :timestamp)"),
+            as_row(event("c", "2026-11-19T11:00:00Z")),
+        )
+    engine.dispose()
+    assert SqlTable(url, state_path=counts_path).days_present() == {D18: 1, D19: 2}
