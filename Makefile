@@ -19,7 +19,7 @@ export RAG_SFT_TRAIN_LAST_DAYS ?= 1
 export RAG_SFT_TRAIN_MAX_LENGTH ?= 256
 export RAG_SFT_TRAIN_LEARNING_RATE ?= 0.002
 
-.PHONY: run test bench bench-llm ui ui-postgres dvc clean
+.PHONY: run test bench bench-history bench-llm ui ui-postgres dvc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ test: $(STAMP) $(DVC)  ## the whole test suite
 
 bench: $(STAMP)  ## one day of 200,000 realistic events through all assets
 	$(BIN)/rag-sft bench --events $${BENCH_EVENTS:-200000}
+
+bench-history: $(STAMP)  ## the last day materialized from a source holding it alone and one holding 30 days (landing and SQL): history_ratio
+	$(BIN)/rag-sft bench-history --events-per-day $${BENCH_EVENTS_PER_DAY:-20000} --days $${BENCH_DAYS:-30}
 
 bench-llm: $(STAMP)  ## LLM corrections of 2,000 samples from a local server at 100 ms: 1 vs 16 requests at once, then cached
 	$(BIN)/rag-sft bench-llm --samples $${BENCH_SAMPLES:-2000} --latency 0.1 --concurrency 16

@@ -7,16 +7,13 @@ from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
 from rag_sft.assets.training import lora_adapter, model_evaluation, training_dataset
 from rag_sft.assets.versions import sft_dataset_version
+from rag_sft.jobs import DAILY_JOB, daily_sft_job
 from rag_sft.resources import default_resources
+from rag_sft.schedules.daily import daily_sft_schedule
+from rag_sft.sensors.source_changes import source_change_sensor
 from rag_sft.sensors.training import lora_training_job, lora_training_sensor
 
-DAILY_JOB = "daily_sft_job"
-
-daily_sft_job = dg.define_asset_job(
-    DAILY_JOB,
-    selection=dg.AssetSelection.assets(raw_events, annotated_samples, sft_records, sft_jsonl),
-    description="One day from quality events to the SFT JSONL.",
-)
+__all__ = ["DAILY_JOB", "defs"]
 
 defs = dg.Definitions(
     assets=[
@@ -30,6 +27,7 @@ defs = dg.Definitions(
         model_evaluation,
     ],
     jobs=[daily_sft_job, lora_training_job],
-    sensors=[lora_training_sensor],
+    schedules=[daily_sft_schedule],
+    sensors=[source_change_sensor, lora_training_sensor],
     resources=default_resources(),
 )

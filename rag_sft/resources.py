@@ -6,6 +6,7 @@ and `dagster dev` agree; each setting can also be changed per run in the launchp
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import shutil
@@ -82,6 +83,22 @@ class EventSource(dg.ConfigurableResource):
         return LandingFolder(self.landing_dir, index_path)
 
 
+@contextmanager
+def day_lock(path: Path, log, day: str) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log is not None:
+                log.info(f"another run of {day} is writing it: waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def _key(*parts: str) -> str:
     """A file-name-safe key of the source (a hash, so no URL or password shows in a name)."""
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
@@ -101,6 +118,18 @@ class Warehouse(dg.ConfigurableResource):
 
     def worker_count(self) -> int:
         return parallel.resolve_workers(self.workers)
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[Warehouse]:
+        """One run of a day at a time: a run of a partition holds the day's lock from its first
+        step to its last (the daily job runs its steps in one process), so a scheduled run and a
+        manual backfill of the same day follow each other instead of racing in the swaps."""
+        day = context.dagster_run.tags.get("dagster/partition") if context.dagster_run else None
+        if day is None:
+            yield self
+            return
+        with day_lock(self.state_dir() / "locks" / f"{day}.lock", context.log, day):
+            yield self
 
     @contextmanager
     def scratch_dir(self) -> Iterator[Path]:

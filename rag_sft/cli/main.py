@@ -155,6 +155,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run_bench(args.events, Path(args.workdir) if args.workdir else None, args.keep)
 
 
+def cmd_bench_history(args: argparse.Namespace) -> int:
+    from rag_sft.cli.history_bench import run_history_bench
+
+    return run_history_bench(args.events_per_day, args.days, Path(args.workdir) if args.workdir else None, args.sources.split(","))
+
+
 def cmd_bench_llm(args: argparse.Namespace) -> int:
     from rag_sft.cli.llm_bench import run_llm_bench
 
@@ -211,6 +217,13 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
     bench.add_argument("--keep", action="store_true", help="do not delete the temp folder")
     bench.set_defaults(func=cmd_bench)
+
+    history = sub.add_parser("bench-history", help="a day's cost with 1 and with N days in the source (landing and SQL)")
+    history.add_argument("--events-per-day", type=int, default=20_000)
+    history.add_argument("--days", type=int, default=30)
+    history.add_argument("--sources", default="landing,sql", help="landing, sql or both (comma list)")
+    history.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
+    history.set_defaults(func=cmd_bench_history)
 
     bench_llm = sub.add_parser("bench-llm", help="LLM corrections of N samples from a local server: sequential vs concurrent")
     bench_llm.add_argument("--samples", type=int, default=2000)

@@ -12,6 +12,7 @@ date). Every line thus lands in exactly one day, whichever day is materialized f
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections import Counter
@@ -158,6 +159,16 @@ class LandingFolder:
 
     def has_events(self) -> bool:
         return self.root.is_dir() and any(path.stat().st_size > 0 for path in self.files())
+
+    def changes_after(self, after: int | None) -> tuple[set[date], int]:
+        """The days whose lines changed since the index's change counter was `after` (all days
+        when None), and the counter now."""
+        self.refresh_index()
+        return self.index().days_changed_after(after or 0), self.index().change_counter()
+
+    def fingerprint(self, day: date) -> str:
+        """Changes whenever the day's lines do (the index must be fresh: see `changes_after`)."""
+        return self.index().fingerprint(day)
 
     def lines_for_day(self, day: date) -> Iterator[SourceLine]:
         for path in self.files():
@@ -330,6 +341,29 @@ class SqlTable:
             if len(page) < _PAGE:
                 return self._query(connection, "id < :first ORDER BY id", first=first) if page else []
             before = page[-1][0]
+
+    def changes_after(self, after) -> tuple[set[date], Any]:
+        """The days of the rows with an id above `after` (every row when None), and the last id."""
+        days: set[date] = set()
+        with self._connect() as connection:
+            while True:
+                page = self._query(
+                    connection,
+                    "id > :after ORDER BY id LIMIT :page" if after is not None else "id IS NOT NULL ORDER BY id LIMIT :page",
+                    "id, timestamp",
+                    after=after,
+                    page=10_000,
+                )
+                days |= {day for day in (_readable_day(stamp) for _, stamp in page) if day is not None}
+                after = page[-1][0] if page else after
+                if len(page) < 10_000:
+                    return days, after
+
+    def fingerprint(self, day: date) -> str:
+        """The day's rows by count and ids: a new row of the day changes it."""
+        with self._connect() as connection:
+            rows = self._rows_of_day(connection, day)
+        return hashlib.sha256(orjson.dumps([str(row.id) for row in rows])).hexdigest()
 
     def days_present(self) -> Counter:
         """Rows per day, counted incrementally: only rows with an id above the last one counted
