@@ -68,6 +68,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rag_sft.cli.runner import format_summary, materialize_day, partition_days
     from rag_sft.definitions import DAILY_JOB, defs
     from rag_sft.io.sources import LandingFolder, SourceUnavailable
+    from rag_sft.jobs import FINGERPRINT_TAG
 
     source = defs.resources["event_source"]
     if source.kind == "landing":
@@ -80,7 +81,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             settings = GeneratorSettings(malformed_share=0.01, duplicate_share=0.005)
             write_days(landing.root, recent_days(7), settings)
     try:
-        days_found = source.open(defs.resources["warehouse"].state_dir()).days_present()
+        opened = source.open(defs.resources["warehouse"].state_dir())
+        days_found = opened.days_present()
     except SourceUnavailable as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -97,7 +99,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     reports = []
     for day in days:
         print(f"materializing {day} ...", flush=True)
-        reports.append(materialize_day(job, day, instance))
+        fingerprint = {FINGERPRINT_TAG: opened.fingerprint(date.fromisoformat(day))}
+        reports.append(materialize_day(job, day, instance, tags=fingerprint))
     print()
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']} (open it with `make ui`)")
     print(format_summary(reports), flush=True)

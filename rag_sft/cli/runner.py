@@ -45,10 +45,11 @@ QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}
 
 
 def materialize_day(
-    job: dg.JobDefinition, day: str, instance: dg.DagsterInstance, run_config: dict | None = None
+    job: dg.JobDefinition, day: str, instance: dg.DagsterInstance, run_config: dict | None = None, tags: dict | None = None
 ) -> DayReport:
+    """`tags`: the run's tags; the source fingerprint there tells the change sensor the day is done."""
     result = job.execute_in_process(
-        partition_key=day, instance=instance, raise_on_error=False, run_config=run_config or QUIET_RUN_CONFIG
+        partition_key=day, instance=instance, raise_on_error=False, run_config=run_config or QUIET_RUN_CONFIG, tags=tags
     )
     report = DayReport(day=day, success=result.success)
     for event in result.get_asset_materialization_events():

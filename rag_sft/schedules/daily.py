@@ -17,6 +17,9 @@ from rag_sft.resources import EventSource, Warehouse
 
 # Read when the definitions load, like the other automation settings.
 DAILY_LAG_ENV = "RAG_SFT_DAILY_LAG_MINUTES"
+# "off" loads the schedule and the change sensor stopped (start them in the UI); default "on".
+AUTOMATION_ENV = "RAG_SFT_AUTOMATION"
+AUTOMATION_ON = os.environ.get(AUTOMATION_ENV, "on").lower() != "off"
 
 
 def daily_lag() -> timedelta:
@@ -39,7 +42,7 @@ LAG = daily_lag()
     job=daily_sft_job,
     cron_schedule=schedule_cron(LAG),
     execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
+    default_status=dg.DefaultScheduleStatus.RUNNING if AUTOMATION_ON else dg.DefaultScheduleStatus.STOPPED,
     description=f"Materializes each UTC day once it has closed, {LAG} after midnight ({DAILY_LAG_ENV}).",
 )
 def daily_sft_schedule(context: dg.ScheduleEvaluationContext, event_source: EventSource, warehouse: Warehouse):

@@ -16,14 +16,14 @@ from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core.automation import ChangeCursor, changed_days_to_request
 from rag_sft.jobs import FINGERPRINT_TAG, daily_sft_job
 from rag_sft.resources import EventSource, Warehouse
-from rag_sft.schedules.daily import LAG, latest_day_run
+from rag_sft.schedules.daily import AUTOMATION_ON, LAG, latest_day_run
 
 SOURCE_SENSOR_INTERVAL_ENV = "RAG_SFT_SOURCE_SENSOR_INTERVAL_S"
 
 
 @dg.sensor(
     job=daily_sft_job,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=dg.DefaultSensorStatus.RUNNING if AUTOMATION_ON else dg.DefaultSensorStatus.STOPPED,
     minimum_interval_seconds=int(os.environ.get(SOURCE_SENSOR_INTERVAL_ENV, "60")),
     description="Re-materializes a closed day when new or changed events arrive for it, and closed days that never ran.",
 )
@@ -44,7 +44,7 @@ def source_change_sensor(context: dg.SensorEvaluationContext, event_source: Even
         waiting = f"; {len(later)} changed days wait for their day to close" if later else ""
         return dg.SkipReason(f"no closed day with new content{waiting}")
     for request in requests:
-        context.log.info(f"{request.day}: content changed, re-materializing ({request.run_key})")
+        context.log.info(f"{request.day}: new content, materializing ({request.run_key})")
     return [
         dg.RunRequest(partition_key=r.day.isoformat(), run_key=r.run_key, tags={FINGERPRINT_TAG: r.fingerprint})
         for r in requests

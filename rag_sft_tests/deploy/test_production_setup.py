@@ -106,6 +106,8 @@ def product(postgres, tmp_path_factory, tiny_base):
         "RAG_SFT_DATA_DIR": str(data),
         "RAG_SFT_LANDING_DIR": str(landing),
         "RAG_SFT_SENSOR_INTERVAL_S": "3",
+        # The backfill below is the subject here; the daily automation is tested on its own.
+        "RAG_SFT_AUTOMATION": "off",
         "RAG_SFT_BASE_MODEL": str(tiny_base),
         "RAG_SFT_MIN_NEW_SAMPLES": "1000",
         "RAG_SFT_TRAIN_LAST_DAYS": "0",  # every day counts (make exports 1 for its demo)
@@ -144,6 +146,7 @@ WORKSPACE = """
 { workspaceOrError { __typename ... on Workspace { locationEntries { name loadStatus
   locationOrLoadError { __typename ... on PythonError { message }
     ... on RepositoryLocation { repositories { name jobs { name } sensors { name sensorState { status } }
+      schedules { name cronSchedule scheduleState { status } }
       assetNodes { assetKey { path } isPartitioned
         assetChecksOrError { ... on AssetChecks { checks { name blocking } } } } } } } } } } }
 """
@@ -157,7 +160,10 @@ def test_the_code_location_loads_with_every_asset_check_job_and_the_sensor(produ
     [repository] = location["repositories"]
     assert repository["name"] == REPOSITORY
     assert {"daily_sft_job", "lora_training_job"} <= {job["name"] for job in repository["jobs"]}
-    assert [(s["name"], s["sensorState"]["status"]) for s in repository["sensors"]] == [(SENSOR, "RUNNING")]
+    sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
+    assert sensors == {SENSOR: "RUNNING", "source_change_sensor": "STOPPED"}
+    schedules = [(s["name"], s["cronSchedule"], s["scheduleState"]["status"]) for s in repository["schedules"]]
+    assert schedules == [("daily_sft_schedule", "0 1 * * *", "STOPPED")]
     assets = {"/".join(node["assetKey"]["path"]): node for node in repository["assetNodes"]}
     assert set(assets) == {
         "raw_events", "rejected_events", "annotated_samples", "sft_records", "sft_jsonl", "sft_dataset_version",
