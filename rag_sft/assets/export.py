@@ -47,8 +47,8 @@ def _chunks_of_group(group: RowGroup, columns: list[str], day: str, exports: Tra
     group_name="export",
     kinds={"json"},
     description="Daily SFT JSON Lines (prompt, completion, label, confidence, score, weights, lineage), "
-    "published only when its format check passes and sft_records did not hold the day back; preference pairs beside it for LLM-corrected days, and "
-    "the trainer formats chosen in trainer_exports.",
+    "published only when its format check passes and sft_records did not hold the day back; preference pairs "
+    "beside it for LLM-corrected days, and the trainer formats chosen in trainer_exports.",
     check_specs=[export_gate.EXPORT_FORMAT],
 )
 def sft_jsonl(

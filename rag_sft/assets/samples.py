@@ -14,7 +14,15 @@ from rag_sft.core import checks, rules, samples, tables
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.export_ledger import export_status
 from rag_sft.io.memory import streaming_day
-from rag_sft.io.warehouse import PART_FILE, PartitionWriter, RowGroup, partition_dir, read_batches, replace_dir, row_groups
+from rag_sft.io.warehouse import (
+    PART_FILE,
+    PartitionWriter,
+    RowGroup,
+    partition_dir,
+    read_batches,
+    replace_dir,
+    row_groups,
+)
 from rag_sft.resources import Completions, ExportChecks, SftRules, Warehouse
 
 
@@ -174,7 +182,9 @@ def _records_of_group(group: RowGroup, settings, strategy, label_weights) -> pa.
     return tables.records_batch(group.read(), settings, strategy, label_weights)
 
 
-def _publish_partition(staged_table: Path, table_dir: Path, day: str, held_back_by: list[str], warehouse: Warehouse) -> Path:
+def _publish_partition(
+    staged_table: Path, table_dir: Path, day: str, held_back_by: list[str], warehouse: Warehouse
+) -> Path:
     """Swap the staged day into the table. A held-back day is rewritten on the way, row group by
     row group (memory stays bounded), so its would-be-exported rows say `held_back`."""
     if not held_back_by:

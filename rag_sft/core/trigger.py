@@ -130,7 +130,8 @@ def new_samples_summary(new: NewSamples, min_new_samples: int, last_days: int, e
     if last_days > 0:
         window = "the last exportable day" if last_days == 1 else f"the last {last_days} exportable days"
         return f"{counted} in {window} ({new.outside_window} more outside the window)"
-    return f"{counted} in {'the 1 exportable day' if exportable_days == 1 else f'all {exportable_days} exportable days'}"
+    everything = "the 1 exportable day" if exportable_days == 1 else f"all {exportable_days} exportable days"
+    return f"{counted} in {everything}"
 
 
 def decide(
@@ -158,7 +159,8 @@ def decide(
     if runs and runs[-1] == CANCELED:
         return Skip(
             f"training on dataset {wanted[:12]} ({summary}) was canceled: not retried until asked. Re-execute the "
-            "canceled run to train on this data, or wait for the data to change (a new or re-exported day is a new dataset)"
+            "canceled run to train on this data, or wait for the data to change (a new or re-exported day is a new "
+            "dataset)"
         )
     attempt = len(runs) + 1
     if attempt > max_attempts:

@@ -27,7 +27,8 @@ def _hold_back_reasons(metadata) -> str:
 def hold_back_reasons(instance: dg.DagsterInstance, day: str) -> str:
     """Why the day's latest `sft_records` evaluation held it back; "" when it did not (or when
     the day has none on this instance)."""
-    result = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=SFT_RECORDS, asset_partitions=[day]), limit=1)
+    latest = dg.AssetRecordsFilter(asset_key=SFT_RECORDS, asset_partitions=[day])
+    result = instance.fetch_materializations(latest, limit=1)
     return next((_hold_back_reasons(record.asset_materialization.metadata) for record in result.records), "")
 
 

@@ -26,7 +26,9 @@ from rag_sft.io.dataset_versions import DatasetVersions
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS watermarks (asset TEXT PRIMARY KEY, storage_id INTEGER NOT NULL);
-CREATE TABLE IF NOT EXISTS exports (asset TEXT NOT NULL, day TEXT NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (asset, day));
+CREATE TABLE IF NOT EXISTS exports (
+    asset TEXT NOT NULL, day TEXT NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (asset, day)
+);
 -- The days whose sample_ids are read: which export (sha256), and how many are not trained on yet.
 CREATE TABLE IF NOT EXISTS sampled (day TEXT PRIMARY KEY, sha256 TEXT NOT NULL, untrained INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS samples (
@@ -90,7 +92,8 @@ class TrainingLedger:
                 unsettled.append(day)
                 continue
             self._db.execute("DELETE FROM samples WHERE day = ?", (day,))
-            self._db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, 1)", ((day, sample_id) for sample_id in ids))
+            rows = ((day, sample_id) for sample_id in ids)
+            self._db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, 1)", rows)
             self._db.execute(
                 "UPDATE samples SET new = 0 WHERE day = ? AND sample_id IN (SELECT sample_id FROM trained)", (day,)
             )

@@ -75,7 +75,8 @@ def test_the_sensor_fires_once_per_dataset_and_failed_training_does_not_consume(
     assert still.skip_message == "0 of 100 new samples in all 2 exportable days"
 
     # A late event changes every line of its day (the label weights move), but only its sample is new.
-    write_lines(pipeline.landing / "late.jsonl", [event("late-1", "2026-11-19T23:59:00Z", score=0.9, labels=["incomplete_answer"])])
+    late_event = event("late-1", "2026-11-19T23:59:00Z", score=0.9, labels=["incomplete_answer"])
+    write_lines(pipeline.landing / "late.jsonl", [late_event])
     late = pipeline.metadata(pipeline.materialize("2026-11-19"), "sft_jsonl")
     assert late["sha256"] != exported["2026-11-19"]["sha256"]
     assert late["dagster/row_count"] == exported["2026-11-19"]["dagster/row_count"] + 1
@@ -116,11 +117,12 @@ def test_after_400_days_the_cursor_stays_small_and_unchanged_days_are_not_read_a
         """A published day, as sft_records and sft_jsonl report it (without running them)."""
         path = pipeline.jsonl(day)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(b"".join(orjson.dumps({"sample_id": sample_id, "date": day}) + b"\n" for sample_id in sample_ids))
+        path.write_bytes(b"".join(orjson.dumps({"sample_id": sample_id}) + b"\n" for sample_id in sample_ids))
         jsonl[day] = path
-        metadata = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), "dagster/row_count": len(sample_ids), "published": True}
-        instance.report_runless_asset_event(dg.AssetMaterialization("sft_records", partition=day, metadata={"export": "ok"}))
-        instance.report_runless_asset_event(dg.AssetMaterialization("sft_jsonl", partition=day, metadata=metadata))
+        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        jsonl_metadata = {"sha256": sha256, "dagster/row_count": len(sample_ids), "published": True}
+        for asset, metadata in (("sft_records", {"export": "ok"}), ("sft_jsonl", jsonl_metadata)):
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=day, metadata=metadata))
 
     days = [(date(2025, 1, 1) + timedelta(days=n)).isoformat() for n in range(400)]
     for day in days:
@@ -134,8 +136,15 @@ def test_after_400_days_the_cursor_stays_small_and_unchanged_days_are_not_read_a
         path.unlink()
     export(days[-1], [f"{days[-1]}-r{n}_factuality_error" for n in range(4)])
     second, cursor = evaluate(pipeline, cursor, min_new_samples=10_000, last_days=30)
-    assert second.skip_message == "91 of 10000 new samples in the last 30 exportable days (1110 more outside the window)"
+    expected = "91 of 10000 new samples in the last 30 exportable days (1110 more outside the window)"
+    assert second.skip_message == expected
     assert len(cursor.encode()) < 1024
+
+    # A file that is not the one its materialization published (changed by hand) is waited for, not counted.
+    export(days[0], ["one_factuality_error"])
+    jsonl[days[0]].write_bytes(b'{"sample_id": "another_factuality_error"}\n')
+    waiting, _ = evaluate(pipeline, cursor, min_new_samples=1)
+    assert isinstance(waiting, dg.SkipReason) and waiting.skip_message.startswith(f"the JSONL of {days[0]} is not the file")
 
 
 def test_the_training_job_reports_its_figures(pipeline, tiny_base):
