@@ -54,10 +54,13 @@ class Pipeline:
         completions: Completions | None = None,
         event_source: EventSource | None = None,
         trainer_exports: TrainerExports | None = None,
+        selection: str | list[str] | None = None,
         **rules,
     ) -> dg.ExecuteInProcessResult:
+        """The day's assets, or those in `selection` ("sft_jsonl": one asset, as a UI click does; a list of keys)."""
         return dg.materialize(
             ALL_ASSETS,
+            selection=selection,
             partition_key=day,
             instance=self.instance,
             resources=self.resources(checks, completions, event_source, trainer_exports, **rules),

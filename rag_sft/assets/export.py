@@ -15,6 +15,7 @@ from rag_sft.checks import export_gate
 from rag_sft.core import checks, samples, tables
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.parallel import ordered_map
+from rag_sft.io.export_ledger import hold_back_reasons
 from rag_sft.io.jsonl_check import check_jsonl_file
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.warehouse import RowGroup, StagedFile, row_groups
@@ -46,14 +47,25 @@ def _chunks_of_group(group: RowGroup, columns: list[str], day: str, exports: Tra
     group_name="export",
     kinds={"json"},
     description="Daily SFT JSON Lines (prompt, completion, label, confidence, score, weights, lineage), "
-    "published only when its format check passes; preference pairs beside it for LLM-corrected days, and "
-    "the trainer formats chosen in trainer_exports.",
+    "published only when its format check passes and sft_records did not hold the day back; preference pairs "
+    "beside it for LLM-corrected days, and the trainer formats chosen in trainer_exports.",
     check_specs=[export_gate.EXPORT_FORMAT],
 )
 def sft_jsonl(
     context: dg.AssetExecutionContext, warehouse: Warehouse, export_checks: ExportChecks, trainer_exports: TrainerExports
 ):
     day = context.partition_key
+    # The verdict is read where the sensor, the ledger and dataset versions read it: the latest
+    # sft_records materialization of the day on this instance (it carries the checks'
+    # descriptions; a marker file beside the partition would be a second home that could
+    # disagree). Materializing sft_jsonl alone must not publish what the checks held back.
+    reasons = hold_back_reasons(context.instance, day)
+    if reasons:
+        raise dg.Failure(
+            description=f"{day} is held back by its latest sft_records evaluation: {reasons}. Nothing was written; "
+            "re-materialize sft_records once the day passes (or with the check's severity at WARN) to publish it.",
+            allow_retries=False,
+        )
     folder = warehouse.export_dir(day)
     paths = {
         RECORDS: warehouse.jsonl_path(day),

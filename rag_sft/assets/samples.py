@@ -1,6 +1,7 @@
 """annotated_samples and sft_records: the SFT rules applied batch by batch."""
 
 from collections import Counter
+from pathlib import Path
 
 import dagster as dg
 import pyarrow as pa
@@ -11,8 +12,17 @@ from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
 from rag_sft.core import checks, rules, samples, tables
 from rag_sft.core.parallel import ordered_map
+from rag_sft.io.export_ledger import export_status
 from rag_sft.io.memory import streaming_day
-from rag_sft.io.warehouse import PartitionWriter, RowGroup, read_batches, row_groups
+from rag_sft.io.warehouse import (
+    PART_FILE,
+    PartitionWriter,
+    RowGroup,
+    partition_dir,
+    read_batches,
+    replace_dir,
+    row_groups,
+)
 from rag_sft.resources import Completions, ExportChecks, SftRules, Warehouse
 
 
@@ -69,7 +79,8 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
     group_name="samples",
     kinds={"parquet"},
     description="Prompt, completion, weights and lineage of every sample; filtered ones keep their reason. "
-    "Its checks decide whether the day is exported.",
+    "Its checks decide whether the day is exported; a held-back day's records say held_back and which check. "
+    "accepted = exported + filtered + held_back.",
     check_specs=[export_gate.CONFIDENCE, export_gate.LABEL_BALANCE],
 )
 def sft_records(
@@ -92,36 +103,46 @@ def sft_records(
     exported_labels: Counter = Counter()
     filter_reasons: Counter = Counter()
     confidences: list[pa.Array] = []
-    with completions.open(warehouse.data_dir) as strategy, streaming_day(), PartitionWriter(
-        warehouse.table_dir("sft_records"), day, tables.SFT_RECORDS, warehouse.parquet_compression, tables.FREE_TEXT
-    ) as writer:
-        groups = row_groups(annotated_dir, day)
-        for _, batch in ordered_map(
-            _records_of_group, groups, warehouse.worker_count(), settings, strategy, label_weights, threads=True
-        ):
-            writer.write(batch)
-            exported = batch.filter(pc.equal(batch.column("status"), samples.EXPORTED))
-            exported_labels.update(_value_counts(exported.column("label")))
-            confidences.append(exported.column("confidence"))
-            filter_reasons.update(_value_counts(pc.drop_null(batch.column("filter_reason"))))
-        path = writer.commit()
-        completion_figures = strategy.metadata()
+    table_dir = warehouse.table_dir("sft_records")
+    # The day is written to a scratch copy of the table first: the checks judge it only once it
+    # is whole, and a held-back day's rows must say so before anyone can read them.
+    with warehouse.scratch_dir() as scratch:
+        with completions.open(warehouse.data_dir) as strategy, streaming_day(), PartitionWriter(
+            scratch / table_dir.name, day, tables.SFT_RECORDS, warehouse.parquet_compression, tables.FREE_TEXT
+        ) as writer:
+            groups = row_groups(annotated_dir, day)
+            for _, batch in ordered_map(
+                _records_of_group, groups, warehouse.worker_count(), settings, strategy, label_weights, threads=True
+            ):
+                writer.write(batch)
+                exported = batch.filter(pc.equal(batch.column("status"), samples.EXPORTED))
+                exported_labels.update(_value_counts(exported.column("label")))
+                confidences.append(exported.column("confidence"))
+                filter_reasons.update(_value_counts(pc.drop_null(batch.column("filter_reason"))))
+            writer.commit()
+            completion_figures = strategy.metadata()
 
-    exported_count = sum(exported_labels.values())
-    filtered_count = sum(filter_reasons.values())
-    assert exported_count + filtered_count == writer.rows
+        # The checks judge the records that would be exported, before a hold-back relabels them.
+        would_export = sum(exported_labels.values())
+        filtered_count = sum(filter_reasons.values())
+        assert would_export + filtered_count == writer.rows
+        gate = export_checks.settings(sft_rules.min_confidence)
+        verdicts = [
+            checks.confidence_verdict(
+                pa.chunked_array(confidences, pa.float64()).to_pylist(), writer.rows, filter_reasons[rules.LOW_CONFIDENCE], gate
+            ),
+            checks.label_balance_verdict(exported_labels, label_weights, gate),
+        ]
+        held_back = [verdict for verdict in verdicts if verdict.holds_back]
+        export = export_status(export_gate.hold_back(context, warehouse, held_back) if held_back else "")
+        path = _publish_partition(scratch / table_dir.name, table_dir, day, [v.check for v in held_back], warehouse)
 
-    gate = export_checks.settings(sft_rules.min_confidence)
-    verdicts = [
-        checks.confidence_verdict(
-            pa.chunked_array(confidences, pa.float64()).to_pylist(), writer.rows, filter_reasons[rules.LOW_CONFIDENCE], gate
-        ),
-        checks.label_balance_verdict(exported_labels, label_weights, gate),
-    ]
-    held_back = [verdict for verdict in verdicts if verdict.holds_back]
-    export = "held back: " + export_gate.hold_back(context, warehouse, held_back) if held_back else "ok"
+    held_back_count = would_export if held_back else 0
+    exported_count = would_export - held_back_count
     completion_failed = sum(n for reason, n in filter_reasons.items() if reason.startswith(rules.COMPLETION_FAILED_PREFIX))
-    context.log.info(f"{day}: accepted {writer.rows}, exported {exported_count}, filtered {dict(filter_reasons)}")
+    context.log.info(
+        f"{day}: accepted {writer.rows}, exported {exported_count}, filtered {dict(filter_reasons)}, held back {held_back_count}"
+    )
     if completion_failed:
         context.log.warning(
             f"{day}: {completion_failed} samples have no corrected answer (not exported; asked again on the next "
@@ -130,10 +151,13 @@ def sft_records(
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": writer.rows,
+            # accepted = exported + filtered + held_back: every accepted event in exactly one of them.
             "accepted": writer.rows,
             "exported": exported_count,
             "filtered": filtered_count,
+            "held_back": held_back_count,
             "filter_reasons": count_table(filter_reasons, "reason"),
+            # What the checks judged: the exported records, or those a hold-back kept back.
             "label_distribution": count_table(exported_labels, "label"),
             "label_weights": dg.MetadataValue.json({k: round(v, 4) for k, v in label_weights.items()}),
             "confidence_exported": number_summary(confidence_summary(confidences)),
@@ -156,6 +180,22 @@ def _annotate_group(group: RowGroup, settings) -> pa.RecordBatch:
 
 def _records_of_group(group: RowGroup, settings, strategy, label_weights) -> pa.RecordBatch:
     return tables.records_batch(group.read(), settings, strategy, label_weights)
+
+
+def _publish_partition(
+    staged_table: Path, table_dir: Path, day: str, held_back_by: list[str], warehouse: Warehouse
+) -> Path:
+    """Swap the staged day into the table. A held-back day is rewritten on the way, row group by
+    row group (memory stays bounded), so its would-be-exported rows say `held_back`."""
+    if not held_back_by:
+        final = partition_dir(table_dir, day)
+        table_dir.mkdir(parents=True, exist_ok=True)
+        replace_dir(partition_dir(staged_table, day), final)
+        return final / PART_FILE
+    with PartitionWriter(table_dir, day, tables.SFT_RECORDS, warehouse.parquet_compression, tables.FREE_TEXT) as writer:
+        for group in row_groups(staged_table, day):
+            writer.write(tables.held_back_batch(group.read(), held_back_by))
+        return writer.commit()
 
 
 def _value_counts(array: pa.Array) -> dict[str, int]:

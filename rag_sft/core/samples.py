@@ -9,6 +9,8 @@ from rag_sft.core.rules import RuleSettings
 
 EXPORTED = "exported"
 FILTERED = "filtered"
+# Would have been exported, but the day failed an export check at ERROR (`held_back_by` names it).
+HELD_BACK = "held_back"
 
 # One line of the daily JSONL (SPEC.md rule 7), in this order.
 JSONL_FIELDS = (

@@ -88,8 +88,9 @@ SFT_RECORDS = pa.schema(
         ("confidence", pa.float64()),
         ("sample_weight", pa.float64()),
         ("label_weight", pa.float64()),
-        ("status", pa.string()),  # "exported" or "filtered"
+        ("status", pa.string()),  # "exported", "filtered" or "held_back"
         ("filter_reason", pa.string()),
+        ("held_back_by", pa.string()),  # the failed checks of a held-back day, comma-separated
     ]
 )
 
@@ -333,7 +334,19 @@ def records_batch(
         "label_weight": pc.if_else(exported, label_weight, pa.scalar(None, pa.float64())),
         "status": pc.if_else(exported, samples.EXPORTED, samples.FILTERED),
         "filter_reason": reason,
+        "held_back_by": pa.nulls(rows, pa.string()),  # the day's verdict comes after every batch
     }
+    return pa.RecordBatch.from_arrays(list(columns.values()), schema=SFT_RECORDS)
+
+
+def held_back_batch(records: pa.RecordBatch, checks: Sequence[str]) -> pa.RecordBatch:
+    """A `SFT_RECORDS` batch of a day held back by `checks`: its exported records become
+    `held_back`, naming the checks; filtered ones keep their status and reason."""
+    status = records.column("status")
+    held = pc.equal(status, samples.EXPORTED)
+    columns = {name: records.column(name) for name in records.schema.names}
+    columns["status"] = pc.if_else(held, samples.HELD_BACK, status)
+    columns["held_back_by"] = pc.if_else(held, ",".join(checks), pa.scalar(None, pa.string()))
     return pa.RecordBatch.from_arrays(list(columns.values()), schema=SFT_RECORDS)
 
 

@@ -1,17 +1,21 @@
-"""When to train: the training sensor's decision as a pure function of its state and the facts.
+"""When to train: the training sensor's decision as a pure function of the facts it gathers.
 
-State (the sensor's cursor): the day -> content hash pairs already trained on (`consumed`),
-and the datasets requested but not yet trained (`pending`). New samples are the records of the
-exportable days in the training window whose content is not consumed yet. A request is keyed
-by the dataset's hash and the attempt number, so re-evaluating a tick asks for the same run
-(which Dagster launches once); a successful run consumes its days, a failed one does not, and
-the next tick asks for a new attempt (up to `max_attempts`).
+The facts: the exportable days (the export ledger, folded from the event log), how many of their
+exported records carry a sample_id not trained on yet, inside the training window and outside it,
+and the runs of the dataset requested last (`pending`). A request is keyed by the dataset's hash
+and the attempt number, so re-evaluating a tick asks for the same run (which Dagster launches
+once). A successful run means its samples are trained on; a failed one does not, and the next
+tick asks for a new attempt (up to `max_attempts`); a canceled one is not asked for again until
+someone re-executes it or the data changes.
+
+The cursor holds only watermarks and the pending dataset's hash: what grows with history (the
+ledger, the sample_ids) lives in the sensor's own store (`io.training_ledger`).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from rag_sft.core.training_data import dataset_hash
@@ -40,12 +44,16 @@ class ExportLedger:
     jsonl: dict[str, list] = field(default_factory=dict)  # day -> [storage_id, sha256, records, published]
     records: dict[str, list] = field(default_factory=dict)  # day -> [storage_id, exported (not held back)]
 
+    # An older materialization never replaces a newer one, so folding the same records again
+    # (from an earlier watermark) leaves the ledger as it was.
     def saw_jsonl(self, storage_id: int, day: str, sha256: str, records: int, published: bool) -> None:
-        self.jsonl[day] = [storage_id, sha256, records, published]
+        if storage_id >= self.jsonl.get(day, [0])[0]:
+            self.jsonl[day] = [storage_id, sha256, records, published]
         self.after["sft_jsonl"] = max(self.after.get("sft_jsonl", 0), storage_id)
 
     def saw_records(self, storage_id: int, day: str, exported: bool) -> None:
-        self.records[day] = [storage_id, exported]
+        if storage_id >= self.records.get(day, [0])[0]:
+            self.records[day] = [storage_id, exported]
         self.after["sft_records"] = max(self.after.get("sft_records", 0), storage_id)
 
     def exportable(self) -> dict[str, ExportedDay]:
@@ -57,30 +65,28 @@ class ExportLedger:
         return dict(sorted(days.items()))
 
 
-@dataclass
-class TriggerState:
-    ledger: ExportLedger = field(default_factory=ExportLedger)
-    consumed: dict[str, str] = field(default_factory=dict)  # day -> sha256 trained on
-    pending: dict[str, dict[str, str]] = field(default_factory=dict)  # dataset hash -> its day -> sha256
+@dataclass(frozen=True)
+class Cursor:
+    """The sensor's cursor: a few numbers and one hash, whatever the history."""
 
-    def to_cursor(self) -> str:
-        ledger = {"after": self.ledger.after, "jsonl": self.ledger.jsonl, "records": self.ledger.records}
-        return json.dumps({"ledger": ledger, "consumed": self.consumed, "pending": self.pending}, sort_keys=True)
+    after: dict[str, int] = field(default_factory=dict)  # asset -> the last storage id folded into the ledger
+    pending: str = ""  # the dataset hash requested last and not trained on yet
+
+    def to_json(self) -> str:
+        return json.dumps({"after": self.after, "pending": self.pending}, sort_keys=True)
 
     @classmethod
-    def from_cursor(cls, cursor: str | None) -> TriggerState:
-        if not cursor:
-            return cls()
-        data = json.loads(cursor)
-        ledger = data.get("ledger", {})
-        return cls(
-            ExportLedger(dict(ledger.get("after", {})), dict(ledger.get("jsonl", {})), dict(ledger.get("records", {}))),
-            dict(data.get("consumed", {})),
-            {k: dict(v) for k, v in data.get("pending", {}).items()},
-        )
+    def from_json(cls, cursor: str | None) -> Cursor:
+        data = json.loads(cursor) if cursor else {}
+        return cls(dict(data.get("after", {})), data.get("pending", ""))
 
-    def copy(self) -> TriggerState:
-        return TriggerState.from_cursor(self.to_cursor())
+
+@dataclass(frozen=True)
+class NewSamples:
+    """Exported records whose sample_id was never trained on."""
+
+    in_window: int
+    outside_window: int
 
 
 @dataclass(frozen=True)
@@ -103,45 +109,63 @@ def training_window(exportable: Mapping[str, ExportedDay], last_days: int) -> di
     return {day: exportable[day] for day in chosen}
 
 
+def count_new(untrained_by_day: Mapping[str, int], window: Iterable[str], exportable: Iterable[str]) -> NewSamples:
+    """New samples of the exportable days, split by the window (`untrained_by_day` may name days
+    that are no longer exportable: they count for nothing)."""
+    inside = set(window)
+    outside = set(exportable) - inside
+    return NewSamples(
+        sum(untrained_by_day.get(day, 0) for day in inside), sum(untrained_by_day.get(day, 0) for day in outside)
+    )
+
+
+def was_trained(statuses: Sequence[str]) -> bool:
+    """Whether the runs of a dataset trained on it (a successful re-execution counts too)."""
+    return SUCCESS in statuses
+
+
+def new_samples_summary(new: NewSamples, min_new_samples: int, last_days: int, exportable_days: int) -> str:
+    """"k of N new samples" and where: the window, and what waits outside it."""
+    counted = f"{new.in_window} of {min_new_samples} new samples"
+    if last_days > 0:
+        window = "the last exportable day" if last_days == 1 else f"the last {last_days} exportable days"
+        return f"{counted} in {window} ({new.outside_window} more outside the window)"
+    everything = "the 1 exportable day" if exportable_days == 1 else f"all {exportable_days} exportable days"
+    return f"{counted} in {everything}"
+
+
 def decide(
-    state: TriggerState,
-    run_statuses: Mapping[str, Sequence[str]],
+    window: Mapping[str, ExportedDay],
+    new: NewSamples,
     *,
+    exportable_days: int,
+    pending: str,
+    pending_statuses: Sequence[str],
     last_days: int,
     min_new_samples: int,
     max_attempts: int,
-) -> tuple[Request | Skip, TriggerState]:
-    """The request (or why not) and the state to store as the new cursor.
-
-    `state.ledger` must be up to date; `run_statuses`: for each pending dataset hash, the
-    statuses of the runs launched for it.
-    """
-    state = state.copy()
-    exportable = state.ledger.exportable()
-    failures: dict[str, int] = {}
-    for pending_hash, days in list(state.pending.items()):
-        statuses = list(run_statuses.get(pending_hash, []))
-        if SUCCESS in statuses:
-            state.consumed.update(days)
-            del state.pending[pending_hash]
-        elif any(status not in FINISHED for status in statuses):
-            return Skip(f"training on dataset {pending_hash[:12]} is still running"), state
-        else:
-            failures[pending_hash] = len(statuses)
-
-    window = training_window(exportable, last_days)
-    new_samples = sum(day.records for name, day in window.items() if state.consumed.get(name) != day.sha256)
-    if new_samples < min_new_samples:
-        return Skip(f"{new_samples} of {min_new_samples} new samples"), state
+) -> Request | Skip:
+    """The request, or why not. `pending`: the dataset requested last and not trained on yet
+    ("" when none); `pending_statuses`: the statuses of its runs, oldest first."""
+    if pending and any(status not in FINISHED for status in pending_statuses):
+        return Skip(f"training on dataset {pending[:12]} is still running")
+    summary = new_samples_summary(new, min_new_samples, last_days, exportable_days)
+    if new.in_window < min_new_samples:
+        return Skip(summary)
 
     days = {name: day.sha256 for name, day in window.items()}
     wanted = dataset_hash(days)
-    attempt = failures.get(wanted, 0) + 1
+    runs = list(pending_statuses) if wanted == pending else []  # a new dataset starts again at attempt 1
+    if runs and runs[-1] == CANCELED:
+        return Skip(
+            f"training on dataset {wanted[:12]} ({summary}) was canceled: not retried until asked. Re-execute the "
+            "canceled run to train on this data, or wait for the data to change (a new or re-exported day is a new "
+            "dataset)"
+        )
+    attempt = len(runs) + 1
     if attempt > max_attempts:
         return Skip(
-            f"training on dataset {wanted[:12]} ({new_samples} new samples) failed {attempt - 1} times; "
+            f"training on dataset {wanted[:12]} ({summary}) failed {attempt - 1} times; "
             "fix the cause and re-execute the last run, or change the data"
-        ), state
-    # Requests for other datasets that never succeeded are superseded by this one.
-    state.pending = {wanted: days}
-    return Request(f"lora-{wanted[:16]}-{attempt}", wanted, days, new_samples), state
+        )
+    return Request(f"lora-{wanted[:16]}-{attempt}", wanted, days, new.in_window)

@@ -7,6 +7,29 @@ import dagster as dg
 from rag_sft.core.trigger import ExportLedger
 
 _PAGE = 1000
+SFT_RECORDS = dg.AssetKey("sft_records")
+
+# The `export` entry of sft_records' metadata: "ok", or "held back: <the failed checks' descriptions>".
+_EXPORT_OK = "ok"
+_HELD_BACK = "held back: "
+
+
+def export_status(hold_back_reasons: str) -> str:
+    """The `export` entry for a day held back for these reasons ("" when it was not)."""
+    return _HELD_BACK + hold_back_reasons if hold_back_reasons else _EXPORT_OK
+
+
+def _hold_back_reasons(metadata) -> str:
+    export = _value(metadata.get("export"), _EXPORT_OK)
+    return "" if export == _EXPORT_OK else export.removeprefix(_HELD_BACK)
+
+
+def hold_back_reasons(instance: dg.DagsterInstance, day: str) -> str:
+    """Why the day's latest `sft_records` evaluation held it back; "" when it did not (or when
+    the day has none on this instance)."""
+    latest = dg.AssetRecordsFilter(asset_key=SFT_RECORDS, asset_partitions=[day])
+    result = instance.fetch_materializations(latest, limit=1)
+    return next((_hold_back_reasons(record.asset_materialization.metadata) for record in result.records), "")
 
 
 def update_ledger(instance: dg.DagsterInstance, ledger: ExportLedger) -> ExportLedger:
@@ -22,7 +45,7 @@ def update_ledger(instance: dg.DagsterInstance, ledger: ExportLedger) -> ExportL
                 metadata = record.asset_materialization.metadata
                 day = record.partition_key
                 if asset == "sft_records":
-                    ledger.saw_records(record.storage_id, day, _value(metadata.get("export"), "ok") == "ok")
+                    ledger.saw_records(record.storage_id, day, not _hold_back_reasons(metadata))
                 else:
                     ledger.saw_jsonl(
                         record.storage_id,

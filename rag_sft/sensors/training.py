@@ -1,7 +1,10 @@
 """The training sensor: once N new exported samples exist, request `lora_training_job`.
 
-It reads the event log by storage-id cursor (no asset sensor), lets `core.trigger.decide`
-choose, and keys each request by the dataset and attempt, so Dagster launches it once.
+It folds the event log into its ledger by storage-id watermark (no asset sensor), counts new
+samples by sample_id, lets `core.trigger.decide` choose, and keys each request by the dataset
+and attempt, so Dagster launches it once. The ledger, the sample_ids and what was trained on
+live in `<data_dir>/state/training_ledger.sqlite`; the cursor keeps only the watermarks and the
+pending dataset.
 """
 
 import os
@@ -11,7 +14,8 @@ import dagster as dg
 from rag_sft.assets.training import DATASET_TAG, lora_adapter, model_evaluation, training_dataset
 from rag_sft.core import trigger
 from rag_sft.io.export_ledger import update_ledger
-from rag_sft.resources import LoraTraining
+from rag_sft.io.training_ledger import TrainingLedger, ledger_path, trained_sample_ids
+from rag_sft.resources import LoraTraining, Warehouse
 
 TRAINING_JOB = "lora_training_job"
 # Seconds between the daemon's evaluations (read when the definitions load, like the resources).
@@ -30,21 +34,39 @@ lora_training_job = dg.define_asset_job(
     minimum_interval_seconds=int(os.environ.get(SENSOR_INTERVAL_ENV, "30")),
     description="Requests lora_training_job when the exportable days hold N samples not trained on yet.",
 )
-def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: LoraTraining):
-    state = trigger.TriggerState.from_cursor(context.cursor)
-    update_ledger(context.instance, state.ledger)
-    statuses = {
-        dataset: [run.status.value for run in context.instance.get_runs(filters=dg.RunsFilter(tags={DATASET_TAG: dataset}))]
-        for dataset in state.pending
-    }
-    decision, state = trigger.decide(
-        state,
-        statuses,
-        last_days=lora_training.last_days,
-        min_new_samples=lora_training.min_new_samples,
-        max_attempts=lora_training.max_attempts,
-    )
-    context.update_cursor(state.to_cursor())
+def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: LoraTraining, warehouse: Warehouse):
+    cursor = trigger.Cursor.from_json(context.cursor)
+    pending = cursor.pending
+    statuses = _run_statuses(context.instance, pending)
+    with TrainingLedger.open(ledger_path(warehouse.data_dir)) as store:
+        ledger = update_ledger(context.instance, store.export_ledger(cursor.after))
+        store.save(ledger)
+        exportable = ledger.exportable()
+        unsettled = store.refresh_samples(exportable, warehouse.jsonl_path)
+        if trigger.was_trained(statuses):
+            store.mark_trained(trained_sample_ids(warehouse.versions_dir(), pending))
+            pending, statuses = "", []
+        window = trigger.training_window(exportable, lora_training.last_days)
+        new = trigger.count_new(store.untrained_by_day(), window, exportable)
+    if unsettled:
+        decision = trigger.Skip(
+            f"the JSONL of {', '.join(unsettled)} is not the file its latest sft_jsonl materialization published "
+            "(re-exported while it was read, or changed by hand); waiting for them to match"
+        )
+    else:
+        decision = trigger.decide(
+            window,
+            new,
+            exportable_days=len(exportable),
+            pending=pending,
+            pending_statuses=statuses,
+            last_days=lora_training.last_days,
+            min_new_samples=lora_training.min_new_samples,
+            max_attempts=lora_training.max_attempts,
+        )
+    # A request supersedes a pending dataset that never trained.
+    requested = decision.dataset_hash if isinstance(decision, trigger.Request) else pending
+    context.update_cursor(trigger.Cursor(ledger.after, requested).to_json())
     if isinstance(decision, trigger.Skip):
         return dg.SkipReason(decision.reason)
     context.log.info(f"{decision.new_samples} new samples: training on {len(decision.days)} days ({decision.run_key})")
@@ -53,3 +75,11 @@ def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: Lor
         run_config={"ops": {"training_dataset": {"config": {"days": decision.days}}}},
         tags={DATASET_TAG: decision.dataset_hash, "rag_sft/new_samples": str(decision.new_samples)},
     )
+
+
+def _run_statuses(instance: dg.DagsterInstance, dataset: str) -> list[str]:
+    """The statuses of the runs launched for a dataset (re-executions keep its tag), oldest first."""
+    if not dataset:
+        return []
+    runs = instance.get_runs(filters=dg.RunsFilter(tags={DATASET_TAG: dataset}), ascending=True)
+    return [run.status.value for run in runs]

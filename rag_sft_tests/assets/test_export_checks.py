@@ -1,6 +1,7 @@
 """The export gate on a real instance: a bad day is held back, visibly, and leaves no JSONL."""
 
 import dagster as dg
+import pandas as pd
 
 from rag_sft_tests.assets.test_pipeline import generate
 from rag_sft_tests.helpers import event, write_lines
@@ -37,7 +38,8 @@ def test_a_day_skewed_like_real_traffic_is_held_back_and_its_old_jsonl_removed(p
     assert not balance.passed and balance.severity == dg.AssetCheckSeverity.ERROR
     assert "factuality_error is" in balance.description and "above max_label_share 60%" in balance.description
     assert not pipeline.jsonl(DAY).exists() and not pipeline.jsonl(DAY).parent.exists()
-    assert pipeline.metadata(result, "sft_records")["export"].startswith("held back: label_balance")
+    records = pipeline.metadata(result, "sft_records")
+    assert records["export"].startswith("held back: label_balance")
     materialized = {e.event_specific_data.materialization.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
     assert "sft_jsonl" not in materialized
     failure = next(e for e in result.all_events if e.is_step_failure)
@@ -48,6 +50,44 @@ def test_a_day_skewed_like_real_traffic_is_held_back_and_its_old_jsonl_removed(p
         [dg.AssetCheckKey(dg.AssetKey("sft_records"), "label_balance")]
     )[dg.AssetCheckKey(dg.AssetKey("sft_records"), "label_balance")]
     assert record.status.value == "FAILED" and record.run_id == result.run_id
+
+    # Its records say they were held back and by which check; none counts as exported.
+    judged = balance.metadata["records"].value
+    assert (records["exported"], records["held_back"]) == (0, judged) and judged > 0
+    assert records["accepted"] == records["exported"] + records["filtered"] + records["held_back"]
+    rows = pd.read_parquet(pipeline.data / "warehouse" / "sft_records")
+    assert rows["status"].value_counts().to_dict() == {"held_back": judged, "filtered": records["filtered"]}
+    assert set(rows.loc[rows["status"] == "held_back", "held_back_by"]) == {"label_balance"}
+    assert rows.loc[rows["status"] == "filtered", "held_back_by"].isna().all()
+
+
+def test_sft_jsonl_alone_refuses_a_held_back_day_until_the_day_is_fixed(pipeline):
+    generate(pipeline, days=[DAY], events_per_day=300, factuality_share=0.95)
+    assert not pipeline.materialize(DAY, raise_on_error=False).success
+
+    alone = pipeline.materialize(DAY, selection="sft_jsonl", raise_on_error=False)  # one click in the UI
+    assert not alone.success
+    failure = next(e for e in alone.all_events if e.is_step_failure)
+    assert failure.step_key == "sft_jsonl"
+    message = failure.event_specific_data.error.message
+    assert "held back" in message and "label_balance: factuality_error is" in message
+    assert not pipeline.jsonl(DAY).parent.exists()  # nothing written
+
+    # Fixed with the check at WARN: sft_records is re-materialized, then sft_jsonl alone publishes.
+    pipeline.materialize(DAY, selection="sft_records", checks={"label_balance_severity": "WARN"})
+    published = pipeline.materialize(DAY, selection="sft_jsonl")
+    records = pipeline.instance.fetch_materializations(dg.AssetKey("sft_records"), limit=1).records[0]
+    exported = records.asset_materialization.metadata["exported"].value
+    assert pipeline.metadata(published, "sft_jsonl")["published"] is True
+    assert len(pipeline.jsonl(DAY).read_bytes().splitlines()) == exported > 0
+
+    # Held back again, then fixed by balanced events: the same.
+    assert not pipeline.materialize(DAY, selection="sft_records", raise_on_error=False).success
+    assert not pipeline.jsonl(DAY).exists()
+    assert not pipeline.materialize(DAY, selection="sft_jsonl", raise_on_error=False).success
+    generate(pipeline, days=[DAY], events_per_day=300)
+    pipeline.materialize(DAY, selection=["raw_events", "rejected_events", "annotated_samples", "sft_records"])
+    assert pipeline.materialize(DAY, selection="sft_jsonl").success and pipeline.jsonl(DAY).exists()
 
 
 def test_the_warn_setting_lets_a_skewed_day_through_flagged(pipeline):

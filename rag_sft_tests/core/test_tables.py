@@ -129,3 +129,22 @@ def test_samples_without_a_completion_are_filtered_with_the_strategys_reason():
             assert (record["status"], record["completion"]) == ("exported", f"answer {position}")
             assert (record["completion_strategy"], record["completion_model"]) == ("partial", f"m{position}")
     assert all(r["filter_reason"] == "low_confidence" for r in records if r["confidence"] < 0.6)
+
+
+def test_a_held_back_day_relabels_its_exported_records_and_nothing_else():
+    settings = RuleSettings()
+    records = tables.records_batch(tables.annotate_batch(raw_batch(), settings), settings, NaiveCompletion(), {})
+    assert set(records.column("status").to_pylist()) == {"exported", "filtered"}
+    assert records.column("held_back_by").null_count == records.num_rows
+
+    held = tables.held_back_batch(records, ["confidence", "label_balance"])
+    assert held.schema == tables.SFT_RECORDS
+    for before, after in zip(records.to_pylist(), held.to_pylist()):
+        if before["status"] == "exported":
+            assert (after["status"], after["held_back_by"]) == ("held_back", "confidence,label_balance")
+        else:
+            assert (after["status"], after["held_back_by"]) == ("filtered", None)
+        assert {k: v for k, v in after.items() if k not in ("status", "held_back_by")} == {
+            k: v for k, v in before.items() if k not in ("status", "held_back_by")
+        }
+    assert tables.jsonl_chunk(held, "2026-11-19").lines == 0  # nothing of it can be exported

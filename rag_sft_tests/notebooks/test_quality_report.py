@@ -19,8 +19,12 @@ def test_the_committed_notebook_has_no_outputs():
 def test_the_notebook_runs_every_cell_on_sample_data_and_draws_its_plots(pipeline, monkeypatch):
     days = ["2026-11-17", "2026-11-18", "2026-11-19"]
     generate(pipeline, days=days, events_per_day=200, malformed_share=0.05, duplicate_share=0.02)
+    generate(pipeline, days=days[:1], events_per_day=200, factuality_share=0.95)  # a day its checks hold back
+    counts = {"exported": 0, "held_back": 0}
     for day in days:
-        pipeline.materialize(day)
+        records = pipeline.metadata(pipeline.materialize(day, raise_on_error=False), "sft_records")
+        counts = {key: n + records[key] for key, n in counts.items()}
+    assert counts["held_back"] > 0
     monkeypatch.setenv("RAG_SFT_DATA_DIR", str(pipeline.data))
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     # Raises CellExecutionError, naming the cell, when any cell fails.
@@ -32,6 +36,8 @@ def test_the_notebook_runs_every_cell_on_sample_data_and_draws_its_plots(pipelin
     assert len(images) == 4  # exported per day, label share, confidence, reasons
     text = "\n".join(output.get("text", "") for output in outputs if output.output_type == "stream")
     assert "samples over 3 days" in text
+    assert f"{counts['exported']:,} exported" in text and f"{counts['held_back']:,} held back" in text
     tables = "\n".join(output["data"].get("text/html", "") for output in outputs if output.output_type == "execute_result")
-    for expected in ("2026-11-19", "factuality_error", "low_confidence", "invalid_json", "duplicate"):
+    expected_in_tables = ("2026-11-19", "factuality_error", "low_confidence", "held back: label_balance", "invalid_json")
+    for expected in (*expected_in_tables, "duplicate"):
         assert expected in tables, expected

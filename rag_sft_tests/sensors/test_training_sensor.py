@@ -1,20 +1,28 @@
-"""The training sensor on a real instance: threshold, one run per dataset, failures, consumption,
-held-back days, and the training job it launches (on the tiny local model)."""
+"""The training sensor on a real instance: threshold, one run per dataset, failures, what was
+trained on (by sample_id), cancellations, held-back days, a cursor that does not grow, and the
+training job it launches (on the tiny local model)."""
+
+import hashlib
+import uuid
+from datetime import date, timedelta
 
 import dagster as dg
+import orjson
 
 from rag_sft.assets.training import DATASET_TAG
 from rag_sft.io.model_registry import ModelRegistry
 from rag_sft.resources import LoraTraining
-from rag_sft.sensors.training import lora_training_sensor
+from rag_sft.sensors.training import TRAINING_JOB, lora_training_sensor
 from rag_sft_tests.assets.test_pipeline import generate
+from rag_sft_tests.helpers import event, write_lines
 
 FAST = {"learning_rate": 5e-3, "epochs": 2, "max_length": 96, "batch_size": 16}
 
 
 def evaluate(pipeline, cursor, **settings):
     lora_training = LoraTraining(**settings)
-    context = dg.build_sensor_context(instance=pipeline.instance, cursor=cursor, resources={"lora_training": lora_training})
+    resources = {"lora_training": lora_training, "warehouse": pipeline.resources()["warehouse"]}
+    context = dg.build_sensor_context(instance=pipeline.instance, cursor=cursor, resources=resources)
     result = lora_training_sensor(context)
     return result, context.cursor
 
@@ -28,7 +36,7 @@ def test_the_sensor_fires_once_per_dataset_and_failed_training_does_not_consume(
     total = sum(m["dagster/row_count"] for m in exported.values())
 
     skipped, _ = evaluate(pipeline, None, min_new_samples=10_000)
-    assert isinstance(skipped, dg.SkipReason) and skipped.skip_message == f"{total} of 10000 new samples"
+    assert isinstance(skipped, dg.SkipReason) and skipped.skip_message == f"{total} of 10000 new samples in all 2 exportable days"
 
     request, cursor = evaluate(pipeline, None, min_new_samples=100)
     assert isinstance(request, dg.RunRequest)
@@ -57,14 +65,86 @@ def test_the_sensor_fires_once_per_dataset_and_failed_training_does_not_consume(
         assert (pipeline.data / "models" / "v0001" / name).exists(), name
 
     consumed, cursor = evaluate(pipeline, cursor, min_new_samples=100)
-    assert consumed.skip_message == "0 of 100 new samples"
+    assert consumed.skip_message == "0 of 100 new samples in all 2 exportable days"
 
     # Re-materializing a day with the same content brings nothing new; a held-back day counts for nothing.
     pipeline.materialize("2026-11-19")
     generate(pipeline, days=["2026-11-20"], events_per_day=300, factuality_share=0.95)
     assert not pipeline.materialize("2026-11-20", raise_on_error=False).success
-    still, _ = evaluate(pipeline, cursor, min_new_samples=100)
-    assert still.skip_message == "0 of 100 new samples"
+    still, cursor = evaluate(pipeline, cursor, min_new_samples=100)
+    assert still.skip_message == "0 of 100 new samples in all 2 exportable days"
+
+    # A late event changes every line of its day (the label weights move), but only its sample is new.
+    late_event = event("late-1", "2026-11-19T23:59:00Z", score=0.9, labels=["incomplete_answer"])
+    write_lines(pipeline.landing / "late.jsonl", [late_event])
+    late = pipeline.metadata(pipeline.materialize("2026-11-19"), "sft_jsonl")
+    assert late["sha256"] != exported["2026-11-19"]["sha256"]
+    assert late["dagster/row_count"] == exported["2026-11-19"]["dagster/row_count"] + 1
+    one, _ = evaluate(pipeline, cursor, min_new_samples=100)
+    assert one.skip_message == "1 of 100 new samples in all 2 exportable days"
+    window, _ = evaluate(pipeline, cursor, min_new_samples=100, last_days=1)
+    assert window.skip_message == "1 of 100 new samples in the last exportable day (0 more outside the window)"
+
+
+def test_a_canceled_training_run_is_not_retried_until_the_data_changes(pipeline):
+    generate(pipeline, days=["2026-11-18"], events_per_day=150)
+    pipeline.materialize("2026-11-18")
+    request, cursor = evaluate(pipeline, None, min_new_samples=100)
+    canceled = dg.DagsterRun(
+        job_name=TRAINING_JOB,
+        run_id=str(uuid.uuid4()),
+        status=dg.DagsterRunStatus.CANCELED,
+        tags={**request.tags, "dagster/run_key": request.run_key},
+    )
+    pipeline.instance.add_run(canceled)
+    skipped, cursor = evaluate(pipeline, cursor, min_new_samples=100)
+    assert isinstance(skipped, dg.SkipReason) and "was canceled: not retried until asked" in skipped.skip_message
+    assert "Re-execute the canceled run" in skipped.skip_message
+    assert evaluate(pipeline, cursor, min_new_samples=100)[0].skip_message == skipped.skip_message
+
+    generate(pipeline, days=["2026-11-19"], events_per_day=150)  # new data: a new dataset
+    pipeline.materialize("2026-11-19")
+    again, _ = evaluate(pipeline, cursor, min_new_samples=100)
+    assert isinstance(again, dg.RunRequest) and again.tags[DATASET_TAG] != request.tags[DATASET_TAG]
+    assert again.run_key.endswith("-1")
+
+
+def test_after_400_days_the_cursor_stays_small_and_unchanged_days_are_not_read_again(pipeline):
+    instance = pipeline.instance
+    jsonl = {}
+
+    def export(day: str, sample_ids: list[str]) -> None:
+        """A published day, as sft_records and sft_jsonl report it (without running them)."""
+        path = pipeline.jsonl(day)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"".join(orjson.dumps({"sample_id": sample_id}) + b"\n" for sample_id in sample_ids))
+        jsonl[day] = path
+        sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
+        jsonl_metadata = {"sha256": sha256, "dagster/row_count": len(sample_ids), "published": True}
+        for asset, metadata in (("sft_records", {"export": "ok"}), ("sft_jsonl", jsonl_metadata)):
+            instance.report_runless_asset_event(dg.AssetMaterialization(asset, partition=day, metadata=metadata))
+
+    days = [(date(2025, 1, 1) + timedelta(days=n)).isoformat() for n in range(400)]
+    for day in days:
+        export(day, [f"{day}-r{n}_factuality_error" for n in range(3)])
+    first, cursor = evaluate(pipeline, None, min_new_samples=10_000)
+    assert first.skip_message == "1200 of 10000 new samples in all 400 exportable days"
+    assert len(cursor.encode()) < 1024
+
+    # The next ticks read only the days whose export changed: the others' files may be gone.
+    for path in jsonl.values():
+        path.unlink()
+    export(days[-1], [f"{days[-1]}-r{n}_factuality_error" for n in range(4)])
+    second, cursor = evaluate(pipeline, cursor, min_new_samples=10_000, last_days=30)
+    expected = "91 of 10000 new samples in the last 30 exportable days (1110 more outside the window)"
+    assert second.skip_message == expected
+    assert len(cursor.encode()) < 1024
+
+    # A file that is not the one its materialization published (changed by hand) is waited for, not counted.
+    export(days[0], ["one_factuality_error"])
+    jsonl[days[0]].write_bytes(b'{"sample_id": "another_factuality_error"}\n')
+    waiting, _ = evaluate(pipeline, cursor, min_new_samples=1)
+    assert isinstance(waiting, dg.SkipReason) and waiting.skip_message.startswith(f"the JSONL of {days[0]} is not the file")
 
 
 def test_the_training_job_reports_its_figures(pipeline, tiny_base):

@@ -1,0 +1,149 @@
+"""The training sensor's memory: `<data_dir>/state/training_ledger.sqlite`.
+
+It holds what grows with history, so the sensor's cursor does not (Dagster copies the cursor
+into every tick): the export ledger folded from the event log, the exported sample_ids of each
+exportable day (read once per content hash of the day's JSONL), and the sample_ids trained on.
+A tick reads one row per day (the ledger, the untrained count) and the files of the days whose
+export changed; a successful training run visits the samples not trained on yet, once.
+
+Losing the file is safe for the ledger (the sensor folds the event log again from the start)
+but forgets what was trained on: every exported sample then counts as new.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgspec
+
+from rag_sft.core.trigger import ExportedDay, ExportLedger
+from rag_sft.io.dataset_versions import DatasetVersions
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS watermarks (asset TEXT PRIMARY KEY, storage_id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS exports (
+    asset TEXT NOT NULL, day TEXT NOT NULL, entry TEXT NOT NULL, PRIMARY KEY (asset, day)
+);
+-- The days whose sample_ids are read: which export (sha256), and how many are not trained on yet.
+CREATE TABLE IF NOT EXISTS sampled (day TEXT PRIMARY KEY, sha256 TEXT NOT NULL, untrained INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS samples (
+    day TEXT NOT NULL, sample_id TEXT NOT NULL, new INTEGER NOT NULL, PRIMARY KEY (day, sample_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS samples_not_trained ON samples (day) WHERE new = 1;
+CREATE TABLE IF NOT EXISTS trained (sample_id TEXT PRIMARY KEY) WITHOUT ROWID;
+"""
+
+
+def ledger_path(data_dir: str | Path) -> Path:
+    return Path(data_dir) / "state" / "training_ledger.sqlite"
+
+
+class TrainingLedger:
+    def __init__(self, connection: sqlite3.Connection):
+        self._db = connection
+
+    @classmethod
+    @contextmanager
+    def open(cls, path: Path) -> Iterator[TrainingLedger]:
+        """The store, changed in one transaction: committed when the block ends, else rolled back."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        connection = sqlite3.connect(path, timeout=60)
+        try:
+            connection.executescript(_SCHEMA)
+            with connection:
+                yield cls(connection)
+        finally:
+            connection.close()
+
+    # --- the export ledger -----------------------------------------------------------------
+    def export_ledger(self, cursor_after: Mapping[str, int]) -> ExportLedger:
+        """The stored ledger, to be folded on from the older of its own watermarks and the
+        cursor's: a lost file or a reset cursor means folding the event log again from the start."""
+        ledger = ExportLedger()
+        for asset, day, entry in self._db.execute("SELECT asset, day, entry FROM exports"):
+            (ledger.jsonl if asset == "sft_jsonl" else ledger.records)[day] = json.loads(entry)
+        stored = dict(self._db.execute("SELECT asset, storage_id FROM watermarks"))
+        ledger.after = {asset: min(stored[asset], cursor_after.get(asset, 0)) for asset in stored}
+        return ledger
+
+    def save(self, ledger: ExportLedger) -> None:
+        rows = [("sft_jsonl", day, json.dumps(entry)) for day, entry in ledger.jsonl.items()]
+        rows += [("sft_records", day, json.dumps(entry)) for day, entry in ledger.records.items()]
+        self._db.executemany("INSERT OR REPLACE INTO exports VALUES (?, ?, ?)", rows)
+        self._db.executemany("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", ledger.after.items())
+
+    # --- sample ids ------------------------------------------------------------------------
+    def refresh_samples(self, exportable: Mapping[str, ExportedDay], jsonl_path: Callable[[str], Path]) -> list[str]:
+        """Read the sample_ids of the days whose content changed since they were read; returns
+        the days whose file is not (or no longer) the one the ledger names, to be read next tick."""
+        known = dict(self._db.execute("SELECT day, sha256 FROM sampled"))
+        unsettled = []
+        for day, exported in exportable.items():
+            if known.get(day) == exported.sha256:
+                continue
+            path = jsonl_path(day)
+            ids, sha256 = jsonl_sample_ids(path) if path.is_file() else ([], "")
+            if sha256 != exported.sha256:
+                unsettled.append(day)
+                continue
+            self._db.execute("DELETE FROM samples WHERE day = ?", (day,))
+            rows = ((day, sample_id) for sample_id in ids)
+            self._db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, 1)", rows)
+            self._db.execute(
+                "UPDATE samples SET new = 0 WHERE day = ? AND sample_id IN (SELECT sample_id FROM trained)", (day,)
+            )
+            self._db.execute(
+                "INSERT OR REPLACE INTO sampled SELECT ?, ?, count(*) FROM samples WHERE day = ? AND new = 1",
+                (day, exported.sha256, day),
+            )
+        return unsettled
+
+    def untrained_by_day(self) -> dict[str, int]:
+        """Per day read, its samples whose sample_id was never trained on (one row per day)."""
+        return dict(self._db.execute("SELECT day, untrained FROM sampled WHERE untrained > 0"))
+
+    def mark_trained(self, sample_ids: Iterable[str]) -> None:
+        """Once per successful training run: the only step that visits every untrained sample."""
+        self._db.executemany("INSERT OR IGNORE INTO trained VALUES (?)", ((sample_id,) for sample_id in sample_ids))
+        self._db.execute("UPDATE samples SET new = 0 WHERE new = 1 AND sample_id IN (SELECT sample_id FROM trained)")
+        self._db.execute(
+            "UPDATE sampled SET untrained = (SELECT count(*) FROM samples WHERE samples.day = sampled.day AND new = 1) "
+            "WHERE untrained > 0"
+        )
+
+
+class _Sample(msgspec.Struct):  # a JSONL record: only its sample_id is decoded
+    sample_id: str
+
+
+_SAMPLE = msgspec.json.Decoder(_Sample)
+
+
+def jsonl_sample_ids(path: Path) -> tuple[list[str], str]:
+    """The sample_ids of a JSONL file of records and the file's sha256, in one streaming read."""
+    digest = hashlib.sha256()
+    ids = []
+    with path.open("rb") as handle:
+        for line in handle:
+            digest.update(line)
+            if line.strip():
+                ids.append(_SAMPLE.decode(line).sample_id)
+    return ids, digest.hexdigest()
+
+
+def trained_sample_ids(versions_dir: Path, dataset_hash: str) -> Iterator[str]:
+    """The sample_ids a training run saw: those of the dataset version it froze (immutable files)."""
+    versions = DatasetVersions(versions_dir)
+    name = versions.find(dataset_hash)
+    if name is None:
+        raise FileNotFoundError(
+            f"no dataset version with hash {dataset_hash[:12]} under {versions_dir}, though a run trained on it: "
+            "its samples cannot be marked as trained (was the version removed?)"
+        )
+    for entry in versions.manifest(name)["days"]:
+        yield from jsonl_sample_ids(versions.root / name / entry["file"])[0]
