@@ -19,8 +19,11 @@ def test_definitions_load_with_every_asset_check_job_and_sensor():
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert checks == {("sft_records", "confidence"), ("sft_records", "label_balance"), ("sft_jsonl", "export_format")}
     assert definitions.defs.resolve_job_def("lora_training_job") is not None
-    sensor = definitions.defs.resolve_sensor_def("lora_training_sensor")
-    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    for name in ("lora_training_sensor", "source_change_sensor"):
+        assert definitions.defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING
+    schedule = definitions.defs.resolve_schedule_def("daily_sft_schedule")
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    assert (schedule.cron_schedule, schedule.execution_timezone, schedule.job_name) == ("0 1 * * *", "UTC", "daily_sft_job")
 
 
 def test_loading_the_definitions_does_not_import_torch():

@@ -33,7 +33,7 @@ class DayReport:
 
 _COUNT_KEYS = {
     "raw_events": ("events_read", "duplicates", "rejected"),
-    "sft_records": ("exported", "filtered", "completion_failed"),
+    "sft_records": ("exported", "filtered", "held_back", "completion_failed"),
 }
 
 
@@ -97,23 +97,20 @@ def partition_days(days: list[date]) -> tuple[list[str], list[str]]:
 
 
 def format_summary(reports: list[DayReport]) -> str:
-    header = f"{'day':<12}{'read':>9}{'exported':>10}{'filtered':>10}{'duplicate':>11}{'rejected':>10}  status"
+    columns = [("events_read", "read", 9), ("exported", "exported", 10), ("filtered", "filtered", 10),
+               ("held_back", "held back", 11), ("duplicates", "duplicate", 11), ("rejected", "rejected", 10)]
+    header = f"{'day':<12}" + "".join(f"{title:>{width}}" for _, title, width in columns) + "  status"
     lines = [header, "-" * len(header)]
-    totals = {key: 0 for key in ("events_read", "exported", "filtered", "duplicates", "rejected")}
+    totals = {key: 0 for key, _, _ in columns}
     for report in reports:
-        c = report.counts
         for key in totals:
-            totals[key] += c.get(key, 0)
-        status = report.status
+            totals[key] += report.counts.get(key, 0)
         lines.append(
-            f"{report.day:<12}{c.get('events_read', 0):>9}{c.get('exported', 0):>10}{c.get('filtered', 0):>10}"
-            f"{c.get('duplicates', 0):>11}{c.get('rejected', 0):>10}  {status}"
+            f"{report.day:<12}" + "".join(f"{report.counts.get(key, 0):>{width}}" for key, _, width in columns)
+            + f"  {report.status}"
         )
     lines.append("-" * len(header))
-    lines.append(
-        f"{'total':<12}{totals['events_read']:>9}{totals['exported']:>10}{totals['filtered']:>10}"
-        f"{totals['duplicates']:>11}{totals['rejected']:>10}"
-    )
+    lines.append(f"{'total':<12}" + "".join(f"{totals[key]:>{width}}" for key, _, width in columns))
     held_back = [r for r in reports if r.held_back]
     if held_back:
         lines.append("")

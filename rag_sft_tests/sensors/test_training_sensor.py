@@ -22,9 +22,9 @@ FAST = {"learning_rate": 5e-3, "epochs": 2, "max_length": 96, "batch_size": 16}
 def evaluate(pipeline, cursor, **settings):
     lora_training = LoraTraining(**settings)
     resources = {"lora_training": lora_training, "warehouse": pipeline.resources()["warehouse"]}
-    context = dg.build_sensor_context(instance=pipeline.instance, cursor=cursor, resources=resources)
-    result = lora_training_sensor(context)
-    return result, context.cursor
+    with dg.build_sensor_context(instance=pipeline.instance, cursor=cursor, resources=resources) as context:
+        result = lora_training_sensor(context)
+        return result, context.cursor
 
 
 def test_the_sensor_fires_once_per_dataset_and_failed_training_does_not_consume(pipeline, tiny_base):
