@@ -61,3 +61,22 @@ def test_the_summary_names_the_llm_its_requests_and_the_days_with_uncorrected_sa
     assert "Samples the LLM did not correct (counted as filtered, asked again on the next run):\n  2026-11-18: 1" in summary
     assert "2026-11-19: " not in summary.split("did not correct")[1].split("JSONL")[0]
     assert "LLM corrections" not in format_summary([DayReport("2026-11-19", True, counts)])
+
+
+def test_run_reads_events_from_a_sql_table_named_by_the_environment(tmp_path):
+    from rag_sft.core.generator import day_lines
+    from rag_sft_tests.io.test_sources import as_row, make_table
+
+    import orjson
+
+    database = tmp_path / "events" / "quality.db"
+    database.parent.mkdir()
+    events = [orjson.loads(line) for line in day_lines(BALANCED, GeneratorSettings(events_per_day=120))]
+    make_table(f"sqlite:///{database}", [as_row(event) for event in events])
+
+    done = run_cli(tmp_path, RAG_SFT_SOURCE="sql", RAG_SFT_SQL_URL=f"sqlite:///{database}")
+    assert done.returncode == 0, done.stderr
+    assert next(line for line in done.stdout.splitlines() if line.startswith("2026-11-18")).endswith("ok")
+    assert (tmp_path / "data" / "datasets" / "sft" / f"date={BALANCED}" / "records.jsonl").stat().st_size > 0
+    assert str(database) not in done.stdout + done.stderr  # the URL is a secret
+    assert not (tmp_path / "landing").exists()  # a SQL source never generates sample files
