@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from rag_sft.assets.partitions import daily_partitions
+
+if TYPE_CHECKING:
+    from dagster_shared.error import SerializableErrorInfo
 
 
 @dataclass
@@ -21,6 +26,7 @@ class DayReport:
     held_back: list[str] = field(default_factory=list)  # checks that failed at ERROR: why no JSONL
     warnings: list[str] = field(default_factory=list)  # checks that failed at WARN
     llm_model: str | None = None  # the model that corrected the answers (llm strategy)
+    earlier_jsonl: str | None = None  # a failed day's JSONL from an earlier run, still in place
 
     @property
     def status(self) -> str:
@@ -72,19 +78,42 @@ def materialize_day(
         messages = step_failure_messages(result)
         if messages or not report.held_back:
             report.failure = "; ".join(messages) or "run failed"
+        report.earlier_jsonl = published_jsonl(instance, day)
     return report
+
+
+def published_jsonl(instance: dg.DagsterInstance, day: str) -> str | None:
+    """The day's JSONL as the latest run that wrote it published it, if the file is still there
+    (a run that fails before `sft_jsonl` leaves it in place; a held-back day removes it)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("sft_jsonl"), asset_partitions=[day]), limit=1
+    ).records
+    path = records[0].asset_materialization.metadata.get("path") if records else None
+    return str(path.value) if path is not None and Path(str(path.value)).is_file() else None
 
 
 def step_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     """Why the run's steps failed; a blocking check's failure is reported as a held-back day instead."""
     return [
-        event.event_specific_data.error.message.strip()
+        error_with_causes(event.event_specific_data.error)
         for event in result.all_events
         if event.is_step_failure
         and event.event_specific_data
         and event.event_specific_data.error
         and event.event_specific_data.error.cls_name != "DagsterAssetCheckFailedError"
     ]
+
+
+def error_with_causes(error: SerializableErrorInfo) -> str:
+    """An error's message followed by those of its causes: Dagster wraps the error that stopped a
+    step (a full disk, a read-only folder) in one that only names the op."""
+    messages = []
+    link: SerializableErrorInfo | None = error
+    while link is not None:
+        # "dagster._core.errors.DagsterExecutionStepExecutionError: ..." -> "DagsterExecutionStepExecutionError: ..."
+        messages.append(re.sub(r"^[\w.]+\.(\w+: )", r"\1", link.message.strip()).rstrip(":"))
+        link = link.cause or link.context
+    return ": ".join(messages)
 
 
 def partition_days(days: list[date]) -> tuple[list[str], list[str]]:
@@ -143,7 +172,11 @@ def format_summary(reports: list[DayReport]) -> str:
         lines.extend(f"  {r.day}: {r.failure}" for r in failed)
     lines.append("")
     lines.append("JSONL files:")
-    lines.extend(f"  {r.day}  {r.paths['sft_jsonl']}" for r in reports if "sft_jsonl" in r.paths)
+    for r in reports:
+        if "sft_jsonl" in r.paths:
+            lines.append(f"  {r.day}  {r.paths['sft_jsonl']}")
+        elif r.earlier_jsonl:
+            lines.append(f"  {r.day}  {r.earlier_jsonl}  (from an earlier run)")
     lines.append("Parquet partitions (Hive layout, read the table folder with pandas or DuckDB):")
     for asset in ("raw_events", "rejected_events", "annotated_samples", "sft_records"):
         written = [r for r in reports if asset in r.paths]

@@ -1,6 +1,7 @@
 """`rag-sft run` (what `make run` calls) as a user runs it: a skewed day is held back and said so."""
 
 import os
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -80,3 +81,25 @@ def test_run_reads_events_from_a_sql_table_named_by_the_environment(tmp_path):
     assert (tmp_path / "data" / "datasets" / "sft" / f"date={BALANCED}" / "records.jsonl").stat().st_size > 0
     assert str(database) not in done.stdout + done.stderr  # the URL is a secret
     assert not (tmp_path / "landing").exists()  # a SQL source never generates sample files
+
+
+def test_a_day_that_fails_names_the_os_error_and_keeps_its_earlier_jsonl_listed(tmp_path):
+    write_days(tmp_path / "landing", [BALANCED], GeneratorSettings(events_per_day=120))
+    assert run_cli(tmp_path).returncode == 0
+    jsonl = tmp_path / "data" / "datasets" / "sft" / f"date={BALANCED}" / "records.jsonl"
+    earlier = jsonl.read_bytes()
+    # A file where the warehouse expects a folder: fails for root too, as a full disk or a
+    # read-only mount would.
+    table = tmp_path / "data" / "warehouse" / "raw_events"
+    shutil.rmtree(table)
+    table.write_text("not a folder")
+
+    failed = run_cli(tmp_path)
+    assert failed.returncode == 1, failed.stderr
+    lines = failed.stdout.splitlines()
+    assert next(line for line in lines if line.startswith(str(BALANCED))).endswith("FAILED")
+    reason = lines[lines.index("Days that failed:") + 1]
+    assert reason.startswith(f"  {BALANCED}: ") and 'op "raw_events"' in reason
+    assert f"NotADirectoryError: [Errno 20] Not a directory: '{table}" in reason
+    assert lines[lines.index("JSONL files:") + 1] == f"  {BALANCED}  {jsonl}  (from an earlier run)"
+    assert jsonl.read_bytes() == earlier
