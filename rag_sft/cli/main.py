@@ -53,8 +53,10 @@ def cmd_generate(args: argparse.Namespace) -> int:
 # The first line marks a dagster.yaml this project wrote, which it may bring up to date.
 PROJECT_HEADER = "# Embedded SQLite storage under this folder (Dagster's default).\n"
 # The daemon (make ui, and make run while it trains) fails runs stuck starting or cancelling,
-# and those past their `dagster/max_runtime` tag; a run whose process was killed is failed by
-# the code server that launched it (Dagster's default run launcher cannot check its workers).
+# and those past their `dagster/max_runtime` tag. Dagster's default run launcher cannot check
+# its run workers: a run whose process was killed is failed by the code server that launched it,
+# or, when a rag-sft command executed it in its own process, by the next command (see
+# `runner.fail_runs_of_dead_processes`).
 RUN_MONITORING = """run_monitoring:
   enabled: true
   poll_interval_seconds: 30
@@ -87,13 +89,16 @@ def ensure_dagster_home() -> Path:
 
 
 def _create_storage() -> None:
-    """Open the instance and touch each storage, which creates and stamps its tables if new."""
+    """Open the instance and touch each storage, which creates and stamps its tables if new;
+    fail the runs that an earlier command, since killed, left unfinished."""
     import dagster as dg
 
+    from rag_sft.cli.runner import fail_runs_of_dead_processes
+
     with dg.DagsterInstance.get() as instance:
-        instance.get_runs_count()
         instance.get_asset_keys()
         instance.all_instigator_state()
+        fail_runs_of_dead_processes(instance)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

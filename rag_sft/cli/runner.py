@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -49,12 +51,49 @@ _LLM_KEYS = ("llm_requests", "llm_cache_hits")
 # logs stay in the instance, for `make ui`.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
+# Runs executed in the command's own process carry it, so that a later command can fail those
+# whose process was killed: no run launcher started them, so Dagster's monitoring cannot.
+RUN_PROCESS_TAG = "rag_sft/process"
+
+
+def process_tags() -> dict[str, str]:
+    """The tag naming this process (host and pid) for a run executed in it."""
+    return {RUN_PROCESS_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def fail_runs_of_dead_processes(instance: dg.DagsterInstance) -> list[str]:
+    """Mark FAILURE the unfinished runs executed in a process of this host that no longer exists
+    (e.g. `make run` killed with kill -9); their ids."""
+    host = socket.gethostname()
+    failed = []
+    unfinished = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    for run in instance.get_runs(dg.RunsFilter(statuses=unfinished)):
+        run_host, _, pid = run.tags.get(RUN_PROCESS_TAG, "").rpartition(":")
+        if run_host == host and pid.isdigit() and not _process_exists(int(pid)):
+            instance.report_run_failed(run, f"the process that executed this run (pid {pid}) is gone")
+            failed.append(run.run_id)
+    return failed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
 
 def materialize_day(
     job: dg.JobDefinition, day: str, instance: dg.DagsterInstance, run_config: dict | None = None
 ) -> DayReport:
     result = job.execute_in_process(
-        partition_key=day, instance=instance, raise_on_error=False, run_config=run_config or QUIET_RUN_CONFIG
+        partition_key=day,
+        instance=instance,
+        raise_on_error=False,
+        run_config=run_config or QUIET_RUN_CONFIG,
+        tags=process_tags(),
     )
     report = DayReport(day=day, success=result.success)
     for event in result.get_asset_materialization_events():

@@ -75,3 +75,44 @@ def test_a_home_the_project_wrote_before_gets_run_monitoring_and_others_are_left
     (tmp_path / "own" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     main.ensure_dagster_home()
     assert (tmp_path / "own" / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
+
+
+# A day materialized as `rag-sft run` does, by an asset that never finishes.
+SLOW_DAY = """
+import time
+import dagster as dg
+from rag_sft.assets.partitions import daily_partitions
+from rag_sft.cli.main import ensure_dagster_home
+from rag_sft.cli.runner import materialize_day
+
+@dg.asset(partitions_def=daily_partitions)
+def slow() -> None:
+    time.sleep(120)
+
+job = dg.Definitions(assets=[slow], jobs=[dg.define_asset_job("slow_job", [slow])]).resolve_job_def("slow_job")
+ensure_dagster_home()
+with dg.DagsterInstance.get() as instance:
+    materialize_day(job, "2026-11-18", instance)
+"""
+
+
+def test_a_run_whose_command_was_killed_is_marked_failed_by_the_next_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    command = subprocess.Popen([sys.executable, "-c", SLOW_DAY], env=dict(os.environ))
+    try:
+        deadline = time.monotonic() + 60
+        started = []
+        while not started and time.monotonic() < deadline:
+            time.sleep(0.5)
+            if (tmp_path / "history" / "runs.db").exists():
+                with dg.DagsterInstance.get() as instance:
+                    started = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+        assert len(started) == 1
+    finally:
+        command.kill()
+        command.wait()
+    main.ensure_dagster_home()  # what the next rag-sft command (or make ui) does first
+    with dg.DagsterInstance.get() as instance:
+        run = instance.get_run_by_id(started[0].run_id)
+        assert run.status == dg.DagsterRunStatus.FAILURE
+        assert any("is gone" in (event.message or "") for event in instance.all_logs(run.run_id))
