@@ -65,10 +65,10 @@ def test_the_summary_names_the_llm_its_requests_and_the_days_with_uncorrected_sa
 
 
 def test_run_reads_events_from_a_sql_table_named_by_the_environment(tmp_path):
+    import orjson
+
     from rag_sft.core.generator import day_lines
     from rag_sft_tests.io.test_sources import as_row, make_table
-
-    import orjson
 
     database = tmp_path / "events" / "quality.db"
     database.parent.mkdir()
