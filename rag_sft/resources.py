@@ -1,7 +1,11 @@
 """Configurable resources: where events come from, where outputs go, and the SFT rules.
 
-Defaults come from environment variables read when the definitions load, so `make run`
-and `dagster dev` agree; each setting can also be changed per run in the launchpad.
+Settings with an environment variable take it as their default on the field itself (a pydantic
+`default_factory`), read whenever the resource is built: when the definitions load and again
+when each run starts. Dagster drops the values a resource was constructed with as soon as a
+run's config sets any of its fields, but it builds the resource from the fields' own defaults,
+so a launchpad change of one setting keeps the environment's other settings. Secrets become a
+`dg.EnvVar`, read only where they are used and never shown by value.
 """
 
 from __future__ import annotations
@@ -11,10 +15,10 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import dagster as dg
 from pydantic import Field, field_validator
@@ -43,13 +47,6 @@ OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
-TRAINING_ENV = [
-    ("RAG_SFT_MIN_NEW_SAMPLES", "min_new_samples", int),
-    ("RAG_SFT_TRAIN_LAST_DAYS", "last_days", int),
-    ("RAG_SFT_TRAIN_LEARNING_RATE", "learning_rate", float),
-    ("RAG_SFT_TRAIN_MAX_LENGTH", "max_length", int),
-    ("RAG_SFT_TRAIN_EPOCHS", "epochs", int),
-]
 
 
 def default_data_dir() -> str:
@@ -60,16 +57,54 @@ def default_landing_dir() -> str:
     return str(Path(os.environ.get(LANDING_DIR_ENV, Path(default_data_dir()) / "landing")).absolute())
 
 
+def default_sql_url() -> str:
+    # The URL may hold a password: from the environment it stays an EnvVar, never shown.
+    return dg.EnvVar(SQL_URL_ENV) if SQL_URL_ENV in os.environ else f"sqlite:///{Path(default_data_dir()) / 'events.db'}"
+
+
+def default_base_model() -> str:
+    return os.environ.get(BASE_MODEL_ENV, str(Path(default_data_dir()) / "models" / "base" / "tiny-llama"))
+
+
+def from_env(variable: str, default: Any, kind: Callable[[str], Any] = str) -> Callable[[], Any]:
+    """A field's default_factory: the variable's value (converted by `kind`) when it is set and
+    not empty, else `default`."""
+
+    def read() -> Any:
+        value = os.environ.get(variable)
+        return kind(value) if value else default
+
+    return read
+
+
+def secret_from_env(variable: str) -> Callable[[], dg.EnvVar | None]:
+    """A secret field's default_factory: the variable as an EnvVar when it is set, else None."""
+    return lambda: dg.EnvVar(variable) if os.environ.get(variable) else None
+
+
+def resolved(value: str | None) -> str | None:
+    """A setting's value where it is used: an EnvVar (a secret's default, or a resource used outside
+    a run, where Dagster has not resolved it) is read from the environment now, as Dagster does."""
+    return value.get_value() if isinstance(value, dg.EnvVar) else value
+
+
 class EventSource(dg.ConfigurableResource):
     """Where raw quality events are read from."""
 
     kind: Literal["landing", "sql"] = Field(
-        default="landing", description="'landing': *.jsonl files under landing_dir; 'sql': a SQL table."
+        default_factory=from_env(SOURCE_KIND_ENV, "landing"),
+        validate_default=True,
+        description="'landing': *.jsonl files under landing_dir; 'sql': a SQL table. Default: $RAG_SFT_SOURCE, "
+        "else landing.",
     )
-    landing_dir: str = Field(default="data/landing", description="Folder searched recursively for *.jsonl.")
+    landing_dir: str = Field(
+        default_factory=default_landing_dir,
+        description="Folder searched recursively for *.jsonl. Default: $RAG_SFT_LANDING_DIR, else <data_dir>/landing.",
+    )
     sql_url: str = Field(
-        default="sqlite:///data/events.db",
-        description="SQLAlchemy URL of the database holding the events table (kind='sql').",
+        default_factory=default_sql_url,
+        description="SQLAlchemy URL of the database holding the events table (kind='sql'). Default: the secret "
+        "$RAG_SFT_SQL_URL, else <data_dir>/events.db in SQLite.",
     )
     sql_table: str = Field(default="raw_quality_events", description="Table with docs/evaluation as JSON.")
 
@@ -77,8 +112,9 @@ class EventSource(dg.ConfigurableResource):
         """The source; a landing folder keeps its index (which files hold which days) under
         `state_dir` (in memory when None)."""
         if self.kind == "sql":
-            counts_path = state_dir / f"sql-days-{_key(self.sql_url, self.sql_table)}.json" if state_dir else None
-            return SqlTable(self.sql_url, self.sql_table, counts_path)
+            url = resolved(self.sql_url)
+            counts_path = state_dir / f"sql-days-{_key(url, self.sql_table)}.json" if state_dir else None
+            return SqlTable(url, self.sql_table, counts_path)
         index_path = state_dir / f"landing-index-{_key(str(Path(self.landing_dir).absolute()))}.sqlite" if state_dir else None
         return LandingFolder(self.landing_dir, index_path)
 
@@ -107,7 +143,9 @@ def _key(*parts: str) -> str:
 class Warehouse(dg.ConfigurableResource):
     """The data folder: Parquet tables under warehouse/, daily JSONL under datasets/sft/."""
 
-    data_dir: str = Field(default="data", description="Root of all outputs.")
+    data_dir: str = Field(
+        default_factory=default_data_dir, description="Root of all outputs. Default: $RAG_SFT_DATA_DIR, else data."
+    )
     parquet_compression: str = Field(default="lz4", description="Parquet codec (lz4, zstd, snappy, none).")
     batch_size: int = Field(default=4096, description="Events per Arrow record batch (bounds memory).")
     workers: int = Field(
@@ -227,7 +265,10 @@ class ExportChecks(dg.ConfigurableResource):
     )
     confidence_severity: Literal["ERROR", "WARN"] = Field(default="ERROR", description="Severity of a confidence failure.")
     label_balance_severity: Literal["ERROR", "WARN"] = Field(
-        default="ERROR", description="Severity of a label-balance failure (WARN for naturally skewed traffic)."
+        default_factory=from_env(LABEL_BALANCE_SEVERITY_ENV, "ERROR"),
+        validate_default=True,
+        description="Severity of a label-balance failure (WARN for naturally skewed traffic). Default: "
+        "$RAG_SFT_LABEL_BALANCE_SEVERITY, else ERROR.",
     )
     export_format_severity: Literal["ERROR", "WARN"] = Field(
         default="ERROR", description="Severity of a malformed JSONL line."
@@ -250,15 +291,23 @@ class Completions(dg.ConfigurableResource):
     """How completions are written (SPEC.md rule 6; README, "Corrected answers from an LLM")."""
 
     strategy: Literal["naive", "llm"] = Field(
-        default="naive",
+        default_factory=from_env(COMPLETION_STRATEGY_ENV, "naive"),
+        validate_default=True,
         description="'naive': label prefix + original answer, no network. 'llm': a corrected answer from "
-        "an OpenAI-compatible endpoint.",
+        "an OpenAI-compatible endpoint. Default: $RAG_SFT_COMPLETION_STRATEGY, else naive.",
     )
-    base_url: str = Field(default=DEFAULT_LLM_BASE_URL, description="OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, a gateway).")
-    model: str = Field(default=DEFAULT_LLM_MODEL, description="Model that writes the corrected answers.")
+    base_url: str = Field(
+        default_factory=from_env(OPENAI_BASE_URL_ENV, DEFAULT_LLM_BASE_URL),
+        description=f"OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, a gateway). Default: $OPENAI_BASE_URL, "
+        f"else {DEFAULT_LLM_BASE_URL}.",
+    )
+    model: str = Field(
+        default_factory=from_env(LLM_MODEL_ENV, DEFAULT_LLM_MODEL),
+        description=f"Model that writes the corrected answers. Default: $RAG_SFT_LLM_MODEL, else {DEFAULT_LLM_MODEL}.",
+    )
     api_key: str | None = Field(
-        default=None,
-        description="Set from the OPENAI_API_KEY environment variable (dg.EnvVar); never shown or logged.",
+        default_factory=secret_from_env(OPENAI_API_KEY_ENV),
+        description="Default: the OPENAI_API_KEY environment variable, as a dg.EnvVar; never shown or logged.",
     )
     temperature: float = Field(default=0.2, ge=0, description="Sampling temperature.")
     max_tokens: int = Field(default=512, ge=1, description="Longest corrected answer; a longer one counts as truncated.")
@@ -290,7 +339,8 @@ class Completions(dg.ConfigurableResource):
         if self.strategy == "naive":
             yield NaiveCompletion()
             return
-        if not self.api_key:
+        api_key = resolved(self.api_key)
+        if not api_key:
             raise dg.Failure(
                 "completion strategy 'llm' needs the OPENAI_API_KEY environment variable "
                 "(any non-empty value for a server without authentication)"
@@ -302,7 +352,7 @@ class Completions(dg.ConfigurableResource):
         from rag_sft.io.llm_completion import LlmCompletion, RunBudget
 
         client = openai.OpenAI(
-            base_url=self.base_url, api_key=self.api_key, timeout=self.request_timeout_s, max_retries=0
+            base_url=self.base_url, api_key=api_key, timeout=self.request_timeout_s, max_retries=0
         )
         cache = CompletionCache(Path(data_dir) / "cache" / "completions.sqlite")
         strategy = LlmCompletion(
@@ -325,9 +375,10 @@ class TrainerExports(dg.ConfigurableResource):
     training dataset's splits (README, "Exports for trainers")."""
 
     formats: list[str] = Field(
-        default=[],
+        default_factory=from_env(EXPORT_FORMATS_ENV, [], parse_formats),
+        validate_default=True,
         description="Any of trl_prompt_completion, trl_messages, openai_chat, alpaca (with LLaMA-Factory's "
-        "dataset_info.json); the environment's RAG_SFT_EXPORT_FORMATS=all (or a comma list) sets the default.",
+        "dataset_info.json). Default: $RAG_SFT_EXPORT_FORMATS (all, or a comma list), else none.",
     )
     system_message: str = Field(default=DEFAULT_SYSTEM_MESSAGE, description="System message of openai_chat and alpaca.")
 
@@ -341,12 +392,22 @@ class LoraTraining(dg.ConfigurableResource):
     """What the training sensor waits for and how `lora_training_job` trains (README, "Training")."""
 
     base_model: str = Field(
-        default="data/models/base/tiny-llama",
-        description="Local folder or hub id of the causal LM to adapt (from_pretrained). The default tiny "
-        "model is built by `rag-sft tiny-base` (make run does it).",
+        default_factory=default_base_model,
+        description="Local folder or hub id of the causal LM to adapt (from_pretrained). Default: $RAG_SFT_BASE_MODEL, "
+        "else the tiny model <data_dir>/models/base/tiny-llama that `rag-sft tiny-base` builds (make run does it).",
     )
-    min_new_samples: int = Field(default=1000, ge=1, description="N: new exported samples that start a training run.")
-    last_days: int = Field(default=0, ge=0, description="Train on the latest K exportable days; 0 = all of them.")
+    min_new_samples: int = Field(
+        default_factory=from_env("RAG_SFT_MIN_NEW_SAMPLES", 1000, int),
+        validate_default=True,
+        ge=1,
+        description="N: new exported samples that start a training run. Default: $RAG_SFT_MIN_NEW_SAMPLES, else 1000.",
+    )
+    last_days: int = Field(
+        default_factory=from_env("RAG_SFT_TRAIN_LAST_DAYS", 0, int),
+        validate_default=True,
+        ge=0,
+        description="Train on the latest K exportable days; 0 = all of them. Default: $RAG_SFT_TRAIN_LAST_DAYS, else 0.",
+    )
     eval_share: float = Field(default=0.1, gt=0, lt=1, description="Share of questions (by hash) held out for eval.")
     max_attempts: int = Field(default=3, ge=1, description="Failed runs on the same data before the sensor gives up.")
     r: int = Field(default=8, description="LoRA rank.")
@@ -355,9 +416,23 @@ class LoraTraining(dg.ConfigurableResource):
     target_modules: list[str] = Field(
         default=list(DEFAULT_TARGET_MODULES), description="Module names that get LoRA adapters."
     )
-    learning_rate: float = Field(default=2e-4, description="AdamW learning rate.")
-    epochs: int = Field(default=1, ge=1, description="Passes over the training split.")
-    max_length: int = Field(default=512, ge=16, description="Tokens per sample (prompt cut from the left).")
+    learning_rate: float = Field(
+        default_factory=from_env("RAG_SFT_TRAIN_LEARNING_RATE", 2e-4, float),
+        validate_default=True,
+        description="AdamW learning rate. Default: $RAG_SFT_TRAIN_LEARNING_RATE, else 2e-4.",
+    )
+    epochs: int = Field(
+        default_factory=from_env("RAG_SFT_TRAIN_EPOCHS", 1, int),
+        validate_default=True,
+        ge=1,
+        description="Passes over the training split. Default: $RAG_SFT_TRAIN_EPOCHS, else 1.",
+    )
+    max_length: int = Field(
+        default_factory=from_env("RAG_SFT_TRAIN_MAX_LENGTH", 512, int),
+        validate_default=True,
+        ge=16,
+        description="Tokens per sample (prompt cut from the left). Default: $RAG_SFT_TRAIN_MAX_LENGTH, else 512.",
+    )
     batch_size: int = Field(default=8, ge=1, description="Samples per step.")
     seed: int = Field(default=0, description="Seed of initialisation and shuffling.")
     max_label_regression: float = Field(
@@ -378,46 +453,14 @@ class LoraTraining(dg.ConfigurableResource):
         )
 
 
-def default_lora_training() -> LoraTraining:
-    """Defaults, with the overrides `make run` and `make ui` use for the CPU demo."""
-    env = os.environ
-    overrides: dict = {"base_model": env.get(BASE_MODEL_ENV, str(Path(default_data_dir()) / "models" / "base" / "tiny-llama"))}
-    for variable, name, kind in TRAINING_ENV:
-        if variable in env:
-            overrides[name] = kind(env[variable])
-    return LoraTraining(**overrides)
-
-
-def default_completions() -> Completions:
-    env = os.environ
-    return Completions(
-        strategy=env.get(COMPLETION_STRATEGY_ENV, "naive"),
-        base_url=env.get(OPENAI_BASE_URL_ENV) or DEFAULT_LLM_BASE_URL,
-        model=env.get(LLM_MODEL_ENV) or DEFAULT_LLM_MODEL,
-        # An EnvVar is resolved when a run starts and shown by name only, never by value.
-        api_key=dg.EnvVar(OPENAI_API_KEY_ENV) if env.get(OPENAI_API_KEY_ENV) else None,
-    )
-
-
 def default_resources() -> dict:
-    data_dir = default_data_dir()
+    """Every resource with its defaults: the environment's settings come from the fields themselves."""
     return {
-        "event_source": EventSource(
-            kind=os.environ.get(SOURCE_KIND_ENV, "landing"),
-            landing_dir=default_landing_dir(),
-            # The URL may hold a password: as an EnvVar it is resolved at run time, never shown.
-            sql_url=(
-                dg.EnvVar(SQL_URL_ENV)
-                if SQL_URL_ENV in os.environ
-                else f"sqlite:///{Path(data_dir) / 'events.db'}"
-            ),
-        ),
-        "warehouse": Warehouse(data_dir=data_dir),
+        "event_source": EventSource(),
+        "warehouse": Warehouse(),
         "sft_rules": SftRules(),
-        "export_checks": ExportChecks(
-            label_balance_severity=os.environ.get(LABEL_BALANCE_SEVERITY_ENV, "ERROR"),
-        ),
-        "completions": default_completions(),
-        "trainer_exports": TrainerExports(formats=parse_formats(os.environ.get(EXPORT_FORMATS_ENV, ""))),
-        "lora_training": default_lora_training(),
+        "export_checks": ExportChecks(),
+        "completions": Completions(),
+        "trainer_exports": TrainerExports(),
+        "lora_training": LoraTraining(),
     }

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import dagster as dg
@@ -11,6 +12,15 @@ from rag_sft.resources import Completions, EventSource, ExportChecks, LoraTraini
 
 ALL_ASSETS = [raw_events, annotated_samples, sft_records, sft_jsonl]
 TRAINING_ASSETS = [training_dataset, lora_adapter, model_evaluation]
+
+
+@pytest.fixture(autouse=True)
+def without_the_projects_environment(monkeypatch):
+    """Resource fields default to RAG_SFT_* and OPENAI_* variables (`make` exports some for its
+    demo): every test starts without them and sets those it needs."""
+    for name in list(os.environ):
+        if name.startswith(("RAG_SFT_", "OPENAI_")) and name != "RAG_SFT_DVC":  # the dvc binary, for the dvc tests
+            monkeypatch.delenv(name)
 
 
 @pytest.fixture

@@ -40,8 +40,6 @@ def run_bench(events: int, workdir: Path | None, keep: bool) -> int:
             RAG_SFT_SOURCE="landing",
             DAGSTER_HOME=str(root / "dagster_home"),
         )
-        (root / "dagster_home").mkdir(parents=True, exist_ok=True)
-        (root / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
         started = time.perf_counter()
         child = subprocess.run(
             [sys.executable, "-m", "rag_sft.cli.bench", day.isoformat()], env=env, capture_output=True, text=True, check=False
@@ -66,9 +64,11 @@ def run_bench(events: int, workdir: Path | None, keep: bool) -> int:
 def _child(day: str) -> None:
     import dagster as dg
 
+    from rag_sft.cli.main import ensure_dagster_home
     from rag_sft.cli.runner import materialize_day
     from rag_sft.definitions import DAILY_JOB, defs
 
+    ensure_dagster_home()  # DAGSTER_HOME is the bench's own, from the environment
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def(DAILY_JOB)
     started = time.perf_counter()

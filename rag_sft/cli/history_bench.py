@@ -98,8 +98,6 @@ def _column(value):
 def _timed_day(root: Path, day: date, source_env: dict[str, str]) -> float:
     """Seconds to materialize `day` in a fresh process, after the source's history is indexed."""
     env = dict(os.environ, DAGSTER_HOME=str(root / "dagster_home"), RAG_SFT_DATA_DIR=str(root / "data"), **source_env)
-    (root / "dagster_home").mkdir(parents=True)
-    (root / "dagster_home" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     index = subprocess.run([sys.executable, "-m", "rag_sft.cli.history_bench", "index"], env=env, check=False, capture_output=True, text=True)
     if index.returncode != 0:
         raise SystemExit(index.stderr)
@@ -111,12 +109,9 @@ def _timed_day(root: Path, day: date, source_env: dict[str, str]) -> float:
 
 def _index_history() -> None:
     """What the daemon's sensor does as days land: bring the source's index up to date."""
-    from rag_sft.resources import EventSource, Warehouse, default_data_dir, default_landing_dir
+    from rag_sft.resources import EventSource, Warehouse
 
-    source = EventSource(
-        kind=os.environ["RAG_SFT_SOURCE"], landing_dir=default_landing_dir(), sql_url=os.environ.get("RAG_SFT_SQL_URL", "")
-    )
-    source.open(Warehouse(data_dir=default_data_dir()).state_dir()).days_present()
+    EventSource().open(Warehouse().state_dir()).days_present()
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["index"]:

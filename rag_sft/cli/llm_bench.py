@@ -50,7 +50,7 @@ def run_llm_bench(samples: int, latency: float, concurrency: int, workdir: Path 
     stub, base_url = _start_stub(latency)
     try:
         resources = {
-            "event_source": EventSource(landing_dir=str(root / "landing")),
+            "event_source": EventSource(kind="landing", landing_dir=str(root / "landing")),
             "warehouse": Warehouse(data_dir=str(root / "data")),
             # Every accepted event becomes a sample that needs a correction.
             "sft_rules": SftRules(min_confidence=0.0),
@@ -58,7 +58,8 @@ def run_llm_bench(samples: int, latency: float, concurrency: int, workdir: Path 
         }
         with dg.instance_for_test() as instance:
             dg.materialize([raw_events, annotated_samples], partition_key=day.isoformat(), instance=instance,
-                           resources={**resources, "completions": Completions()}, run_config=QUIET_RUN_CONFIG)
+                           resources={**resources, "completions": Completions(strategy="naive")},
+                           run_config=QUIET_RUN_CONFIG)
 
             def timed(label: str, requests_at_once: int, fresh_cache: bool) -> dict:
                 if fresh_cache:

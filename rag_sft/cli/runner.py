@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import re
+import socket
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from rag_sft.assets.partitions import daily_partitions
+
+if TYPE_CHECKING:
+    from dagster_shared.error import SerializableErrorInfo
 
 
 @dataclass
@@ -21,6 +28,7 @@ class DayReport:
     held_back: list[str] = field(default_factory=list)  # checks that failed at ERROR: why no JSONL
     warnings: list[str] = field(default_factory=list)  # checks that failed at WARN
     llm_model: str | None = None  # the model that corrected the answers (llm strategy)
+    earlier_jsonl: str | None = None  # a failed day's JSONL from an earlier run, still in place
 
     @property
     def status(self) -> str:
@@ -43,13 +51,50 @@ _LLM_KEYS = ("llm_requests", "llm_cache_hits")
 # logs stay in the instance, for `make ui`.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
+# Runs executed in the command's own process carry it, so that a later command can fail those
+# whose process was killed: no run launcher started them, so Dagster's monitoring cannot.
+RUN_PROCESS_TAG = "rag_sft/process"
+
+
+def process_tags() -> dict[str, str]:
+    """The tag naming this process (host and pid) for a run executed in it."""
+    return {RUN_PROCESS_TAG: f"{socket.gethostname()}:{os.getpid()}"}
+
+
+def fail_runs_of_dead_processes(instance: dg.DagsterInstance) -> list[str]:
+    """Mark FAILURE the unfinished runs executed in a process of this host that no longer exists
+    (e.g. `make run` killed with kill -9); their ids."""
+    host = socket.gethostname()
+    failed = []
+    unfinished = [dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+    for run in instance.get_runs(dg.RunsFilter(statuses=unfinished)):
+        run_host, _, pid = run.tags.get(RUN_PROCESS_TAG, "").rpartition(":")
+        if run_host == host and pid.isdigit() and not _process_exists(int(pid)):
+            instance.report_run_failed(run, f"the process that executed this run (pid {pid}) is gone")
+            failed.append(run.run_id)
+    return failed
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
 
 def materialize_day(
     job: dg.JobDefinition, day: str, instance: dg.DagsterInstance, run_config: dict | None = None, tags: dict | None = None
 ) -> DayReport:
     """`tags`: the run's tags; the source fingerprint there tells the change sensor the day is done."""
     result = job.execute_in_process(
-        partition_key=day, instance=instance, raise_on_error=False, run_config=run_config or QUIET_RUN_CONFIG, tags=tags
+        partition_key=day,
+        instance=instance,
+        raise_on_error=False,
+        run_config=run_config or QUIET_RUN_CONFIG,
+        tags={**process_tags(), **(tags or {})},
     )
     report = DayReport(day=day, success=result.success)
     for event in result.get_asset_materialization_events():
@@ -73,19 +118,42 @@ def materialize_day(
         messages = step_failure_messages(result)
         if messages or not report.held_back:
             report.failure = "; ".join(messages) or "run failed"
+        report.earlier_jsonl = published_jsonl(instance, day)
     return report
+
+
+def published_jsonl(instance: dg.DagsterInstance, day: str) -> str | None:
+    """The day's JSONL as the latest run that wrote it published it, if the file is still there
+    (a run that fails before `sft_jsonl` leaves it in place; a held-back day removes it)."""
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("sft_jsonl"), asset_partitions=[day]), limit=1
+    ).records
+    path = records[0].asset_materialization.metadata.get("path") if records else None
+    return str(path.value) if path is not None and Path(str(path.value)).is_file() else None
 
 
 def step_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
     """Why the run's steps failed; a blocking check's failure is reported as a held-back day instead."""
     return [
-        event.event_specific_data.error.message.strip()
+        error_with_causes(event.event_specific_data.error)
         for event in result.all_events
         if event.is_step_failure
         and event.event_specific_data
         and event.event_specific_data.error
         and event.event_specific_data.error.cls_name != "DagsterAssetCheckFailedError"
     ]
+
+
+def error_with_causes(error: SerializableErrorInfo) -> str:
+    """An error's message followed by those of its causes: Dagster wraps the error that stopped a
+    step (a full disk, a read-only folder) in one that only names the op."""
+    messages = []
+    link: SerializableErrorInfo | None = error
+    while link is not None:
+        # "dagster._core.errors.DagsterExecutionStepExecutionError: ..." -> "DagsterExecutionStepExecutionError: ..."
+        messages.append(re.sub(r"^[\w.]+\.(\w+: )", r"\1", link.message.strip()).rstrip(":"))
+        link = link.cause or link.context
+    return ": ".join(messages)
 
 
 def partition_days(days: list[date]) -> tuple[list[str], list[str]]:
@@ -141,7 +209,11 @@ def format_summary(reports: list[DayReport]) -> str:
         lines.extend(f"  {r.day}: {r.failure}" for r in failed)
     lines.append("")
     lines.append("JSONL files:")
-    lines.extend(f"  {r.day}  {r.paths['sft_jsonl']}" for r in reports if "sft_jsonl" in r.paths)
+    for r in reports:
+        if "sft_jsonl" in r.paths:
+            lines.append(f"  {r.day}  {r.paths['sft_jsonl']}")
+        elif r.earlier_jsonl:
+            lines.append(f"  {r.day}  {r.earlier_jsonl}  (from an earlier run)")
     lines.append("Parquet partitions (Hive layout, read the table folder with pandas or DuckDB):")
     for asset in ("raw_events", "rejected_events", "annotated_samples", "sft_records"):
         written = [r for r in reports if asset in r.paths]

@@ -15,7 +15,7 @@ def cmd_version(args: argparse.Namespace) -> int:
 
     from rag_sft.assets.versions import sft_dataset_version
     from rag_sft.cli.main import ensure_dagster_home
-    from rag_sft.cli.runner import QUIET_RUN_CONFIG
+    from rag_sft.cli.runner import QUIET_RUN_CONFIG, process_tags
     from rag_sft.definitions import defs
 
     ensure_dagster_home()
@@ -27,6 +27,7 @@ def cmd_version(args: argparse.Namespace) -> int:
         resources={"warehouse": warehouse},
         run_config=run_config,
         raise_on_error=False,
+        tags=process_tags(),
     )
     if not result.success:
         print(f"error: {_failure(result)}", file=sys.stderr)
@@ -44,7 +45,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from rag_sft.cli.main import ensure_dagster_home
-    from rag_sft.cli.runner import QUIET_RUN_CONFIG
+    from rag_sft.cli.runner import QUIET_RUN_CONFIG, process_tags
     from rag_sft.definitions import defs
     from rag_sft.io.model_registry import ModelRegistry
     from rag_sft.sensors.training import TRAINING_JOB
@@ -54,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_config = {**QUIET_RUN_CONFIG, "ops": {"training_dataset": {"config": {"version": args.version}}}}
     result = job.execute_in_process(
         run_config=run_config, instance=dg.DagsterInstance.get(), raise_on_error=False,
-        tags={"rag_sft/requested_version": args.version},
+        tags={"rag_sft/requested_version": args.version, **process_tags()},
     )  # fmt: skip
     if not result.success:
         print(f"error: training failed: {_failure(result)}", file=sys.stderr)

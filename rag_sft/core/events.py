@@ -26,6 +26,10 @@ DUPLICATE_REQUEST_ID = "duplicate_request_id"
 
 
 DEFAULT_MAX_FIELD_CHARS = 32_768
+# Far above an event's own depth (3: event, docs, doc) and far below what any decoder on any
+# stack handles, so a hostile line is rejected the same way whichever path judges it.
+MAX_JSON_DEPTH = 64
+TOO_DEEP_DETAIL = f"nesting is too deep (more than {MAX_JSON_DEPTH} levels of arrays and objects)"
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,24 @@ def _normalize_evaluation(obj: dict, max_chars: int) -> dict:
     _check_size("evaluation.suggestion", suggestion, max_chars)
 
     return {"score": float(score), "labels": labels, "checks": checks, "suggestion": suggestion}
+
+
+def json_depth(value: Any) -> int:
+    """Levels of nested arrays and objects in a decoded JSON value (a scalar is 0); iterative,
+    so any depth is measured without recursion."""
+    depth = 0
+    pending = [(value, 1)]
+    while pending:
+        item, level = pending.pop()
+        if isinstance(item, dict):
+            children = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth = max(depth, level)
+        pending.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return depth
 
 
 def normalize_labels(labels: list[str]) -> list[str]:

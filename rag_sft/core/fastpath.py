@@ -4,9 +4,10 @@
 checks the types while decoding; the texts stay JSON string literals (UTF-8 bytes) that Arrow
 unescapes, validates and measures column-wise, and timestamps in the usual ISO 8601 shape are
 parsed by Arrow too. Everything the fast path is not sure about (any type error, blank,
-padded or oversized text, bad UTF-8, a timestamp in an unusual shape) is handed back to the
-rule book, which then gives the authoritative reason. Accepted by the fast path therefore
-always means accepted by `normalize_event`, with the same normalized values (tested).
+padded or oversized text, bad UTF-8, a timestamp in an unusual shape, fields outside the
+schema that might nest too deep) is handed back to the rule book, which then gives the
+authoritative reason. Accepted by the fast path therefore always means accepted by
+`normalize_event`, with the same normalized values (tested).
 """
 
 from __future__ import annotations
@@ -47,7 +48,26 @@ class _Event(msgspec.Struct, gc=False):
     timestamp: str
 
 
-_DECODER = msgspec.json.Decoder(_Event)
+# The same event with only the schema's fields, so its nesting is bounded by these types (a Raw
+# field that is not a string literal is never accepted here). Other fields are skipped by the
+# decoder above, with no bound on their nesting: a line that has them is decoded again by it
+# only once its brackets show it cannot nest deeper than the rule book allows.
+class _ExactDoc(_Doc, forbid_unknown_fields=True):
+    pass
+
+
+class _ExactEvaluation(_Evaluation, forbid_unknown_fields=True):
+    pass
+
+
+class _ExactEvent(_Event, forbid_unknown_fields=True):
+    docs: list[_ExactDoc]
+    evaluation: _ExactEvaluation
+
+
+_EXACT_DECODER = msgspec.json.Decoder(_ExactEvent)
+_LENIENT_DECODER = msgspec.json.Decoder(_Event)
+_NOT_DECODED = (msgspec.MsgspecError, UnicodeDecodeError, RecursionError)
 
 # What Python's str.strip() removes (str.isspace); RE2's \s lacks \v, \x1c-\x1f and Unicode spaces.
 _BLANK = r"\t\n\x{0b}\x{0c}\r\x{1c}-\x{1f} \x{85}\x{a0}\x{1680}\x{2000}-\x{200a}\x{2028}\x{2029}\x{202f}\x{205f}\x{3000}"
@@ -83,19 +103,34 @@ class FastResult:
 
 
 def decode(raws: Sequence[bytes]) -> Decoded:
-    decode_event = _DECODER.decode
+    decode_event = _EXACT_DECODER.decode
     decoded: list[_Event] = []
     positions: list[int] = []
     failed: list[int] = []
     for position, raw in enumerate(raws):
         try:
             decoded.append(decode_event(raw))
-        except (msgspec.MsgspecError, UnicodeDecodeError):
+        except msgspec.ValidationError:  # another field (or a wrong type, which fails again)
+            try:
+                decoded.append(_decode_with_other_fields(raw))
+            except _NOT_DECODED:
+                failed.append(position)
+                continue
+        except _NOT_DECODED:
             failed.append(position)
             continue
         positions.append(position)
     micros, dated = parse_timestamps([event.timestamp for event in decoded])
     return Decoded(decoded, positions, failed, micros, dated)
+
+
+def _decode_with_other_fields(raw) -> _Event:
+    """Decode skipping the fields the schema does not name, whose nesting has no bound: a line
+    with more opening brackets than MAX_JSON_DEPTH might nest deeper, and is left to the rule book."""
+    text = bytes(raw)
+    if text.count(b"{") + text.count(b"[") > events.MAX_JSON_DEPTH:
+        raise msgspec.DecodeError("possibly nested too deep")
+    return _LENIENT_DECODER.decode(text)
 
 
 def decode_lines(raws: Sequence[bytes], sources: Sequence[str], lines: Sequence[int], max_chars: int) -> FastResult:

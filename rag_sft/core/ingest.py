@@ -31,7 +31,7 @@ class _Marker:
 UNPARSED = _Marker("UNPARSED")
 """The line has not been decoded yet."""
 UNDECODABLE = _Marker("UNDECODABLE")
-"""The line is not valid JSON (or not valid UTF-8)."""
+"""The line is not valid JSON (or not valid UTF-8, or nested too deep)."""
 
 
 @dataclass
@@ -43,10 +43,13 @@ class SourceLine:
 
 
 def decode_json(raw: bytes | str) -> Any:
+    """The decoded JSON, or UNDECODABLE: not JSON, or nested deeper than MAX_JSON_DEPTH (a
+    value that deep would break whatever walks it recursively later)."""
     try:
-        return orjson.loads(raw)
+        decoded = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return UNDECODABLE
+    return decoded if events.json_depth(decoded) <= events.MAX_JSON_DEPTH else UNDECODABLE
 
 
 @dataclass
@@ -91,8 +94,10 @@ def _undecodable_reason(raw: bytes | str) -> Rejection:
     try:
         orjson.loads(raw)
     except orjson.JSONDecodeError as error:
+        if str(error).startswith("depth limit exceeded"):  # orjson's own limit, deeper than ours
+            return Rejection(events.INVALID_JSON, events.TOO_DEEP_DETAIL)
         return Rejection(events.INVALID_JSON, str(error))
-    return Rejection(events.INVALID_JSON, "not valid JSON")
+    return Rejection(events.INVALID_JSON, events.TOO_DEEP_DETAIL)  # it parses: it was too deep
 
 
 def raw_text(raw: bytes | str) -> str:

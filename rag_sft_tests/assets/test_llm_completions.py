@@ -182,13 +182,13 @@ def test_a_run_killed_half_way_resumes_without_paying_twice(pipeline, tmp_path):
 
 @pytest.mark.parametrize("strategy", ["naive", "llm"])
 def test_the_default_resources_follow_the_environment(monkeypatch, strategy):
-    from rag_sft.resources import default_completions
+    from rag_sft.resources import Completions
 
     monkeypatch.setenv("RAG_SFT_COMPLETION_STRATEGY", strategy)
     monkeypatch.setenv("OPENAI_BASE_URL", "http://127.0.0.1:8199/v1")
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
     monkeypatch.setenv("RAG_SFT_LLM_MODEL", "qwen2.5-72b-instruct")
-    completions = default_completions()
+    completions = Completions()
     assert completions.strategy == strategy
     assert (completions.base_url, completions.model) == ("http://127.0.0.1:8199/v1", "qwen2.5-72b-instruct")
     # The key stays an EnvVar: resolved when a run starts, shown by name only.

@@ -120,3 +120,17 @@ def test_analysts_read_hive_partitions_with_pandas_and_duckdb(pipeline):
 
 def _rows(table_metadata):
     return [record.data for record in table_metadata.records]
+
+
+def test_a_line_nested_too_deep_is_one_rejected_event_and_the_day_succeeds(pipeline):
+    deep = b'{"x":' * 1000 + b"1" + b"}" * 1000  # 7 KB
+    deep_field = orjson.dumps(event("deep")).replace(b'"timestamp"', b'"extra":' + deep + b',"timestamp"')
+    write_lines(pipeline.landing / "e.jsonl", [event("a"), deep, event("b"), deep_field, event("c")])
+    result = pipeline.materialize("2026-11-19")
+    assert result.success
+    raw = pipeline.metadata(result, "raw_events")
+    assert (raw["events_read"], raw["accepted"], raw["duplicates"], raw["rejected"]) == (5, 3, 0, 2)
+    dead = pd.read_parquet(pipeline.data / "warehouse" / "rejected_events")
+    assert list(dead["source_line"]) == [2, 4]
+    assert set(dead["reason"]) == {"invalid_json"} and dead["detail"].str.contains("nesting is too deep").all()
+    assert dead["raw_text"][0] == deep.decode()

@@ -1,6 +1,7 @@
 """`rag-sft run` (what `make run` calls) as a user runs it: a skewed day is held back and said so."""
 
 import os
+import shutil
 import subprocess
 import sys
 from datetime import date
@@ -61,3 +62,44 @@ def test_the_summary_names_the_llm_its_requests_and_the_days_with_uncorrected_sa
     assert "Samples the LLM did not correct (counted as filtered, asked again on the next run):\n  2026-11-18: 1" in summary
     assert "2026-11-19: " not in summary.split("did not correct")[1].split("JSONL")[0]
     assert "LLM corrections" not in format_summary([DayReport("2026-11-19", True, counts)])
+
+
+def test_run_reads_events_from_a_sql_table_named_by_the_environment(tmp_path):
+    import orjson
+
+    from rag_sft.core.generator import day_lines
+    from rag_sft_tests.io.test_sources import as_row, make_table
+
+    database = tmp_path / "events" / "quality.db"
+    database.parent.mkdir()
+    events = [orjson.loads(line) for line in day_lines(BALANCED, GeneratorSettings(events_per_day=120))]
+    make_table(f"sqlite:///{database}", [as_row(event) for event in events])
+
+    done = run_cli(tmp_path, RAG_SFT_SOURCE="sql", RAG_SFT_SQL_URL=f"sqlite:///{database}")
+    assert done.returncode == 0, done.stderr
+    assert next(line for line in done.stdout.splitlines() if line.startswith("2026-11-18")).endswith("ok")
+    assert (tmp_path / "data" / "datasets" / "sft" / f"date={BALANCED}" / "records.jsonl").stat().st_size > 0
+    assert str(database) not in done.stdout + done.stderr  # the URL is a secret
+    assert not (tmp_path / "landing").exists()  # a SQL source never generates sample files
+
+
+def test_a_day_that_fails_names_the_os_error_and_keeps_its_earlier_jsonl_listed(tmp_path):
+    write_days(tmp_path / "landing", [BALANCED], GeneratorSettings(events_per_day=120))
+    assert run_cli(tmp_path).returncode == 0
+    jsonl = tmp_path / "data" / "datasets" / "sft" / f"date={BALANCED}" / "records.jsonl"
+    earlier = jsonl.read_bytes()
+    # A file where the warehouse expects a folder: fails for root too, as a full disk or a
+    # read-only mount would.
+    table = tmp_path / "data" / "warehouse" / "raw_events"
+    shutil.rmtree(table)
+    table.write_text("not a folder")
+
+    failed = run_cli(tmp_path)
+    assert failed.returncode == 1, failed.stderr
+    lines = failed.stdout.splitlines()
+    assert next(line for line in lines if line.startswith(str(BALANCED))).endswith("FAILED")
+    reason = lines[lines.index("Days that failed:") + 1]
+    assert reason.startswith(f"  {BALANCED}: ") and 'op "raw_events"' in reason
+    assert f"NotADirectoryError: [Errno 20] Not a directory: '{table}" in reason
+    assert lines[lines.index("JSONL files:") + 1] == f"  {BALANCED}  {jsonl}  (from an earlier run)"
+    assert jsonl.read_bytes() == earlier

@@ -104,3 +104,11 @@ def test_labels_may_be_missing_or_empty():
     event = good_event()
     del event["evaluation"]["labels"]
     assert normalize_event(event)["labels"] == []
+
+
+def test_json_depth_counts_levels_of_arrays_and_objects_without_recursion():
+    assert [events.json_depth(v) for v in (1, "s", [], {}, [1, {"a": [2]}], {"a": {"b": []}, "c": 1})] == [0, 0, 1, 1, 3, 3]
+    deep: list = []
+    for _ in range(100_000):
+        deep = [deep]
+    assert events.json_depth(deep) == 100_001

@@ -106,6 +106,12 @@ RAW_CASES = [
     orjson.dumps(event("r1")).replace("三天".encode(), b"\\ud800"),  # lone surrogate escape
     orjson.dumps(event("r1")).replace(b'"answer":', b'"answer":"first","answer":'),  # duplicate key
     orjson.dumps(event("r1")).replace(b"{", b' \t{ ', 1) + b"  ",
+    b'{"x":' * 1000 + b"1" + b"}" * 1000,  # nested too deep
+    orjson.dumps(event("r1")).replace(b'"timestamp"', b'"extra":' + b"[" * 1000 + b"]" * 1000 + b',"timestamp"'),
+    orjson.dumps(event("r1")).replace(b'"timestamp"', b'"extra":' + b"[" * 63 + b"]" * 63 + b',"timestamp"'),
+    orjson.dumps(event("r1")).replace(b'"timestamp"', b'"extra":' + b"[" * 64 + b"]" * 64 + b',"timestamp"'),
+    orjson.dumps(event("r1")).replace(b'"id":"d1"', b'"id":"d1","extra":' + b"[" * 1000 + b"]" * 1000),
+    orjson.dumps(event("r1")).replace(b'"answer":"', b'"answer":' + b"[" * 1000 + b"]" * 1000 + b',"x":"'),
 ]
 
 
@@ -153,6 +159,21 @@ def test_ingest_gives_the_same_rows_and_dead_letter_as_the_rule_book_alone(batch
     rule_book = run([SourceLine("f", n, raw, ingest.decode_json(raw)) for n, raw in enumerate(raws, 1)])
     assert fast == rule_book
     assert fast[0].reconciles() and fast[0].accepted > 150 and fast[0].rejected > 150
+
+
+def test_deep_lines_are_left_to_the_rule_book_and_extra_fields_decoded_here():
+    shallow = orjson.dumps({**event("r1"), "extra": [[[[[[[[[[1]]]]]]]]]]})
+    deep = [
+        b'{"x":' * 1000 + b"1" + b"}" * 1000,
+        shallow.replace(b"[[[[[[[[[[1]]]]]]]]]]", b"[" * 1000 + b"]" * 1000),
+        shallow.replace(b"[[[[[[[[[[1]]]]]]]]]]", b"[" * events.MAX_JSON_DEPTH + b"]" * events.MAX_JSON_DEPTH),
+    ]
+    raws = [shallow, *deep]
+    fast = fastpath.decode_lines(raws, ["f"] * len(raws), list(range(len(raws))), MAX_CHARS)
+    assert fast.positions == [0] and fast.undecided == [1, 2, 3]
+    for raw in deep:
+        verdict = ingest.classify(SourceLine("f", 1, raw), MAX_CHARS)
+        assert verdict == events.Rejection(events.INVALID_JSON, events.TOO_DEEP_DETAIL)
 
 
 def test_the_blank_characters_are_exactly_those_python_strips():

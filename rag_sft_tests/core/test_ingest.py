@@ -55,3 +55,44 @@ def test_accepted_batch_has_the_raw_events_schema():
     assert row["checks"] == [("factuality", 0.3)]
     assert row["source"] == "f.jsonl" and row["source_line"] == 1
     assert row["timestamp"].isoformat() == "2026-11-19T08:00:00+00:00"
+
+
+def with_nested_field(request_id: str, depth: int) -> bytes:
+    """A valid event with an extra field {"x": {"x": ... 1}} of `depth` levels of objects."""
+    extra = b'{"x":' * depth + b"1" + b"}" * depth
+    return orjson.dumps(event(request_id)).replace(b'"timestamp"', b'"extra":' + extra + b',"timestamp"')
+
+
+DEEP_LINE = b'{"x":' * 1000 + b"1" + b"}" * 1000  # 7 KB that used to fail the whole day
+
+
+def test_lines_nested_too_deep_are_invalid_json_and_the_rest_is_judged():
+    limit = events.MAX_JSON_DEPTH
+    lines = [
+        line(1, event("a")),
+        line(2, DEEP_LINE),
+        line(3, with_nested_field("b", 1000)),  # an otherwise valid event
+        line(4, with_nested_field("c", limit)),  # one level too deep with the event's own
+        line(5, b"[" * 5000 + b"]" * 5000),  # deeper than orjson's own limit
+        line(6, with_nested_field("d", limit - 1)),  # exactly the limit
+        line(7, {**event("e"), "extra": {"trace": [{"span": [1, 2]}]}}),
+    ]
+    counts, accepted, dead = run(lines, batch_size=10)
+    assert counts.reconciles() and (counts.read, counts.accepted, counts.rejected) == (7, 3, 4)
+    assert [r["request_id"] for r in accepted] == ["a", "d", "e"]
+    assert [(d["source_line"], d["reason"], d["detail"]) for d in dead] == [
+        (n, events.INVALID_JSON, events.TOO_DEEP_DETAIL) for n in (2, 3, 4, 5)
+    ]
+    assert "nesting is too deep" in events.TOO_DEEP_DETAIL
+
+
+def test_judging_a_deep_line_does_not_depend_on_the_stack_depth():
+    def judged_at_depth(frames: int):
+        if frames:
+            return judged_at_depth(frames - 1)
+        return ingest.judge_lines([line(1, with_nested_field("a", 40)), line(2, DEEP_LINE)], 1000)
+
+    for frames in (0, 300, 800):
+        chunk = judged_at_depth(frames)
+        assert chunk.accepted.column("request_id").to_pylist() == ["a"]
+        assert [row["reason"] for _, row in chunk.dead] == [events.INVALID_JSON]

@@ -1,0 +1,114 @@
+"""The environment's settings hold inside a run even when its run config changes another field
+of the same resource (Dagster then drops the values a resource was constructed with)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+SECRET_KEY = "sk-probe-secret"
+
+# Each resource: the environment it reads, and one other field the run config changes.
+CASES = {
+    "event_source": (
+        {"RAG_SFT_SOURCE": "sql", "RAG_SFT_LANDING_DIR": "{tmp}/landing", "RAG_SFT_SQL_URL": "sqlite:///{tmp}/q.db"},
+        {"sql_table": "events_v2"},
+    ),
+    "warehouse": ({"RAG_SFT_DATA_DIR": "{tmp}/data"}, {"batch_size": 1000}),
+    "export_checks": ({"RAG_SFT_LABEL_BALANCE_SEVERITY": "WARN"}, {"max_label_share": 0.9}),
+    "completions": (
+        {
+            "RAG_SFT_COMPLETION_STRATEGY": "llm",
+            "OPENAI_BASE_URL": "http://127.0.0.1:8199/v1",
+            "RAG_SFT_LLM_MODEL": "teacher",
+            "OPENAI_API_KEY": SECRET_KEY,
+        },
+        {"max_concurrent_requests": 4},
+    ),
+    "trainer_exports": ({"RAG_SFT_EXPORT_FORMATS": "alpaca,openai_chat"}, {"system_message": "be brief"}),
+    "lora_training": (
+        {
+            "RAG_SFT_BASE_MODEL": "{tmp}/base",
+            "RAG_SFT_MIN_NEW_SAMPLES": "7",
+            "RAG_SFT_TRAIN_LAST_DAYS": "2",
+            "RAG_SFT_TRAIN_LEARNING_RATE": "0.002",
+            "RAG_SFT_TRAIN_MAX_LENGTH": "256",
+            "RAG_SFT_TRAIN_EPOCHS": "3",
+        },
+        {"r": 4},
+    ),
+}
+
+# Loads the project's definitions afresh, then runs, for each resource, an asset that records the
+# resource's fields as the run sees them (secrets only as whether they resolve to the environment's).
+PROBE = """
+import json, os, sys
+import dagster as dg
+from rag_sft.definitions import defs
+from rag_sft.resources import resolved
+
+SECRETS = {"api_key", "sql_url"}
+key, overrides = sys.argv[1], json.loads(sys.argv[2])
+
+@dg.asset(required_resource_keys={key})
+def probe(context):
+    resource = getattr(context.resources, key)
+    fields = {
+        name: (resolved(value) == os.environ.get({"api_key": "OPENAI_API_KEY"}.get(name, "RAG_SFT_SQL_URL"))
+               if name in SECRETS else value)
+        for name, value in resource.model_dump().items()
+    }
+    context.add_output_metadata({"fields": dg.MetadataValue.json(fields)})
+
+result = dg.materialize([probe], resources={key: defs.resources[key]},
+                        run_config={"resources": {key: {"config": overrides}}})
+materialization = result.get_asset_materialization_events()[0].event_specific_data.materialization
+launchpad_defaults = json.dumps(defs.resources[key].get_resource_definition().config_schema.default_value)
+print(json.dumps({"fields": materialization.metadata["fields"].value, "launchpad": launchpad_defaults}))
+"""
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict:
+    tmp = tmp_path_factory.mktemp("env")
+    environment = {name: value for name, value in os.environ.items() if not name.startswith(("RAG_SFT_", "OPENAI_"))}
+    for variables, _ in CASES.values():
+        environment.update({name: value.format(tmp=tmp) for name, value in variables.items()})
+    cwd = tmp_path_factory.mktemp("cwd")  # relative defaults would land here
+    seen = {}
+    for key, (_, overrides) in CASES.items():
+        done = subprocess.run(
+            [sys.executable, "-c", PROBE, key, json.dumps(overrides)],
+            env=environment, cwd=cwd, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert SECRET_KEY not in done.stdout + done.stderr
+        seen[key] = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"tmp": str(tmp), **seen}
+
+
+def expected_fields(key: str, tmp: str) -> dict:
+    return {
+        "event_source": {"kind": "sql", "landing_dir": f"{tmp}/landing", "sql_url": True, "sql_table": "events_v2"},
+        "warehouse": {"data_dir": f"{tmp}/data", "batch_size": 1000},
+        "export_checks": {"label_balance_severity": "WARN", "max_label_share": 0.9},
+        "completions": {
+            "strategy": "llm", "base_url": "http://127.0.0.1:8199/v1", "model": "teacher", "api_key": True,
+            "max_concurrent_requests": 4,
+        },
+        "trainer_exports": {"formats": ["alpaca", "openai_chat"], "system_message": "be brief"},
+        "lora_training": {
+            "base_model": f"{tmp}/base", "min_new_samples": 7, "last_days": 2, "learning_rate": 0.002,
+            "max_length": 256, "epochs": 3, "r": 4,
+        },
+    }[key]  # fmt: skip
+
+
+@pytest.mark.parametrize("key", list(CASES))
+def test_environment_settings_survive_a_run_config_that_changes_another_field(runs, key):
+    fields = runs[key]["fields"]
+    expected = expected_fields(key, runs["tmp"])
+    assert {name: fields[name] for name in expected} == expected
+    assert SECRET_KEY not in runs[key]["launchpad"]
