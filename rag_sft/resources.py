@@ -14,7 +14,6 @@ import fcntl
 import hashlib
 import os
 import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,6 +30,7 @@ from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, known_formats, parse_fo
 from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.sources import LandingFolder, SqlTable
+from rag_sft.io.warehouse import staged_name, staging_dir
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
 
 DATA_DIR_ENV = "RAG_SFT_DATA_DIR"
@@ -171,11 +171,14 @@ class Warehouse(dg.ConfigurableResource):
 
     @contextmanager
     def scratch_dir(self) -> Iterator[Path]:
-        """A private temporary folder on the data folder's disk, removed afterwards."""
-        root = Path(self.data_dir) / "warehouse"
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".scratch-", dir=root) as scratch:
-            yield Path(scratch)
+        """A private temporary folder in the warehouse's staging folder (the tables' disk, out of
+        every table's glob), removed afterwards, or by the next run if this process is killed."""
+        scratch = staging_dir(Path(self.data_dir) / "warehouse") / staged_name()
+        scratch.mkdir()
+        try:
+            yield scratch
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
 
     def state_dir(self) -> Path:
         """Bookkeeping the pipeline keeps between runs (the landing index)."""

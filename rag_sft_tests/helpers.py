@@ -59,3 +59,17 @@ def sample_records(count: int, seed: int = 3) -> list:
         weight = 1.0 + len(label) % 3 * 0.5
         records.append(TrainingRecord(f"{docs}\n\n# 问题\n{event['question']}", "【纠正】" + event["answer"][:60], label, weight))
     return records
+
+
+def run_day_script(day: str) -> str:
+    """Python code that materializes `day` through the daily job on the instance and folders of
+    its environment (DAGSTER_HOME, RAG_SFT_*), as `rag-sft run` does: for tests that need a run in
+    a process of its own (to race it, kill it, or read beside it)."""
+    return (
+        "import sys, dagster as dg\n"
+        "from rag_sft.cli.runner import materialize_day\n"
+        "from rag_sft.definitions import DAILY_JOB, defs\n"
+        f"report = materialize_day(defs.resolve_job_def(DAILY_JOB), {day!r}, dg.DagsterInstance.get())\n"
+        "print(report.success, report.failure)\n"
+        "sys.exit(0 if report.success else 1)\n"
+    )

@@ -20,7 +20,7 @@ from rag_sft.io.warehouse import (
     RowGroup,
     partition_dir,
     read_batches,
-    replace_dir,
+    publish_partition_file,
     row_groups,
 )
 from rag_sft.resources import Completions, ExportChecks, SftRules, Warehouse
@@ -188,10 +188,7 @@ def _publish_partition(
     """Swap the staged day into the table. A held-back day is rewritten on the way, row group by
     row group (memory stays bounded), so its would-be-exported rows say `held_back`."""
     if not held_back_by:
-        final = partition_dir(table_dir, day)
-        table_dir.mkdir(parents=True, exist_ok=True)
-        replace_dir(partition_dir(staged_table, day), final)
-        return final / PART_FILE
+        return publish_partition_file(partition_dir(staged_table, day) / PART_FILE, table_dir, day)
     with PartitionWriter(table_dir, day, tables.SFT_RECORDS, warehouse.parquet_compression, tables.FREE_TEXT) as writer:
         for group in row_groups(staged_table, day):
             writer.write(tables.held_back_batch(group.read(), held_back_by))

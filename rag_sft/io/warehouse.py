@@ -1,8 +1,11 @@
 """Hive-partitioned Parquet tables (`<root>/<table>/date=YYYY-MM-DD/part-0.parquet`) and
 per-day dataset files, each replaced whole on every write so re-runs never append.
 
-A partition is written into a hidden temporary folder and swapped in with renames; readers
-(pyarrow, pandas, DuckDB) skip names that start with "." so they never see half a day.
+A partition's file is written in the warehouse's staging folder (`<root>/.staging`, beside the
+tables, so no table's glob can match it) and moved over the old one with one atomic rename:
+readers (pyarrow, pandas, DuckDB) listing a table see the old file or the whole new one, never
+a half-written file or a missing day. Staged files carry their host and process id, so what a
+killed run left behind is removed by the next run on that host.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import socket
 import uuid
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -20,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 PART_FILE = "part-0.parquet"
+STAGING = ".staging"
 
 
 class MissingPartition(Exception):
@@ -30,6 +35,47 @@ def partition_dir(table_dir: Path, day: str) -> Path:
     return table_dir / f"date={day}"
 
 
+def staging_dir(warehouse_root: Path) -> Path:
+    """The warehouse's staging folder, with what dead processes of this host left there removed."""
+    folder = warehouse_root / STAGING
+    folder.mkdir(parents=True, exist_ok=True)
+    for entry in folder.iterdir():
+        if _owned_by_dead_process(entry.name):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink(missing_ok=True)
+    return folder
+
+
+def staged_name(suffix: str = "") -> str:
+    """A name in the staging folder owned by this process: `<host>_<pid>-<uuid><suffix>`."""
+    return f"{socket.gethostname()}_{os.getpid()}-{uuid.uuid4().hex}{suffix}"
+
+
+def _owned_by_dead_process(name: str) -> bool:
+    """`<host>_<pid>-…` of this host whose process is gone."""
+    owner_host, _, rest = name.partition("_")
+    pid = rest.split("-", 1)[0]
+    return owner_host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+
+
+def _remove_dead_stages(final: Path) -> None:
+    """Staged copies of `final` that a killed process left beside it."""
+    prefix = f".{final.name}.tmp-"
+    if final.parent.is_dir():
+        for entry in final.parent.iterdir():
+            if entry.name.startswith(prefix) and _owned_by_dead_process(entry.name.removeprefix(prefix)):
+                entry.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class PartitionWriter:
     """Streams record batches into one day of a table; `commit` replaces the old day whole."""
 
@@ -38,13 +84,13 @@ class PartitionWriter:
     ):
         """`free_text`: column paths (as Parquet names them) written plain and without min/max
         statistics: for long, mostly unique texts both cost write time and help no query."""
+        self.table_dir = table_dir
         self.final_dir = partition_dir(table_dir, day)
-        self.tmp_dir = table_dir / f".date={day}.tmp-{uuid.uuid4().hex}"
-        self.tmp_dir.mkdir(parents=True)
+        self.staged = staging_dir(table_dir.parent) / staged_name(".parquet")
         self.rows = 0
         indexed = [path for path in leaf_paths(schema) if path not in set(free_text)]
         self._writer = pq.ParquetWriter(
-            self.tmp_dir / PART_FILE, schema, compression=compression, use_dictionary=indexed, write_statistics=indexed
+            self.staged, schema, compression=compression, use_dictionary=indexed, write_statistics=indexed
         )
 
     def write(self, batch: pa.RecordBatch) -> None:
@@ -54,12 +100,11 @@ class PartitionWriter:
 
     def commit(self) -> Path:
         self._writer.close()
-        replace_dir(self.tmp_dir, self.final_dir)
-        return self.final_dir / PART_FILE
+        return publish_partition_file(self.staged, self.table_dir, self.final_dir.name.removeprefix("date="))
 
     def abort(self) -> None:
         self._writer.close()
-        shutil.rmtree(self.tmp_dir, ignore_errors=True)
+        self.staged.unlink(missing_ok=True)
 
     def __enter__(self) -> Self:
         return self
@@ -67,6 +112,18 @@ class PartitionWriter:
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is not None:
             self.abort()
+
+
+def publish_partition_file(staged: Path, table_dir: Path, day: str) -> Path:
+    """Move a finished Parquet file over the day's file in one rename (same disk)."""
+    final_dir = partition_dir(table_dir, day)
+    final_dir.mkdir(parents=True, exist_ok=True)
+    final = final_dir / PART_FILE
+    os.replace(staged, final)
+    # What older versions of the project left in the table: hidden swap folders of killed runs.
+    for leftover in table_dir.glob(f".{final_dir.name}.*"):
+        shutil.rmtree(leftover, ignore_errors=True)
+    return final
 
 
 def leaf_paths(schema: pa.Schema) -> list[str]:
@@ -85,14 +142,6 @@ def leaf_paths(schema: pa.Schema) -> list[str]:
             yield name
 
     return [path for field in schema for path in leaves(field.name, field.type)]
-
-
-def replace_dir(new: Path, final: Path) -> None:
-    old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex}")
-    if final.exists():
-        final.rename(old)
-    new.rename(final)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def read_batches(
@@ -132,7 +181,8 @@ class StagedFile:
 
     def __init__(self, final: Path):
         self.final = final
-        self.path = final.with_name(f".{final.name}.tmp-{uuid.uuid4().hex}")
+        self.path = final.with_name(f".{final.name}.tmp-{staged_name()}")
+        _remove_dead_stages(final)
         self.published = False
         self.size = 0
         self._digest = hashlib.sha256()

@@ -11,16 +11,10 @@ import dagster as dg
 
 from rag_sft.core.generator import GeneratorSettings
 from rag_sft_tests.assets.test_pipeline import generate
+from rag_sft_tests.helpers import run_day_script
 
 DAY = "2026-11-19"
-RUN_DAY = f"""
-import sys, dagster as dg
-from rag_sft.cli.runner import materialize_day
-from rag_sft.definitions import DAILY_JOB, defs
-report = materialize_day(defs.resolve_job_def(DAILY_JOB), "{DAY}", dg.DagsterInstance.get())
-print(report.success, report.failure)
-sys.exit(0 if report.success else 1)
-"""
+RUN_DAY = run_day_script(DAY)
 
 
 def _digest(path) -> str:
