@@ -161,26 +161,28 @@ class LandingIndex:
     def refresh(self, workers: int = 1, range_bytes: int = DEFAULT_RANGE_BYTES) -> set[date]:
         """Bring the index up to date with the folder; returns the days whose spans changed."""
         known = self.entries()
-        todo: list[tuple[Path, str, int, int, FileEntry | None, FileEntry | None]] = []
+        # (path to read, source, its size, the file's size and mtime, the entry, the entry resumed)
+        todo: list[tuple[Path, str, int, int, int, FileEntry | None, FileEntry | None]] = []
         for path in self.folder.files():
             source = source_name(path, Path(self.root))
             entry = known.pop(source, None)
             status = path.stat()
             if entry is not None and (entry.size, entry.mtime_ns) == (status.st_size, status.st_mtime_ns):
                 continue
-            resume = entry if entry is not None and _appended(path, entry, status.st_size) else None
-            todo.append((path, source, status.st_size, status.st_mtime_ns, entry, resume))
+            readable = self.folder.readable(path)  # compressed files: their decompressed copy
+            resume = entry if entry is not None and readable == path and _appended(path, entry, status.st_size) else None
+            todo.append((readable, source, readable.stat().st_size, status.st_size, status.st_mtime_ns, entry, resume))
         tasks = [
             (path, start, end)
-            for path, _, size, _, _, resume in todo
+            for path, _, size, _, _, _, resume in todo
             for start, end in line_aligned_ranges(path, range_bytes, resume.size if resume else 0, size)
         ]
         scans: dict[str, list[_Scan]] = {}
         for (path, _, _), scan in ordered_map(_scan_range_task, tasks, workers):
             scans.setdefault(str(path), []).append(scan)
         changed: set[date] = set()
-        for path, source, size, mtime_ns, old, resume in todo:
-            entry = _folded(path, source, size, mtime_ns, resume, scans.get(str(path), []))
+        for path, source, size, file_size, mtime_ns, old, resume in todo:
+            entry = _folded(path, source, size, file_size, mtime_ns, resume, scans.get(str(path), []))
             changed |= {day for day, span in entry.days.items() if old is None or old.days.get(day) != span}
             if old is not None:
                 changed |= set(old.days) - set(entry.days)
@@ -270,8 +272,11 @@ def _appended(path: Path, entry: FileEntry, size: int) -> bool:
     return _tail_digest(path, entry.size) == entry.tail
 
 
-def _folded(path: Path, source: str, size: int, mtime_ns: int, resume: FileEntry | None, scans: list[_Scan]) -> FileEntry:
-    """The file's entry from its range scans (in order), continuing `resume` when appended."""
+def _folded(
+    path: Path, source: str, size: int, file_size: int, mtime_ns: int, resume: FileEntry | None, scans: list[_Scan]
+) -> FileEntry:
+    """The file's entry from its range scans (in order), continuing `resume` when appended.
+    `path` and `size`: what was read (a compressed file's copy); `file_size`: the file's own."""
     lines_before = resume.lines if resume else 0
     numbers, offsets, ends, days = [], [], [], []
     for scan in scans:
@@ -307,4 +312,4 @@ def _folded(path: Path, source: str, size: int, mtime_ns: int, resume: FileEntry
         spans[day] = new if old is None else DaySpan(old.lines + new.lines, old.start, new.end, old.lines_before, mtime_ns)
     last_dated = days_all[dated][-1] if dated.any() else None
     last_day = EPOCH + timedelta(days=int(last_dated)) if last_dated is not None else (resume.last_day if resume else None)
-    return FileEntry(source, size, mtime_ns, lines_before, last_day, _tail_digest(path, size), spans)
+    return FileEntry(source, file_size, mtime_ns, lines_before, last_day, _tail_digest(path, size), spans)

@@ -60,7 +60,7 @@ def plan_ranges(folder: LandingFolder, day: date, range_bytes: int = DEFAULT_RAN
     order = {source: position for position, source in enumerate(paths)}
     ranges = []
     for source, span in sorted(folder.index().spans_of(day), key=lambda item: order[item[0]]):
-        path = paths[source]
+        path = folder.readable(paths[source])
         size = path.stat().st_size
         ranges.extend(
             ByteRange(str(path), source, start, end, end >= size, span.lines_before)

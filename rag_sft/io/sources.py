@@ -12,9 +12,12 @@ date). Every line thus lands in exactly one day, whichever day is materialized f
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import os
 import re
+import shutil
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -135,6 +138,7 @@ class LandingFolder:
         self.root = Path(root)
         self.index_path = index_path
         self._index = None
+        self._scratch: tempfile.TemporaryDirectory | None = None
 
     def index(self):
         if self._index is None:
@@ -145,17 +149,70 @@ class LandingFolder:
 
     def refresh_index(self, workers: int = 1) -> dict[str, Path]:
         """Bring the index up to date; returns each file's source name and path, in path order."""
-        paths = {source_name(path, self.root): path for path in self.files()}
+        files = self.files()
+        paths = {source_name(path, self.root): path for path in files}
         self.index().refresh(workers)
+        self.forget_old_copies(files)
         return paths
 
     def files(self) -> list[Path]:
+        """Landing files in path order: `*.jsonl`, and `*.jsonl.gz` / `*.jsonl.zst` as logs are
+        shipped. Symbolic links to folders are followed (each real folder once, so a link
+        loop ends); hidden names (a shipper's file being written) are not landing files."""
         if not self.root.is_dir():
             raise SourceUnavailable(
                 f"landing folder {self.root} does not exist or is not a folder; "
                 "point RAG_SFT_LANDING_DIR at the folder that holds your *.jsonl quality events"
             )
-        return sorted(path for path in self.root.rglob("*.jsonl") if path.is_file())
+        found, visited = [], set()
+        for folder, subfolders, names in os.walk(self.root, followlinks=True):
+            real = os.path.realpath(folder)
+            if real in visited:
+                subfolders[:] = []
+                continue
+            visited.add(real)
+            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+            found.extend(
+                Path(folder) / name
+                for name in names
+                if name.endswith(LANDING_SUFFIXES) and not name.startswith(".") and (Path(folder) / name).is_file()
+            )
+        return sorted(found)
+
+    def readable(self, path: Path) -> Path:
+        """The file as plain JSON Lines: itself, or for a compressed file its decompressed copy
+        (made once per version of the file, under the index's folder; same name less the
+        compression suffix and same modification time, so the file-date fallback is unchanged)."""
+        suffix = path.suffix
+        if suffix not in _DECOMPRESSORS:
+            return path
+        status = path.stat()
+        key = hashlib.sha256(f"{path}\0{status.st_size}\0{status.st_mtime_ns}".encode()).hexdigest()[:16]
+        target = self._decompressed_dir() / key / path.name.removesuffix(suffix)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            staged = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            _decompress(path, staged, _DECOMPRESSORS[suffix])
+            os.utime(staged, ns=(status.st_atime_ns, status.st_mtime_ns))
+            os.replace(staged, target)
+        return target
+
+    def _decompressed_dir(self) -> Path:
+        if self.index_path is not None:
+            return self.index_path.parent / "decompressed"
+        if self._scratch is None:
+            self._scratch = tempfile.TemporaryDirectory(prefix="rag_sft_decompressed_")
+        return Path(self._scratch.name)
+
+    def forget_old_copies(self, files: list[Path]) -> None:
+        """Remove decompressed copies of compressed files that changed or went away."""
+        folder = self._decompressed_dir()
+        if not folder.is_dir():
+            return
+        current = {self.readable(path).parent for path in files if path.suffix in _DECOMPRESSORS}
+        for entry in folder.iterdir():
+            if entry not in current:
+                shutil.rmtree(entry, ignore_errors=True)
 
     def has_events(self) -> bool:
         return self.root.is_dir() and any(path.stat().st_size > 0 for path in self.files())
@@ -194,7 +251,7 @@ class LandingFolder:
         source = source_name(path, self.root)
         waiting: list[SourceLine] = []  # lines with no readable date before the first dated one
         last_day: date | None = None
-        for number, raw in _numbered_lines(path):
+        for number, raw in _numbered_lines(self.readable(path)):
             line = SourceLine(source, number, raw)
             line_day = line_date(line)
             if line_day is None:
@@ -212,6 +269,36 @@ class LandingFolder:
             fallback = day_of_file(path)
             for line in waiting:
                 yield fallback, line
+
+
+LANDING_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
+
+
+def _open_zstd(path: Path):
+    import zstandard
+
+    return zstandard.open(path, "rb")
+
+
+_DECOMPRESSORS = {".gz": gzip.open, ".zst": _open_zstd}
+
+
+def _decompress(path: Path, target: Path, opener) -> None:
+    """Decompress `path` into `target`. A damaged stream keeps what could be read and ends with
+    one line saying what went wrong, which the rule book rejects (invalid_json) on the day of
+    its neighbours: the day goes on and the dead letter says why."""
+    with target.open("wb") as out:
+        try:
+            with opener(path) as stream:
+                # read1: what each step decompressed is written before a damaged part stops it
+                while chunk := stream.read1(1 << 16):
+                    out.write(chunk)
+        except (OSError, EOFError, ValueError) as error:
+            import zstandard
+
+            if isinstance(error, ValueError) and not isinstance(error, zstandard.ZstdError):
+                raise
+            out.write(f"\n(the rest of {path.name} could not be decompressed: {error})\n".encode())
 
 
 def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
