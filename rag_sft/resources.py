@@ -22,6 +22,7 @@ from typing import Any, Literal
 import dagster as dg
 from pydantic import Field, field_validator
 
+from rag_sft.assets.partitions import event_days
 from rag_sft.core import parallel
 from rag_sft.core.checks import CheckSettings
 from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
@@ -115,8 +116,10 @@ class EventSource(dg.ConfigurableResource):
             url = resolved(self.sql_url)
             counts_path = state_dir / f"sql-days-{_key(url, self.sql_table)}.json" if state_dir else None
             return SqlTable(url, self.sql_table, counts_path)
-        index_path = state_dir / f"landing-index-{_key(str(Path(self.landing_dir).absolute()))}.sqlite" if state_dir else None
-        return LandingFolder(self.landing_dir, index_path)
+        valid = event_days()
+        # The placement of out-of-range events depends on the first day: one index per start date.
+        key = _key(str(Path(self.landing_dir).absolute()), valid[0].isoformat())
+        return LandingFolder(self.landing_dir, state_dir / f"landing-index-{key}.sqlite" if state_dir else None, valid)
 
 
 @contextmanager

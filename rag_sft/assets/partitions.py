@@ -1,4 +1,5 @@
 import os
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -9,3 +10,10 @@ START_DATE_ENV = "RAG_SFT_START_DATE"
 daily_partitions = dg.DailyPartitionsDefinition(
     start_date=os.environ.get(START_DATE_ENV, "2025-01-01"), timezone="UTC", end_offset=1
 )
+
+
+def event_days() -> tuple[date, date]:
+    """The first and last day an event may have: the partitions' first day and tomorrow (UTC;
+    a clock a little ahead is not an error). Events outside are rejected as
+    `timestamp_out_of_range` on the day their neighbours give them."""
+    return daily_partitions.start.date(), datetime.now(UTC).date() + timedelta(days=1)

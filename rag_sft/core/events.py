@@ -21,6 +21,7 @@ WRONG_TYPE = "wrong_type"
 SCORE_NOT_A_NUMBER = "score_not_a_number"
 SCORE_OUT_OF_RANGE = "score_out_of_range"
 INVALID_TIMESTAMP = "invalid_timestamp"
+TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
 OVERSIZED_FIELD = "oversized_field"
 DUPLICATE_REQUEST_ID = "duplicate_request_id"
 

@@ -30,7 +30,7 @@ import numpy as np
 
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
-from rag_sft.io.sources import EPOCH, UNDATED, day_of_file, line_days, source_name
+from rag_sft.io.sources import EPOCH, UNDATED, day_of_file, line_days, out_of_range, source_name
 
 _TAIL_BYTES = 4096  # the bytes before the end of a scan that must be unchanged for an append
 
@@ -81,11 +81,13 @@ class _Scan:
     days: np.ndarray  # day of each (UNDATED where unreadable)
 
 
-def _scan_range(path: str, start: int, end: int) -> _Scan:
+def _scan_range(path: str, start: int, end: int, valid: tuple[date, date] | None) -> _Scan:
     mapped = mapped_lines(path, start, end)
     numbers = np.asarray(mapped.numbers, dtype=np.int64)
     offsets, ends = mapped.offsets.astype(np.int64) + start, mapped.ends.astype(np.int64) + start
-    return _Scan(mapped.count, numbers, offsets, ends, line_days(mapped.lines))
+    days = line_days(mapped.lines)
+    days[out_of_range(days, valid)] = UNDATED  # placed as undated lines are
+    return _Scan(mapped.count, numbers, offsets, ends, days)
 
 
 class LandingIndex:
@@ -178,7 +180,7 @@ class LandingIndex:
             for start, end in line_aligned_ranges(path, range_bytes, resume.size if resume else 0, size)
         ]
         scans: dict[str, list[_Scan]] = {}
-        for (path, _, _), scan in ordered_map(_scan_range_task, tasks, workers):
+        for (path, _, _), scan in ordered_map(_scan_range_task, tasks, workers, self.folder.valid_days):
             scans.setdefault(str(path), []).append(scan)
         changed: set[date] = set()
         for path, source, size, file_size, mtime_ns, old, resume in todo:
@@ -250,9 +252,9 @@ class LandingIndex:
         self._db.execute("COMMIT")
 
 
-def _scan_range_task(task: tuple[Path, int, int]) -> _Scan:
+def _scan_range_task(task: tuple[Path, int, int], valid: tuple[date, date] | None) -> _Scan:
     path, start, end = task
-    return _scan_range(str(path), start, end)
+    return _scan_range(str(path), start, end, valid)
 
 
 def _tail_digest(path: Path, size: int) -> bytes:

@@ -27,7 +27,15 @@ from rag_sft.core.ingest import JudgedChunk, SourceLine
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.memory import retain_freed_memory
 from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
-from rag_sft.io.sources import EPOCH, UNDATED, LandingFolder, day_of_file, line_days
+from rag_sft.io.sources import (
+    EPOCH,
+    UNDATED,
+    LandingFolder,
+    day_of_file,
+    line_days,
+    out_of_range,
+    out_of_range_rejection,
+)
 
 _LOCATION = ["byte_offset", "byte_length"]
 
@@ -69,7 +77,9 @@ def plan_ranges(folder: LandingFolder, day: date, range_bytes: int = DEFAULT_RAN
     return ranges
 
 
-def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -> RangeResult:
+def scan_range(
+    task: ByteRange, day: date, max_field_chars: int, scratch: str, valid: tuple[date, date] | None = None
+) -> RangeResult:
     """Judge the lines of `day` in one range (runs in a worker process)."""
     mapped = mapped_lines(task.path, task.start, task.end)
     raws, numbers = mapped.lines, mapped.numbers  # the positions below index these non-blank lines
@@ -78,6 +88,8 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
     decoded = fastpath.decode(raws)
     event_positions = np.asarray(decoded.positions, dtype=np.int64)
     days = line_days(raws, (decoded.positions, decoded.micros, decoded.dated))
+    beyond = out_of_range(days, valid)  # placed as undated lines are, then rejected for their date
+    days[beyond] = UNDATED
     slow_lines: dict[int, SourceLine] = {}
     # An undated line belongs to the day of the nearest dated line before it; those before the
     # first dated line of the range are settled by `judged_chunks`, which sees the earlier ranges.
@@ -86,10 +98,14 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
     leading = nearest_dated < 0
     selected = ~leading & (days[np.maximum(nearest_dated, 0)] == (day - EPOCH).days)
 
-    chosen = np.flatnonzero(decoded.dated & selected[event_positions])
+    chosen = np.flatnonzero(decoded.dated & selected[event_positions] & ~beyond[event_positions])
     fast = fastpath.accept(decoded, chosen, [task.source] * len(raws), numbers, max_field_chars)
     settled = set(fast.positions)
-    rest = [(p, _line(slow_lines, task, numbers, raws, p)) for p in np.flatnonzero(selected).tolist() if p not in settled]
+    rest = [
+        (p, _line(slow_lines, task, numbers, raws, p))
+        for p in np.flatnonzero(selected & ~beyond).tolist()
+        if p not in settled
+    ]
     judged = ingest.with_rule_book(fast.batch, fast.positions, rest, max_field_chars)
 
     accepted_file = None
@@ -103,14 +119,33 @@ def scan_range(task: ByteRange, day: date, max_field_chars: int, scratch: str) -
             writer.write_batch(batch)
     keys = [numbers[p] for p in judged.accepted_positions]
     dead = [(numbers[p], ingest.dead_row(slow_lines[p], "rejected", why, request_id)) for p, why, request_id in judged.rejected]
-    leading_lines = [(p, _line(slow_lines, task, numbers, raws, p)) for p in np.flatnonzero(leading).tolist()]
+    dead = sorted(dead + _out_of_range_rows(task, numbers, raws, slow_lines, selected & beyond, valid), key=_first)
+    leading_lines = [
+        (p, _line(slow_lines, task, numbers, raws, p)) for p in np.flatnonzero(leading & ~beyond).tolist()
+    ]
     early = ingest.with_rule_book(None, [], leading_lines, max_field_chars)  # undated: always rejected
     leading_dead = [
         (numbers[p], ingest.dead_row(slow_lines[p], "rejected", why, request_id)) for p, why, request_id in early.rejected
     ]
+    leading_dead = sorted(
+        leading_dead + _out_of_range_rows(task, numbers, raws, slow_lines, leading & beyond, valid), key=_first
+    )
     dated_days = days[dated]
     first_day, last_day = (EPOCH + timedelta(days=int(dated_days[i])) for i in (0, -1)) if len(dated_days) else (None, None)
     return RangeResult(mapped.count, first_day, last_day, accepted_file, keys, dead, leading_dead)
+
+
+def _out_of_range_rows(task, numbers, raws, slow_lines, mask: np.ndarray, valid) -> list[tuple[int, dict]]:
+    """Dead-letter rows of the lines whose timestamp lies outside the valid days."""
+    rows = []
+    for p in np.flatnonzero(mask).tolist():
+        line = _line(slow_lines, task, numbers, raws, p)
+        rows.append((numbers[p], ingest.dead_row(line, "rejected", out_of_range_rejection(valid), None)))
+    return rows
+
+
+def _first(item: tuple) -> int:
+    return item[0]
 
 
 def _line(slow_lines: dict[int, SourceLine], task: ByteRange, numbers: list[int], raws: list, position: int) -> SourceLine:
@@ -129,7 +164,7 @@ def judged_chunks(
     waiting: dict[str, list[tuple[int, dict]]] = {}  # undated lines before any dated one
     tasks = plan_ranges(folder, day, range_bytes, workers)
     results = ordered_map(
-        scan_range, tasks, workers, day, max_field_chars, str(scratch), process_setup=retain_freed_memory
+        scan_range, tasks, workers, day, max_field_chars, str(scratch), folder.valid_days, process_setup=retain_freed_memory
     )
     for task, result in results:
         base = lines_before.get(task.source, task.lines_before)

@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 
 from rag_sft.core import fastpath
-from rag_sft.core.events import INVALID_JSON, Rejection, timestamp_date
+from rag_sft.core.events import INVALID_JSON, TIMESTAMP_OUT_OF_RANGE, Rejection, timestamp_date
 from rag_sft.core.ingest import UNDECODABLE, JudgedChunk, SourceLine, batched, decode_json, judge_lines
 
 
@@ -113,6 +113,23 @@ def line_days(raws: list, known: tuple[list[int], np.ndarray, np.ndarray] | None
     return days
 
 
+def out_of_range(days: np.ndarray, valid: tuple[date, date] | None) -> np.ndarray:
+    """Which dated lines fall outside the days events may have (`valid`: first and last, e.g.
+    the partitions' start and tomorrow): they are placed like undated lines and rejected as
+    `timestamp_out_of_range` there, so a 9999-12-31 event is counted on a real day."""
+    if valid is None:
+        return np.zeros(len(days), dtype=bool)
+    first, last = ((day - EPOCH).days for day in valid)
+    return (days != UNDATED) & ((days < first) | (days > last))
+
+
+def out_of_range_rejection(valid: tuple[date, date]) -> Rejection:
+    return Rejection(
+        TIMESTAMP_OUT_OF_RANGE,
+        f"timestamp outside the days events may have ({valid[0]} .. {valid[1]}; the start is RAG_SFT_START_DATE)",
+    )
+
+
 def source_name(path: Path, root: Path) -> str:
     """The file's path under the landing folder as text; bytes of a name that are not UTF-8 are
     escaped (\\xe9) as raw text is, so the name can be stored and printed."""
@@ -134,9 +151,11 @@ class LandingFolder:
     None keeps it in memory, so every use reads the folder once.
     """
 
-    def __init__(self, root: str | Path, index_path: Path | None = None):
+    def __init__(self, root: str | Path, index_path: Path | None = None, valid_days: tuple[date, date] | None = None):
+        """`valid_days`: the first and last day an event may have (see `out_of_range`); None: any."""
         self.root = Path(root)
         self.index_path = index_path
+        self.valid_days = valid_days
         self._index = None
         self._scratch: tempfile.TemporaryDirectory | None = None
 

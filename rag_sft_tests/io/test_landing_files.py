@@ -72,3 +72,28 @@ def test_folders_behind_symbolic_links_are_read_once_and_a_link_loop_ends(tmp_pa
     folder = LandingFolder(landing)
     assert [str(path.relative_to(landing)) for path in folder.files()] == ["real/own.jsonl", "shipped/linked.jsonl"]
     assert folder.days_present() == {D19: 3}
+
+
+def test_events_dated_outside_the_partitions_are_rejected_on_their_neighbours_day(pipeline):
+    from rag_sft_tests.helpers import write_lines
+
+    write_lines(pipeline.landing / "log.jsonl", [
+        event("ancient", "0001-01-01T00:00:00Z"),  # before any dated line: the first dated line's day
+        event("a", "2026-11-18T10:00:00Z"),
+        event("far", "9999-12-31T23:59:59Z"),  # after an 11-18 line: 11-18
+        event("b", "2026-11-19T10:00:00Z"),
+        event("old", "2020-05-01T00:00:00+08:00"),  # before the partitions' start (2025-01-01): 11-19
+        b"not json",
+        event("c", "2026-11-19T11:00:00Z"),
+    ])  # fmt: skip
+    read = 0
+    for day, (accepted, out_of_range) in {"2026-11-18": (["a"], ["ancient", "far"]), "2026-11-19": (["b", "c"], ["old"])}.items():
+        result = pipeline.materialize(day)
+        raw = pipeline.metadata(result, "raw_events")
+        assert raw["events_read"] == raw["accepted"] + raw["duplicates"] + raw["rejected"]
+        read += raw["events_read"]
+        accepted_ids = pd.read_parquet(pipeline.data / "warehouse" / "raw_events" / f"date={day}")["request_id"].tolist()
+        dead = pd.read_parquet(pipeline.data / "warehouse" / "rejected_events" / f"date={day}")
+        assert accepted_ids == accepted
+        assert dead.loc[dead["reason"] == "timestamp_out_of_range", "raw_text"].str.extract(r'"request_id":"(\w+)"')[0].tolist() == out_of_range
+    assert read == 7  # every line of the file counted on exactly one day
