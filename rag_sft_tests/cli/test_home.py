@@ -98,15 +98,15 @@ with dg.DagsterInstance.get() as instance:
 
 def test_a_run_whose_command_was_killed_is_marked_failed_by_the_next_command(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    main.ensure_dagster_home()  # the storage exists before this test and the command both open it
     command = subprocess.Popen([sys.executable, "-c", SLOW_DAY], env=dict(os.environ))
     try:
         deadline = time.monotonic() + 60
         started = []
         while not started and time.monotonic() < deadline:
             time.sleep(0.5)
-            if (tmp_path / "history" / "runs.db").exists():
-                with dg.DagsterInstance.get() as instance:
-                    started = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
+            with dg.DagsterInstance.get() as instance:
+                started = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))
         assert len(started) == 1
     finally:
         command.kill()
