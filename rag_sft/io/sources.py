@@ -256,10 +256,13 @@ class SqlTable:
     it). Ids of any type are accepted (integers, text, UUIDs): see `row_location`.
     """
 
-    url: str
+    url: str  # may hold a password: shown only through `redacted_sql_url`
     table: str = "raw_quality_events"
     state_path: Path | None = None  # where `days_present` keeps what it has counted (see SqlDayCounts)
     _engine: Any = field(default=None, init=False, repr=False)
+
+    def __repr__(self) -> str:  # the dataclass's own would print the password
+        return f"SqlTable(url={redacted_sql_url(self.url)!r}, table={self.table!r}, state_path={self.state_path!r})"
 
     def engine(self):
         if self._engine is None:
@@ -274,11 +277,10 @@ class SqlTable:
         try:
             connection = self.engine().connect()
             connection.execute(sa.text(f"SELECT 1 FROM {self._quoted_table()} WHERE 1 = 0"))
-        except (sa.exc.SQLAlchemyError, ImportError, OSError) as error:
-            safe_url = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        except (sa.exc.SQLAlchemyError, ImportError, OSError, ValueError) as error:  # ValueError: e.g. a bad port
             cause = str(getattr(error, "orig", None) or error).strip().splitlines()
             raise SourceUnavailable(
-                f"cannot read table {self.table!r} at {safe_url}: {error.__class__.__name__}: "
+                f"cannot read table {self.table!r} at {redacted_sql_url(self.url)}: {error.__class__.__name__}: "
                 f"{cause[0] if cause else ''}"
             ) from None
         return connection
@@ -401,6 +403,17 @@ class SqlTable:
             without_id = self._query(connection, "id IS NULL", "timestamp")
         counts.save(self.state_path)
         return counts.present() + Counter(_readable_day(stamp) or day_read() for (stamp,) in without_id)
+
+
+def redacted_sql_url(url: str) -> str:
+    """The URL as it may be shown: its password masked; a URL SQLAlchemy cannot read is not
+    shown at all (where a password would sit in it is unknown)."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return "<a URL SQLAlchemy cannot read>"
 
 
 def _readable_day(stamp) -> date | None:

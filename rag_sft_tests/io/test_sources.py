@@ -210,3 +210,17 @@ def test_text_ids_are_the_rows_lineage(tmp_path):
         (f"sql:raw_quality_events#{second}", None, "rejected"),
         (f"sql:raw_quality_events#{third}", None, "duplicate"),
     ]
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg2://user:s3cret@127.0.0.1:1/db",  # unreachable
+    "postgresql+psycopg2://user:s3cret@127.0.0.1:notaport/db",  # unreadable port
+    "not a url at all s3cret",  # unreadable as a whole
+])
+def test_the_sql_password_is_in_no_repr_str_or_error(url):
+    table = SqlTable(url)
+    with pytest.raises(SourceUnavailable) as caught:
+        table.days_present()
+    shown = [repr(table), str(table), f"{table}", str(caught.value), repr(caught.value), repr([table])]
+    assert not [text for text in shown if "s3cret" in text]
+    assert "raw_quality_events" in str(caught.value)
