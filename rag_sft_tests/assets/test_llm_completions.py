@@ -191,6 +191,6 @@ def test_the_default_resources_follow_the_environment(monkeypatch, strategy):
     completions = Completions()
     assert completions.strategy == strategy
     assert (completions.base_url, completions.model) == ("http://127.0.0.1:8199/v1", "qwen2.5-72b-instruct")
-    # The key stays an EnvVar: resolved when a run starts, shown by name only.
-    assert isinstance(completions.api_key, dg.EnvVar) and completions.api_key.env_var_name == "OPENAI_API_KEY"
+    # The key is read from its variable where it is used, shown by name only.
+    assert completions.api_key_variable() == "OPENAI_API_KEY"
     assert KEY not in repr(completions)
