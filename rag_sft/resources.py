@@ -130,6 +130,21 @@ def day_lock(path: Path, log, day: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def owner_only_files(enabled: bool) -> Iterator[None]:
+    """Files and folders created meanwhile get 0600 and 0700 (umask 077). A umask belongs to the
+    whole process: the daily job runs its steps in one process, so it covers every writer of the
+    run, and the ingest workers forked meanwhile inherit it."""
+    if not enabled:
+        yield
+        return
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def _key(*parts: str) -> str:
     """A file-name-safe key of the source (a hash, so no URL or password shows in a name)."""
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
@@ -148,6 +163,11 @@ class Warehouse(dg.ConfigurableResource):
         ge=0,
         description="Batches processed at once (processes for ingest, threads after); 0 = one per CPU core.",
     )
+    private_files: bool = Field(
+        default=True,
+        description="Files and folders a run writes (they hold users' questions and answers) are readable by their "
+        "owner only: 0600 and 0700. False: the process's umask decides.",
+    )
 
     def worker_count(self) -> int:
         return parallel.resolve_workers(self.workers)
@@ -156,13 +176,15 @@ class Warehouse(dg.ConfigurableResource):
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[Warehouse]:
         """One run of a day at a time: a run of a partition holds the day's lock from its first
         step to its last (the daily job runs its steps in one process), so a scheduled run and a
-        manual backfill of the same day follow each other instead of racing in the swaps."""
+        manual backfill of the same day follow each other instead of racing in the swaps.
+        With `private_files`, everything the run creates is its owner's alone."""
         day = context.dagster_run.tags.get("dagster/partition") if context.dagster_run else None
-        if day is None:
-            yield self
-            return
-        with day_lock(self.state_dir() / "locks" / f"{day}.lock", context.log, day):
-            yield self
+        with owner_only_files(self.private_files):
+            if day is None:
+                yield self
+                return
+            with day_lock(self.state_dir() / "locks" / f"{day}.lock", context.log, day):
+                yield self
 
     @contextmanager
     def scratch_dir(self) -> Iterator[Path]:
