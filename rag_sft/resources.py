@@ -29,6 +29,7 @@ from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
 from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
 from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, known_formats, parse_formats
 from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
+from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.sources import LandingFolder, SqlTable
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
@@ -183,7 +184,7 @@ class Warehouse(dg.ConfigurableResource):
             if day is None:
                 yield self
                 return
-            with day_lock(self.state_dir() / "locks" / f"{day}.lock", context.log, day):
+            with day_lock(self.state_dir() / "locks" / f"{day_name(day)}.lock", context.log, day):
                 yield self
 
     @contextmanager
@@ -202,7 +203,7 @@ class Warehouse(dg.ConfigurableResource):
         return Path(self.data_dir) / "warehouse" / table
 
     def export_dir(self, day: str) -> Path:
-        return Path(self.data_dir) / "datasets" / "sft" / f"date={day}"
+        return Path(self.data_dir) / "datasets" / "sft" / f"date={day_name(day)}"
 
     def jsonl_path(self, day: str) -> Path:
         return self.export_dir(day) / "records.jsonl"
