@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import dagster as dg
-from pydantic import Field, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
 from rag_sft.assets.partitions import event_days
 from rag_sft.core import parallel
@@ -29,6 +29,7 @@ from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
 from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
 from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, known_formats, parse_formats
 from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
+from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.sources import LandingFolder, SqlTable
 from rag_sft.io.warehouse import staged_name, staging_dir
@@ -76,11 +77,6 @@ def from_env(variable: str, default: Any, kind: Callable[[str], Any] = str) -> C
         return kind(value) if value else default
 
     return read
-
-
-def secret_from_env(variable: str) -> Callable[[], dg.EnvVar | None]:
-    """A secret field's default_factory: the variable as an EnvVar when it is set, else None."""
-    return lambda: dg.EnvVar(variable) if os.environ.get(variable) else None
 
 
 def resolved(value: str | None) -> str | None:
@@ -138,6 +134,21 @@ def day_lock(path: Path, log, day: str) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+@contextmanager
+def owner_only_files(enabled: bool) -> Iterator[None]:
+    """Files and folders created meanwhile get 0600 and 0700 (umask 077). A umask belongs to the
+    whole process: the daily job runs its steps in one process, so it covers every writer of the
+    run, and the ingest workers forked meanwhile inherit it."""
+    if not enabled:
+        yield
+        return
+    previous = os.umask(0o077)
+    try:
+        yield
+    finally:
+        os.umask(previous)
+
+
 def _key(*parts: str) -> str:
     """A file-name-safe key of the source (a hash, so no URL or password shows in a name)."""
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
@@ -156,6 +167,11 @@ class Warehouse(dg.ConfigurableResource):
         ge=0,
         description="Batches processed at once (processes for ingest, threads after); 0 = one per CPU core.",
     )
+    private_files: bool = Field(
+        default=True,
+        description="Files and folders a run writes (they hold users' questions and answers) are readable by their "
+        "owner only: 0600 and 0700. False: the process's umask decides.",
+    )
 
     def worker_count(self) -> int:
         return parallel.resolve_workers(self.workers)
@@ -164,13 +180,15 @@ class Warehouse(dg.ConfigurableResource):
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[Warehouse]:
         """One run of a day at a time: a run of a partition holds the day's lock from its first
         step to its last (the daily job runs its steps in one process), so a scheduled run and a
-        manual backfill of the same day follow each other instead of racing in the swaps."""
+        manual backfill of the same day follow each other instead of racing in the swaps.
+        With `private_files`, everything the run creates is its owner's alone."""
         day = context.dagster_run.tags.get("dagster/partition") if context.dagster_run else None
-        if day is None:
-            yield self
-            return
-        with day_lock(self.state_dir() / "locks" / f"{day}.lock", context.log, day):
-            yield self
+        with owner_only_files(self.private_files):
+            if day is None:
+                yield self
+                return
+            with day_lock(self.state_dir() / "locks" / f"{day_name(day)}.lock", context.log, day):
+                yield self
 
     @contextmanager
     def scratch_dir(self) -> Iterator[Path]:
@@ -191,7 +209,7 @@ class Warehouse(dg.ConfigurableResource):
         return Path(self.data_dir) / "warehouse" / table
 
     def export_dir(self, day: str) -> Path:
-        return Path(self.data_dir) / "datasets" / "sft" / f"date={day}"
+        return Path(self.data_dir) / "datasets" / "sft" / f"date={day_name(day)}"
 
     def jsonl_path(self, day: str) -> Path:
         return self.export_dir(day) / "records.jsonl"
@@ -293,8 +311,24 @@ class ExportChecks(dg.ConfigurableResource):
         )
 
 
+class ApiKeyFromEnv(dg.Config):
+    """The LLM API key, given by the name of the environment variable that holds it. Its config
+    is a mapping, `{env: NAME}`, never a string: Dagster refuses a key typed into the launchpad or
+    run config before it creates the run, so the key is never stored with the run."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+    env: str = Field(
+        default=OPENAI_API_KEY_ENV,
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        description="Name of the environment variable holding the key.",
+    )
+
+
 class Completions(dg.ConfigurableResource):
     """How completions are written (SPEC.md rule 6; README, "Corrected answers from an LLM")."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a refused key is not repeated in the error
 
     strategy: Literal["naive", "llm"] = Field(
         default_factory=from_env(COMPLETION_STRATEGY_ENV, "naive"),
@@ -311,9 +345,11 @@ class Completions(dg.ConfigurableResource):
         default_factory=from_env(LLM_MODEL_ENV, DEFAULT_LLM_MODEL),
         description=f"Model that writes the corrected answers. Default: $RAG_SFT_LLM_MODEL, else {DEFAULT_LLM_MODEL}.",
     )
-    api_key: str | None = Field(
-        default_factory=secret_from_env(OPENAI_API_KEY_ENV),
-        description="Default: the OPENAI_API_KEY environment variable, as a dg.EnvVar; never shown or logged.",
+    api_key: ApiKeyFromEnv = Field(
+        default_factory=ApiKeyFromEnv,
+        description="Where the API key is read: {env: OPENAI_API_KEY} (the default) or another variable's name. "
+        "Set the key itself in the environment of the code server and runs, never here: a key in run config would "
+        "be stored with the run.",
     )
     temperature: float = Field(default=0.2, ge=0, description="Sampling temperature.")
     max_tokens: int = Field(default=512, ge=1, description="Longest corrected answer; a longer one counts as truncated.")
@@ -330,6 +366,22 @@ class Completions(dg.ConfigurableResource):
     max_requests_per_run: int = Field(default=0, ge=0, description="Cap on requests per materialization; 0 = none.")
     max_tokens_per_run: int = Field(default=0, ge=0, description="Cap on tokens per materialization; 0 = none.")
 
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _key_from_the_environment_only(cls, value: Any) -> Any:
+        if isinstance(value, dg.EnvVar):
+            return {"env": value.env_var_name}
+        if isinstance(value, str):
+            raise ValueError(
+                f"completions.api_key is read from the environment only: set {OPENAI_API_KEY_ENV} where the "
+                f"code server and runs start (or name another variable: api_key={{'env': 'MY_KEY_VARIABLE'}})"
+            )
+        return value
+
+    def api_key_variable(self) -> str:
+        """The variable holding the key (Dagster keeps a dg.EnvVar given in Python as it is)."""
+        return self.api_key.env_var_name if isinstance(self.api_key, dg.EnvVar) else self.api_key.env
+
     def llm_settings(self) -> LlmSettings:
         return LlmSettings(
             model=self.model,
@@ -345,10 +397,11 @@ class Completions(dg.ConfigurableResource):
         if self.strategy == "naive":
             yield NaiveCompletion()
             return
-        api_key = resolved(self.api_key)
+        variable = self.api_key_variable()
+        api_key = os.environ.get(variable)
         if not api_key:
             raise dg.Failure(
-                "completion strategy 'llm' needs the OPENAI_API_KEY environment variable "
+                f"completion strategy 'llm' needs the {variable} environment variable "
                 "(any non-empty value for a server without authentication)"
             )
         # Imported here: the naive default never loads the openai client.

@@ -44,6 +44,26 @@ def write_lines(path: Path, lines: list) -> Path:
     return path
 
 
+def write_sql_rows(url: str, id_type: str, rows: list[tuple[object, dict]]) -> None:
+    """Events as rows of a new `raw_quality_events` table (docs and evaluation as JSON text)
+    whose `id` is whatever the caller says: any column type, NULL, or repeated."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:
+        connection.execute(sa.text(
+            f"CREATE TABLE raw_quality_events (id {id_type}, request_id TEXT, question TEXT, "
+            "docs TEXT, answer TEXT, evaluation TEXT, timestamp TEXT)"
+        ))
+        for row_id, value in rows:
+            json_columns = {column: orjson.dumps(value[column]).decode() for column in ("docs", "evaluation")}
+            connection.execute(sa.text(
+                "INSERT INTO raw_quality_events (id, request_id, question, docs, answer, evaluation, timestamp) "
+                "VALUES (:id, :request_id, :question, :docs, :answer, :evaluation, :timestamp)"
+            ), {**value, **json_columns, "id": row_id})
+    engine.dispose()
+
+
 def sample_records(count: int, seed: int = 3) -> list:
     """Prompt/completion training records in the shape of the exported ones, from generated events."""
     from datetime import date

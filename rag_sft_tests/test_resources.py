@@ -49,17 +49,16 @@ import dagster as dg
 from rag_sft.definitions import defs
 from rag_sft.resources import resolved
 
-SECRETS = {"api_key", "sql_url"}
 key, overrides = sys.argv[1], json.loads(sys.argv[2])
+SECRETS = {  # whether each secret resolves to the environment's value
+    "api_key": lambda value: os.environ.get(value["env"]) == os.environ["OPENAI_API_KEY"],
+    "sql_url": lambda value: resolved(value) == os.environ["RAG_SFT_SQL_URL"],
+}
 
 @dg.asset(required_resource_keys={key})
 def probe(context):
     resource = getattr(context.resources, key)
-    fields = {
-        name: (resolved(value) == os.environ.get({"api_key": "OPENAI_API_KEY"}.get(name, "RAG_SFT_SQL_URL"))
-               if name in SECRETS else value)
-        for name, value in resource.model_dump().items()
-    }
+    fields = {name: SECRETS[name](value) if name in SECRETS else value for name, value in resource.model_dump().items()}
     context.add_output_metadata({"fields": dg.MetadataValue.json(fields)})
 
 result = dg.materialize([probe], resources={key: defs.resources[key]},
@@ -112,3 +111,39 @@ def test_environment_settings_survive_a_run_config_that_changes_another_field(ru
     expected = expected_fields(key, runs["tmp"])
     assert {name: fields[name] for name in expected} == expected
     assert SECRET_KEY not in runs[key]["launchpad"]
+
+
+RUN_CONFIG_WITH_A_KEY = {"resources": {"completions": {"config": {"api_key": "sk-literal"}}}}
+
+
+def test_an_api_key_in_run_config_is_refused_before_a_run_is_stored(pipeline):
+    import dagster as dg
+
+    from rag_sft_tests.conftest import ALL_ASSETS
+
+    with pytest.raises(dg.DagsterInvalidConfigError) as refused:
+        dg.materialize(ALL_ASSETS, partition_key="2026-11-19", instance=pipeline.instance,
+                       resources=pipeline.resources(), run_config=RUN_CONFIG_WITH_A_KEY)  # fmt: skip
+    assert "root:resources:completions:config:api_key must be dict" in str(refused.value)
+    assert '{ env?: ' in str(refused.value)  # where the key goes: a variable's name
+    assert "sk-literal" not in str(refused.value)
+    assert pipeline.instance.get_runs() == []
+    # Naming the variable is what is stored with the run.
+    named = {"resources": {"completions": {"config": {"api_key": {"env": "MY_LLM_KEY"}}}}}
+    dg.materialize(ALL_ASSETS, partition_key="2026-11-19", instance=pipeline.instance,
+                   resources=pipeline.resources(), run_config=named)  # fmt: skip
+    [run] = pipeline.instance.get_runs()
+    assert run.run_config["resources"]["completions"] == {"config": {"api_key": {"env": "MY_LLM_KEY"}}}
+
+
+def test_an_api_key_given_in_python_is_refused_with_where_to_set_it():
+    import dagster as dg
+    from pydantic import ValidationError
+
+    from rag_sft.resources import Completions
+
+    with pytest.raises(ValidationError) as refused:
+        Completions(strategy="llm", api_key="sk-literal")
+    assert "set OPENAI_API_KEY" in str(refused.value) and "sk-literal" not in str(refused.value)
+    assert Completions(api_key=dg.EnvVar("MY_LLM_KEY")).api_key_variable() == "MY_LLM_KEY"
+    assert Completions().api_key_variable() == "OPENAI_API_KEY"

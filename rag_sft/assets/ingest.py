@@ -7,6 +7,7 @@ import dagster as dg
 from rag_sft.assets.metadata import count_table
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import ingest, tables
+from rag_sft.core.invariants import require
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.sources import SourceUnavailable
 from rag_sft.io.warehouse import PartitionWriter
@@ -57,7 +58,8 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
     except SourceUnavailable as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
 
-    assert counts.reconciles(), counts
+    require(counts.reconciles(), f"{day}: read {counts.read} != accepted {counts.accepted} + duplicates "
+            f"{counts.duplicates} + rejected {counts.rejected}: an event was lost or counted twice")
     outcome_counts = {"accepted": counts.accepted, "duplicate": counts.duplicates, "rejected": counts.rejected}
     context.log.info(
         f"{day}: read {counts.read}, accepted {counts.accepted}, duplicates {counts.duplicates}, "

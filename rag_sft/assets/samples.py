@@ -11,6 +11,7 @@ from rag_sft.assets.metadata import completion_metadata, count_table, number_sum
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
 from rag_sft.core import checks, rules, samples, tables
+from rag_sft.core.invariants import require
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.export_ledger import export_status
 from rag_sft.io.memory import streaming_day
@@ -125,7 +126,8 @@ def sft_records(
         # The checks judge the records that would be exported, before a hold-back relabels them.
         would_export = sum(exported_labels.values())
         filtered_count = sum(filter_reasons.values())
-        assert would_export + filtered_count == writer.rows
+        require(would_export + filtered_count == writer.rows, f"{day}: exported {would_export} + filtered "
+                f"{filtered_count} != {writer.rows} records: a sample was lost or counted twice")
         gate = export_checks.settings(sft_rules.min_confidence)
         verdicts = [
             checks.confidence_verdict(

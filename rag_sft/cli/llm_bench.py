@@ -9,6 +9,7 @@ once (each from an empty cache), and again over the warm cache, which must make 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,12 +43,13 @@ def run_llm_bench(samples: int, latency: float, concurrency: int, workdir: Path 
     from rag_sft.assets.samples import annotated_samples, sft_records
     from rag_sft.cli.main import write_days
     from rag_sft.cli.runner import QUIET_RUN_CONFIG
-    from rag_sft.resources import Completions, EventSource, ExportChecks, SftRules, Warehouse
+    from rag_sft.resources import OPENAI_API_KEY_ENV, Completions, EventSource, ExportChecks, SftRules, Warehouse
 
     root = workdir or Path(tempfile.mkdtemp(prefix="rag_sft_llm_bench_"))
     day: date = recent_days(1)[0]
     write_days(root / "landing", [day], GeneratorSettings(events_per_day=samples, seed=11))
     stub, base_url = _start_stub(latency)
+    os.environ[OPENAI_API_KEY_ENV] = "local-stub"  # the key comes from the environment only; this process talks to the stub alone
     try:
         resources = {
             "event_source": EventSource(kind="landing", landing_dir=str(root / "landing")),
@@ -65,7 +67,7 @@ def run_llm_bench(samples: int, latency: float, concurrency: int, workdir: Path 
                 if fresh_cache:
                     (root / "data" / "cache" / "completions.sqlite").unlink(missing_ok=True)
                 completions = Completions(
-                    strategy="llm", base_url=base_url, api_key="local-stub", model="bench-teacher",
+                    strategy="llm", base_url=base_url, model="bench-teacher",
                     max_concurrent_requests=requests_at_once,
                 )  # fmt: skip
                 served_before = _served(base_url)

@@ -6,11 +6,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
+
+from rag_sft.core.names import dataset_version_name, day_name
 
 
 def cmd_version(args: argparse.Namespace) -> int:
     """Materialize sft_dataset_version for the exportable days in [start, end]; print its name."""
+    if refused := _refused(lambda: [day_name(day) for day in (args.start, args.end) if day]):
+        return refused
     import dagster as dg
 
     from rag_sft.assets.versions import sft_dataset_version
@@ -42,6 +47,8 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     """Run lora_training_job on a dataset version (by name, or the latest) and report the model version."""
+    if args.version != "latest" and (refused := _refused(lambda: dataset_version_name(args.version))):
+        return refused
     import dagster as dg
 
     from rag_sft.cli.main import ensure_dagster_home
@@ -63,6 +70,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     registry = ModelRegistry(Path(defs.resources["warehouse"].data_dir) / "models")
     entry = next(e for e in registry.versions() if e.get("run_id") == result.run_id)
     print(json.dumps({k: entry.get(k) for k in ("version", "dataset_version", "status", "eval_loss", "base_eval_loss", "reason")}))
+    return 0
+
+
+def _refused(check: Callable[[], object]) -> int:
+    """2 with the reason on stderr when `check` finds a name that cannot be a path, else 0."""
+    try:
+        check()
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -23,6 +23,7 @@ SCORE_OUT_OF_RANGE = "score_out_of_range"
 INVALID_TIMESTAMP = "invalid_timestamp"
 TIMESTAMP_OUT_OF_RANGE = "timestamp_out_of_range"
 OVERSIZED_FIELD = "oversized_field"
+MISSING_ID = "missing_id"  # a SQL row whose id is NULL: it has no place among the table's rows
 DUPLICATE_REQUEST_ID = "duplicate_request_id"
 
 

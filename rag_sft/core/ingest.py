@@ -36,8 +36,8 @@ UNDECODABLE = _Marker("UNDECODABLE")
 
 @dataclass
 class SourceLine:
-    source: str  # file path relative to the landing folder, or "sql:<table>"
-    line: int  # 1-based line number in the file, or the row id in the table
+    source: str  # file path relative to the landing folder, or "sql:<table>" (see `sources.row_location`)
+    line: int | None  # 1-based line number in the file, or the row's integer id in the table
     raw: bytes | str
     decoded: Any = UNPARSED  # the decoded JSON, UNDECODABLE, or a Rejection found by the source
 

@@ -96,10 +96,12 @@ def _score_text(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
-def request_key(settings: LlmSettings, messages: Sequence[Mapping[str, str]]) -> str:
-    """sha256 of (model, parameters, messages): the same question to the same model with the
-    same parameters is answered once, whichever day or run asks it."""
+def request_key(endpoint: str, settings: LlmSettings, messages: Sequence[Mapping[str, str]]) -> str:
+    """sha256 of (endpoint, model, parameters, messages): the same question to the same model at
+    the same endpoint with the same parameters is answered once, whichever day or run asks it.
+    The endpoint counts: two servers may serve different models under one name."""
     payload = {
+        "endpoint": endpoint.rstrip("/"),
         "model": settings.model,
         "temperature": settings.temperature,
         "max_tokens": settings.max_tokens,

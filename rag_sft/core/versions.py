@@ -7,16 +7,14 @@ with the same contents again names the existing version.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 import orjson
 
+from rag_sft.core.names import DATASET_VERSION
 from rag_sft.core.training_data import dataset_hash
-
-_NAME = re.compile(r"^v(\d{3,})$")
 
 
 @dataclass(frozen=True)
@@ -31,7 +29,7 @@ class DayEntry:
 
 
 def next_version_name(existing: Iterable[str]) -> str:
-    numbers = [int(match[1]) for name in existing if (match := _NAME.match(name))]
+    numbers = [int(match[1]) for name in existing if (match := DATASET_VERSION.fullmatch(name))]
     return f"v{max(numbers, default=0) + 1:03d}"
 
 

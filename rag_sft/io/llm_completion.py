@@ -115,9 +115,10 @@ class LlmCompletion:
             samples.column("checks").to_pylist(),
             samples.column("suggestion").to_pylist(),
         )
+        endpoint = redacted_url(str(self.client.base_url))  # a password in the URL is no part of where it asks
         for prompt, language, answer, checks, suggestion in columns:
             messages = llm.correction_messages(prompt, language, answer, checks, suggestion, self.settings)
-            key = llm.request_key(self.settings, messages)
+            key = llm.request_key(endpoint, self.settings, messages)
             keys.append(key)
             requests.setdefault(key, messages)
         return keys, requests

@@ -30,7 +30,7 @@ import numpy as np
 import orjson
 
 from rag_sft.core import fastpath
-from rag_sft.core.events import INVALID_JSON, TIMESTAMP_OUT_OF_RANGE, Rejection, timestamp_date
+from rag_sft.core.events import INVALID_JSON, MISSING_ID, TIMESTAMP_OUT_OF_RANGE, Rejection, timestamp_date
 from rag_sft.core.ingest import UNDECODABLE, JudgedChunk, SourceLine, batched, decode_json, judge_lines
 
 
@@ -355,12 +355,20 @@ class SqlTable:
     between, and the undated rows right after them (and before them at the table's start) are
     paged in until a dated row is met. The table wants an index on `timestamp` besides its
     primary key on `id`.
+
+    Every row lands in exactly one day. A row whose `id` is NULL has no place among the others
+    (no id span holds it): it goes to the dead letter as `missing_id`, on the day of its
+    timestamp, or, without a readable one, on the UTC day it is read (as `SqlDayCounts` counts
+    it). Ids of any type are accepted (integers, text, UUIDs): see `row_location`.
     """
 
-    url: str
+    url: str  # may hold a password: shown only through `redacted_sql_url`
     table: str = "raw_quality_events"
     state_path: Path | None = None  # where `days_present` keeps what it has counted (see SqlDayCounts)
     _engine: Any = field(default=None, init=False, repr=False)
+
+    def __repr__(self) -> str:  # the dataclass's own would print the password
+        return f"SqlTable(url={redacted_sql_url(self.url)!r}, table={self.table!r}, state_path={self.state_path!r})"
 
     def engine(self):
         if self._engine is None:
@@ -375,11 +383,10 @@ class SqlTable:
         try:
             connection = self.engine().connect()
             connection.execute(sa.text(f"SELECT 1 FROM {self._quoted_table()} WHERE 1 = 0"))
-        except (sa.exc.SQLAlchemyError, ImportError, OSError) as error:
-            safe_url = sa.engine.make_url(self.url).render_as_string(hide_password=True)
+        except (sa.exc.SQLAlchemyError, ImportError, OSError, ValueError) as error:  # ValueError: e.g. a bad port
             cause = str(getattr(error, "orig", None) or error).strip().splitlines()
             raise SourceUnavailable(
-                f"cannot read table {self.table!r} at {safe_url}: {error.__class__.__name__}: "
+                f"cannot read table {self.table!r} at {redacted_sql_url(self.url)}: {error.__class__.__name__}: "
                 f"{cause[0] if cause else ''}"
             ) from None
         return connection
@@ -407,12 +414,18 @@ class SqlTable:
                 yield _row_to_line(self.table, row._mapping)
 
     def _rows_of_day(self, connection, day: date) -> list:
+        return self._rows_with_id(connection, day) + self._rows_without_id(connection, day)
+
+    def _rows_with_id(self, connection, day: date) -> list:
         low, high = (day - timedelta(days=1)).isoformat(), (day + timedelta(days=2)).isoformat()
-        window = self._query(connection, "timestamp >= :low AND timestamp < :high", "id, timestamp", low=low, high=high)
-        ids = [row_id for row_id, stamp in window if row_id is not None and timestamp_date(stamp) == day]
+        # Ordered by the database, so the first and last ids follow its collation (text ids).
+        window = self._query(
+            connection, "timestamp >= :low AND timestamp < :high AND id IS NOT NULL ORDER BY id", "id, timestamp", low=low, high=high
+        )
+        ids = [row_id for row_id, stamp in window if timestamp_date(stamp) == day]
         if not ids:
             return []
-        first, last = min(ids), max(ids)
+        first, last = ids[0], ids[-1]
         rows = self._query(connection, "id >= :first AND id <= :last ORDER BY id", first=first, last=last)
         rows += self._undated_after(connection, last)
         # Rows without a readable timestamp take the day of the nearest dated row before them.
@@ -422,6 +435,11 @@ class SqlTable:
             if carried == day:
                 chosen.append(row)
         return chosen
+
+    def _rows_without_id(self, connection, day: date) -> list:
+        """The day's rows whose id is NULL: by their timestamp, or on the day they are read."""
+        rows = self._query(connection, "id IS NULL")
+        return [row for row in rows if (_readable_day(row.timestamp) or day_read()) == day]
 
     def _undated_after(self, connection, last) -> list:
         """The rows after `last` up to the next dated row."""
@@ -473,7 +491,8 @@ class SqlTable:
 
     def days_present(self) -> Counter:
         """Rows per day, counted incrementally: only rows with an id above the last one counted
-        are read (ids must grow as rows are inserted, as identity and serial keys do)."""
+        are read (ids must grow as rows are inserted, as identity and serial keys do); rows
+        without an id are counted afresh each time (they have no place to resume from)."""
         counts = SqlDayCounts.load(self.state_path)
         with self._connect() as connection:
             while True:
@@ -487,12 +506,30 @@ class SqlTable:
                 counts.fold(page)
                 if len(page) < 10_000:
                     break
+            without_id = self._query(connection, "id IS NULL", "timestamp")
         counts.save(self.state_path)
-        return counts.present()
+        return counts.present() + Counter(_readable_day(stamp) or day_read() for (stamp,) in without_id)
+
+
+def redacted_sql_url(url: str) -> str:
+    """The URL as it may be shown: its password masked; a URL SQLAlchemy cannot read is not
+    shown at all (where a password would sit in it is unknown)."""
+    import sqlalchemy as sa
+
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except (sa.exc.ArgumentError, ValueError):
+        return "<a URL SQLAlchemy cannot read>"
 
 
 def _readable_day(stamp) -> date | None:
     return timestamp_date(stamp) if stamp is not None else None
+
+
+def day_read() -> date:
+    """Where rows with no readable day of their own and no neighbour to take one from go: the
+    UTC day they are read."""
+    return datetime.now(UTC).date()
 
 
 @dataclass
@@ -530,12 +567,30 @@ class SqlDayCounts:
     def present(self) -> Counter:
         counts = Counter({date.fromisoformat(day): n for day, n in self.days.items()})
         if self.waiting:  # a table with no readable timestamp at all: its rows belong to the day they are read
-            counts[datetime.now(UTC).date()] += self.waiting
+            counts[day_read()] += self.waiting
         return counts
+
+
+_INT64 = range(-(1 << 63), 1 << 63)
+
+
+def row_location(table: str, row_id: Any) -> tuple[str, int | None]:
+    """Where a row sits, as `source` and `source_line`: an integer id is the row's line number
+    (`sql:<table>`, id), any other id (text, a UUID, a decimal) is written as text after the
+    table's name (`sql:<table>#<id>`, no line number), and a row without an id has only its table."""
+    if isinstance(row_id, int) and not isinstance(row_id, bool) and row_id in _INT64:
+        return f"sql:{table}", row_id
+    if row_id is None:
+        return f"sql:{table}", None
+    return f"sql:{table}#{row_id}", None
 
 
 def _row_to_line(table: str, row) -> SourceLine:
     """A table row as the event object it encodes; JSON columns are decoded, bad ones marked."""
+    source, number = row_location(table, row["id"])
+    if row["id"] is None:
+        missing = Rejection(MISSING_ID, "the row has no id, so its place in the table is unknown; give it one")
+        return SourceLine(source, number, _row_text(row), missing)
     event: dict[str, Any] = {}
     for column in ("request_id", "question", "answer", "timestamp"):
         if row[column] is not None:
@@ -546,11 +601,11 @@ def _row_to_line(table: str, row) -> SourceLine:
             decoded = decode_json(value)
             if decoded is UNDECODABLE:
                 bad = Rejection(INVALID_JSON, f"column {column} is not valid JSON")
-                return SourceLine(f"sql:{table}", row["id"], _row_text(row), bad)
+                return SourceLine(source, number, _row_text(row), bad)
             event[column] = decoded
         elif value is not None:  # a JSON/JSONB column the driver already decoded
             event[column] = value
-    return SourceLine(f"sql:{table}", row["id"], _row_text(row), event)
+    return SourceLine(source, number, _row_text(row), event)
 
 
 def _row_text(row) -> str:

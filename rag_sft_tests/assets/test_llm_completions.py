@@ -191,6 +191,19 @@ def test_the_default_resources_follow_the_environment(monkeypatch, strategy):
     completions = Completions()
     assert completions.strategy == strategy
     assert (completions.base_url, completions.model) == ("http://127.0.0.1:8199/v1", "qwen2.5-72b-instruct")
-    # The key stays an EnvVar: resolved when a run starts, shown by name only.
-    assert isinstance(completions.api_key, dg.EnvVar) and completions.api_key.env_var_name == "OPENAI_API_KEY"
+    # The key is read from its variable where it is used, shown by name only.
+    assert completions.api_key_variable() == "OPENAI_API_KEY"
     assert KEY not in repr(completions)
+
+
+def test_two_endpoints_serving_one_model_name_do_not_share_cached_answers(pipeline, monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    write_day(pipeline, [f"问题{n}:退款需要多久?" for n in range(3)])
+    with running_stub() as first_server, running_stub() as second_server:
+        pipeline.materialize(DAY, completions=llm_completions(first_server))
+        second = pipeline.metadata(pipeline.materialize(DAY, completions=llm_completions(second_server)), "sft_records")
+        assert (second["llm_requests"], second["llm_cache_hits"]) == (3, 0)
+        assert len(second_server.state.served) == 3
+        # Each endpoint keeps its own answers: back at the first, nothing is asked again.
+        again = pipeline.metadata(pipeline.materialize(DAY, completions=llm_completions(first_server)), "sft_records")
+        assert (again["llm_requests"], again["llm_cache_hits"]) == (0, 3)

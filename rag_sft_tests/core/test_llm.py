@@ -9,6 +9,7 @@ from rag_sft.core import llm, rules
 from rag_sft.core.llm import LlmSettings, RetryPolicy
 
 SETTINGS = LlmSettings(model="teacher-1")
+ENDPOINT = "http://127.0.0.1:8199/v1"
 PROMPT_ZH = "[文档1] 退款在七个工作日内到账。\n\n" + rules.correction_instruction("factuality_error", "zh") + "\n\n问题\n退款需要多久?"
 
 
@@ -43,22 +44,24 @@ def test_requests_differ_per_label_as_the_instructions_do():
     first = llm.correction_messages(PROMPT_ZH, "zh", "答", None, None, SETTINGS)
     second = llm.correction_messages(other_label, "zh", "答", None, None, SETTINGS)
     assert first != second
-    assert llm.request_key(SETTINGS, first) != llm.request_key(SETTINGS, second)
+    assert llm.request_key(ENDPOINT, SETTINGS, first) != llm.request_key(ENDPOINT, SETTINGS, second)
 
 
-def test_the_cache_key_covers_model_parameters_and_prompt_only():
+def test_the_cache_key_covers_endpoint_model_parameters_and_prompt_only():
     messages = llm.correction_messages(PROMPT_ZH, "zh", "答", None, None, SETTINGS)
-    key = llm.request_key(SETTINGS, messages)
-    assert key == llm.request_key(LlmSettings(model="teacher-1"), [dict(m) for m in messages])
+    key = llm.request_key(ENDPOINT, SETTINGS, messages)
+    assert key == llm.request_key(ENDPOINT + "/", LlmSettings(model="teacher-1"), [dict(m) for m in messages])
     assert len(key) == 64
     variants = [
         LlmSettings(model="teacher-2"),
         LlmSettings(model="teacher-1", temperature=0.7),
         LlmSettings(model="teacher-1", max_tokens=256),
     ]
-    assert len({key, *(llm.request_key(v, messages) for v in variants)}) == 4
+    assert len({key, *(llm.request_key(ENDPOINT, v, messages) for v in variants)}) == 4
     changed = [messages[0], {"role": "user", "content": messages[1]["content"] + " "}]
-    assert llm.request_key(SETTINGS, changed) != key
+    assert llm.request_key(ENDPOINT, SETTINGS, changed) != key
+    # Another server serving a model of the same name does not share answers.
+    assert llm.request_key("http://10.0.0.7:8000/v1", SETTINGS, messages) != key
 
 
 def test_backoff_is_exponential_with_full_jitter_and_capped():

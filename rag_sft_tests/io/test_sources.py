@@ -1,4 +1,5 @@
-from datetime import date
+import uuid
+from datetime import UTC, date, datetime
 
 import orjson
 import pytest
@@ -6,7 +7,7 @@ import sqlalchemy as sa
 
 from rag_sft.core import events, ingest
 from rag_sft.io.sources import LandingFolder, SourceUnavailable, SqlTable, quick_line_date
-from rag_sft_tests.helpers import event, write_lines
+from rag_sft_tests.helpers import event, write_lines, write_sql_rows
 
 D18, D19, D20 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)
 
@@ -146,3 +147,80 @@ def test_sql_days_present_counts_only_new_rows(tmp_path):
         )
     engine.dispose()
     assert SqlTable(url, state_path=counts_path).days_present() == {D18: 1, D19: 2}
+
+
+def ingest_day(table: SqlTable, day: date) -> tuple[ingest.IngestCounts, list[dict], list[dict]]:
+    counts = ingest.IngestCounts()
+    batches = list(ingest.ingest(table.lines_for_day(day), 1000, 100, counts))
+    accepted = [row for batch in batches if batch.accepted is not None for row in batch.accepted.to_pylist()]
+    dead = [row for batch in batches if batch.dead_letter is not None for row in batch.dead_letter.to_pylist()]
+    assert counts.reconciles()
+    return counts, accepted, dead
+
+
+def test_a_row_without_id_goes_to_the_dead_letter_on_the_day_of_its_timestamp(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    today = datetime.now(UTC).date()
+    write_sql_rows(url, "INTEGER", [
+        (1, event("a", "2026-11-19T01:00:00Z")),
+        (None, event("no-id-19", "2026-11-19T02:00:00Z")),
+        (None, event("no-id-20", "2026-11-20T23:30:00-05:00")),  # 11-21 in UTC
+        (None, event("no-id-undated", "garbled")),
+        (2, event("b", "2026-11-20T01:00:00Z")),
+    ])
+    table = SqlTable(url)
+    counts, accepted, dead = ingest_day(table, D19)
+    assert (counts.read, counts.accepted, counts.rejected) == (2, 1, 1)
+    assert [row["request_id"] for row in accepted] == ["a"]
+    assert [(d["source"], d["source_line"], d["reason"], d["request_id"]) for d in dead] == [
+        ("sql:raw_quality_events", None, events.MISSING_ID, None),
+    ]
+    assert "no id" in dead[0]["detail"] and "no-id-19" in dead[0]["raw_text"]
+    assert [orjson.loads(d["raw_text"])["request_id"] for d in ingest_day(table, date(2026, 11, 21))[2]] == ["no-id-20"]
+    # Without a readable timestamp either, the row is rejected on the UTC day it is read.
+    assert [orjson.loads(d["raw_text"])["request_id"] for d in ingest_day(table, today)[2]] == ["no-id-undated"]
+    assert table.days_present() == {D19: 2, D20: 1, date(2026, 11, 21): 1, today: 1}
+
+
+def test_one_id_on_two_days_is_read_on_each_of_its_days(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    write_sql_rows(url, "INTEGER", [
+        (1, event("a", "2026-11-19T01:00:00Z")),
+        (2, event("b", "2026-11-19T02:00:00Z")),
+        (2, event("c", "2026-11-20T02:00:00Z")),
+        (3, event("d", "2026-11-20T03:00:00Z")),
+    ])
+    table = SqlTable(url)
+    placed = {day: [row["request_id"] for row in ingest_day(table, day)[1]] for day in (D18, D19, D20)}
+    assert placed == {D18: [], D19: ["a", "b"], D20: ["c", "d"]}
+
+
+def test_text_ids_are_the_rows_lineage(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    first, second, third = (str(uuid.UUID(int=n)) for n in (1, 2, 3))
+    write_sql_rows(url, "TEXT PRIMARY KEY", [
+        (first, event("a", "2026-11-19T01:00:00Z")),
+        (second, {**event("b", "2026-11-19T02:00:00Z"), "question": " "}),
+        (third, event("a", "2026-11-19T03:00:00Z")),
+    ])
+    counts, accepted, dead = ingest_day(SqlTable(url), D19)
+    assert (counts.accepted, counts.rejected, counts.duplicates) == (1, 1, 1)
+    assert [(row["source"], row["source_line"]) for row in accepted] == [(f"sql:raw_quality_events#{first}", None)]
+    assert [(d["source"], d["source_line"], d["outcome"]) for d in dead] == [
+        (f"sql:raw_quality_events#{second}", None, "rejected"),
+        (f"sql:raw_quality_events#{third}", None, "duplicate"),
+    ]
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg2://user:s3cret@127.0.0.1:1/db",  # unreachable
+    "postgresql+psycopg2://user:s3cret@127.0.0.1:notaport/db",  # unreadable port
+    "not a url at all s3cret",  # unreadable as a whole
+])
+def test_the_sql_password_is_in_no_repr_str_or_error(url):
+    table = SqlTable(url)
+    with pytest.raises(SourceUnavailable) as caught:
+        table.days_present()
+    shown = [repr(table), str(table), f"{table}", str(caught.value), repr(caught.value), repr([table])]
+    assert not [text for text in shown if "s3cret" in text]
+    assert "raw_quality_events" in str(caught.value)
