@@ -117,6 +117,19 @@ def tiny_base(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    """A tiny random Qwen2-architecture model whose tokenizer, like Qwen2/2.5's, has a chat
+    template and no BOS token."""
+    from rag_sft.training.tiny_base import build_tiny_base_model
+    from rag_sft_tests.helpers import sample_records
+
+    texts = [text for record in sample_records(300, seed=9) for text in (record.prompt, record.completion)]
+    return build_tiny_base_model(
+        texts, tmp_path_factory.mktemp("base") / "qwen2", vocab_size=600, hidden_size=32, architecture="qwen2"
+    )
+
+
+@pytest.fixture(scope="session")
 def postgres():
     """A throwaway PostgreSQL server from the machine's binaries. Missing binaries fail the
     tests that need it (never a skip): `.ci/run` installs them."""
