@@ -42,6 +42,12 @@ LLM_MODEL_ENV = "RAG_SFT_LLM_MODEL"
 OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
+JUDGE_BASE_URL_ENV = "RAG_SFT_JUDGE_BASE_URL"
+JUDGE_MODEL_ENV = "RAG_SFT_JUDGE_MODEL"
+JUDGE_API_KEY_ENV = "RAG_SFT_JUDGE_API_KEY"
+JUDGE_STAND_IN_ENV = "RAG_SFT_JUDGE_STAND_IN"
+JUDGE_AUDIT_ENV = "RAG_SFT_JUDGE_AUDIT"
+EVAL_QUESTIONS_ENV = "RAG_SFT_EVAL_QUESTIONS"
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
 TRAINING_ENV = [
     ("RAG_SFT_MIN_NEW_SAMPLES", "min_new_samples", int),
@@ -363,6 +369,9 @@ class LoraTraining(dg.ConfigurableResource):
     max_label_regression: float = Field(
         default=0.05, ge=0, description="Gate: largest rise of any label's eval loss (nats) a promoted version may have."
     )
+    max_label_weight: float = Field(
+        default=5.0, gt=0, description="Cap of the label weights computed over the training split (rule 9)."
+    )
 
     def lora_settings(self) -> LoraSettings:
         return LoraSettings(
@@ -376,6 +385,82 @@ class LoraTraining(dg.ConfigurableResource):
             batch_size=self.batch_size,
             seed=self.seed,
         )
+
+
+class Evaluator(dg.ConfigurableResource):
+    """How `model_evaluation` compares the candidate with the model in use (README, "Training"):
+    answers generated for the held-out questions, judged by an LLM at an OpenAI-compatible
+    endpoint with the RAG evaluator's labels. No `base_url`: no judge, the eval-loss gate."""
+
+    base_url: str = Field(default="", description="The judge's OpenAI-compatible endpoint; empty: no judge.")
+    model: str = Field(default=DEFAULT_LLM_MODEL, description="The judge model.")
+    api_key: str | None = Field(
+        default=None, description="Set from RAG_SFT_JUDGE_API_KEY or OPENAI_API_KEY (dg.EnvVar); never shown."
+    )
+    stand_in: bool = Field(
+        default=False, description="The endpoint is the local stub's stand-in judge (the demo): labelled so in every output."
+    )
+    max_tokens: int = Field(default=256, ge=1, description="Longest verdict.")
+    request_timeout_s: float = Field(default=60.0, gt=0, description="Seconds before a request counts as timed out.")
+    max_concurrent_requests: int = Field(default=8, ge=1, description="Judge requests open at once.")
+    max_retries: int = Field(default=3, ge=0, description="Retries of a 429, 5xx, timeout or verdict that is not the JSON asked.")
+    backoff_base_s: float = Field(default=0.5, ge=0, description="First retry waits up to this long (doubling).")
+    prompt_price_per_mtok: float = Field(default=0.0, ge=0, description="Judge cost: US$ per million prompt tokens.")
+    completion_price_per_mtok: float = Field(default=0.0, ge=0, description="Judge cost: US$ per million completion tokens.")
+    eval_questions: int = Field(default=64, ge=1, description="Held-out questions answered by each model (the first by hash).")
+    max_new_tokens: int = Field(default=128, ge=1, description="Longest generated answer.")
+    generation_batch_size: int = Field(default=8, ge=1, description="Prompts generated at once.")
+    temperature: float = Field(default=0.0, ge=0, description="Generation temperature; 0 = greedy.")
+    primary_metric: str = Field(default="factuality_error", description="The label rate that must fall significantly.")
+    max_label_rise: float = Field(default=0.05, ge=0, description="Largest rise of another label's rate allowed.")
+    bootstrap_resamples: int = Field(default=2000, ge=100, description="Resamples of the paired bootstrap.")
+    audit_path: str = Field(default="", description="JSONL of answers with human labels (the judge's audit set); empty: none.")
+    min_kappa: float = Field(default=0.6, description="Promotion is blocked when the judge's kappa on any label is lower.")
+
+    def configured(self) -> bool:
+        return bool(self.base_url)
+
+    def judge_label(self) -> str:
+        return f"{self.model} (STAND-IN judge: the local stub's heuristic, not a real evaluation)" if self.stand_in else self.model
+
+    @contextmanager
+    def open(self, data_dir: str):
+        """The completions client for the judge (its verdicts cached under `<data_dir>/cache/`)."""
+        import openai
+
+        from rag_sft.core.model_comparison import JUDGE_RUBRIC
+        from rag_sft.io.completion_cache import CompletionCache
+        from rag_sft.io.llm_completion import LlmCompletion
+
+        if not self.api_key:
+            raise dg.Failure("the judge needs RAG_SFT_JUDGE_API_KEY or OPENAI_API_KEY (any value for a server without authentication)")
+        client = openai.OpenAI(base_url=self.base_url, api_key=self.api_key, timeout=self.request_timeout_s, max_retries=0)
+        cache = CompletionCache(Path(data_dir) / "cache" / "completions.sqlite")
+        judge = LlmCompletion(
+            client,
+            LlmSettings(model=self.model, temperature=0.0, max_tokens=self.max_tokens, system_prompt=JUDGE_RUBRIC),
+            cache,
+            concurrency=self.max_concurrent_requests,
+            retry=RetryPolicy(self.max_retries, self.backoff_base_s),
+        )
+        try:
+            yield judge
+        finally:
+            judge.close()
+            cache.close()
+
+
+def default_evaluator() -> Evaluator:
+    env = os.environ
+    key = next((name for name in (JUDGE_API_KEY_ENV, OPENAI_API_KEY_ENV) if env.get(name)), None)
+    return Evaluator(
+        base_url=env.get(JUDGE_BASE_URL_ENV, ""),
+        model=env.get(JUDGE_MODEL_ENV) or DEFAULT_LLM_MODEL,
+        api_key=dg.EnvVar(key) if key else None,
+        stand_in=env.get(JUDGE_STAND_IN_ENV, "") == "1",
+        audit_path=env.get(JUDGE_AUDIT_ENV, ""),
+        **({"eval_questions": int(env[EVAL_QUESTIONS_ENV])} if EVAL_QUESTIONS_ENV in env else {}),
+    )
 
 
 def default_lora_training() -> LoraTraining:
@@ -420,4 +505,5 @@ def default_resources() -> dict:
         "completions": default_completions(),
         "trainer_exports": TrainerExports(formats=parse_formats(os.environ.get(EXPORT_FORMATS_ENV, ""))),
         "lora_training": default_lora_training(),
+        "evaluator": default_evaluator(),
     }

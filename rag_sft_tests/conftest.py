@@ -7,7 +7,16 @@ from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
 from rag_sft.assets.training import lora_adapter, model_evaluation, training_dataset
-from rag_sft.resources import Completions, EventSource, ExportChecks, LoraTraining, SftRules, TrainerExports, Warehouse
+from rag_sft.resources import (
+    Completions,
+    EventSource,
+    Evaluator,
+    ExportChecks,
+    LoraTraining,
+    SftRules,
+    TrainerExports,
+    Warehouse,
+)
 
 ALL_ASSETS = [raw_events, annotated_samples, sft_records, sft_jsonl]
 TRAINING_ASSETS = [training_dataset, lora_adapter, model_evaluation]
@@ -73,7 +82,9 @@ class Pipeline:
         run_config: dict | None = None,
         tags: dict | None = None,
         trainer_exports: TrainerExports | None = None,
+        evaluator: Evaluator | None = None,
     ):
+        """The training job's assets; without an evaluator, no judge and few short answers."""
         return dg.materialize(
             TRAINING_ASSETS,
             instance=self.instance,
@@ -81,6 +92,8 @@ class Pipeline:
                 "warehouse": self.resources()["warehouse"],
                 "lora_training": lora_training,
                 "trainer_exports": trainer_exports or TrainerExports(),
+                "sft_rules": SftRules(),
+                "evaluator": evaluator or Evaluator(eval_questions=8, max_new_tokens=16),
             },
             run_config=run_config,
             tags=tags,
