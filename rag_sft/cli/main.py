@@ -7,6 +7,7 @@
     rag-sft llm-stub --port 8199    # a local OpenAI-compatible server for the llm strategy
     rag-sft version --start D --end D  # the dataset version of the exportable days in a range
     rag-sft train --version v002    # lora_training_job on a dataset version
+    rag-sft model list | promote v0003 --reason R | rollback --reason R  # the model registry
 """
 
 from __future__ import annotations
@@ -207,6 +208,10 @@ def main(argv: list[str] | None = None) -> int:
     train = sub.add_parser("train", help="run lora_training_job on a dataset version")
     train.add_argument("--version", default="latest", help="a dataset version name (v001, ...) or latest")
     train.set_defaults(func=lambda args: _versions().cmd_train(args))
+
+    from rag_sft.cli import models
+
+    models.add_parser(sub)
 
     tiny = sub.add_parser("tiny-base", help="build the tiny demo base model from the exported JSONL")
     tiny.add_argument("--out", default=None, help="default: <data>/models/base/tiny-llama")
