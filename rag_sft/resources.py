@@ -48,6 +48,12 @@ LLM_MODEL_ENV = "RAG_SFT_LLM_MODEL"
 OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
 DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
+JUDGE_BASE_URL_ENV = "RAG_SFT_JUDGE_BASE_URL"
+JUDGE_MODEL_ENV = "RAG_SFT_JUDGE_MODEL"
+JUDGE_API_KEY_ENV = "RAG_SFT_JUDGE_API_KEY"
+JUDGE_STAND_IN_ENV = "RAG_SFT_JUDGE_STAND_IN"
+JUDGE_AUDIT_ENV = "RAG_SFT_JUDGE_AUDIT"
+EVAL_QUESTIONS_ENV = "RAG_SFT_EVAL_QUESTIONS"
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
 
 
@@ -325,6 +331,18 @@ class ApiKeyFromEnv(dg.Config):
     )
 
 
+def key_from_environment(value: Any, resource: str) -> Any:
+    """An api_key setting as `{env: NAME}`: a dg.EnvVar becomes its name, a literal key is refused."""
+    if isinstance(value, dg.EnvVar):
+        return {"env": value.env_var_name}
+    if isinstance(value, str):
+        raise ValueError(
+            f"{resource}.api_key is read from the environment only: set {OPENAI_API_KEY_ENV} where the "
+            f"code server and runs start (or name another variable: api_key={{'env': 'MY_KEY_VARIABLE'}})"
+        )
+    return value
+
+
 class Completions(dg.ConfigurableResource):
     """How completions are written (SPEC.md rule 6; README, "Corrected answers from an LLM")."""
 
@@ -369,14 +387,7 @@ class Completions(dg.ConfigurableResource):
     @field_validator("api_key", mode="before")
     @classmethod
     def _key_from_the_environment_only(cls, value: Any) -> Any:
-        if isinstance(value, dg.EnvVar):
-            return {"env": value.env_var_name}
-        if isinstance(value, str):
-            raise ValueError(
-                f"completions.api_key is read from the environment only: set {OPENAI_API_KEY_ENV} where the "
-                f"code server and runs start (or name another variable: api_key={{'env': 'MY_KEY_VARIABLE'}})"
-            )
-        return value
+        return key_from_environment(value, "completions")
 
     def api_key_variable(self) -> str:
         """The variable holding the key (Dagster keeps a dg.EnvVar given in Python as it is)."""
@@ -497,6 +508,9 @@ class LoraTraining(dg.ConfigurableResource):
     max_label_regression: float = Field(
         default=0.05, ge=0, description="Gate: largest rise of any label's eval loss (nats) a promoted version may have."
     )
+    max_label_weight: float = Field(
+        default=5.0, gt=0, description="Cap of the label weights computed over the training split (rule 9)."
+    )
 
     def lora_settings(self) -> LoraSettings:
         return LoraSettings(
@@ -512,6 +526,95 @@ class LoraTraining(dg.ConfigurableResource):
         )
 
 
+class Evaluator(dg.ConfigurableResource):
+    """How `model_evaluation` compares the candidate with the model in use (README, "Training"):
+    answers generated for the held-out questions, judged by an LLM at an OpenAI-compatible
+    endpoint with the RAG evaluator's labels. No `base_url`: no judge, the eval-loss gate."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)  # a refused key is not repeated in the error
+
+    base_url: str = Field(
+        default_factory=from_env(JUDGE_BASE_URL_ENV, ""),
+        description="The judge's OpenAI-compatible endpoint; empty: no judge. Default: $RAG_SFT_JUDGE_BASE_URL.",
+    )
+    model: str = Field(
+        default_factory=from_env(JUDGE_MODEL_ENV, DEFAULT_LLM_MODEL),
+        description=f"The judge model. Default: $RAG_SFT_JUDGE_MODEL, else {DEFAULT_LLM_MODEL}.",
+    )
+    api_key: ApiKeyFromEnv = Field(
+        default_factory=lambda: ApiKeyFromEnv(env=JUDGE_API_KEY_ENV if os.environ.get(JUDGE_API_KEY_ENV) else OPENAI_API_KEY_ENV),
+        description="Where the judge's API key is read: {env: RAG_SFT_JUDGE_API_KEY} when that is set, else "
+        "{env: OPENAI_API_KEY}; never the key itself (it would be stored with the run).",
+    )
+    stand_in: bool = Field(
+        default_factory=from_env(JUDGE_STAND_IN_ENV, False, lambda value: value == "1"),
+        description="The endpoint is the local stub's stand-in judge (the demo): labelled so in every output. "
+        "Default: $RAG_SFT_JUDGE_STAND_IN=1.",
+    )
+    max_tokens: int = Field(default=256, ge=1, description="Longest verdict.")
+    request_timeout_s: float = Field(default=60.0, gt=0, description="Seconds before a request counts as timed out.")
+    max_concurrent_requests: int = Field(default=8, ge=1, description="Judge requests open at once.")
+    max_retries: int = Field(default=3, ge=0, description="Retries of a 429, 5xx, timeout or verdict that is not the JSON asked.")
+    backoff_base_s: float = Field(default=0.5, ge=0, description="First retry waits up to this long (doubling).")
+    prompt_price_per_mtok: float = Field(default=0.0, ge=0, description="Judge cost: US$ per million prompt tokens.")
+    completion_price_per_mtok: float = Field(default=0.0, ge=0, description="Judge cost: US$ per million completion tokens.")
+    eval_questions: int = Field(
+        default_factory=from_env(EVAL_QUESTIONS_ENV, 64, int),
+        ge=1,
+        description="Held-out questions answered by each model (the first by hash). Default: $RAG_SFT_EVAL_QUESTIONS, else 64.",
+    )
+    max_new_tokens: int = Field(default=128, ge=1, description="Longest generated answer.")
+    generation_batch_size: int = Field(default=8, ge=1, description="Prompts generated at once.")
+    temperature: float = Field(default=0.0, ge=0, description="Generation temperature; 0 = greedy.")
+    primary_metric: str = Field(default="factuality_error", description="The label rate that must fall significantly.")
+    max_label_rise: float = Field(default=0.05, ge=0, description="Largest rise of another label's rate allowed.")
+    bootstrap_resamples: int = Field(default=2000, ge=100, description="Resamples of the paired bootstrap.")
+    audit_path: str = Field(
+        default_factory=from_env(JUDGE_AUDIT_ENV, ""),
+        description="JSONL of answers with human labels (the judge's audit set); empty: none. Default: $RAG_SFT_JUDGE_AUDIT.",
+    )
+    min_kappa: float = Field(default=0.6, description="Promotion is blocked when the judge's kappa on any label is lower.")
+
+    @field_validator("api_key", mode="before")
+    @classmethod
+    def _key_from_the_environment_only(cls, value: Any) -> Any:
+        return key_from_environment(value, "evaluator")
+
+    def configured(self) -> bool:
+        return bool(self.base_url)
+
+    def judge_label(self) -> str:
+        return f"{self.model} (STAND-IN judge: the local stub's heuristic, not a real evaluation)" if self.stand_in else self.model
+
+    @contextmanager
+    def open(self, data_dir: str):
+        """The completions client for the judge (its verdicts cached under `<data_dir>/cache/`)."""
+        import openai
+
+        from rag_sft.core.model_comparison import JUDGE_RUBRIC
+        from rag_sft.io.completion_cache import CompletionCache
+        from rag_sft.io.llm_completion import LlmCompletion
+
+        variable = self.api_key.env_var_name if isinstance(self.api_key, dg.EnvVar) else self.api_key.env
+        api_key = os.environ.get(variable)
+        if not api_key:
+            raise dg.Failure(f"the judge needs the {variable} environment variable (any value for a server without authentication)")
+        client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=self.request_timeout_s, max_retries=0)
+        cache = CompletionCache(Path(data_dir) / "cache" / "completions.sqlite")
+        judge = LlmCompletion(
+            client,
+            LlmSettings(model=self.model, temperature=0.0, max_tokens=self.max_tokens, system_prompt=JUDGE_RUBRIC),
+            cache,
+            concurrency=self.max_concurrent_requests,
+            retry=RetryPolicy(self.max_retries, self.backoff_base_s),
+        )
+        try:
+            yield judge
+        finally:
+            judge.close()
+            cache.close()
+
+
 def default_resources() -> dict:
     """Every resource with its defaults: the environment's settings come from the fields themselves."""
     return {
@@ -522,4 +625,5 @@ def default_resources() -> dict:
         "completions": Completions(),
         "trainer_exports": TrainerExports(),
         "lora_training": LoraTraining(),
+        "evaluator": Evaluator(),
     }

@@ -8,7 +8,16 @@ from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
 from rag_sft.assets.training import lora_adapter, model_evaluation, training_dataset
-from rag_sft.resources import Completions, EventSource, ExportChecks, LoraTraining, SftRules, TrainerExports, Warehouse
+from rag_sft.resources import (
+    Completions,
+    EventSource,
+    Evaluator,
+    ExportChecks,
+    LoraTraining,
+    SftRules,
+    TrainerExports,
+    Warehouse,
+)
 
 ALL_ASSETS = [raw_events, annotated_samples, sft_records, sft_jsonl]
 TRAINING_ASSETS = [training_dataset, lora_adapter, model_evaluation]
@@ -83,7 +92,9 @@ class Pipeline:
         run_config: dict | None = None,
         tags: dict | None = None,
         trainer_exports: TrainerExports | None = None,
+        evaluator: Evaluator | None = None,
     ):
+        """The training job's assets; without an evaluator, no judge and few short answers."""
         return dg.materialize(
             TRAINING_ASSETS,
             instance=self.instance,
@@ -91,6 +102,8 @@ class Pipeline:
                 "warehouse": self.resources()["warehouse"],
                 "lora_training": lora_training,
                 "trainer_exports": trainer_exports or TrainerExports(),
+                "sft_rules": SftRules(),
+                "evaluator": evaluator or Evaluator(eval_questions=8, max_new_tokens=16),
             },
             run_config=run_config,
             tags=tags,
@@ -124,6 +137,19 @@ def tiny_base(tmp_path_factory) -> Path:
 
     texts = [text for record in sample_records(300, seed=9) for text in (record.prompt, record.completion)]
     return build_tiny_base_model(texts, tmp_path_factory.mktemp("base") / "tiny", vocab_size=600, hidden_size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen2(tmp_path_factory) -> Path:
+    """A tiny random Qwen2-architecture model whose tokenizer, like Qwen2/2.5's, has a chat
+    template and no BOS token."""
+    from rag_sft.training.tiny_base import build_tiny_base_model
+    from rag_sft_tests.helpers import sample_records
+
+    texts = [text for record in sample_records(300, seed=9) for text in (record.prompt, record.completion)]
+    return build_tiny_base_model(
+        texts, tmp_path_factory.mktemp("base") / "qwen2", vocab_size=600, hidden_size=32, architecture="qwen2"
+    )
 
 
 @pytest.fixture(scope="session")

@@ -5,6 +5,7 @@ the definitions and running the daily pipeline never pays for them.
 """
 
 import shutil
+import time
 from collections import Counter
 from pathlib import Path
 
@@ -17,12 +18,24 @@ from rag_sft.assets.metadata import count_table
 from rag_sft.assets.versions import make_version
 from rag_sft.core import training_data
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
-from rag_sft.core.promotion import promotion_decision
+from rag_sft.core.model_comparison import (
+    JUDGED_LABELS,
+    GateSettings,
+    JudgePrice,
+    ModelRun,
+    compare,
+    format_table,
+    judged_gate,
+    prompt_documents,
+    summarize,
+    table_rows,
+)
+from rag_sft.core.promotion import Decision, promotion_decision
 from rag_sft.core.trigger import ExportLedger, training_window
 from rag_sft.io.dataset_versions import DatasetVersions
 from rag_sft.io.export_ledger import update_ledger
 from rag_sft.io.model_registry import ModelRegistry
-from rag_sft.resources import LoraTraining, TrainerExports, Warehouse
+from rag_sft.resources import Evaluator, LoraTraining, SftRules, TrainerExports, Warehouse
 
 DATASET_TAG = "rag_sft/dataset"
 
@@ -43,8 +56,10 @@ def training_dataset(
     warehouse: Warehouse,
     lora_training: LoraTraining,
     trainer_exports: TrainerExports,
+    sft_rules: SftRules,
 ) -> dg.Output[dict]:
-    """A snapshot of exportable days split into train and eval by a hash of the question."""
+    """A snapshot of exportable days split into train and eval by a hash of the question, with
+    the label weights of the training split (rule 9 over the split, capped)."""
     if config.version:
         versions = DatasetVersions(warehouse.versions_dir())
         name = versions.latest() if config.version == "latest" else config.version
@@ -80,9 +95,17 @@ def training_dataset(
                 texts[split]["prompt"].append(record["prompt"])
                 texts[split]["completion"].append(record["completion"])
     write_trainer_exports(tmp, texts, trainer_exports, f"rag_sft_{content_hash[:16]}")
+    weights = training_data.training_label_weights(counts["train"], sft_rules.settings(), lora_training.max_label_weight)
+    weights = {label: round(weight, 6) for label, weight in weights.items()}
     (tmp / "manifest.json").write_bytes(
         orjson.dumps(
-            {"dataset_version": version, "dataset_hash": content_hash, "days": wanted, "eval_share": lora_training.eval_share},
+            {
+                "dataset_version": version,
+                "dataset_hash": content_hash,
+                "days": wanted,
+                "eval_share": lora_training.eval_share,
+                "label_weights": weights,
+            },
             option=orjson.OPT_INDENT_2,
         )
     )
@@ -98,11 +121,14 @@ def training_dataset(
             "eval_records": sum(counts["eval"].values()),
             "train_labels": count_table(counts["train"], "label"),
             "eval_labels": count_table(counts["eval"], "label"),
+            "label_weights": dg.MetadataValue.json(weights),
             "path": dg.MetadataValue.path(str(folder)),
             "trainer_exports": dg.MetadataValue.json(list(trainer_exports.formats)),
         }
     )
-    return dg.Output({"dataset_version": version, "dataset_hash": content_hash, "dir": str(folder), "days": wanted})
+    return dg.Output(
+        {"dataset_version": version, "dataset_hash": content_hash, "dir": str(folder), "days": wanted, "label_weights": weights}
+    )
 
 
 def write_trainer_exports(folder: Path, texts: dict, exports: TrainerExports, name: str) -> None:
@@ -125,8 +151,9 @@ def lora_adapter(
     from rag_sft.training import sft
 
     settings = lora_training.lora_settings()
-    train = _records(Path(training_dataset["dir"]) / "train.jsonl")
-    held_out = _records(Path(training_dataset["dir"]) / "eval.jsonl")
+    weights = training_dataset["label_weights"]
+    train = _records(Path(training_dataset["dir"]) / "train.jsonl", weights)
+    held_out = _records(Path(training_dataset["dir"]) / "eval.jsonl", weights)
     if not train or not held_out:
         raise dg.Failure(f"the dataset has {len(train)} train and {len(held_out)} eval records; both must be non-empty")
     registry = ModelRegistry(Path(warehouse.data_dir) / "models")
@@ -149,7 +176,7 @@ def lora_adapter(
         "device": result.device,
         "dtype": result.dtype,
     }
-    dataset = {key: training_dataset[key] for key in ("dataset_version", "dataset_hash", "days")}
+    dataset = {key: training_dataset[key] for key in ("dataset_version", "dataset_hash", "days", "label_weights")}
     for name, content in (("training_config.json", config), ("metrics.json", metrics), ("dataset.json", dataset)):
         (folder / name).write_bytes(orjson.dumps(content, option=orjson.OPT_INDENT_2))
     registry.register(
@@ -186,46 +213,106 @@ def model_evaluation(
     training_dataset: dict,
     warehouse: Warehouse,
     lora_training: LoraTraining,
+    evaluator: Evaluator,
 ) -> dg.MaterializeResult:
-    """Eval loss of the base model and of base + the saved adapter, overall and per label; the
-    gate then promotes the version (data/models/current) or rejects it with the reason."""
+    """The candidate against the model in use (the promoted version, or the base model when none
+    is) and the base, on the held-out questions: answers generated by each, judged by the LLM
+    judge with the RAG evaluator's labels (the A/B table), and eval losses. The gate promotes
+    the version (data/models/current) or rejects it with the numbers."""
     from rag_sft.training import sft
+    from rag_sft.training.generation import GenerationSettings, generate_answers
 
-    held_out = _records(Path(training_dataset["dir"]) / "eval.jsonl")
-    settings = lora_training.lora_settings()
-    base, tokenizer = sft.load_base(lora_training.base_model)
-    encoded = sft.encode(tokenizer, held_out, settings.max_length)
-    base_eval = sft.evaluate(base, encoded, settings.batch_size, tokenizer.pad_token_id)
-    del base
-    adapted, _ = sft.load_adapter(lora_training.base_model, Path(lora_adapter["dir"]) / "adapter")
-    adapter_eval = sft.evaluate(adapted, encoded, settings.batch_size, tokenizer.pad_token_id)
-    decision = promotion_decision(
-        base_eval.overall, adapter_eval.overall, base_eval.by_label, adapter_eval.by_label, lora_training.max_label_regression
-    )
-    version = lora_adapter["version"]
     registry = ModelRegistry(Path(warehouse.data_dir) / "models")
-    losses = {"base_eval_loss": round(base_eval.overall, 5), "eval_loss": round(adapter_eval.overall, 5)}
-    registry.update(version, **losses, eval_loss_by_label={k: round(v, 5) for k, v in adapter_eval.by_label.items()})
+    version = lora_adapter["version"]
+    in_use = registry.current()
+    in_use_name = in_use or "the base model"
+    settings = lora_training.lora_settings()
+    rows = [orjson.loads(line) for line in (Path(training_dataset["dir"]) / "eval.jsonl").read_bytes().splitlines()]
+    held_out = _records(Path(training_dataset["dir"]) / "eval.jsonl", {})
+    questions = rows[: evaluator.eval_questions]
+    generation = GenerationSettings(
+        max_new_tokens=evaluator.max_new_tokens,
+        batch_size=evaluator.generation_batch_size,
+        temperature=evaluator.temperature,
+        max_prompt_tokens=settings.max_length,
+        seed=settings.seed,
+    )
+    # Each model once: the model in use is the base model until a version is promoted.
+    models = {"candidate": (lora_training.base_model, Path(lora_adapter["dir"]) / "adapter")}
+    if in_use:
+        trained_from = orjson.loads((registry.root / in_use / "training_config.json").read_bytes())["base_model"]
+        models[in_use] = (trained_from, registry.root / in_use / "adapter")
+    models["base"] = (lora_training.base_model, None)
+    answers, losses, throughput = {}, {}, {}
+    for name, (base_model, adapter) in models.items():
+        model, tokenizer = sft.load_adapter(base_model, adapter) if adapter else sft.load_base(base_model)
+        losses[name] = sft.evaluate(model, sft.encode(tokenizer, held_out, settings.max_length), settings.batch_size, tokenizer.pad_token_id)
+        started = time.perf_counter()
+        answers[name] = generate_answers(model, tokenizer, [row["prompt"] for row in questions], generation)
+        throughput[name] = round(len(questions) / (time.perf_counter() - started), 3)
+        del model
+    in_use_key = in_use or "base"
+    judged = _judge(evaluator, warehouse, questions, answers, in_use_key) if evaluator.configured() else None
+    if judged is None:
+        decision = promotion_decision(
+            losses[in_use_key].overall,
+            losses["candidate"].overall,
+            losses[in_use_key].by_label,
+            losses["candidate"].by_label,
+            lora_training.max_label_regression,
+            in_use=in_use_name,
+        )
+        decision = Decision(decision.promote, f"no judge configured: eval loss against {in_use_name}: {decision.reason}")
+        summaries = [summarize(ModelRun(name, [None] * len(a), [g.latency_s for g in a], [g.tokens for g in a])) for name, a in answers.items()]
+        differences, kappa = {}, None
+    else:
+        summaries, differences, kappa, decision = judged
+    table = table_rows(summaries, differences)
+    record = {
+        "eval_loss": round(losses["candidate"].overall, 5),
+        "base_eval_loss": round(losses["base"].overall, 5),
+        "in_use_eval_loss": round(losses[in_use_key].overall, 5),
+        "in_use": in_use_name,
+        "eval_loss_by_label": {k: round(v, 5) for k, v in losses["candidate"].by_label.items()},
+        "judge": evaluator.judge_label() if evaluator.configured() else None,
+        "ab": summaries,
+        "ab_change": {label: d.__dict__ for label, d in differences.items()},
+        "ab_table": format_table(table),
+        "judge_kappa": kappa,
+        "answers_per_s": throughput,
+    }
+    registry.update(version, **record)
     if decision.promote:
         registry.promote(version, decision.reason)
     else:
         registry.reject(version, decision.reason)
-    context.log.info(f"{version}: {'promoted' if decision.promote else 'rejected'}: {decision.reason}")
-    rows = [
-        dg.TableRecord({"label": label, "base": round(base_eval.by_label[label], 5), "adapter": round(adapter_eval.by_label.get(label, float("nan")), 5)})
-        for label in base_eval.by_label
-    ]
+    context.log.info(f"{version}: {'promoted' if decision.promote else 'rejected'}: {decision.reason}\n{record['ab_table']}")
+    columns = [dg.TableColumn(name, "string") for name in table[0]]
+    plottable = {
+        f"{summary['model']}/{label}_rate": summary[label]["rate"]
+        for summary in summaries
+        for label in JUDGED_LABELS
+        if summary[label]["rate"] is not None
+    }
     return dg.MaterializeResult(
         metadata={
             "version": version,
-            **losses,
-            "eval_samples": adapter_eval.samples,
-            "by_label": dg.MetadataValue.table(
-                rows,
-                schema=dg.TableSchema(
-                    columns=[dg.TableColumn("label", "string"), dg.TableColumn("base", "float"), dg.TableColumn("adapter", "float")]
-                ),
-            ),
+            "in_use": in_use_name,
+            "judge": record["judge"] or "none: the eval-loss gate",
+            "ab_table": dg.MetadataValue.table([dg.TableRecord({k: v or "-" for k, v in row.items()}) for row in table], dg.TableSchema(columns)),
+            **{key: dg.MetadataValue.float(value) for key, value in plottable.items()},
+            **{
+                f"{s['model']}/latency_p50_s": dg.MetadataValue.float(s["latency_s"]["p50"])
+                for s in summaries
+                if s["latency_s"]["p50"] is not None
+            },
+            **{f"{s['model']}/tokens_per_answer": dg.MetadataValue.float(s["tokens_per_answer"]) for s in summaries},
+            **{f"{k}/answers_per_s": dg.MetadataValue.float(v) for k, v in throughput.items()},
+            "eval_loss": record["eval_loss"],
+            "base_eval_loss": record["base_eval_loss"],
+            "in_use_eval_loss": record["in_use_eval_loss"],
+            "eval_samples": losses["candidate"].samples,
+            "judge_kappa": dg.MetadataValue.json(kappa) if kappa is not None else "no audit set",
             "promoted": decision.promote,
             "decision": decision.reason,
             "current_version": registry.current() or "none",
@@ -233,11 +320,39 @@ def model_evaluation(
     )
 
 
-def _records(path: Path):
+def _judge(evaluator: Evaluator, warehouse: Warehouse, questions: list[dict], answers: dict, in_use_key: str):
+    """The A/B table's columns, the candidate minus the model in use, the judge's kappa on the
+    audit set (None without one) and the gate's decision."""
+    from rag_sft.io.judge import JudgeItem, audit_agreement, judged_run, read_audit_set
+
+    with evaluator.open(warehouse.data_dir) as client:
+        kappa = audit_agreement(client, read_audit_set(Path(evaluator.audit_path))) if evaluator.audit_path else None
+        runs = {}
+        for name, generated in answers.items():
+            items = [
+                JudgeItem(
+                    row["question"],
+                    tuple(prompt_documents(row["prompt"])),
+                    answer.text,
+                    row["completion"] if row.get("completion_strategy") == "llm" else None,  # a corrected answer
+                )
+                for row, answer in zip(questions, generated)
+            ]
+            runs[name] = judged_run(client, name, items, [g.latency_s for g in generated], [g.tokens for g in generated])
+    price = JudgePrice(evaluator.prompt_price_per_mtok, evaluator.completion_price_per_mtok)
+    differences = compare(runs["candidate"], runs[in_use_key], evaluator.bootstrap_resamples)
+    gate = GateSettings(evaluator.primary_metric, evaluator.max_label_rise, evaluator.min_kappa)
+    decision = judged_gate(differences, "the base model" if in_use_key == "base" else in_use_key, gate, kappa)
+    return [summarize(run, price) for run in runs.values()], differences, kappa, decision
+
+
+def _records(path: Path, label_weights: dict[str, float]):
+    """Training records weighted by sample weight x the training split's label weight (1 for a
+    label absent from it: the eval split is not weighted)."""
     from rag_sft.training.sft import TrainingRecord
 
     records = []
     for line in path.read_bytes().splitlines():
         r = orjson.loads(line)
-        records.append(TrainingRecord(r["prompt"], r["completion"], r["label"], r["sample_weight"] * r["label_weight"]))
+        records.append(TrainingRecord(r["prompt"], r["completion"], r["label"], r["sample_weight"] * label_weights.get(r["label"], 1.0)))
     return records

@@ -7,6 +7,7 @@
     rag-sft llm-stub --port 8199    # a local OpenAI-compatible server for the llm strategy
     rag-sft version --start D --end D  # the dataset version of the exportable days in a range
     rag-sft train --version v002    # lora_training_job on a dataset version
+    rag-sft model list | promote v0003 --reason R | rollback --reason R  # the model registry
 """
 
 from __future__ import annotations
@@ -107,6 +108,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from rag_sft.cli.runner import format_summary, materialize_day, partition_days
+    from rag_sft.cli.versions import params_run_config
     from rag_sft.definitions import DAILY_JOB, defs
     from rag_sft.io.sources import LandingFolder, SourceUnavailable
     from rag_sft.jobs import FINGERPRINT_TAG
@@ -141,7 +143,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     for day in days:
         print(f"materializing {day} ...", flush=True)
         fingerprint = {FINGERPRINT_TAG: opened.fingerprint(date.fromisoformat(day))}
-        reports.append(materialize_day(job, day, instance, tags=fingerprint))
+        reports.append(materialize_day(job, day, instance, run_config=params_run_config(args.params, "export"), tags=fingerprint))
     print()
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']} (open it with `make ui`)")
     print(format_summary(reports), flush=True)
@@ -238,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--skip-training", action="store_true", help="only materialize the days")
     run.add_argument("--start", default="", help="first day to materialize (YYYY-MM-DD); default: the first in the source")
     run.add_argument("--end", default="", help="last day to materialize; default: the last in the source")
+    run.add_argument("--params", default="", help="params.yaml: its export.resources settings as run config (DVC)")
     run.set_defaults(func=cmd_run)
 
     version = sub.add_parser("version", help="create (or find) the dataset version of the exportable days in a range")
@@ -247,7 +250,12 @@ def main(argv: list[str] | None = None) -> int:
 
     train = sub.add_parser("train", help="run lora_training_job on a dataset version")
     train.add_argument("--version", default="latest", help="a dataset version name (v001, ...) or latest")
+    train.add_argument("--params", default="", help="params.yaml: its train.resources settings as run config (DVC)")
     train.set_defaults(func=lambda args: _versions().cmd_train(args))
+
+    from rag_sft.cli import models
+
+    models.add_parser(sub)
 
     tiny = sub.add_parser("tiny-base", help="build the tiny demo base model from the exported JSONL")
     tiny.add_argument("--out", default=None, help="default: <data>/models/base/tiny-llama")

@@ -2,7 +2,9 @@
 
 The Dagster daemon is started on the project's instance (as `make ui` does), its sensor counts
 the new samples and launches `lora_training_job`; this waits for that run, stops the daemon
-and reports the model version, the losses and the gate's decision.
+and reports the model version, the A/B table and the gate's decision. When no judge is
+configured (RAG_SFT_JUDGE_BASE_URL), the local OpenAI-compatible stub serves as a *stand-in*
+judge for the daemon's runs: deterministic, and labelled as a stand-in wherever it shows.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -57,7 +61,32 @@ def ensure_tiny_base(base_model: str, data_dir: Path) -> str | None:
     return str(target)
 
 
+@contextmanager
+def judge_environment() -> Iterator[dict[str, str]]:
+    """The environment of the daemon: the user's, plus the stand-in judge when none is set."""
+    from rag_sft.resources import JUDGE_API_KEY_ENV, JUDGE_BASE_URL_ENV, JUDGE_MODEL_ENV, JUDGE_STAND_IN_ENV
+
+    if os.environ.get(JUDGE_BASE_URL_ENV):
+        yield dict(os.environ)
+        return
+    from rag_sft.testing.openai_server import running_stub
+
+    with running_stub() as stub:
+        yield {
+            **os.environ,
+            JUDGE_BASE_URL_ENV: stub.base_url,
+            JUDGE_MODEL_ENV: "stand-in-judge",
+            JUDGE_API_KEY_ENV: "stand-in",
+            JUDGE_STAND_IN_ENV: "1",
+        }
+
+
 def train_through_sensor(instance, log_path: Path, timeout_s: float = 1800) -> TrainingReport:
+    with judge_environment() as env:
+        return _train_through_sensor(instance, log_path, timeout_s, env)
+
+
+def _train_through_sensor(instance, log_path: Path, timeout_s: float, env: dict[str, str]) -> TrainingReport:
     import dagster as dg
     from dagster._core.scheduler.instigation import InstigatorType
 
@@ -70,6 +99,7 @@ def train_through_sensor(instance, log_path: Path, timeout_s: float = 1800) -> T
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
         )
     try:
         run = None
@@ -147,7 +177,13 @@ def format_training(report: TrainingReport) -> str:
             f"  model version {v['version']} on {len(v.get('days', []))} day(s), "
             f"dataset version {v.get('dataset_version')} ({v.get('dataset_hash', '')[:12]})"
         ),
-        f"  train loss {v.get('train_loss')}, eval loss {v.get('eval_loss')} (base model {v.get('base_eval_loss')})",
-        f"  gate: {v.get('status')}: {v.get('reason')}",
+        f"  train loss {v.get('train_loss')}, eval loss {v.get('eval_loss')} "
+        f"(in use, {v.get('in_use')}: {v.get('in_use_eval_loss')}; base model {v.get('base_eval_loss')})",
+        f"  judge: {v.get('judge') or 'none configured (the eval-loss gate)'}",
+        "  generation (greedy, batched): " + ", ".join(f"{name} {rate} answers/s" for name, rate in (v.get("answers_per_s") or {}).items()),
     ]
+    if v.get("ab_table"):
+        lines += ["  A/B table (rates with 95% intervals; change = candidate - model in use, paired bootstrap):"]
+        lines += [f"    {line}" for line in v["ab_table"].splitlines()]
+    lines.append(f"  gate: {v.get('status')}: {v.get('reason')}")
     return "\n".join(lines)

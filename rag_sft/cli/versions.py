@@ -46,30 +46,49 @@ def cmd_version(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """Run lora_training_job on a dataset version (by name, or the latest) and report the model version."""
+    """Run lora_training_job on a dataset version (by name, or the latest) and report the model
+    version. The run is tagged with the dataset's hash as the training sensor tags its own, and
+    its samples are marked as trained on in the sensor's ledger, so the sensor does not train
+    the same data again."""
     if args.version != "latest" and (refused := _refused(lambda: dataset_version_name(args.version))):
         return refused
     import dagster as dg
 
+    from rag_sft.assets.training import DATASET_TAG
     from rag_sft.cli.main import ensure_dagster_home
-    from rag_sft.cli.runner import QUIET_RUN_CONFIG, process_tags
+    from rag_sft.cli.runner import process_tags
     from rag_sft.definitions import defs
+    from rag_sft.io.dataset_versions import DatasetVersions
     from rag_sft.io.model_registry import ModelRegistry
+    from rag_sft.io.training_ledger import TrainingLedger, ledger_path, trained_sample_ids
     from rag_sft.sensors.training import TRAINING_JOB
 
     ensure_dagster_home()
+    warehouse = defs.resources["warehouse"]
+    versions = DatasetVersions(warehouse.versions_dir())
+    name = versions.latest() if args.version == "latest" else args.version
+    try:
+        dataset_hash = versions.manifest(name or "latest")["hash"]
+    except KeyError as error:
+        print(f"error: {error.args[0]}", file=sys.stderr)
+        return 1
     job = defs.resolve_job_def(TRAINING_JOB)
-    run_config = {**QUIET_RUN_CONFIG, "ops": {"training_dataset": {"config": {"version": args.version}}}}
+    run_config = {**params_run_config(args.params, "train"), "ops": {"training_dataset": {"config": {"version": name}}}}
     result = job.execute_in_process(
         run_config=run_config, instance=dg.DagsterInstance.get(), raise_on_error=False,
-        tags={"rag_sft/requested_version": args.version, **process_tags()},
+        tags={"rag_sft/requested_version": args.version, DATASET_TAG: dataset_hash, **process_tags()},
     )  # fmt: skip
     if not result.success:
         print(f"error: training failed: {_failure(result)}", file=sys.stderr)
         return 1
-    registry = ModelRegistry(Path(defs.resources["warehouse"].data_dir) / "models")
+    with TrainingLedger.open(ledger_path(warehouse.data_dir)) as store:
+        store.mark_trained(trained_sample_ids(warehouse.versions_dir(), dataset_hash))
+    registry = ModelRegistry(Path(warehouse.data_dir) / "models")
     entry = next(e for e in registry.versions() if e.get("run_id") == result.run_id)
-    print(json.dumps({k: entry.get(k) for k in ("version", "dataset_version", "status", "eval_loss", "base_eval_loss", "reason")}))
+    keys = ("version", "dataset_version", "status", "eval_loss", "in_use", "in_use_eval_loss", "reason")
+    print(json.dumps({k: entry.get(k) for k in keys}))
+    if entry.get("ab_table"):
+        print(entry["ab_table"])
     return 0
 
 
@@ -87,3 +106,16 @@ def _failure(result) -> str:
     from rag_sft.cli.runner import step_failure_messages
 
     return "; ".join(step_failure_messages(result)) or "run failed"
+
+
+def params_run_config(path: str, stage: str) -> dict:
+    """The resource settings of a DVC stage (`<stage>.resources` in params.yaml) as Dagster run
+    config, so the settings that shape a stage's outputs are DVC parameters of it."""
+    import yaml
+
+    from rag_sft.cli.runner import QUIET_RUN_CONFIG
+
+    if not path:
+        return QUIET_RUN_CONFIG
+    resources = (yaml.safe_load(Path(path).read_text()) or {}).get(stage, {}).get("resources") or {}
+    return {**QUIET_RUN_CONFIG, "resources": {name: {"config": values} for name, values in resources.items()}}

@@ -21,19 +21,20 @@ from rag_sft.core import rules
 
 STRATEGY = "llm"
 
-# Why a sample has no corrected answer. The first five may pass on a retry.
+# Why a sample has no corrected answer. The first six may pass on a retry.
 RATE_LIMITED = "rate_limited"
 SERVER_ERROR = "server_error"
 TIMEOUT = "timeout"
 CONNECTION_ERROR = "connection_error"
 MALFORMED_RESPONSE = "malformed_response"
+INVALID_FORMAT = "invalid_format"  # an answer, but not in the format asked for (a judge's JSON verdict)
 EMPTY_CHOICES = "empty_choices"
 EMPTY_COMPLETION = "empty_completion"
 TRUNCATED = "truncated"  # stopped by max_tokens: half an answer is not a correction
 REFUSED = "refused"
 BAD_REQUEST = "bad_request"
 BUDGET_EXHAUSTED = "budget_exhausted"
-RETRYABLE = frozenset({RATE_LIMITED, SERVER_ERROR, TIMEOUT, CONNECTION_ERROR, MALFORMED_RESPONSE})
+RETRYABLE = frozenset({RATE_LIMITED, SERVER_ERROR, TIMEOUT, CONNECTION_ERROR, MALFORMED_RESPONSE, INVALID_FORMAT})
 
 DEFAULT_SYSTEM_PROMPT = (
     "You correct the answers of a retrieval-augmented question answering service. Follow the "

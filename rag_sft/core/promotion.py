@@ -1,4 +1,5 @@
-"""The promotion gate: a model version becomes `current` only when it is better than the base."""
+"""The eval-loss gate: the fallback when no judge is configured (`core/model_comparison.py`
+judges answers instead). The comparison is with the model in use, never the base alone."""
 
 from __future__ import annotations
 
@@ -18,11 +19,12 @@ def promotion_decision(
     base_by_label: Mapping[str, float],
     adapter_by_label: Mapping[str, float],
     max_label_regression: float,
+    in_use: str = "the base model",
 ) -> Decision:
-    """Promote when the adapter's eval loss beats the base model's overall and no label's eval
-    loss rises by more than `max_label_regression` (nats)."""
+    """Promote when the adapter's eval loss beats the model in use's (`base_*`: its losses)
+    overall and no label's eval loss rises by more than `max_label_regression` (nats)."""
     if not adapter_loss < base_loss:
-        return Decision(False, f"eval loss {adapter_loss:.4f} does not beat the base model's {base_loss:.4f}")
+        return Decision(False, f"eval loss {adapter_loss:.4f} does not beat {in_use}'s {base_loss:.4f}")
     regressions = {
         label: adapter_by_label[label] - base
         for label, base in base_by_label.items()
@@ -37,5 +39,5 @@ def promotion_decision(
             + (f"; also {', '.join(sorted(set(regressions) - {worst}))}" if len(regressions) > 1 else ""),
         )
     return Decision(
-        True, f"eval loss {adapter_loss:.4f} beats the base model's {base_loss:.4f} and no label regresses"
+        True, f"eval loss {adapter_loss:.4f} beats {in_use}'s {base_loss:.4f} and no label regresses"
     )

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
+from rag_sft.core.rules import RuleSettings
+from rag_sft.core.samples import label_weights_for
+
 
 def eval_fraction(question: str) -> float:
     """A stable number in [0, 1) from the question text alone (the same on every machine)."""
@@ -21,3 +24,14 @@ def dataset_hash(day_hashes: Mapping[str, str]) -> str:
     """The identity of a set of daily files: their days and content hashes, order-free."""
     text = "\n".join(f"{day} {sha}" for day, sha in sorted(day_hashes.items()))
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def training_label_weights(
+    train_label_counts: Mapping[str, int], settings: RuleSettings, max_label_weight: float
+) -> dict[str, float]:
+    """Rule 9 over the training split as it is frozen, capped at `max_label_weight`.
+
+    The day's weights in the JSONL come from one day's counts: a stray label on a large day
+    would weigh hundreds. Over the whole training set, and capped, no label drowns the others.
+    """
+    return {label: min(weight, max_label_weight) for label, weight in label_weights_for(train_label_counts, settings).items()}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
@@ -77,23 +77,35 @@ class LlmCompletion:
     # --- the strategy -----------------------------------------------------------------------
     def complete(self, samples: pa.RecordBatch, prompts: pa.Array) -> CompletionBatch:
         keys, requests = self._requests(samples, prompts)
-        cached = self.cache.get_many(requests)
         with self._lock:
             self.stats.samples += len(keys)
+        outcomes = self.ask_many(requests)
+        texts = [outcome.text if isinstance(outcome, Answer) else None for outcome in map(outcomes.get, keys)]
+        models = [outcome.model if isinstance(outcome, Answer) else None for outcome in map(outcomes.get, keys)]
+        reasons = [None if isinstance(outcome, Answer) else outcome for outcome in map(outcomes.get, keys)]
+        return CompletionBatch(pa.array(texts, pa.string()), reasons, pa.array(models, pa.string()))
+
+    def ask_many(
+        self, requests: Mapping[str, list], accept: Callable[[str], bool] | None = None
+    ) -> dict[str, Answer | str]:
+        """Each distinct request's answer (cached, or asked with retries) or the reason it has
+        none. With `accept`, an answer it refuses (a judge's verdict that is not the JSON asked
+        for) is retried as `invalid_format` and never cached."""
+        cached = self.cache.get_many(requests)
+        with self._lock:
             self.stats.distinct_requests += len(requests)
             self.stats.cache_hits += len(cached)
         futures: dict[str, Future] = {
-            key: self._pool.submit(self._ask, key, messages) for key, messages in requests.items() if key not in cached
+            key: self._pool.submit(self._ask, key, messages, accept)
+            for key, messages in requests.items()
+            if key not in cached
         }
         outcomes: dict[str, Answer | str] = dict(cached)
         for key, future in futures.items():
             outcomes[key] = future.result()
         if self._endpoint_error:
             raise CompletionEndpointError(self._endpoint_error)
-        texts = [outcome.text if isinstance(outcome, Answer) else None for outcome in map(outcomes.get, keys)]
-        models = [outcome.model if isinstance(outcome, Answer) else None for outcome in map(outcomes.get, keys)]
-        reasons = [None if isinstance(outcome, Answer) else outcome for outcome in map(outcomes.get, keys)]
-        return CompletionBatch(pa.array(texts, pa.string()), reasons, pa.array(models, pa.string()))
+        return outcomes
 
     def metadata(self) -> dict:
         with self._lock:
@@ -123,7 +135,7 @@ class LlmCompletion:
             requests.setdefault(key, messages)
         return keys, requests
 
-    def _ask(self, key: str, messages: list) -> Answer | str:
+    def _ask(self, key: str, messages: list, accept: Callable[[str], bool] | None = None) -> Answer | str:
         """The answer, cached as soon as it arrives, or the reason of the last failed attempt."""
         reason = llm.BAD_REQUEST
         for attempt in range(self.retry.max_retries + 1):
@@ -133,6 +145,8 @@ class LlmCompletion:
                 reason = llm.BUDGET_EXHAUSTED
                 break
             outcome, retry_after = self._attempt(messages)
+            if isinstance(outcome, Answer) and accept is not None and not accept(outcome.text):
+                outcome = llm.INVALID_FORMAT
             if isinstance(outcome, Answer):
                 self.cache.put(key, outcome)
                 return outcome

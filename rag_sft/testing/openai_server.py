@@ -15,9 +15,16 @@ deterministic corrected answer, unless a fault is scripted for it:
     refusal               200 with a refusal instead of content
     bad_request           400
     unauthorized          401
+    not_json              200 with prose where a judge's JSON verdict is expected
 
 `faults` maps a marker to the outcomes of successive requests whose user message contains
 it; after the list, such requests are answered normally. The marker "" matches every request.
+
+Judge requests (the system message is `model_comparison.JUDGE_RUBRIC`) get a JSON verdict:
+the one scripted with `script_verdict(marker, labels, score)` for an answer containing the
+marker, else the *stand-in judge's*: a deterministic heuristic over the request's text (an
+answer sharing little with the documents is a factuality_error, a short one incomplete, one
+with absolute words overconfident). It is no evaluator of quality, only a way to run the path.
 """
 
 from __future__ import annotations
@@ -35,6 +42,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import orjson
 
+from rag_sft.core.model_comparison import JUDGE_RUBRIC
+
 
 @dataclass
 class ServedRequest:
@@ -50,6 +59,7 @@ class ServedRequest:
 class StubState:
     latency_s: float = 0.0
     faults: dict[str, list[str]] = field(default_factory=dict)
+    verdicts: dict[str, dict] = field(default_factory=dict)  # marker in a judged answer -> verdict
     served: list[ServedRequest] = field(default_factory=list)
     in_flight: int = 0
     max_in_flight: int = 0
@@ -61,6 +71,12 @@ class StubState:
                 if marker in content and outcomes:
                     return outcomes.pop(0)
         return None
+
+    def verdict(self, content: str) -> dict:
+        answer = content.rpartition("ANSWER:\n")[2]
+        with self.lock:
+            scripted = next((v for marker, v in self.verdicts.items() if marker in answer), None)
+        return scripted or stand_in_verdict(content)
 
     def answered(self) -> Counter:
         """Successful answers per user-message hash."""
@@ -81,6 +97,29 @@ class StubState:
 def corrected_answer(model: str, content: str) -> str:
     digest = hashlib.sha256(content.encode()).hexdigest()[:12]
     return f"Corrected answer {digest}, written by {model} from the documents."
+
+
+ABSOLUTE_WORDS = ("certainly", "definitely", "must", "always", "一定", "肯定", "绝对", "必须")
+
+
+def stand_in_verdict(content: str) -> dict:
+    """The stand-in judge: labels from the overlap of the answer's character bigrams with the
+    documents and the question, its length and its wording. Deterministic."""
+    head, _, answer = content.rpartition("ANSWER:\n")
+    docs, _, question = head.partition("QUESTION:\n")
+    grams = {answer[i : i + 2] for i in range(len(answer) - 1)}
+    supported = len(grams & {docs[i : i + 2] for i in range(len(docs) - 1)}) / max(len(grams), 1)
+    on_topic = len(grams & {question[i : i + 2] for i in range(len(question) - 1)}) / max(len(grams), 1)
+    labels = []
+    if supported < 0.5:
+        labels.append("factuality_error")
+    if len(answer.strip()) < 40:
+        labels.append("incomplete_answer")
+    if supported < 0.2 and on_topic < 0.05:
+        labels.append("low_relevance")
+    if any(word in answer.lower() for word in ABSOLUTE_WORDS):
+        labels.append("overconfidence")
+    return {"labels": labels, "score": round(1 - 0.25 * len(labels), 2)}
 
 
 def _completion_body(model: str, content: str | None, finish_reason: str, refusal: str | None, prompt: str) -> dict:
@@ -169,7 +208,8 @@ class _Handler(BaseHTTPRequestHandler):
             hashlib.sha256(content.encode()).hexdigest(), 200, fault, self.headers.get("Authorization"), model
         )
         headers: dict[str, str] = {}
-        answer = corrected_answer(model, content)
+        judging = bool(messages) and messages[0].get("role") == "system" and messages[0].get("content") == JUDGE_RUBRIC
+        answer = orjson.dumps(state.verdict(content)).decode() if judging else corrected_answer(model, content)
         if kind == "rate_limit":
             record.status, body = 429, b'{"error": {"message": "Rate limit reached", "type": "requests"}}'
             headers["Retry-After"] = argument or "1"
@@ -187,6 +227,8 @@ class _Handler(BaseHTTPRequestHandler):
             body = orjson.dumps(_completion_body(model, "", "stop", None, prompt))
         elif kind == "truncated":
             body = orjson.dumps(_completion_body(model, answer[:20], "length", None, prompt))
+        elif kind == "not_json":
+            body = orjson.dumps(_completion_body(model, "The answer looks right to me.", "stop", None, prompt))
         elif kind == "refusal":
             body = orjson.dumps(_completion_body(model, None, "stop", "I can't help with that.", prompt))
         else:
@@ -215,6 +257,11 @@ class OpenAIStub:
     def script(self, marker: str, *outcomes: str) -> None:
         with self.state.lock:
             self.state.faults.setdefault(marker, []).extend(outcomes)
+
+    def script_verdict(self, marker: str, labels: Sequence[str], score: float = 0.5) -> None:
+        """Judge every answer containing `marker` with these labels, on every request."""
+        with self.state.lock:
+            self.state.verdicts[marker] = {"labels": list(labels), "score": score}
 
     def start(self) -> OpenAIStub:
         self._thread.start()

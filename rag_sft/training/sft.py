@@ -2,8 +2,13 @@
 
 Each sample's loss is the mean cross-entropy of its completion tokens (the prompt is context,
 not a target), multiplied by its weight = sample weight x label weight (SPEC.md rules 8, 9);
-a batch's loss is the weighted mean sum(w_i * loss_i) / sum(w_i). Evaluation losses are the
-plain (unweighted) mean of the per-sample losses, overall and per label.
+a batch's loss is the mean of those weighted losses, sum(w_i * loss_i) / n. (The weighted mean
+sum(w_i * loss_i) / sum(w_i) would cancel the weights in a batch of one label.) Evaluation
+losses are the plain (unweighted) mean of the per-sample losses, overall and per label.
+
+Prompts are framed as the model is served: through the tokenizer's chat template (a user turn
+and the assistant's header) when it has one, else after <bos> when the tokenizer has one
+(Qwen2 tokenizers have none). Training, evaluation and generation share that framing.
 """
 
 from __future__ import annotations
@@ -73,25 +78,53 @@ def device_and_dtype() -> tuple[torch.device, torch.dtype]:
     return torch.device("cpu"), torch.float32
 
 
-def encode(tokenizer, records: Sequence[TrainingRecord], max_length: int) -> list[Encoded]:
-    """Token ids of <bos> prompt completion <eos>, the prompt masked out of the labels.
+_PROMPT_SLOT = "\x00prompt\x00"
 
-    Long samples: the completion keeps at least half of `max_length`, the prompt the rest taken
-    from its end (the question and the instruction close the prompt).
+
+def prompt_frame(tokenizer) -> tuple[list[int], list[int]]:
+    """The token ids before and after a prompt: the chat template's user turn and generation
+    header when the tokenizer has a template, else <bos> when it has one, else nothing."""
+    if tokenizer.chat_template:
+        text = tokenizer.apply_chat_template(
+            [{"role": "user", "content": _PROMPT_SLOT}], tokenize=False, add_generation_prompt=True
+        )
+        before, after = text.split(_PROMPT_SLOT)
+        ids = tokenizer([before, after], add_special_tokens=False)["input_ids"]
+        return ids[0], ids[1]
+    return ([tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []), []
+
+
+def _left_cut(ids: list[int], room: int) -> list[int]:
+    """The last `room` ids: the question and the instruction close the prompt."""
+    return ids[len(ids) - room :] if room > 0 else []
+
+
+def encode(tokenizer, records: Sequence[TrainingRecord], max_length: int) -> list[Encoded]:
+    """Token ids of the framed prompt, the completion and <eos>, the prompt masked out of the labels.
+
+    Long samples: the completion keeps at least half of the room, the prompt the rest taken
+    from its end.
     """
+    before, after = prompt_frame(tokenizer)
     prompts = tokenizer([r.prompt for r in records], add_special_tokens=False)["input_ids"]
     completions = tokenizer([r.completion for r in records], add_special_tokens=False)["input_ids"]
     encoded = []
+    room = max_length - len(before) - len(after)
     for record, prompt_ids, completion_ids in zip(records, prompts, completions):
         completion_ids = [*completion_ids, tokenizer.eos_token_id]
-        room = max_length - 1  # after <bos>
         completion_ids = completion_ids[: max(room // 2, room - len(prompt_ids))]
-        prompt_room = room - len(completion_ids)
-        prompt_ids = prompt_ids[len(prompt_ids) - prompt_room :] if prompt_room > 0 else []
-        input_ids = [tokenizer.bos_token_id, *prompt_ids, *completion_ids]
-        labels = [IGNORE] * (1 + len(prompt_ids)) + completion_ids
-        encoded.append(Encoded(input_ids, labels, record.weight, record.label))
+        prompt_ids = [*before, *_left_cut(prompt_ids, room - len(completion_ids)), *after]
+        labels = [IGNORE] * len(prompt_ids) + completion_ids
+        encoded.append(Encoded([*prompt_ids, *completion_ids], labels, record.weight, record.label))
     return encoded
+
+
+def encode_prompts(tokenizer, prompts: Sequence[str], max_prompt_tokens: int) -> list[list[int]]:
+    """The framed prompts of `encode`, for generation: at most `max_prompt_tokens` each."""
+    before, after = prompt_frame(tokenizer)
+    room = max_prompt_tokens - len(before) - len(after)
+    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    return [[*before, *_left_cut(prompt_ids, room), *after] for prompt_ids in ids]
 
 
 def collate(batch: Sequence[Encoded], pad_id: int, device: torch.device) -> dict[str, torch.Tensor]:
@@ -117,9 +150,9 @@ def per_sample_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tenso
 
 
 def weighted_completion_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """sum(w_i * loss_i) / sum(w_i) over the batch."""
-    losses = per_sample_losses(logits, labels)
-    return (losses * weights).sum() / weights.sum()
+    """The mean of the weighted sample losses, sum(w_i * loss_i) / n: a batch of heavy samples
+    moves the model more than one of light samples, as rule 9 intends."""
+    return (per_sample_losses(logits, labels) * weights).mean()
 
 
 def _batches(items: Sequence[Encoded], size: int, order: list[int]) -> Iterator[list[Encoded]]:

@@ -1,0 +1,290 @@
+"""The A/B comparison of models on the RAG metrics (SPEC.md rule 11), free of I/O.
+
+A judge labels each answer with the RAG evaluator's labels; per model this gives each label's
+rate with a 95% Wilson interval, latency (mean, p50, p90), tokens per answer and the judge's
+cost. The candidate is compared with the model in use on the same questions by a paired
+bootstrap of the rate difference, and the gate promotes only on a significant improvement of
+the primary metric with no other label rising beyond a tolerance. The judge's own agreement
+with human labels (an audit set) is Cohen's kappa per label.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import orjson
+
+from rag_sft.core import rules
+from rag_sft.core.llm import latency_percentiles
+from rag_sft.core.promotion import Decision
+
+JUDGED_LABELS = tuple(rules.LABEL_PRIORITY)  # factuality_error, incomplete_answer, low_relevance, overconfidence
+Z_95 = 1.959963984540054
+
+JUDGE_RUBRIC = (
+    "You are the quality evaluator of a retrieval-augmented question answering service. Judge the "
+    "ANSWER to the QUESTION using only the DOCUMENTS (and the REFERENCE answer when one is given). "
+    "Labels, any number of them:\n"
+    "- factuality_error: the answer states something the documents contradict or do not support;\n"
+    "- incomplete_answer: the answer misses key points the documents hold;\n"
+    "- low_relevance: the answer strays from the question or brings in unrelated content;\n"
+    "- overconfidence: absolute or certain wording (certainly, must, definitely) the documents do not warrant.\n"
+    'Reply with one JSON object and nothing else: {"labels": [...], "score": <0..1, the answer\'s overall quality>}.'
+)
+_FENCE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.DOTALL)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    labels: frozenset[str]
+    score: float
+
+
+def judge_messages(
+    question: str, docs: Sequence[str], answer: str, reference: str | None = None, rubric: str = JUDGE_RUBRIC
+) -> list[dict[str, str]]:
+    parts = ["DOCUMENTS:", *(f"[{n}] {doc}" for n, doc in enumerate(docs, 1)), f"QUESTION:\n{question}"]
+    if reference:
+        parts.append(f"REFERENCE:\n{reference}")
+    parts.append(f"ANSWER:\n{answer}")
+    return [{"role": "system", "content": rubric}, {"role": "user", "content": "\n\n".join(parts)}]
+
+
+_DOC_START = re.compile(r"(?:^|\n\n)\[(?:文档|Document )\d+\] ")
+_INSTRUCTIONS = {text for texts in rules.INSTRUCTIONS.values() for text in texts.values()}
+
+
+def prompt_documents(prompt: str) -> list[str]:
+    """The numbered documents of a rule-5 prompt: what the RAG service retrieved, for the judge."""
+    starts = list(_DOC_START.finditer(prompt))
+    if not starts:
+        return []
+    ends = [i for text in _INSTRUCTIONS if (i := prompt.find(rules.PROMPT_SEPARATOR + text, starts[-1].end())) >= 0]
+    end = min(ends, default=len(prompt))
+    bounds = [m.end() for m in starts]
+    return [prompt[b : (starts[n + 1].start() if n + 1 < len(starts) else end)] for n, b in enumerate(bounds)]
+
+
+def parse_verdict(text: str) -> Verdict | None:
+    """The verdict when `text` is a JSON object with `labels` (known labels only) and `score`
+    in [0, 1]; None otherwise (never guessed). A ```json fence around it is accepted."""
+    fenced = _FENCE.match(text.strip())
+    try:
+        value = orjson.loads(fenced[1] if fenced else text)
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(value, dict):
+        return None
+    labels, score = value.get("labels"), value.get("score")
+    if not isinstance(labels, list) or not all(isinstance(label, str) and label in JUDGED_LABELS for label in labels):
+        return None
+    if isinstance(score, bool) or not isinstance(score, int | float) or not 0 <= score <= 1:
+        return None
+    return Verdict(frozenset(labels), float(score))
+
+
+def wilson_interval(hits: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval of a proportion: sound at 0 and 1 and for small n."""
+    if n == 0:
+        return (math.nan, math.nan)
+    p = hits / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return (max(centre - half, 0.0), min(centre + half, 1.0))
+
+
+@dataclass(frozen=True)
+class Difference:
+    """Candidate minus the model in use, on the questions both were judged on."""
+
+    value: float
+    low: float
+    high: float
+    pairs: int
+
+
+def paired_difference(
+    candidate: Sequence[bool], baseline: Sequence[bool], resamples: int = 2000, seed: int = 0
+) -> Difference:
+    """The rate difference with a 95% paired bootstrap interval: questions are resampled, each
+    keeping both of its answers, so the per-question pairing is not thrown away."""
+    a = np.asarray(candidate, dtype=float)
+    b = np.asarray(baseline, dtype=float)
+    if len(a) == 0:
+        return Difference(math.nan, math.nan, math.nan, 0)
+    per_question = a - b
+    rows = np.random.default_rng(seed).integers(0, len(a), size=(resamples, len(a)))
+    means = per_question[rows].mean(axis=1)
+    low, high = np.quantile(means, [0.025, 0.975])
+    return Difference(float(per_question.mean()), float(low), float(high), len(a))
+
+
+@dataclass
+class ModelRun:
+    """What one model did on the eval questions: its answers' verdicts (None: the judge failed),
+    latencies, generated tokens, and what judging them cost."""
+
+    name: str
+    verdicts: list[Verdict | None]
+    latencies_s: list[float]
+    tokens: list[int]
+    judge_prompt_tokens: int = 0
+    judge_completion_tokens: int = 0
+    judge_failures: dict[str, int] = field(default_factory=dict)
+
+    def flags(self, label: str) -> list[bool | None]:
+        return [None if v is None else label in v.labels for v in self.verdicts]
+
+
+@dataclass(frozen=True)
+class JudgePrice:
+    """US$ per million tokens; 0 when the endpoint is free or the price unknown."""
+
+    prompt: float = 0.0
+    completion: float = 0.0
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        return (prompt_tokens * self.prompt + completion_tokens * self.completion) / 1e6
+
+
+def summarize(run: ModelRun, price: JudgePrice = JudgePrice()) -> dict:
+    """One model's column of the A/B table."""
+    judged = [v for v in run.verdicts if v is not None]
+    row: dict = {"model": run.name, "answers": len(run.verdicts), "judged": len(judged)}
+    for label in JUDGED_LABELS:
+        hits = sum(label in v.labels for v in judged)
+        low, high = wilson_interval(hits, len(judged))
+        row[label] = {"rate": _r(hits / len(judged)) if judged else None, "low": _r(low), "high": _r(high)}
+    row["score_mean"] = _r(float(np.mean([v.score for v in judged]))) if judged else None
+    row["latency_s"] = {
+        "mean": _r(float(np.mean(run.latencies_s))) if run.latencies_s else None,
+        **{k: v for k, v in latency_percentiles(run.latencies_s).items() if k in ("p50", "p90")},
+    }
+    row["tokens_per_answer"] = _r(float(np.mean(run.tokens))) if run.tokens else None
+    row["judge_tokens"] = run.judge_prompt_tokens + run.judge_completion_tokens
+    row["judge_cost_usd"] = _r(price.cost(run.judge_prompt_tokens, run.judge_completion_tokens), 6)
+    row["judge_failures"] = dict(sorted(run.judge_failures.items()))
+    return row
+
+
+def compare(candidate: ModelRun, in_use: ModelRun, resamples: int = 2000, seed: int = 0) -> dict[str, Difference]:
+    """Candidate minus the model in use for every label, over the questions judged for both."""
+    differences = {}
+    for label in JUDGED_LABELS:
+        pairs = [(a, b) for a, b in zip(candidate.flags(label), in_use.flags(label)) if a is not None and b is not None]
+        differences[label] = paired_difference([a for a, _ in pairs], [b for _, b in pairs], resamples, seed)
+    return differences
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    primary_metric: str = rules.FACTUALITY_ERROR
+    max_label_rise: float = 0.05  # the largest rise of another label's rate (absolute) allowed
+    min_kappa: float = 0.6  # the judge's agreement with the audit set, per label
+
+
+def judged_gate(
+    differences: Mapping[str, Difference],
+    in_use: str,
+    settings: GateSettings,
+    kappa: Mapping[str, float] | None = None,
+) -> Decision:
+    """Promote when the primary metric's rate is lower than the model in use's with the 95%
+    interval of the difference below zero, no other label's rate rises by more than the
+    tolerance, and the judge agrees with the human audit labels (kappa) where an audit set exists."""
+    untrusted = {label: k for label, k in (kappa or {}).items() if not k >= settings.min_kappa}
+    if untrusted:
+        listed = ", ".join(f"{label} {k:.2f}" for label, k in sorted(untrusted.items()))
+        return Decision(False, f"the judge is not trusted: Cohen's kappa with the audit set under {settings.min_kappa} ({listed})")
+    primary = differences[settings.primary_metric]
+    stated = (
+        f"{settings.primary_metric} rate {_signed(primary.value)} vs {in_use} "
+        f"(95% CI [{_signed(primary.low)}, {_signed(primary.high)}], {primary.pairs} questions)"
+    )
+    if primary.pairs == 0:
+        return Decision(False, f"no question was judged for both the candidate and {in_use}")
+    if primary.low > 0:
+        return Decision(False, f"worse than the model in use: {stated}")
+    if not primary.high < 0:
+        return Decision(False, f"no significant improvement: {stated}; the interval includes 0")
+    rises = {
+        label: d.value
+        for label, d in differences.items()
+        if label != settings.primary_metric and d.pairs and d.value > settings.max_label_rise
+    }
+    if rises:
+        listed = ", ".join(f"{label} rate {_signed(rise)}" for label, rise in sorted(rises.items()))
+        return Decision(False, f"{stated}, but {listed} vs {in_use}: above the tolerance {settings.max_label_rise}")
+    return Decision(True, f"better than the model in use: {stated}; no other label rises above {settings.max_label_rise}")
+
+
+def cohen_kappa(rater_a: Sequence[bool], rater_b: Sequence[bool]) -> float:
+    """Cohen's kappa of two binary raters. When chance agreement is certain (both always say
+    the same class), kappa is 1 if they agree on every item and 0 otherwise."""
+    a = np.asarray(rater_a, dtype=bool)
+    b = np.asarray(rater_b, dtype=bool)
+    if len(a) == 0:
+        return math.nan
+    observed = float(np.mean(a == b))
+    expected = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
+    if expected >= 1.0:
+        return 1.0 if observed == 1.0 else 0.0
+    return (observed - expected) / (1 - expected)
+
+
+def audit_kappa(human: Sequence[frozenset[str]], judge: Sequence[Verdict | None]) -> dict[str, float]:
+    """Kappa per label between the audit set's human labels and the judge's verdicts (items the
+    judge failed on are left out)."""
+    pairs = [(h, v.labels) for h, v in zip(human, judge) if v is not None]
+    return {
+        label: _r(cohen_kappa([label in h for h, _ in pairs], [label in j for _, j in pairs]))
+        for label in JUDGED_LABELS
+    }
+
+
+def table_rows(summaries: Sequence[dict], differences: Mapping[str, Difference]) -> list[dict]:
+    """The A/B table of the source articles: one row per metric, one column per model, then the
+    candidate minus the model in use with its interval."""
+    rows = []
+    for label in JUDGED_LABELS:
+        row = {"metric": f"{label} rate"}
+        for summary in summaries:
+            cell = summary[label]
+            row[summary["model"]] = None if cell["rate"] is None else f"{cell['rate']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}]"
+        d = differences.get(label)
+        row["change"] = None if d is None or not d.pairs else f"{_signed(d.value)} [{_signed(d.low)}, {_signed(d.high)}]"
+        rows.append(row)
+    for metric, read in (
+        ("latency mean s", lambda s: s["latency_s"]["mean"]),
+        ("latency p50 s", lambda s: s["latency_s"]["p50"]),
+        ("latency p90 s", lambda s: s["latency_s"]["p90"]),
+        ("tokens per answer", lambda s: s["tokens_per_answer"]),
+        ("judge cost usd", lambda s: s["judge_cost_usd"]),
+    ):
+        row = {"metric": metric, **{s["model"]: None if read(s) is None else f"{read(s):g}" for s in summaries}}
+        first, second = read(summaries[0]), read(summaries[1]) if len(summaries) > 1 else None
+        row["change"] = f"{first - second:+g}" if first is not None and second is not None else None
+        rows.append(row)
+    return rows
+
+
+def format_table(rows: Sequence[dict]) -> str:
+    """The table as aligned text (what `make run` prints)."""
+    columns = list(rows[0])
+    cells = [[str(row.get(c) if row.get(c) is not None else "-") for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in cells]
+    return "\n".join(lines)
+
+
+def _signed(value: float) -> str:
+    return f"{value:+.3f}"
+
+
+def _r(value: float, digits: int = 4) -> float:
+    return value if math.isnan(value) else round(value, digits)

@@ -1,0 +1,70 @@
+"""model_evaluation on the tiny local model: the A/B table from generated answers judged over
+HTTP by the local server, the comparison with the version in use, the eval-loss fallback when
+no judge is configured, and rollback."""
+
+import orjson
+
+from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.resources import Evaluator, LoraTraining
+from rag_sft.testing.openai_server import running_stub
+from rag_sft_tests.assets.test_pipeline import generate
+
+FAST = {"learning_rate": 5e-3, "epochs": 1, "max_length": 96, "batch_size": 16}
+LABELS = ("factuality_error", "incomplete_answer", "low_relevance", "overconfidence")
+
+
+def judge_at(stub, **settings) -> Evaluator:
+    return Evaluator(base_url=stub.base_url, api_key="sk-judge", model="stand-in", stand_in=True,
+                     eval_questions=6, max_new_tokens=8, bootstrap_resamples=200, **settings)
+
+
+def test_the_candidate_is_judged_against_the_version_in_use_and_rollback_restores_it(pipeline, tiny_base):
+    generate(pipeline, days=["2026-11-19"], events_per_day=150)
+    pipeline.materialize("2026-11-19")
+    registry = ModelRegistry(pipeline.data / "models")
+    with running_stub() as stub:
+        first = pipeline.train(LoraTraining(base_model=str(tiny_base), **FAST), evaluator=judge_at(stub))
+        assert first.success
+        evaluation = pipeline.metadata(first, "model_evaluation")
+        assert evaluation["in_use"] == "the base model" and "STAND-IN" in evaluation["judge"]
+        table = evaluation["ab_table"]
+        assert [r.data["metric"] for r in table.records][:4] == [f"{label} rate" for label in LABELS]
+        assert set(table.records[0].data) == {"metric", "candidate", "base", "change"}
+        entry = registry.get("v0001")
+        assert [column["model"] for column in entry["ab"]] == ["candidate", "base"]
+        assert all(column["judged"] == 6 and column["tokens_per_answer"] > 0 for column in entry["ab"])
+        assert entry["ab_change"]["factuality_error"]["pairs"] == 6 and entry["reason"]
+        assert stub.state.stats()["answered"] >= 6  # the judge was asked over HTTP
+
+        registry.promote("v0001", "by hand, for the test")
+        second = pipeline.train(LoraTraining(base_model=str(tiny_base), seed=1, **FAST), evaluator=judge_at(stub))
+    assert second.success
+    evaluation = pipeline.metadata(second, "model_evaluation")
+    assert evaluation["in_use"] == "v0001"  # the comparison is with the version in use, not the base
+    entry = registry.get("v0002")
+    assert [column["model"] for column in entry["ab"]] == ["candidate", "v0001", "base"]
+    assert "vs v0001" in entry["reason"]
+
+    if entry["status"] != "promoted":
+        registry.promote("v0002", "by hand, for the test")
+    assert registry.current() == "v0002"
+    assert registry.rollback("v0002 answers worse in production") == ("v0002", "v0001")
+    assert registry.current() == "v0001" and registry.get("v0002")["status"] == "rolled_back"
+    assert registry.history()[-1]["reason"] == "v0002 answers worse in production"
+
+
+def test_without_a_judge_the_gate_says_so_and_compares_eval_loss_with_the_model_in_use(pipeline, tiny_base):
+    generate(pipeline, days=["2026-11-19"], events_per_day=150)
+    pipeline.materialize("2026-11-19")
+    result = pipeline.train(LoraTraining(base_model=str(tiny_base), max_label_weight=2.0, **FAST))
+    assert result.success
+    evaluation = pipeline.metadata(result, "model_evaluation")
+    assert evaluation["decision"].startswith("no judge configured: eval loss against the base model: ")
+    assert evaluation["judge"] == "none: the eval-loss gate"
+    # The label weights are the training split's, capped; the day's JSONL keeps its own.
+    dataset = pipeline.metadata(result, "training_dataset")
+    assert dataset["label_weights"] and max(dataset["label_weights"].values()) <= 2.0
+    manifest = orjson.loads((pipeline.data / "training").glob("*/manifest.json").__next__().read_bytes())
+    assert manifest["label_weights"] == dataset["label_weights"]
+    day = [orjson.loads(line) for line in pipeline.jsonl("2026-11-19").read_bytes().splitlines()]
+    assert max(record["label_weight"] for record in day) > 2.0
