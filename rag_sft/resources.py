@@ -114,11 +114,11 @@ class EventSource(dg.ConfigurableResource):
     def open(self, state_dir: Path | None = None) -> LandingFolder | SqlTable:
         """The source; a landing folder keeps its index (which files hold which days) under
         `state_dir` (in memory when None)."""
+        valid = event_days()
         if self.kind == "sql":
             url = resolved(self.sql_url)
-            counts_path = state_dir / f"sql-days-{_key(url, self.sql_table)}.json" if state_dir else None
-            return SqlTable(url, self.sql_table, counts_path)
-        valid = event_days()
+            counts_path = state_dir / f"sql-days-{_key(url, self.sql_table, valid[0].isoformat())}.json" if state_dir else None
+            return SqlTable(url, self.sql_table, counts_path, valid)
         # The placement of out-of-range events depends on the first day: one index per start date.
         key = _key(str(Path(self.landing_dir).absolute()), valid[0].isoformat())
         return LandingFolder(self.landing_dir, state_dir / f"landing-index-{key}.sqlite" if state_dir else None, valid)

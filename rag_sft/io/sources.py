@@ -365,10 +365,18 @@ class SqlTable:
     url: str  # may hold a password: shown only through `redacted_sql_url`
     table: str = "raw_quality_events"
     state_path: Path | None = None  # where `days_present` keeps what it has counted (see SqlDayCounts)
+    valid_days: tuple[date, date] | None = None  # the days an event may have (see `out_of_range`)
     _engine: Any = field(default=None, init=False, repr=False)
 
     def __repr__(self) -> str:  # the dataclass's own would print the password
         return f"SqlTable(url={redacted_sql_url(self.url)!r}, table={self.table!r}, state_path={self.state_path!r})"
+
+    def _day(self, stamp) -> date | None:
+        """A row's own day for placing rows: None when unreadable or out of range."""
+        day = _readable_day(stamp)
+        if day is None or (self.valid_days and not self.valid_days[0] <= day <= self.valid_days[1]):
+            return None
+        return day
 
     def engine(self):
         if self._engine is None:
@@ -411,7 +419,7 @@ class SqlTable:
     def lines_for_day(self, day: date) -> Iterator[SourceLine]:
         with self._connect() as connection:
             for row in self._rows_of_day(connection, day):
-                yield _row_to_line(self.table, row._mapping)
+                yield _row_to_line(self.table, row._mapping, self.valid_days)
 
     def _rows_of_day(self, connection, day: date) -> list:
         return self._rows_with_id(connection, day) + self._rows_without_id(connection, day)
@@ -431,7 +439,7 @@ class SqlTable:
         # Rows without a readable timestamp take the day of the nearest dated row before them.
         chosen, carried = [], day
         for row in [*self._undated_before(connection, first), *rows]:
-            carried = _readable_day(row.timestamp) or carried
+            carried = self._day(row.timestamp) or carried
             if carried == day:
                 chosen.append(row)
         return chosen
@@ -439,7 +447,7 @@ class SqlTable:
     def _rows_without_id(self, connection, day: date) -> list:
         """The day's rows whose id is NULL: by their timestamp, or on the day they are read."""
         rows = self._query(connection, "id IS NULL")
-        return [row for row in rows if (_readable_day(row.timestamp) or day_read()) == day]
+        return [row for row in rows if (self._day(row.timestamp) or day_read()) == day]
 
     def _undated_after(self, connection, last) -> list:
         """The rows after `last` up to the next dated row."""
@@ -447,7 +455,7 @@ class SqlTable:
         while True:
             page = self._query(connection, "id > :after ORDER BY id LIMIT :page", after=last, page=_PAGE)
             for row in page:
-                if _readable_day(row.timestamp) is not None:
+                if self._day(row.timestamp) is not None:
                     return found
                 found.append(row)
             if len(page) < _PAGE:
@@ -460,7 +468,7 @@ class SqlTable:
         before = first
         while True:
             page = self._query(connection, "id < :before ORDER BY id DESC LIMIT :page", "id, timestamp", before=before, page=_PAGE)
-            if any(_readable_day(stamp) is not None for _, stamp in page):
+            if any(self._day(stamp) is not None for _, stamp in page):
                 return []
             if len(page) < _PAGE:
                 return self._query(connection, "id < :first ORDER BY id", first=first) if page else []
@@ -478,7 +486,7 @@ class SqlTable:
                     after=after,
                     page=10_000,
                 )
-                days |= {day for day in (_readable_day(stamp) for _, stamp in page) if day is not None}
+                days |= {day for day in (self._day(stamp) for _, stamp in page) if day is not None}
                 after = page[-1][0] if page else after
                 if len(page) < 10_000:
                     return days, after
@@ -503,12 +511,12 @@ class SqlTable:
                     after=counts.after,
                     page=10_000,
                 )
-                counts.fold(page)
+                counts.fold(page, self._day)
                 if len(page) < 10_000:
                     break
             without_id = self._query(connection, "id IS NULL", "timestamp")
         counts.save(self.state_path)
-        return counts.present() + Counter(_readable_day(stamp) or day_read() for (stamp,) in without_id)
+        return counts.present() + Counter(self._day(stamp) or day_read() for (stamp,) in without_id)
 
 
 def redacted_sql_url(url: str) -> str:
@@ -552,9 +560,10 @@ class SqlDayCounts:
             staged.write_bytes(orjson.dumps(self.__dict__))
             os.replace(staged, path)
 
-    def fold(self, rows) -> None:
+    def fold(self, rows, day_of=None) -> None:
+        """`day_of`: a row's own day for placing it (default: its readable timestamp's)."""
         for row_id, stamp in rows:
-            row_day = _readable_day(stamp)
+            row_day = (day_of or _readable_day)(stamp)
             if row_day is None and self.carried is None:
                 self.waiting += 1
             else:
@@ -585,12 +594,15 @@ def row_location(table: str, row_id: Any) -> tuple[str, int | None]:
     return f"sql:{table}#{row_id}", None
 
 
-def _row_to_line(table: str, row) -> SourceLine:
+def _row_to_line(table: str, row, valid_days: tuple[date, date] | None = None) -> SourceLine:
     """A table row as the event object it encodes; JSON columns are decoded, bad ones marked."""
     source, number = row_location(table, row["id"])
     if row["id"] is None:
         missing = Rejection(MISSING_ID, "the row has no id, so its place in the table is unknown; give it one")
         return SourceLine(source, number, _row_text(row), missing)
+    own_day = _readable_day(row["timestamp"])
+    if own_day is not None and valid_days and not valid_days[0] <= own_day <= valid_days[1]:
+        return SourceLine(source, number, _row_text(row), out_of_range_rejection(valid_days))
     event: dict[str, Any] = {}
     for column in ("request_id", "question", "answer", "timestamp"):
         if row[column] is not None:

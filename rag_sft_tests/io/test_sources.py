@@ -224,3 +224,20 @@ def test_the_sql_password_is_in_no_repr_str_or_error(url):
     shown = [repr(table), str(table), f"{table}", str(caught.value), repr(caught.value), repr([table])]
     assert not [text for text in shown if "s3cret" in text]
     assert "raw_quality_events" in str(caught.value)
+
+
+def test_sql_rows_dated_outside_the_partitions_are_rejected_on_their_neighbours_day(tmp_path):
+    url = f"sqlite:///{tmp_path / 'events.db'}"
+    stamps = ["2026-11-18T10:00:00Z", "9999-12-31T00:00:00Z", None, "2026-11-19T10:00:00Z", "0001-01-01T00:00:00Z"]
+    make_table(url, [as_row(event(f"r{i}", stamp)) for i, stamp in enumerate(stamps, 1)])
+    table = SqlTable(url, valid_days=(date(2025, 1, 1), date(2026, 11, 30)))
+    placed = {}
+    for day in (D18, D19):
+        counts = ingest.IngestCounts()
+        batches = list(ingest.ingest(table.lines_for_day(day), 1000, 100, counts))
+        dead = [row for batch in batches if batch.dead_letter is not None for row in batch.dead_letter.to_pylist()]
+        placed[day] = (counts.accepted, sorted((row["source_line"], row["reason"]) for row in dead))
+    # row 2 (year 9999) and the undated row after it stay with 11-18; row 5 (year 1) follows 11-19
+    assert placed[D18] == (1, [(2, events.TIMESTAMP_OUT_OF_RANGE), (3, events.MISSING_FIELD)])
+    assert placed[D19] == (1, [(5, events.TIMESTAMP_OUT_OF_RANGE)])
+    assert table.days_present() == {D18: 3, D19: 2}
