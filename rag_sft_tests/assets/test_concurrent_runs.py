@@ -1,10 +1,12 @@
 """Two runs of the same day at once (a scheduled run and a manual backfill): they follow each
 other, both succeed, and the day's outputs are one consistent set."""
 
+import fcntl
 import hashlib
 import os
 import subprocess
 import sys
+import time
 from datetime import date
 
 import dagster as dg
@@ -15,6 +17,19 @@ from rag_sft_tests.helpers import run_day_script
 
 DAY = "2026-11-19"
 RUN_DAY = run_day_script(DAY)
+
+
+def _held(lock) -> bool:
+    """Another process holds the day's lock."""
+    if not lock.exists():
+        return False
+    with lock.open("a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        return False
 
 
 def _digest(path) -> str:
@@ -32,7 +47,16 @@ def test_two_runs_of_one_day_follow_each_other_and_leave_one_consistent_day(tmp_
     with dg.DagsterInstance.from_config(str(home)):
         pass  # the instance's storage exists before the two runs start
 
-    runs = [subprocess.Popen([sys.executable, "-c", RUN_DAY], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]
+    def start():
+        return subprocess.Popen([sys.executable, "-c", RUN_DAY], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    # The second run starts while the first holds the day (however slow the machine is).
+    runs = [start()]
+    lock = data / "state" / "locks" / f"{DAY}.lock"
+    deadline = time.monotonic() + 300
+    while not _held(lock) and runs[0].poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runs.append(start())
     outputs = [run.communicate(timeout=600)[0].decode() for run in runs]
     assert [run.returncode for run in runs] == [0, 0], outputs
 
