@@ -14,7 +14,6 @@ from pathlib import Path
 
 import orjson
 
-from rag_sft.core import llm
 from rag_sft.core.llm import Answer
 from rag_sft.core.model_comparison import ModelRun, Verdict, audit_kappa, judge_messages, parse_verdict
 from rag_sft.io.llm_completion import LlmCompletion
@@ -42,7 +41,7 @@ def judge(client: LlmCompletion, items: Sequence[JudgeItem]) -> Judged:
     keys, requests = [], {}
     for item in items:
         messages = judge_messages(item.question, item.docs, item.answer, item.reference, client.settings.system_prompt)
-        key = llm.request_key(client.settings, messages)
+        key = client.request_key(messages)
         keys.append(key)
         requests.setdefault(key, messages)
     outcomes = client.ask_many(requests, accept=lambda text: parse_verdict(text) is not None)

@@ -127,13 +127,17 @@ class LlmCompletion:
             samples.column("checks").to_pylist(),
             samples.column("suggestion").to_pylist(),
         )
-        endpoint = redacted_url(str(self.client.base_url))  # a password in the URL is no part of where it asks
         for prompt, language, answer, checks, suggestion in columns:
             messages = llm.correction_messages(prompt, language, answer, checks, suggestion, self.settings)
-            key = llm.request_key(endpoint, self.settings, messages)
+            key = self.request_key(messages)
             keys.append(key)
             requests.setdefault(key, messages)
         return keys, requests
+
+    def request_key(self, messages: list) -> str:
+        """The cache key of a request to this client's endpoint with its settings."""
+        endpoint = redacted_url(str(self.client.base_url))  # a password in the URL is no part of where it asks
+        return llm.request_key(endpoint, self.settings, messages)
 
     def _ask(self, key: str, messages: list, accept: Callable[[str], bool] | None = None) -> Answer | str:
         """The answer, cached as soon as it arrives, or the reason of the last failed attempt."""

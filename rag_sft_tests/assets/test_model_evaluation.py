@@ -2,6 +2,7 @@
 HTTP by the local server, the comparison with the version in use, the eval-loss fallback when
 no judge is configured, and rollback."""
 
+import dagster as dg
 import orjson
 
 from rag_sft.io.model_registry import ModelRegistry
@@ -14,11 +15,12 @@ LABELS = ("factuality_error", "incomplete_answer", "low_relevance", "overconfide
 
 
 def judge_at(stub, **settings) -> Evaluator:
-    return Evaluator(base_url=stub.base_url, api_key="sk-judge", model="stand-in", stand_in=True,
+    return Evaluator(base_url=stub.base_url, api_key=dg.EnvVar("RAG_SFT_TEST_JUDGE_KEY"), model="stand-in", stand_in=True,
                      eval_questions=6, max_new_tokens=8, bootstrap_resamples=200, **settings)
 
 
-def test_the_candidate_is_judged_against_the_version_in_use_and_rollback_restores_it(pipeline, tiny_base):
+def test_the_candidate_is_judged_against_the_version_in_use_and_rollback_restores_it(pipeline, tiny_base, monkeypatch):
+    monkeypatch.setenv("RAG_SFT_TEST_JUDGE_KEY", "sk-judge")
     generate(pipeline, days=["2026-11-19"], events_per_day=150)
     pipeline.materialize("2026-11-19")
     registry = ModelRegistry(pipeline.data / "models")
