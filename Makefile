@@ -27,8 +27,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -c "import rag_sft, dagster, pyarrow, orjson, torch, transformers, peft"
 	touch $(STAMP)
 
+# The partitions start at the first day of the events (kept in DAGSTER_HOME, only ever moved
+# earlier; an explicit RAG_SFT_START_DATE wins): the UI lists the days there are.
+START_DATE = start=$$($(BIN)/rag-sft start-date) && echo "Partitions from $$start (RAG_SFT_START_DATE: the first day of the events)" &&
+
 run: $(STAMP)  ## generate sample events if the landing folder is empty, materialize every day, summarize
-	RAG_SFT_EXPORT_FORMATS=$${RAG_SFT_EXPORT_FORMATS-all} $(BIN)/rag-sft run
+	@$(START_DATE) RAG_SFT_START_DATE=$$start RAG_SFT_EXPORT_FORMATS=$${RAG_SFT_EXPORT_FORMATS-all} $(BIN)/rag-sft run
 
 $(DVC):
 	test -x $(DVC_VENV)/bin/python || $(PYTHON) -m venv $(DVC_VENV)
@@ -51,7 +55,7 @@ bench-llm: $(STAMP)  ## LLM corrections of 2,000 samples from a local server at 
 
 ui: $(STAMP)  ## Dagster webserver + daemon on 127.0.0.1:3000 over the same instance as `make run`
 	$(BIN)/rag-sft init-home
-	RAG_SFT_EXPORT_FORMATS=$${RAG_SFT_EXPORT_FORMATS-all} env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
+	@$(START_DATE) RAG_SFT_START_DATE=$$start RAG_SFT_EXPORT_FORMATS=$${RAG_SFT_EXPORT_FORMATS-all} env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 ui-postgres: $(STAMP)  ## the same on a PostgreSQL instance: set RAG_SFT_PG_HOST, _PORT, _USER, _PASSWORD, _DB first
 	@for v in RAG_SFT_PG_HOST RAG_SFT_PG_PORT RAG_SFT_PG_USER RAG_SFT_PG_PASSWORD RAG_SFT_PG_DB; do \

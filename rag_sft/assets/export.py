@@ -10,12 +10,13 @@ import dagster as dg
 import orjson
 import pyarrow.compute as pc
 
+from rag_sft.assets.metadata import DATA_OWNERS, PIPELINE_CODE_VERSION, humanized_bytes
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
 from rag_sft.core import checks, samples, tables
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.parallel import ordered_map
-from rag_sft.io.export_ledger import hold_back_reasons
+from rag_sft.io.export_ledger import export_status, hold_back_reasons
 from rag_sft.io.jsonl_check import check_jsonl_file
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.warehouse import RowGroup, StagedFile, row_groups
@@ -41,19 +42,37 @@ def _chunks_of_group(group: RowGroup, columns: list[str], day: str, exports: Tra
     return chunks
 
 
-@dg.asset(
-    deps=["sft_records"],
+SFT_JSONL = dg.AssetKey("sft_jsonl")
+
+
+# A multi-asset only for `can_subset`: it makes the format check's result optional, so a
+# held-back day (no file to check) leaves the check not evaluated instead of failing the step.
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            SFT_JSONL,
+            deps=["sft_records"],
+            group_name="export",
+            kinds={"json"},
+            description="Daily SFT JSON Lines (prompt, completion, label, confidence, score, weights, lineage), "
+            "published only when its format check passes and sft_records did not hold the day back; preference "
+            "pairs beside it for LLM-corrected days, and the trainer formats chosen in trainer_exports.",
+            owners=DATA_OWNERS,
+            code_version=PIPELINE_CODE_VERSION,
+        )
+    ],
     partitions_def=daily_partitions,
-    group_name="export",
-    kinds={"json"},
-    description="Daily SFT JSON Lines (prompt, completion, label, confidence, score, weights, lineage), "
-    "published only when its format check passes and sft_records did not hold the day back; preference pairs "
-    "beside it for LLM-corrected days, and the trainer formats chosen in trainer_exports.",
     check_specs=[export_gate.EXPORT_FORMAT],
+    can_subset=True,
 )
 def sft_jsonl(
     context: dg.AssetExecutionContext, warehouse: Warehouse, export_checks: ExportChecks, trainer_exports: TrainerExports
 ):
+    if SFT_JSONL not in context.selected_asset_keys:
+        raise dg.Failure(
+            "export_format checks the JSONL as sft_jsonl writes it, before publishing: materialize sft_jsonl",
+            allow_retries=False,
+        )
     day = context.partition_key
     # The verdict is read where the sensor, the ledger and dataset versions read it: the latest
     # sft_records materialization of the day on this instance (it carries the checks'
@@ -61,11 +80,8 @@ def sft_jsonl(
     # disagree). Materializing sft_jsonl alone must not publish what the checks held back.
     reasons = hold_back_reasons(context.instance, day)
     if reasons:
-        raise dg.Failure(
-            description=f"{day} is held back by its latest sft_records evaluation: {reasons}. Nothing was written; "
-            "re-materialize sft_records once the day passes (or with the check's severity at WARN) to publish it.",
-            allow_retries=False,
-        )
+        yield _held_back(context, warehouse, reasons)
+        return
     folder = warehouse.export_dir(day)
     paths = {
         RECORDS: warehouse.jsonl_path(day),
@@ -99,23 +115,39 @@ def sft_jsonl(
                 info = llama_factory_dataset_info([(f"rag_sft_{day}", file_name(ALPACA))])
                 (folder / "dataset_info.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
     size, sha256 = sizes[RECORDS]
+    published = staged[RECORDS].published
     metadata = {
         "dagster/row_count": lines[RECORDS],
-        "path": dg.MetadataValue.path(str(paths[RECORDS])),
-        "published": staged[RECORDS].published,
+        "published": published,
+        "export": export_status(verdict.description if verdict.holds_back else ""),
         "bytes": size,
+        "size": humanized_bytes(size),
         "sha256": sha256,
         "preference_pairs": lines[PREFERENCES],
-        "checks": dg.MetadataValue.json({verdict.check: verdict.outcome}),
     }
+    if published:
+        metadata["path"] = dg.MetadataValue.path(str(paths[RECORDS]))
     if staged[PREFERENCES].published:
         metadata["preferences_path"] = dg.MetadataValue.path(str(paths[PREFERENCES]))
-    if trainer_exports.formats and staged[RECORDS].published:
-        metadata["trainer_exports"] = dg.MetadataValue.json(
-            {name: str(paths[name]) for name in trainer_exports.formats}
-        )
+    if published:
+        metadata.update({f"trainer_export/{name}": dg.MetadataValue.path(str(paths[name])) for name in trainer_exports.formats})
     yield dg.MaterializeResult(metadata=metadata)
     yield export_gate.check_result(verdict)
+
+
+def _held_back(context: dg.AssetExecutionContext, warehouse: Warehouse, reasons: str) -> dg.MaterializeResult:
+    """The day as its latest sft_records evaluation left it: held back, nothing published
+    (its exports withdrawn again, in case a file came back since). The format check is not
+    evaluated: there is no file to read; Dagster shows it as skipped for the day."""
+    day = context.partition_key
+    warehouse.withdraw_exports(day)
+    context.log.warning(
+        f"{day} is held back by its latest sft_records evaluation: {reasons}. Nothing was written; re-materialize "
+        "sft_records once the day passes (or with the check's severity at WARN) to publish it."
+    )
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": 0, "published": False, "export": export_status(reasons), "bytes": 0, "size": humanized_bytes(0)}
+    )
 
 
 def _remove_stale(folder: Path, keep: list[Path]) -> None:

@@ -4,7 +4,7 @@ from datetime import date
 
 import dagster as dg
 
-from rag_sft.assets.metadata import count_table
+from rag_sft.assets.metadata import DATA_OWNERS, PIPELINE_CODE_VERSION, column_schema, count_table, percent
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import ingest, tables
 from rag_sft.core.invariants import require
@@ -24,12 +24,18 @@ REJECTED_EVENTS = dg.AssetKey("rejected_events")
             description="The day's valid quality events, normalized, first of each request_id kept.",
             group_name="ingest",
             kinds={"parquet"},
+            metadata={"dagster/column_schema": column_schema(tables.RAW_EVENTS)},
+            owners=DATA_OWNERS,
+            code_version=PIPELINE_CODE_VERSION,
         ),
         dg.AssetSpec(
             REJECTED_EVENTS,
             description="Dead letter: every malformed or duplicate line of the day with its reason and raw text.",
             group_name="ingest",
             kinds={"parquet"},
+            metadata={"dagster/column_schema": column_schema(tables.REJECTED_EVENTS)},
+            owners=DATA_OWNERS,
+            code_version=PIPELINE_CODE_VERSION,
         ),
     ],
     partitions_def=daily_partitions,
@@ -73,6 +79,8 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
             "accepted": counts.accepted,
             "duplicates": counts.duplicates,
             "rejected": counts.rejected,
+            "rejected_share_pct": percent(counts.rejected / counts.read) if counts.read else 0.0,
+            "duplicate_share_pct": percent(counts.duplicates / counts.read) if counts.read else 0.0,
             "counts_by_outcome": count_table(outcome_counts, "outcome", counts.read),
             "path": dg.MetadataValue.path(str(raw_path)),
         },

@@ -7,7 +7,16 @@ import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rag_sft.assets.metadata import completion_metadata, count_table, number_summary
+from rag_sft.assets.metadata import (
+    DATA_OWNERS,
+    PIPELINE_CODE_VERSION,
+    column_schema,
+    completion_metadata,
+    count_table,
+    percent,
+    share_numbers,
+    stat_numbers,
+)
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
 from rag_sft.core import checks, rules, samples, tables
@@ -46,6 +55,9 @@ def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
     group_name="samples",
     kinds={"parquet"},
     description="Main label, top-k context docs, correction instruction, language, confidence, sample_id.",
+    metadata={"dagster/column_schema": column_schema(tables.ANNOTATED_SAMPLES)},
+    owners=DATA_OWNERS,
+    code_version=PIPELINE_CODE_VERSION,
 )
 def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules):
     day = context.partition_key
@@ -68,7 +80,8 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
             "dagster/row_count": writer.rows,
             "label_distribution": count_table(labels, "label"),
             "languages": count_table(languages, "language"),
-            "confidence": number_summary(confidence_summary(confidences)),
+            **stat_numbers("confidence", confidence_summary(confidences)),
+            **share_numbers("label_share_pct", labels, rules.LABEL_PRIORITY),
             "path": dg.MetadataValue.path(str(path)),
         }
     )
@@ -83,6 +96,9 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
     "Its checks decide whether the day is exported; a held-back day's records say held_back and which check. "
     "accepted = exported + filtered + held_back.",
     check_specs=[export_gate.CONFIDENCE, export_gate.LABEL_BALANCE],
+    metadata={"dagster/column_schema": column_schema(tables.SFT_RECORDS)},
+    owners=DATA_OWNERS,
+    code_version=PIPELINE_CODE_VERSION,
 )
 def sft_records(
     context: dg.AssetExecutionContext,
@@ -160,14 +176,16 @@ def sft_records(
             "held_back": held_back_count,
             "filter_reasons": count_table(filter_reasons, "reason"),
             # What the checks judged: the exported records, or those a hold-back kept back.
+            "day_held_back": int(bool(held_back)),  # 0/1: plots as a series of held-back days
+            "filtered_share_pct": percent(filtered_count / writer.rows) if writer.rows else 0.0,
             "label_distribution": count_table(exported_labels, "label"),
-            "label_weights": dg.MetadataValue.json({k: round(v, 4) for k, v in label_weights.items()}),
-            "confidence_exported": number_summary(confidence_summary(confidences)),
+            **share_numbers("label_share_pct", exported_labels, rules.LABEL_PRIORITY),
+            **{f"label_weight/{label}": round(weight, 4) for label, weight in sorted(label_weights.items())},
+            **stat_numbers("confidence", confidence_summary(confidences)),
             "completion_strategy": strategy.name,
             "completion_failed": completion_failed,
             **completion_metadata(completion_figures),
             "export": export,
-            "checks": dg.MetadataValue.json({verdict.check: verdict.outcome for verdict in verdicts}),
             "path": dg.MetadataValue.path(str(path)),
         }
     )

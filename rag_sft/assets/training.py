@@ -2,6 +2,10 @@
 
 torch, transformers and peft (the `[train]` extra) are imported inside the assets, so loading
 the definitions and running the daily pipeline never pays for them.
+
+Each asset's value is a folder the project writes anyway (`data/training/<hash>`,
+`data/models/vNNNN`), named by the `path` of its materialization: nothing is pickled through
+an IO manager, and the next asset finds the folder in the event log of its run.
 """
 
 import shutil
@@ -14,8 +18,8 @@ import orjson
 import pyarrow as pa
 from pydantic import Field
 
-from rag_sft.assets.metadata import count_table
-from rag_sft.assets.versions import make_version
+from rag_sft.assets.metadata import ML_OWNERS, TRAINING_CODE_VERSION, count_table
+from rag_sft.assets.versions import SFT_DATASET_VERSION, make_version, version_metadata
 from rag_sft.core import training_data
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.model_comparison import (
@@ -49,7 +53,18 @@ class TrainingDatasetConfig(dg.Config):
     )
 
 
-@dg.asset(group_name="training", kinds={"json"})
+TRAINING_DATASET = dg.AssetKey("training_dataset")
+LORA_ADAPTER = dg.AssetKey("lora_adapter")
+
+
+@dg.asset(
+    # Training reads a dataset version's files: the edge shows which exports feed it.
+    deps=[SFT_DATASET_VERSION],
+    group_name="training",
+    kinds={"json"},
+    owners=ML_OWNERS,
+    code_version=TRAINING_CODE_VERSION,
+)
 def training_dataset(
     context: dg.AssetExecutionContext,
     config: TrainingDatasetConfig,
@@ -57,7 +72,7 @@ def training_dataset(
     lora_training: LoraTraining,
     trainer_exports: TrainerExports,
     sft_rules: SftRules,
-) -> dg.Output[dict]:
+) -> dg.MaterializeResult:
     """A snapshot of exportable days split into train and eval by a hash of the question, with
     the label weights of the training split (rule 9 over the split, capped)."""
     if config.version:
@@ -77,6 +92,8 @@ def training_dataset(
     # The days are frozen as a dataset version first: training reads the version's files, and
     # the model registry names the version.
     version, created, manifest = make_version(context.instance, warehouse, wanted)
+    # The version this run froze is in sft_dataset_version's history, as one made on its own.
+    context.log_event(dg.AssetMaterialization(SFT_DATASET_VERSION, metadata=version_metadata(version, created, manifest, warehouse)))
     version_dir = warehouse.versions_dir() / version
     content_hash = manifest["hash"]
     folder = Path(warehouse.data_dir) / "training" / content_hash[:16]
@@ -111,24 +128,45 @@ def training_dataset(
     )
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)
-    context.add_output_metadata(
-        {
+    return dg.MaterializeResult(
+        metadata={
             "dataset_version": version,
             "dataset_version_created": created,
             "dataset_hash": content_hash,
             "days": dg.MetadataValue.json(sorted(wanted)),
+            "day_count": len(wanted),
             "train_records": sum(counts["train"].values()),
             "eval_records": sum(counts["eval"].values()),
             "train_labels": count_table(counts["train"], "label"),
             "eval_labels": count_table(counts["eval"], "label"),
-            "label_weights": dg.MetadataValue.json(weights),
+            **{f"label_weight/{label}": weight for label, weight in sorted(weights.items())},
             "path": dg.MetadataValue.path(str(folder)),
-            "trainer_exports": dg.MetadataValue.json(list(trainer_exports.formats)),
+            **{f"trainer_export/{name}": dg.MetadataValue.path(str(folder / file_name(name, "train"))) for name in trainer_exports.formats},
         }
     )
-    return dg.Output(
-        {"dataset_version": version, "dataset_hash": content_hash, "dir": str(folder), "days": wanted, "label_weights": weights}
-    )
+
+
+def _materialized_folder(context: dg.AssetExecutionContext, key: dg.AssetKey) -> Path:
+    """The folder `key` materialized for this run: in the run itself, or in the run it
+    re-executes (a re-execution from failure does not repeat the steps that succeeded);
+    materialized on its own, the latest one."""
+    run = context.run
+    while run is not None:
+        records = context.instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION).records
+        for record in reversed(records):
+            materialization = record.event_log_entry.asset_materialization
+            if materialization is not None and materialization.asset_key == key:
+                return Path(str(materialization.metadata["path"].value))
+        run = context.instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
+    latest = context.instance.get_latest_materialization_event(key)
+    if latest is None or latest.asset_materialization is None:
+        raise dg.Failure(f"{key.to_user_string()} was never materialized: run lora_training_job", allow_retries=False)
+    return Path(str(latest.asset_materialization.metadata["path"].value))
+
+
+def _dataset(folder: Path) -> dict:
+    """A training dataset's manifest (version, hash, days, label weights)."""
+    return orjson.loads((folder / "manifest.json").read_bytes())
 
 
 def write_trainer_exports(folder: Path, texts: dict, exports: TrainerExports, name: str) -> None:
@@ -143,17 +181,17 @@ def write_trainer_exports(folder: Path, texts: dict, exports: TrainerExports, na
         (folder / "dataset_info.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
 
 
-@dg.asset(group_name="training", kinds={"pytorch"})
-def lora_adapter(
-    context: dg.AssetExecutionContext, training_dataset: dict, warehouse: Warehouse, lora_training: LoraTraining
-) -> dg.Output[dict]:
+@dg.asset(deps=[TRAINING_DATASET], group_name="training", kinds={"pytorch"}, owners=ML_OWNERS, code_version=TRAINING_CODE_VERSION)
+def lora_adapter(context: dg.AssetExecutionContext, warehouse: Warehouse, lora_training: LoraTraining) -> dg.MaterializeResult:
     """LoRA SFT (peft + transformers) on the training split; a new model version folder."""
     from rag_sft.training import sft
 
     settings = lora_training.lora_settings()
+    dataset_dir = _materialized_folder(context, TRAINING_DATASET)
+    training_dataset = _dataset(dataset_dir)
     weights = training_dataset["label_weights"]
-    train = _records(Path(training_dataset["dir"]) / "train.jsonl", weights)
-    held_out = _records(Path(training_dataset["dir"]) / "eval.jsonl", weights)
+    train = _records(dataset_dir / "train.jsonl", weights)
+    held_out = _records(dataset_dir / "eval.jsonl", weights)
     if not train or not held_out:
         raise dg.Failure(f"the dataset has {len(train)} train and {len(held_out)} eval records; both must be non-empty")
     registry = ModelRegistry(Path(warehouse.data_dir) / "models")
@@ -188,11 +226,23 @@ def lora_adapter(
         run_id=context.run.run_id,
         train_loss=result.history[-1]["train_loss"],
     )
-    context.add_output_metadata(
-        {
+    final = result.history[-1]
+    return dg.MaterializeResult(
+        metadata={
             "version": version,
-            "train_loss_per_step": dg.MetadataValue.json(result.train_losses),
-            "loss_per_epoch": dg.MetadataValue.json(result.history),
+            "train_loss_per_step": dg.MetadataValue.table(
+                records=[dg.TableRecord({"step": step, "loss": loss}) for step, loss in enumerate(result.train_losses, 1)],
+                schema=dg.TableSchema([dg.TableColumn("step", "int"), dg.TableColumn("loss", "float")]),
+            ),
+            "loss_per_epoch": dg.MetadataValue.table(
+                records=[dg.TableRecord(epoch) for epoch in result.history],
+                schema=dg.TableSchema(
+                    [dg.TableColumn("epoch", "int"), dg.TableColumn("train_loss", "float"), dg.TableColumn("eval_loss", "float")]
+                ),
+            ),
+            "final_train_loss": dg.MetadataValue.float(final["train_loss"]),
+            "final_eval_loss": dg.MetadataValue.float(final["eval_loss"]),
+            "steps": len(result.train_losses),
             "tokens_per_second": round(result.tokens_per_second, 1),
             "train_seconds": round(result.wall_seconds, 2),
             "trainable_parameters": result.trainable_parameters,
@@ -203,14 +253,13 @@ def lora_adapter(
             "path": dg.MetadataValue.path(str(folder)),
         }
     )
-    return dg.Output({"version": version, "dir": str(folder)})
 
 
-@dg.asset(group_name="training", kinds={"pytorch"})
+@dg.asset(
+    deps=[LORA_ADAPTER, TRAINING_DATASET], group_name="training", kinds={"pytorch"}, owners=ML_OWNERS, code_version=TRAINING_CODE_VERSION
+)
 def model_evaluation(
     context: dg.AssetExecutionContext,
-    lora_adapter: dict,
-    training_dataset: dict,
     warehouse: Warehouse,
     lora_training: LoraTraining,
     evaluator: Evaluator,
@@ -223,12 +272,14 @@ def model_evaluation(
     from rag_sft.training.generation import GenerationSettings, generate_answers
 
     registry = ModelRegistry(Path(warehouse.data_dir) / "models")
-    version = lora_adapter["version"]
+    adapter_dir = _materialized_folder(context, LORA_ADAPTER)
+    dataset_dir = _materialized_folder(context, TRAINING_DATASET)
+    version = adapter_dir.name
     in_use = registry.current()
     in_use_name = in_use or "the base model"
     settings = lora_training.lora_settings()
-    rows = [orjson.loads(line) for line in (Path(training_dataset["dir"]) / "eval.jsonl").read_bytes().splitlines()]
-    held_out = _records(Path(training_dataset["dir"]) / "eval.jsonl", {})
+    rows = [orjson.loads(line) for line in (dataset_dir / "eval.jsonl").read_bytes().splitlines()]
+    held_out = _records(dataset_dir / "eval.jsonl", {})
     questions = rows[: evaluator.eval_questions]
     generation = GenerationSettings(
         max_new_tokens=evaluator.max_new_tokens,
@@ -238,7 +289,7 @@ def model_evaluation(
         seed=settings.seed,
     )
     # Each model once: the model in use is the base model until a version is promoted.
-    models = {"candidate": (lora_training.base_model, Path(lora_adapter["dir"]) / "adapter")}
+    models = {"candidate": (lora_training.base_model, adapter_dir / "adapter")}
     if in_use:
         trained_from = orjson.loads((registry.root / in_use / "training_config.json").read_bytes())["base_model"]
         models[in_use] = (trained_from, registry.root / in_use / "adapter")

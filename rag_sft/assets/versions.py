@@ -5,11 +5,14 @@ from collections.abc import Mapping
 import dagster as dg
 from pydantic import Field
 
-from rag_sft.assets.metadata import count_table
+from rag_sft.assets.metadata import DATA_OWNERS, PIPELINE_CODE_VERSION, count_table
 from rag_sft.core.trigger import ExportLedger
 from rag_sft.io.dataset_versions import DatasetVersions, VersionConflict
 from rag_sft.io.export_ledger import day_checks, update_ledger
 from rag_sft.resources import Warehouse
+
+
+SFT_DATASET_VERSION = dg.AssetKey("sft_dataset_version")
 
 
 class DatasetVersionConfig(dg.Config):
@@ -43,6 +46,7 @@ def version_metadata(name: str, created: bool, manifest: dict, warehouse: Wareho
         "version_hash": manifest["hash"],
         "created": created,
         "days": dg.MetadataValue.json([entry["day"] for entry in manifest["days"]]),
+        "day_count": len(manifest["days"]),
         "records": manifest["records"],
         "labels": count_table(manifest["labels"], "label"),
         "version_path": dg.MetadataValue.path(str(warehouse.versions_dir() / name)),
@@ -50,9 +54,12 @@ def version_metadata(name: str, created: bool, manifest: dict, warehouse: Wareho
 
 
 @dg.asset(
+    key=SFT_DATASET_VERSION,
     deps=["sft_jsonl"],
     group_name="export",
     kinds={"json"},
+    owners=DATA_OWNERS,
+    code_version=PIPELINE_CODE_VERSION,
     description="A named, immutable dataset version (v001, v002, ...) of the exportable days in a range: their "
     "files and a manifest (content hashes, record and label counts, check outcomes). The same days with the "
     "same contents give the existing version.",

@@ -1,46 +1,73 @@
 """The checks that gate a day's export, declared on the assets that emit them (`check_specs`).
 
-Confidence and label balance run inside `sft_records`, export format inside `sft_jsonl`; all
-three are blocking, so a failure at ERROR stops the day's export and fails the run.
+Confidence and label balance run inside `sft_records`, export format inside `sft_jsonl`. Each
+evaluation belongs to its day: the specs carry the daily partitions (a preview API in Dagster
+1.13, and the only one that records a check result with its partition; without it the result
+is stored without a partition beside a phantom "Skipped" row for the day, and a held-back day
+turns green again after the next passing run).
+
+The gate is the project's own, not Dagster's `blocking`: a blocking failure fails the step, so
+`sft_jsonl` never runs and its `export_format` check reads "Execution failed" on a day it was
+never evaluated. Here a failure at ERROR holds the day back: its exports are withdrawn, the run
+is tagged `rag_sft/held_back=<checks>`, and `sft_jsonl` materializes the day as not published
+(saying why) without evaluating its format (Dagster shows the check as skipped for that day).
 """
 
 from __future__ import annotations
 
+import warnings
+
 import dagster as dg
 
+from rag_sft.assets.metadata import percent
+from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import checks
 
-CONFIDENCE = dg.AssetCheckSpec(
+# Run tag of a held-back day's run: the checks that held it back (comma-separated).
+HELD_BACK_TAG = "rag_sft/held_back"
+
+
+def _daily_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
+    # Chosen knowingly (module docstring): the preview warning would repeat on every load.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return dg.AssetCheckSpec(name, asset=asset, description=description, partitions_def=daily_partitions)
+
+
+CONFIDENCE = _daily_check(
     checks.CONFIDENCE,
-    asset="sft_records",
-    blocking=True,
-    description="Every exported record has confidence >= min_confidence; warns when more than "
-    "max_filtered_share of accepted events were filtered for low confidence.",
+    "sft_records",
+    "Every exported record has confidence >= min_confidence; warns when more than max_filtered_share of "
+    "accepted events were filtered for low confidence. At ERROR it holds the day back.",
 )
-LABEL_BALANCE = dg.AssetCheckSpec(
+LABEL_BALANCE = _daily_check(
     checks.LABEL_BALANCE,
-    asset="sft_records",
-    blocking=True,
-    description="No label above max_label_share of the exported records and the most / least frequent label "
-    "ratio at most max_imbalance_ratio (days under min_records_for_balance are not judged).",
+    "sft_records",
+    "No label above max_label_share of the exported records and the most / least frequent label ratio at most "
+    "max_imbalance_ratio (days under min_records_for_balance are not judged). At ERROR it holds the day back.",
 )
-EXPORT_FORMAT = dg.AssetCheckSpec(
+EXPORT_FORMAT = _daily_check(
     checks.EXPORT_FORMAT,
-    asset="sft_jsonl",
-    blocking=True,
-    description="Every JSONL line parses, has the record fields with their types, a non-empty prompt and "
-    "completion, the question inside the prompt and the partition's date.",
+    "sft_jsonl",
+    "Every JSONL line parses, has the record fields with their types, a non-empty prompt and completion, the "
+    "question inside the prompt and the partition's date. Not evaluated on a day sft_records held back.",
 )
 
 
 def hold_back(context: dg.AssetExecutionContext, warehouse, verdicts: list[checks.Verdict]) -> str:
     """Remove the day's exports because of `verdicts` (failed at ERROR), say so in the run's
-    log, and return the reasons."""
+    log and tags, and return the reasons."""
     day = context.partition_key
     withdrawn = warehouse.withdraw_exports(day)
     reasons = "; ".join(verdict.description for verdict in verdicts)
     context.log.error(f"{day} is held back from export: {reasons}" + (f" (removed {', '.join(withdrawn)})" if withdrawn else ""))
+    held_back_by = ",".join(dict.fromkeys([*_held_back_by(context.run.tags), *(verdict.check for verdict in verdicts)]))
+    context.instance.add_run_tags(context.run_id, {HELD_BACK_TAG: held_back_by})
     return reasons
+
+
+def _held_back_by(tags) -> list[str]:
+    return [name for name in tags.get(HELD_BACK_TAG, "").split(",") if name]
 
 
 def check_result(verdict: checks.Verdict) -> dg.AssetCheckResult:
@@ -50,16 +77,34 @@ def check_result(verdict: checks.Verdict) -> dg.AssetCheckResult:
         passed=verdict.passed,
         severity=severity,
         description=verdict.description,
-        metadata={"verdict": verdict.description, **{key: _metadata_value(value) for key, value in verdict.metadata.items()}},
+        metadata={"verdict": verdict.description, **dict(_metadata_entry(key, value) for key, value in verdict.metadata.items())},
     )
 
 
-def _metadata_value(value) -> dg.MetadataValue:
+def _metadata_entry(key: str, value) -> tuple[str, dg.MetadataValue]:
+    """One verdict figure as a UI entry: shares as percentages (`…_share_pct`), counts by kind
+    and per-label rows as tables, lists as bullet points, numbers as numbers (plottable)."""
+    if key.endswith("share") and isinstance(value, float):
+        return f"{key}_pct", dg.MetadataValue.float(percent(value))
     if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
-        columns = [dg.TableColumn(name, _column_type(value[0][name])) for name in value[0]]
-        return dg.MetadataValue.table(records=[dg.TableRecord(row) for row in value], schema=dg.TableSchema(columns=columns))
-    if isinstance(value, (dict, list)):
-        return dg.MetadataValue.json(value)
+        rows = [{_pct_key(name): (percent(cell) if name.endswith("share") else cell) for name, cell in row.items()} for row in value]
+        columns = [dg.TableColumn(name, _column_type(rows[0][name])) for name in rows[0]]
+        return key, dg.MetadataValue.table(records=[dg.TableRecord(row) for row in rows], schema=dg.TableSchema(columns=columns))
+    return key, _metadata_value(value)
+
+
+def _pct_key(name: str) -> str:
+    return f"{name}_pct" if name.endswith("share") else name
+
+
+def _metadata_value(value) -> dg.MetadataValue:
+    if isinstance(value, dict):
+        return dg.MetadataValue.table(
+            records=[dg.TableRecord({"name": str(name), "count": count}) for name, count in value.items()],
+            schema=dg.TableSchema(columns=[dg.TableColumn("name", "string"), dg.TableColumn("count", "int")]),
+        )
+    if isinstance(value, list):
+        return dg.MetadataValue.md("\n".join(f"- {item}" for item in value) or "none")
     if value is None:
         return dg.MetadataValue.null()
     if isinstance(value, bool):

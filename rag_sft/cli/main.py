@@ -181,6 +181,12 @@ def _versions():
     return versions
 
 
+def _start_date():
+    from rag_sft.cli import start_date
+
+    return start_date
+
+
 def cmd_tiny_base(args: argparse.Namespace) -> int:
     from rag_sft.cli.training_demo import corpus_texts
     from rag_sft.resources import default_data_dir
@@ -260,6 +266,9 @@ def main(argv: list[str] | None = None) -> int:
     tiny = sub.add_parser("tiny-base", help="build the tiny demo base model from the exported JSONL")
     tiny.add_argument("--out", default=None, help="default: <data>/models/base/tiny-llama")
     tiny.set_defaults(func=cmd_tiny_base)
+
+    start = sub.add_parser("start-date", help="the first partition day: the first day of the events, kept in DAGSTER_HOME")
+    start.set_defaults(func=lambda args: _start_date().cmd_start_date(args))
 
     init_home = sub.add_parser("init-home", help="create DAGSTER_HOME (SQLite storage) if it is missing")
     init_home.set_defaults(func=lambda args: print(ensure_dagster_home()) or 0)

@@ -115,9 +115,7 @@ def materialize_day(
             blocking = evaluation.severity == dg.AssetCheckSeverity.ERROR
             (report.held_back if blocking else report.warnings).append(evaluation.description or evaluation.check_name)
     if not result.success:
-        messages = step_failure_messages(result)
-        if messages or not report.held_back:
-            report.failure = "; ".join(messages) or "run failed"
+        report.failure = "; ".join(step_failure_messages(result)) or "run failed"
         report.earlier_jsonl = published_jsonl(instance, day)
     return report
 
@@ -133,14 +131,11 @@ def published_jsonl(instance: dg.DagsterInstance, day: str) -> str | None:
 
 
 def step_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
-    """Why the run's steps failed; a blocking check's failure is reported as a held-back day instead."""
+    """Why the run's steps failed."""
     return [
         error_with_causes(event.event_specific_data.error)
         for event in result.all_events
-        if event.is_step_failure
-        and event.event_specific_data
-        and event.event_specific_data.error
-        and event.event_specific_data.error.cls_name != "DagsterAssetCheckFailedError"
+        if event.is_step_failure and event.event_specific_data and event.event_specific_data.error
     ]
 
 

@@ -51,10 +51,14 @@ class Verdict:
 
     @property
     def outcome(self) -> str:
-        """"passed", "warned: <why>" or "failed: <why>" (what a dataset version records)."""
-        if self.passed:
-            return "passed"
-        return f"{'failed' if self.holds_back else 'warned'}: {self.description}"
+        return outcome(self.passed, self.severity, self.description)
+
+
+def outcome(passed: bool, severity: Severity, description: str) -> str:
+    """"passed", "warned: <why>" or "failed: <why>" (what a dataset version records)."""
+    if passed:
+        return "passed"
+    return f"{'failed' if severity == ERROR else 'warned'}: {description}"
 
 
 def confidence_verdict(

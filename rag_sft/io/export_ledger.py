@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import dagster as dg
+from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
 
+from rag_sft.core import checks
 from rag_sft.core.trigger import ExportLedger
 
 _PAGE = 1000
 SFT_RECORDS = dg.AssetKey("sft_records")
+EXPORT_CHECKS = [
+    dg.AssetCheckKey(SFT_RECORDS, checks.CONFIDENCE),
+    dg.AssetCheckKey(SFT_RECORDS, checks.LABEL_BALANCE),
+    dg.AssetCheckKey(dg.AssetKey("sft_jsonl"), checks.EXPORT_FORMAT),
+]
 
 # The `export` entry of sft_records' metadata: "ok", or "held back: <the failed checks' descriptions>".
 _EXPORT_OK = "ok"
@@ -64,12 +72,13 @@ def _value(entry, default):
 
 
 def day_checks(instance: dg.DagsterInstance, day: str) -> dict[str, str]:
-    """The outcome of each export check of the day's latest materializations."""
+    """The outcome of each export check's latest evaluation on the day."""
     outcomes: dict[str, str] = {}
-    for asset in ("sft_records", "sft_jsonl"):
-        result = instance.fetch_materializations(
-            dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[day]), limit=1
+    for key in EXPORT_CHECKS:
+        history = instance.event_log_storage.get_asset_check_execution_history(
+            key, limit=1, status=COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES, partition_filter=PartitionKeyFilter(key=day)
         )
-        for record in result.records:
-            outcomes.update(_value(record.asset_materialization.metadata.get("checks"), {}))
+        for record in history:
+            evaluation = record.evaluation
+            outcomes[key.name] = checks.outcome(evaluation.passed, evaluation.severity.value, evaluation.description or "")
     return dict(sorted(outcomes.items()))

@@ -23,7 +23,8 @@ def test_a_balanced_day_passes_every_check_and_is_published(pipeline):
     shown = {row.data["label"]: row.data for row in balance["labels"].value.records}
     records = pipeline.metadata(result, "sft_records")
     assert sum(row["count"] for row in shown.values()) == records["exported"]
-    assert round(shown["factuality_error"]["label_weight"], 4) == records["label_weights"]["factuality_error"]
+    assert round(shown["factuality_error"]["label_weight"], 4) == records["label_weight/factuality_error"]
+    assert records["day_held_back"] == 0 and "rag_sft/held_back" not in pipeline.instance.get_run_by_id(result.run_id).tags
 
 
 def test_a_day_skewed_like_real_traffic_is_held_back_and_its_old_jsonl_removed(pipeline):
@@ -33,17 +34,21 @@ def test_a_day_skewed_like_real_traffic_is_held_back_and_its_old_jsonl_removed(p
 
     generate(pipeline, days=[DAY], events_per_day=300, factuality_share=0.95)  # the day's events change
     result = pipeline.materialize(DAY, raise_on_error=False)
-    assert not result.success
+    # The gate worked: the run succeeds, tagged with the checks that held the day back.
+    assert result.success
+    assert pipeline.instance.get_run_by_id(result.run_id).tags["rag_sft/held_back"] == "label_balance"
     balance = pipeline.check(result, "label_balance")
     assert not balance.passed and balance.severity == dg.AssetCheckSeverity.ERROR
+    assert balance.partition == DAY
     assert "factuality_error is" in balance.description and "above max_label_share 60%" in balance.description
     assert not pipeline.jsonl(DAY).exists() and not pipeline.jsonl(DAY).parent.exists()
     records = pipeline.metadata(result, "sft_records")
-    assert records["export"].startswith("held back: label_balance")
-    materialized = {e.event_specific_data.materialization.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
-    assert "sft_jsonl" not in materialized
-    failure = next(e for e in result.all_events if e.is_step_failure)
-    assert "label_balance" in failure.event_specific_data.error.message
+    assert records["export"].startswith("held back: label_balance") and records["day_held_back"] == 1
+    # sft_jsonl says the day is not published and why; its format is not evaluated (no file).
+    export = pipeline.metadata(result, "sft_jsonl")
+    assert (export["published"], export["dagster/row_count"]) == (False, 0) and "path" not in export
+    assert export["export"].startswith("held back: label_balance: factuality_error is")
+    assert "export_format" not in {evaluation.check_name for evaluation in result.get_asset_check_evaluations()}
 
     # Visible on the instance as the latest evaluation of the check, with the reason.
     record = pipeline.instance.event_log_storage.get_latest_asset_check_execution_by_key(
@@ -61,16 +66,14 @@ def test_a_day_skewed_like_real_traffic_is_held_back_and_its_old_jsonl_removed(p
     assert rows.loc[rows["status"] == "filtered", "held_back_by"].isna().all()
 
 
-def test_sft_jsonl_alone_refuses_a_held_back_day_until_the_day_is_fixed(pipeline):
+def test_sft_jsonl_alone_publishes_nothing_for_a_held_back_day_until_the_day_is_fixed(pipeline):
     generate(pipeline, days=[DAY], events_per_day=300, factuality_share=0.95)
-    assert not pipeline.materialize(DAY, raise_on_error=False).success
+    pipeline.materialize(DAY)
 
-    alone = pipeline.materialize(DAY, selection="sft_jsonl", raise_on_error=False)  # one click in the UI
-    assert not alone.success
-    failure = next(e for e in alone.all_events if e.is_step_failure)
-    assert failure.step_key == "sft_jsonl"
-    message = failure.event_specific_data.error.message
-    assert "held back" in message and "label_balance: factuality_error is" in message
+    alone = pipeline.materialize(DAY, selection="sft_jsonl")  # one click in the UI
+    export = pipeline.metadata(alone, "sft_jsonl")
+    assert export["published"] is False and "label_balance: factuality_error is" in export["export"]
+    assert not alone.get_asset_check_evaluations()
     assert not pipeline.jsonl(DAY).parent.exists()  # nothing written
 
     # Fixed with the check at WARN: sft_records is re-materialized, then sft_jsonl alone publishes.
@@ -82,9 +85,9 @@ def test_sft_jsonl_alone_refuses_a_held_back_day_until_the_day_is_fixed(pipeline
     assert len(pipeline.jsonl(DAY).read_bytes().splitlines()) == exported > 0
 
     # Held back again, then fixed by balanced events: the same.
-    assert not pipeline.materialize(DAY, selection="sft_records", raise_on_error=False).success
+    pipeline.materialize(DAY, selection="sft_records")
     assert not pipeline.jsonl(DAY).exists()
-    assert not pipeline.materialize(DAY, selection="sft_jsonl", raise_on_error=False).success
+    assert pipeline.metadata(pipeline.materialize(DAY, selection="sft_jsonl"), "sft_jsonl")["published"] is False
     generate(pipeline, days=[DAY], events_per_day=300)
     pipeline.materialize(DAY, selection=["raw_events", "rejected_events", "annotated_samples", "sft_records"])
     assert pipeline.materialize(DAY, selection="sft_jsonl").success and pipeline.jsonl(DAY).exists()

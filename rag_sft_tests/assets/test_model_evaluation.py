@@ -2,6 +2,8 @@
 HTTP by the local server, the comparison with the version in use, the eval-loss fallback when
 no judge is configured, and rollback."""
 
+from pathlib import Path
+
 import dagster as dg
 import orjson
 
@@ -65,8 +67,28 @@ def test_without_a_judge_the_gate_says_so_and_compares_eval_loss_with_the_model_
     assert evaluation["judge"] == "none: the eval-loss gate"
     # The label weights are the training split's, capped; the day's JSONL keeps its own.
     dataset = pipeline.metadata(result, "training_dataset")
-    assert dataset["label_weights"] and max(dataset["label_weights"].values()) <= 2.0
+    weights = {key.removeprefix("label_weight/"): value for key, value in dataset.items() if key.startswith("label_weight/")}
+    assert weights and max(weights.values()) <= 2.0
     manifest = orjson.loads((pipeline.data / "training").glob("*/manifest.json").__next__().read_bytes())
-    assert manifest["label_weights"] == dataset["label_weights"]
+    assert manifest["label_weights"] == weights
     day = [orjson.loads(line) for line in pipeline.jsonl("2026-11-19").read_bytes().splitlines()]
     assert max(record["label_weight"] for record in day) > 2.0
+
+
+def test_the_training_run_shows_its_dataset_version_real_folders_and_plottable_losses(pipeline, tiny_base):
+    generate(pipeline, days=["2026-11-19"], events_per_day=150)
+    pipeline.materialize("2026-11-19")
+    result = pipeline.train(LoraTraining(base_model=str(tiny_base), **FAST))
+    assert result.success
+    # The version training froze is in sft_dataset_version's history, from this run.
+    [version] = pipeline.instance.fetch_materializations(dg.AssetKey("sft_dataset_version"), limit=5).records
+    assert version.run_id == result.run_id and version.asset_materialization.metadata["dataset_version"].value == "v001"
+    # The path entries are the project's folders, not an IO manager's pickles.
+    dataset, adapter = pipeline.metadata(result, "training_dataset"), pipeline.metadata(result, "lora_adapter")
+    assert Path(dataset["path"]).parent == pipeline.data / "training" and (Path(dataset["path"]) / "manifest.json").is_file()
+    assert Path(adapter["path"]) == pipeline.data / "models" / adapter["version"]
+    assert (Path(adapter["path"]) / "adapter").is_dir()
+    # The loss per step is a (step, loss) table; the final figures are numbers.
+    steps = [row.data for row in adapter["train_loss_per_step"].records]
+    assert [row["step"] for row in steps] == list(range(1, adapter["steps"] + 1)) and adapter["steps"] > 0
+    assert isinstance(adapter["final_train_loss"], float) and isinstance(adapter["final_eval_loss"], float)

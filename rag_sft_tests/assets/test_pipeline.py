@@ -38,7 +38,14 @@ def test_several_days_materialize_with_reconciled_counts_and_metadata(pipeline):
         assert records["accepted"] == raw["accepted"] == records["exported"] + records["filtered"]
         assert exported["dagster/row_count"] == records["exported"]
         assert sum(r["count"] for r in _rows(records["label_distribution"])) == records["exported"]
-        assert set(annotated["confidence"]) == {"count", "min", "mean", "p50", "max"}
+        # Plottable numbers, shares in percent.
+        assert 0 <= annotated["confidence_min"] <= annotated["confidence_p50"] <= annotated["confidence_max"] <= 1
+        assert records["confidence_min"] >= 0.6 and records["confidence_mean"] >= records["confidence_min"]
+        assert records["filtered_share_pct"] == round(100 * records["filtered"] / records["accepted"], 2)
+        shares = {key: value for key, value in records.items() if key.startswith("label_share_pct/")}
+        assert {"label_share_pct/factuality_error", "label_share_pct/overconfidence"} <= set(shares)
+        assert abs(sum(shares.values()) - 100) < 0.1
+        assert raw["rejected_share_pct"] == round(100 * raw["rejected"] / raw["events_read"], 2)
 
         lines = pipeline.jsonl(day).read_bytes().splitlines()
         assert len(lines) == records["exported"]

@@ -1,0 +1,154 @@
+"""What the Dagster UI shows a data engineer, read through the GraphQL API of `dagster dev`
+(the webserver the browser talks to) on a real instance: each check's status per day, with a
+held-back day failed on its check and its export_format not evaluated, the training lineage,
+and the Parquet assets' column schemas."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from datetime import date
+from pathlib import Path
+from unittest import mock
+
+import dagster as dg
+import pytest
+
+from rag_sft.core.generator import GeneratorSettings, day_lines
+from rag_sft.testing.postgres_server import free_port
+from rag_sft_tests.deploy.test_production_setup import (
+    FINISHED,
+    LAUNCH_RUN,
+    LOCATION,
+    REPOSITORY,
+    RUN_STATUS,
+    Product,
+    _loaded,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+BALANCED, HELD_BACK, LATER = "2026-11-01", "2026-11-02", "2026-11-03"
+
+
+@pytest.fixture(scope="module")
+def product(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ui")
+    home, data, landing = root / "dagster_home", root / "data", root / "data" / "landing"
+    landing.mkdir(parents=True)
+    for day, factuality_share in ((BALANCED, None), (HELD_BACK, 0.95), (LATER, None)):
+        settings = GeneratorSettings(events_per_day=200, factuality_share=factuality_share)
+        (landing / f"events-{day}.jsonl").write_bytes(b"".join(day_lines(date.fromisoformat(day), settings)))
+    variables = {
+        "DAGSTER_HOME": str(home),
+        "RAG_SFT_DATA_DIR": str(data),
+        "RAG_SFT_LANDING_DIR": str(landing),
+        "RAG_SFT_START_DATE": BALANCED,
+        "RAG_SFT_AUTOMATION": "off",
+        "RAG_SFT_MIN_NEW_SAMPLES": "1000000",  # no training here
+    }
+    subprocess.run([Path(sys.executable).with_name("rag-sft"), "init-home"], env={**os.environ, **variables}, check=True)
+    port, log = free_port(), root / "dagster-dev.log"
+    dagster = Path(sys.executable).with_name("dagster")
+    with mock.patch.dict(os.environ, variables), log.open("wb") as log_file:
+        process = subprocess.Popen(
+            ["env", "--default-signal=INT,TERM", str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port),
+             "-w", str(REPO / "workspace.yaml")],
+            cwd=REPO, env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+        instance = dg.DagsterInstance.from_config(str(home))
+        running = Product(port, home, data, landing, instance, process, log)
+        try:
+            running.wait("the webserver to load the code location", lambda: _loaded(running), timeout_s=240)
+            yield running
+        finally:
+            running.stop()
+            instance.dispose()
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _materialize_day(product: Product, day: str) -> dict:
+    params = {
+        "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": "daily_sft_job"},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
+    }
+    launched = product.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    def finished():
+        status = product.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
+        return status if status in FINISHED else None
+
+    assert product.wait(f"run {run_id}", finished, timeout_s=300) == "SUCCESS"
+    return product.instance.get_run_by_id(run_id).tags
+
+
+CHECK_STATUSES = """
+query($asset: AssetKeyInput!, $check: String!) { assetNodeOrError(assetKey: $asset) { ... on AssetNode {
+  assetCheckOrError(checkName: $check) { __typename ... on AssetCheck { partitionStatuses { __typename
+    ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } } } } } } } }
+"""
+
+
+def _check_status_by_day(product: Product, asset: str, check: str) -> dict[str, str]:
+    answer = product.graphql(CHECK_STATUSES, {"asset": {"path": [asset]}, "check": check})
+    statuses = answer["assetNodeOrError"]["assetCheckOrError"]["partitionStatuses"]
+    by_day = {}
+    for status_range in statuses["ranges"]:
+        first, last = date.fromisoformat(status_range["startKey"]), date.fromisoformat(status_range["endKey"])
+        for offset in range((last - first).days + 1):
+            by_day[date.fromordinal(first.toordinal() + offset).isoformat()] = status_range["status"]
+    return by_day
+
+
+def _all_statuses(product: Product) -> dict[tuple[str, str], dict[str, str]]:
+    checks = [("sft_records", "confidence"), ("sft_records", "label_balance"), ("sft_jsonl", "export_format")]
+    return {(asset, check): _check_status_by_day(product, asset, check) for asset, check in checks}
+
+
+def test_each_check_shows_its_status_per_day_and_a_held_back_day_stays_failed(product):
+    assert "rag_sft/held_back" not in _materialize_day(product, BALANCED)
+    assert _materialize_day(product, HELD_BACK)["rag_sft/held_back"] == "label_balance"  # tells it from a crash
+    expected = {
+        ("sft_records", "confidence"): {BALANCED: "SUCCEEDED", HELD_BACK: "SUCCEEDED"},
+        ("sft_records", "label_balance"): {BALANCED: "SUCCEEDED", HELD_BACK: "FAILED"},
+        # Never evaluated on the held-back day (no file to check): skipped, not "Execution failed".
+        ("sft_jsonl", "export_format"): {BALANCED: "SUCCEEDED", HELD_BACK: "SKIPPED"},
+    }
+    assert _all_statuses(product) == expected
+
+    _materialize_day(product, LATER)  # a passing run does not hide the held-back day
+    for key, days in expected.items():
+        days[LATER] = "SUCCEEDED"
+    assert _all_statuses(product) == expected
+
+    records = product.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("sft_jsonl"), asset_partitions=[HELD_BACK]), limit=1
+    ).records[0].asset_materialization.metadata
+    assert records["published"].value is False and records["export"].value.startswith("held back: label_balance")
+
+
+ASSET_NODES = """
+{ assetNodes { assetKey { path } dependencyKeys { path } owners { ... on TeamAssetOwner { team } }
+  metadataEntries { label __typename ... on TableSchemaMetadataEntry { schema { columns { name type } } } } } }
+"""
+
+
+def test_the_training_lineage_and_the_column_schemas_show(product):
+    nodes = {"/".join(node["assetKey"]["path"]): node for node in product.graphql(ASSET_NODES)["assetNodes"]}
+
+    def upstream(asset: str) -> set[str]:
+        return {"/".join(key["path"]) for key in nodes[asset]["dependencyKeys"]}
+
+    assert upstream("training_dataset") == {"sft_dataset_version"}
+    assert upstream("sft_dataset_version") == {"sft_jsonl"}
+    assert upstream("lora_adapter") == {"training_dataset"}
+    for asset in ("raw_events", "rejected_events", "annotated_samples", "sft_records"):
+        [schema] = [e["schema"] for e in nodes[asset]["metadataEntries"] if e["label"] == "dagster/column_schema"]
+        columns = {column["name"]: column["type"] for column in schema["columns"]}
+        assert columns["date"] == "string" and len(columns) > 5
+        assert nodes[asset]["owners"] == [{"team": "rag-data"}]
+    record_columns = [e for e in nodes["sft_records"]["metadataEntries"] if e["label"] == "dagster/column_schema"][0]
+    assert {"status", "held_back_by", "label_weight"} <= {c["name"] for c in record_columns["schema"]["columns"]}
