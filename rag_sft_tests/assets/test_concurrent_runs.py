@@ -83,8 +83,9 @@ def test_two_runs_of_one_day_follow_each_other_and_leave_one_consistent_day(tmp_
     again = subprocess.run([sys.executable, "-c", RUN_DAY], env=env, capture_output=True, text=True, check=False)
     assert again.returncode == 0, again.stdout + again.stderr
     assert _digest(jsonl) == before  # what the racing runs left is what one run makes
-    leftovers = [p for p in (data / "warehouse").rglob("*") if p.name.startswith(".")]
-    assert leftovers == []
+    staged = list((data / "warehouse" / ".staging").iterdir())
+    hidden = [p for table in ("raw_events", "sft_records") for p in (data / "warehouse" / table).rglob(".*")]
+    assert staged + hidden == []
 
 
 def test_the_pipeline_helper_is_unaffected_by_the_lock(pipeline):

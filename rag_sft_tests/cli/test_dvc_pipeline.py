@@ -41,6 +41,8 @@ def test_dvc_repro_push_checkout_and_pull_bring_a_version_back_byte_for_byte(tmp
     (work / ".dvc").mkdir(parents=True)
     for name in ("dvc.yaml", "params.yaml", ".gitignore", ".dvcignore", ".dvc/config", ".dvc/.gitignore"):
         shutil.copy(REPO / name, work / name)
+    # the code the stages depend on (a changed rule rebuilds them), as in a clone of the project
+    shutil.copytree(REPO / "rag_sft", work / "rag_sft", ignore=shutil.ignore_patterns("__pycache__"))
     (work / ".venv").symlink_to(sys.prefix)  # the stages call .venv/bin/rag-sft, as in the project
     landing = work / "data" / "landing"
     landing.mkdir(parents=True)
