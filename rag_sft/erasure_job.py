@@ -106,7 +106,8 @@ def erase_requests_op(
         "models_flagged_now": [e["version"] for e in flagged],
     }
     context.log.info(f"erased {len(ids)} request_ids: {report}")
-    return dg.Output(report, metadata={key: dg.MetadataValue.json(value) for key, value in report.items()})
+    metadata = {key: dg.MetadataValue.json(value) if isinstance(value, dict | list) else value for key, value in report.items()}
+    return dg.Output(report, metadata=metadata)
 
 
 def _report(context: dg.OpExecutionContext, asset: str, day: str, rows: int, removed: dict) -> None:
