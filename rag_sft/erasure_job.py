@@ -7,7 +7,6 @@ rewritten partitions are reported as materializations of their assets (counts ca
 with `erased`), so the UI, the export ledger and dataset versions see the new contents.
 """
 
-
 import hashlib
 from datetime import UTC, datetime
 from pathlib import Path
@@ -49,7 +48,11 @@ def erase_requests_op(
         raise dg.Failure("no request_id to erase", allow_retries=False)
     new = ErasureLedger(warehouse.state_dir()).record(ids, context.run_id)
     erased = set(ids)
-    note = {"erasure_run": context.run_id, "at": datetime.now(UTC).isoformat(timespec="seconds"), "request_ids": len(ids)}
+    note = {
+        "erasure_run": context.run_id,
+        "at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "request_ids": len(ids),
+    }
     exportable = update_ledger(context.instance, ExportLedger()).exportable()
     days = sorted({day for table in erase_io.TABLES for day in erase_io.days_holding(warehouse.table_dir(table), ids)})
 
@@ -63,7 +66,9 @@ def erase_requests_op(
             removed = {}
             for table in erase_io.TABLES:
                 if (partition_dir(warehouse.table_dir(table), day) / PART_FILE).exists():
-                    rows = erase_io.rewrite_partition(warehouse.table_dir(table), day, ids, warehouse.parquet_compression)
+                    rows = erase_io.rewrite_partition(
+                        warehouse.table_dir(table), day, ids, warehouse.parquet_compression
+                    )
                     if rows.num_rows:
                         removed[table] = rows
                         _report(context, table, day, rows.num_rows, erasure.removed_counts(table, rows))
@@ -87,10 +92,16 @@ def erase_requests_op(
     rewritten_versions: dict[str, dict] = {}
     for name in versions.names():
         previous = versions.manifest(name)["hash"]
-        manifest = versions.erase(name, lambda folder: erase_io.erase_record_files(folder, erase_io.EXPORT_FILES, erased), note)
+        manifest = versions.erase(
+            name, lambda folder: erase_io.erase_record_files(folder, erase_io.EXPORT_FILES, erased), note
+        )
         if manifest:
             removed_here = manifest["erasures"][-1]["records_removed"]
-            rewritten_versions[name] = {"records_removed": removed_here, "previous_hash": previous, "hash": manifest["hash"]}
+            rewritten_versions[name] = {
+                "records_removed": removed_here,
+                "previous_hash": previous,
+                "hash": manifest["hash"],
+            }
     training = erase_io.erase_training_datasets(Path(warehouse.data_dir) / "training", erased, note)
     registry = ModelRegistry(Path(warehouse.data_dir) / "models")
     flagged = erase_io.flag_models(registry, {name: v["records_removed"] for name, v in rewritten_versions.items()})
@@ -102,11 +113,15 @@ def erase_requests_op(
         "cache_entries_removed": cache_entries,
         "dataset_versions_rewritten": rewritten_versions,
         "training_datasets_rewritten": training,
-        "models_trained_on_erased": {e["version"]: e["erased_records"] for e in erase_io.models_trained_on_erased(registry)},
+        "models_trained_on_erased": {
+            e["version"]: e["erased_records"] for e in erase_io.models_trained_on_erased(registry)
+        },
         "models_flagged_now": [e["version"] for e in flagged],
     }
     context.log.info(f"erased {len(ids)} request_ids: {report}")
-    metadata = {key: dg.MetadataValue.json(value) if isinstance(value, dict | list) else value for key, value in report.items()}
+    metadata = {
+        key: dg.MetadataValue.json(value) if isinstance(value, dict | list) else value for key, value in report.items()
+    }
     return dg.Output(report, metadata=metadata)
 
 
@@ -116,7 +131,9 @@ def _report(context: dg.OpExecutionContext, asset: str, day: str, rows: int, rem
     previous = _latest_metadata(context.instance, asset, day)
     values = {key: value.value for key, value in previous.items()}
     updated = erasure.counts_after_erasure(values, rows, removed)
-    context.log_event(dg.AssetMaterialization(asset, partition=day, metadata={**previous, **updated, "erasure_run": context.run_id}))
+    context.log_event(
+        dg.AssetMaterialization(asset, partition=day, metadata={**previous, **updated, "erasure_run": context.run_id})
+    )
 
 
 def _erase_day_export(context, warehouse: Warehouse, day: str, erased: set[str], exportable: dict) -> None:

@@ -55,18 +55,24 @@ def cmd_erase(args: argparse.Namespace) -> int:
     erased_at = time.perf_counter()
     print(json.dumps(report, indent=2))
     if report["models_trained_on_erased"]:
-        print("model versions trained on erased events (flagged trained_on_erased in the registry; retraining is "
-              "your choice): " + ", ".join(f"{v} ({n} records)" for v, n in report["models_trained_on_erased"].items()))
+        print(
+            "model versions trained on erased events (flagged trained_on_erased in the registry; retraining is "
+            "your choice): " + ", ".join(f"{v} ({n} records)" for v, n in report["models_trained_on_erased"].items())
+        )
     if args.dvc:
         project_dvc = Path(".venv-dvc/bin/dvc")  # `make dvc`'s environment, else dvc on the PATH
         dvc = os.environ.get("RAG_SFT_DVC") or (str(project_dvc.absolute()) if project_dvc.exists() else "dvc")
         for step in DVC_STEPS:
             done = subprocess.run([dvc, *step], capture_output=True, text=True, check=False)
             if done.returncode:
-                print(f"error: dvc {' '.join(step)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}", file=sys.stderr)
+                print(
+                    f"error: dvc {' '.join(step)} failed:\n{done.stdout[-2000:]}{done.stderr[-2000:]}", file=sys.stderr
+                )
                 return 1
-        print("DVC: new hashes in dvc.lock, pushed, and the old files collected from .dvc/cache and the default "
-              "remote; commit dvc.lock (git) now. Older git commits still name the old hashes: their data is gone.")
+        print(
+            "DVC: new hashes in dvc.lock, pushed, and the old files collected from .dvc/cache and the default "
+            "remote; commit dvc.lock (git) now. Older git commits still name the old hashes: their data is gone."
+        )
     dvc_time = f" + DVC {time.perf_counter() - erased_at:.1f} s" if args.dvc else ""
     print(f"erase took {erased_at - started:.1f} s{dvc_time}")
     return 0

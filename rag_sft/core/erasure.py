@@ -27,7 +27,11 @@ OUTCOME_KEYS: Mapping[str, tuple[tuple[str, ...], str | None, Mapping[str, str]]
     "raw_events": (("accepted",), None, {}),
     "rejected_events": ((), "outcome", {"rejected": "rejected", "duplicate": "duplicates"}),
     "annotated_samples": ((), None, {}),
-    "sft_records": (("accepted",), "status", {"exported": "exported", "filtered": "filtered", "held_back": "held_back"}),
+    "sft_records": (
+        ("accepted",),
+        "status",
+        {"exported": "exported", "filtered": "filtered", "held_back": "held_back"},
+    ),
 }
 
 
@@ -58,7 +62,9 @@ def erased_mask(batch: pa.RecordBatch | pa.Table, ids: pa.Array, quoted_ids: Seq
     return mask
 
 
-def without_erased(batches: Iterable[IngestBatch], erased: Sequence[str], counts: IngestCounts) -> Iterator[IngestBatch]:
+def without_erased(
+    batches: Iterable[IngestBatch], erased: Sequence[str], counts: IngestCounts
+) -> Iterator[IngestBatch]:
     """Ingest's batches without the events of erased requests: each is moved from the outcome it
     was counted under (accepted, duplicate, rejected) to `erased`, so read = accepted +
     duplicates + rejected + erased, and no row of it is written anywhere (not even the dead
@@ -119,7 +125,9 @@ def counts_after_erasure(previous: Mapping[str, object], removed_rows: int, remo
 
 def record_lines_to_drop(data: bytes, erased: set[str]) -> list[int]:
     """Line numbers (0-based) of a record file whose `request_id` is erased."""
-    return [n for n, line in enumerate(data.splitlines()) if line.strip() and orjson.loads(line).get("request_id") in erased]
+    return [
+        n for n, line in enumerate(data.splitlines()) if line.strip() and orjson.loads(line).get("request_id") in erased
+    ]
 
 
 def drop_lines(data: bytes, drop: Iterable[int]) -> bytes:

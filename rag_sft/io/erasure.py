@@ -56,7 +56,11 @@ def rewrite_partition(table_dir: Path, day: str, erased: Sequence[str], compress
     ids = pa.array(erased, pa.string())
     quoted = erasure.quoted(erased)
     groups = row_groups(table_dir, day)
-    schema = groups[0].metadata.schema.to_arrow_schema() if groups else pq.read_schema(partition_dir(table_dir, day) / PART_FILE)
+    schema = (
+        groups[0].metadata.schema.to_arrow_schema()
+        if groups
+        else pq.read_schema(partition_dir(table_dir, day) / PART_FILE)
+    )
     removed = []
     with PartitionWriter(table_dir, day, schema, compression, tables.FREE_TEXT) as writer:
         for group in groups:
@@ -120,7 +124,9 @@ def cache_keys(records: pa.Table, annotated: pa.Table | None, endpoint: str, set
     keys = []
     for row in records.select(["sample_id", "prompt", "language", "original_answer"]).to_pylist():
         checks, suggestion = feedback.get(row["sample_id"], (None, None))
-        messages = llm.correction_messages(row["prompt"], row["language"], row["original_answer"], checks, suggestion, settings)
+        messages = llm.correction_messages(
+            row["prompt"], row["language"], row["original_answer"], checks, suggestion, settings
+        )
         keys.append(llm.request_key(endpoint, settings, messages))
     return keys
 
@@ -139,7 +145,11 @@ def flag_models(registry: ModelRegistry, erased_by_version: Mapping[str, int]) -
         removed = erased_by_version.get(entry.get("dataset_version", ""))
         if removed:
             flagged.append(
-                registry.update(entry["version"], trained_on_erased=True, erased_records=int(entry.get("erased_records", 0)) + removed)
+                registry.update(
+                    entry["version"],
+                    trained_on_erased=True,
+                    erased_records=int(entry.get("erased_records", 0)) + removed,
+                )
             )
     return flagged
 

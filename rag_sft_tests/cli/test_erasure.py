@@ -73,7 +73,10 @@ def files_holding(texts: list[str], *roots: Path, skip: Path | None = None) -> d
 
 
 def parquet_rows(data: Path) -> dict[str, int]:
-    return {table: sum(pq.read_metadata(p).num_rows for p in (data / "warehouse" / table).glob("*/*.parquet")) for table in TABLES}
+    return {
+        table: sum(pq.read_metadata(p).num_rows for p in (data / "warehouse" / table).glob("*/*.parquet"))
+        for table in TABLES
+    }
 
 
 def test_erase_reaches_every_artefact_the_dvc_remote_and_the_registry(tmp_path, tiny_base, monkeypatch):
@@ -91,11 +94,17 @@ def test_erase_reaches_every_artefact_the_dvc_remote_and_the_registry(tmp_path, 
 
     with running_stub() as stub:
         params = yaml.safe_load((work / "params.yaml").read_text())
-        params["export"]["resources"]["completions"] = {"strategy": "llm", "base_url": stub.base_url, "model": "teacher"}
+        params["export"]["resources"]["completions"] = {
+            "strategy": "llm",
+            "base_url": stub.base_url,
+            "model": "teacher",
+        }
         params["train"]["resources"]["lora_training"].update(max_length=64, learning_rate=0.005)
         params["train"]["resources"]["evaluator"].update(eval_questions=4, max_new_tokens=8)
         (work / "params.yaml").write_text(yaml.safe_dump(params))
-        env = {key: value for key, value in os.environ.items() if key not in ("RAG_SFT_DATA_DIR", "RAG_SFT_LANDING_DIR")}
+        env = {
+            key: value for key, value in os.environ.items() if key not in ("RAG_SFT_DATA_DIR", "RAG_SFT_LANDING_DIR")
+        }
         env.update(GIT_IDENTITY, DAGSTER_HOME=str(work / ".dagster_home"), RAG_SFT_BASE_MODEL=str(tiny_base),
                    RAG_SFT_EXPORT_FORMATS="all", OPENAI_API_KEY="test-key", RAG_SFT_START_DATE="2026-01-01",
                    RAG_SFT_DVC=dvc)  # fmt: skip
@@ -126,7 +135,15 @@ def test_erase_reaches_every_artefact_the_dvc_remote_and_the_registry(tmp_path, 
 
         (tmp_path / "ids.txt").write_text("req-erase-b\n# a comment\nreq-erase-c\n")
         started = time.perf_counter()
-        output = run(".venv/bin/rag-sft", "erase", "--request-id", "req-erase-a", "--from-file", str(tmp_path / "ids.txt"), "--dvc")
+        output = run(
+            ".venv/bin/rag-sft",
+            "erase",
+            "--request-id",
+            "req-erase-a",
+            "--from-file",
+            str(tmp_path / "ids.txt"),
+            "--dvc",
+        )
         erase_seconds = time.perf_counter() - started
         report = json.loads(output[: output.index("\n}\n") + 2])
 
@@ -161,7 +178,11 @@ def test_erase_reaches_every_artefact_the_dvc_remote_and_the_registry(tmp_path, 
         assert json.loads((data / "datasets" / "versions" / "v001" / "manifest.json").read_text()) == v001
 
         # A late copy of an erased event, then every day again: they stay out, counts reconcile.
-        late = next(line for line in (data / "landing" / f"events-{DAYS[6]}.jsonl").read_bytes().splitlines() if b"req-erase-c" in line)
+        late = next(
+            line
+            for line in (data / "landing" / f"events-{DAYS[6]}.jsonl").read_bytes().splitlines()
+            if b"req-erase-c" in line
+        )
         (data / "landing" / "late.jsonl").write_bytes(late + b"\n")
         run(".venv/bin/rag-sft", "run", "--skip-training", "--params", "params.yaml")
     assert files_holding(texts, data, skip=data / "landing") == {}
@@ -169,12 +190,23 @@ def test_erase_reaches_every_artefact_the_dvc_remote_and_the_registry(tmp_path, 
     erased_per_day = {}
     with dg.DagsterInstance.get() as instance:
         for day in DAYS:
-            record = instance.fetch_materializations(dg.AssetRecordsFilter(dg.AssetKey("raw_events"), asset_partitions=[day]), limit=1).records[0]
-            counts = {key: value.value for key, value in record.asset_materialization.metadata.items() if isinstance(value.value, int)}
-            assert counts["events_read"] == counts["accepted"] + counts["duplicates"] + counts["rejected"] + counts["erased"]
+            record = instance.fetch_materializations(
+                dg.AssetRecordsFilter(dg.AssetKey("raw_events"), asset_partitions=[day]), limit=1
+            ).records[0]
+            counts = {
+                key: value.value
+                for key, value in record.asset_materialization.metadata.items()
+                if isinstance(value.value, int)
+            }
+            assert (
+                counts["events_read"]
+                == counts["accepted"] + counts["duplicates"] + counts["rejected"] + counts["erased"]
+            )
             erased_per_day[day] = counts["erased"]
     assert erased_per_day == {day: {DAYS[0]: 2, DAYS[3]: 2, DAYS[6]: 2}.get(day, 0) for day in DAYS}
-    print(f"\nrows before {rows_before} after {rows_after}; v001 records {v001_before['records']} -> {v001['records']}; "
-          f"cache entries {cache_before} -> {cache_after}; files holding the texts before: {len(before)}; "
-          f"erase (3 ids, 7 days, with --dvc) took {erase_seconds:.1f} s wall ({output.strip().splitlines()[-1]}); "
-          f"pull of the old commit: {(old.stdout + old.stderr).strip().splitlines()[-1:]}")
+    print(
+        f"\nrows before {rows_before} after {rows_after}; v001 records {v001_before['records']} -> {v001['records']}; "
+        f"cache entries {cache_before} -> {cache_after}; files holding the texts before: {len(before)}; "
+        f"erase (3 ids, 7 days, with --dvc) took {erase_seconds:.1f} s wall ({output.strip().splitlines()[-1]}); "
+        f"pull of the old commit: {(old.stdout + old.stderr).strip().splitlines()[-1:]}"
+    )

@@ -47,7 +47,9 @@ def test_ingest_counts_erased_events_under_erased_and_writes_no_row_of_them():
 
 
 def test_record_files_lose_the_erased_lines_and_the_lines_following_them():
-    records = b"".join(orjson.dumps({"request_id": rid, "prompt": f"p{n}"}) + b"\n" for n, rid in enumerate(["a", "b", "c", "b"]))
+    records = b"".join(
+        orjson.dumps({"request_id": rid, "prompt": f"p{n}"}) + b"\n" for n, rid in enumerate(["a", "b", "c", "b"])
+    )
     trainer = b"".join(orjson.dumps({"prompt": f"p{n}"}) + b"\n" for n in range(4))
     drop = erasure.record_lines_to_drop(records, {"b"})
     assert drop == [1, 3]
