@@ -7,6 +7,7 @@ from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
 from rag_sft.assets.training import lora_adapter, model_evaluation, training_dataset
 from rag_sft.assets.versions import sft_dataset_version
+from rag_sft.erasure_job import erase_requests_job
 from rag_sft.jobs import DAILY_JOB, daily_sft_job
 from rag_sft.resources import default_resources
 from rag_sft.schedules.daily import daily_sft_schedule
@@ -26,7 +27,7 @@ defs = dg.Definitions(
         lora_adapter,
         model_evaluation,
     ],
-    jobs=[daily_sft_job, lora_training_job],
+    jobs=[daily_sft_job, lora_training_job, erase_requests_job],
     schedules=[daily_sft_schedule],
     sensors=[source_change_sensor, lora_training_sensor],
     resources=default_resources(),

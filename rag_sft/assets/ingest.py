@@ -6,8 +6,9 @@ import dagster as dg
 
 from rag_sft.assets.metadata import DATA_OWNERS, PIPELINE_CODE_VERSION, column_schema, count_table, percent
 from rag_sft.assets.partitions import daily_partitions
-from rag_sft.core import ingest, tables
+from rag_sft.core import erasure, ingest, tables
 from rag_sft.core.invariants import require
+from rag_sft.io.erasure_ledger import ErasureLedger
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.sources import SourceUnavailable
 from rag_sft.io.warehouse import PartitionWriter
@@ -45,6 +46,7 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
     try:
         source = event_source.open(warehouse.state_dir())
         counts = ingest.IngestCounts()
+        erased = ErasureLedger(warehouse.state_dir()).request_ids()  # requests erased on request never come back
         with (
             streaming_day(),
             warehouse.scratch_dir() as scratch,
@@ -54,7 +56,7 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
             chunks = source.judged_chunks(
                 date.fromisoformat(day), sft_rules.max_field_chars, warehouse.batch_size, warehouse.worker_count(), scratch
             )
-            for batch in ingest.deduplicated(chunks, counts):
+            for batch in erasure.without_erased(ingest.deduplicated(chunks, counts), erased, counts):
                 if batch.accepted is not None:
                     accepted.write(batch.accepted)
                 if batch.dead_letter is not None:
@@ -65,11 +67,13 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
         raise dg.Failure(description=str(error), allow_retries=False) from None
 
     require(counts.reconciles(), f"{day}: read {counts.read} != accepted {counts.accepted} + duplicates "
-            f"{counts.duplicates} + rejected {counts.rejected}: an event was lost or counted twice")
+            f"{counts.duplicates} + rejected {counts.rejected} + erased {counts.erased}: an event was lost or counted twice")
     outcome_counts = {"accepted": counts.accepted, "duplicate": counts.duplicates, "rejected": counts.rejected}
+    if counts.erased:
+        outcome_counts[erasure.ERASED] = counts.erased
     context.log.info(
         f"{day}: read {counts.read}, accepted {counts.accepted}, duplicates {counts.duplicates}, "
-        f"rejected {counts.rejected} {dict(counts.reject_reasons)}"
+        f"rejected {counts.rejected} {dict(counts.reject_reasons)}, erased {counts.erased}"
     )
     yield dg.MaterializeResult(
         asset_key=RAW_EVENTS,
@@ -79,6 +83,7 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
             "accepted": counts.accepted,
             "duplicates": counts.duplicates,
             "rejected": counts.rejected,
+            "erased": counts.erased,
             "rejected_share_pct": percent(counts.rejected / counts.read) if counts.read else 0.0,
             "duplicate_share_pct": percent(counts.duplicates / counts.read) if counts.read else 0.0,
             "counts_by_outcome": count_table(outcome_counts, "outcome", counts.read),

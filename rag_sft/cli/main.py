@@ -8,6 +8,7 @@
     rag-sft version --start D --end D  # the dataset version of the exportable days in a range
     rag-sft train --version v002    # lora_training_job on a dataset version
     rag-sft model list | promote v0003 --reason R | rollback --reason R  # the model registry
+    rag-sft erase --request-id ID [--request-id ID ...] | --from-file ids.txt [--dvc]  # erasure on request
 """
 
 from __future__ import annotations
@@ -259,9 +260,10 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--params", default="", help="params.yaml: its train.resources settings as run config (DVC)")
     train.set_defaults(func=lambda args: _versions().cmd_train(args))
 
-    from rag_sft.cli import models
+    from rag_sft.cli import erase, models
 
     models.add_parser(sub)
+    erase.add_parser(sub)
 
     tiny = sub.add_parser("tiny-base", help="build the tiny demo base model from the exported JSONL")
     tiny.add_argument("--out", default=None, help="default: <data>/models/base/tiny-llama")

@@ -1,6 +1,7 @@
 """From source lines to accepted events and dead-letter rows, with counts that reconcile.
 
-read = accepted + duplicates + rejected, for every batch and so for every day.
+read = accepted + duplicates + rejected + erased, for every batch and so for every day
+(`erased`: events of requests erased on request, see `core/erasure.py`).
 """
 
 from __future__ import annotations
@@ -59,9 +60,10 @@ class IngestCounts:
     duplicates: int = 0
     rejected: int = 0
     reject_reasons: Counter = field(default_factory=Counter)
+    erased: int = 0
 
     def reconciles(self) -> bool:
-        return self.read == self.accepted + self.duplicates + self.rejected
+        return self.read == self.accepted + self.duplicates + self.rejected + self.erased
 
 
 @dataclass

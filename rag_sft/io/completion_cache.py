@@ -62,6 +62,22 @@ class CompletionCache:
                 (key, answer.text, answer.model, answer.prompt_tokens, answer.completion_tokens, time.time()),
             )
 
+    def erase(self, keys: Iterable[str], texts: Iterable[str]) -> int:
+        """Delete the entries with these keys, and those whose answer is one of `texts` (the same
+        answers cached under other settings); then rebuild the file and empty the WAL, as SQLite
+        otherwise keeps deleted bytes in free pages and the log. Returns the entries deleted."""
+        deleted = 0
+        with self._lock:
+            for column, values in (("key", list(dict.fromkeys(keys))), ("text", list(dict.fromkeys(texts)))):
+                for start in range(0, len(values), _LOOKUP_CHUNK):
+                    chunk = values[start : start + _LOOKUP_CHUNK]
+                    deleted += self._connection.execute(
+                        f"DELETE FROM completions WHERE {column} IN ({','.join('?' * len(chunk))})", chunk
+                    ).rowcount
+            self._connection.execute("VACUUM")
+            self._connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return deleted
+
     def __len__(self) -> int:
         with self._lock:
             return self._connection.execute("SELECT COUNT(*) FROM completions").fetchone()[0]

@@ -88,18 +88,45 @@ class DatasetVersions:
             raise VersionConflict(f"{source / RECORDS} is missing: the day is not exported (held back or not materialized)")
         for path in files:
             _link_or_copy(path, target / path.name)
-        data = (target / RECORDS).read_bytes()
-        found = hashlib.sha256(data).hexdigest()
-        if found != sha256:
+        entry = _day_entry(day, target, checks)
+        if entry.sha256 != sha256:
             raise VersionConflict(
-                f"{source / RECORDS} has sha256 {found[:12]}, not {sha256[:12]}: the day was re-materialized since it "
+                f"{source / RECORDS} has sha256 {entry.sha256[:12]}, not {sha256[:12]}: the day was re-materialized since it "
                 "was chosen; ask again for the current days"
             )
-        records, labels = label_counts(data)
-        others = {
-            p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(target.iterdir()) if p.name != RECORDS
-        }
-        return DayEntry(day, f"date={day}/{RECORDS}", sha256, records, labels, dict(checks), others)
+        return entry
+
+    def erase(self, name: str, erase_day: Callable[[Path], int], note: dict) -> dict | None:
+        """Rewrite version `name` without erased records: `erase_day` rewrites a copy of each day's
+        folder and returns the records it removed. When any were, the copy replaces the version
+        under its new hash, its manifest listing the erasure (`note`, the previous hash, the
+        records removed), and the old files are deleted (a file still linked from a day's export
+        keeps its bytes there until that day is erased too). Returns the new manifest, or None
+        when the version held none of them."""
+        with self._lock():
+            old = self.manifest(name)
+            staging = self.root / f".{name}.erasing-{uuid.uuid4().hex}"
+            try:
+                # Links, not copies: erase_day replaces the files it changes by new ones.
+                shutil.copytree(self.root / name, staging, copy_function=_link_or_copy)
+                removed = sum(erase_day(staging / f"date={entry['day']}") for entry in old["days"])
+                if not removed:
+                    shutil.rmtree(staging)
+                    return None
+                entries = [_day_entry(entry["day"], staging / f"date={entry['day']}", entry["checks"]) for entry in old["days"]]
+                manifest = version_manifest(name, entries, old["created"])
+                erasure = {**note, "previous_hash": old["hash"], "records_removed": removed}
+                manifest["erasures"] = [*old.get("erasures", []), erasure]
+                (staging / MANIFEST).unlink()  # a link to the old manifest: write a new file
+                (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+                retired = self.root / f".{name}.erased-{uuid.uuid4().hex}"
+                (self.root / name).rename(retired)
+                staging.rename(self.root / name)
+                shutil.rmtree(retired)
+            except BaseException:
+                shutil.rmtree(staging, ignore_errors=True)
+                raise
+            return manifest
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
@@ -110,6 +137,14 @@ class DatasetVersions:
                 yield
             finally:
                 fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _day_entry(day: str, folder: Path, checks: dict) -> DayEntry:
+    """A day of a version as its folder holds it: the records' hash and counts, the other files' hashes."""
+    data = (folder / RECORDS).read_bytes()
+    records, labels = label_counts(data)
+    others = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.name != RECORDS}
+    return DayEntry(day, f"date={day}/{RECORDS}", hashlib.sha256(data).hexdigest(), records, labels, dict(checks), others)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -1,0 +1,158 @@
+"""Erasure on disk: each artefact that holds an erased request rewritten without it.
+
+- Parquet partitions (`raw_events`, `rejected_events`, `annotated_samples`, `sft_records`):
+  the days holding an id are found from the `request_id` column alone (and, for dead-letter
+  rows without one, their raw text); each such day is rewritten row group by row group through
+  `PartitionWriter`, which swaps the day in whole, so readers never see half a day.
+- Record files (a day's export, a dataset version's days, a training dataset's splits): the
+  records file loses the erased lines, its trainer exports the same line numbers, preference
+  pairs their own erased lines; each file is replaced by rename (`StagedFile`), so a version's
+  hard link to the old file keeps its bytes until the version is rewritten too.
+- The model registry: versions trained on a dataset version that held erased records are
+  flagged (`trained_on_erased`, `erased_records`); they stay usable.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from rag_sft.core import erasure, llm, tables
+from rag_sft.core.exports import FORMATS, file_name
+from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.io.warehouse import PART_FILE, PartitionWriter, StagedFile, partition_dir, row_groups
+
+TABLES = ("raw_events", "rejected_events", "annotated_samples", "sft_records")
+RECORDS, PREFERENCES = "records.jsonl", "preferences.jsonl"
+# A day's export folder (and a version's day): records file -> the files that follow it line for line.
+EXPORT_FILES = {RECORDS: [file_name(name) for name in FORMATS], PREFERENCES: []}
+# A training dataset's folder: each split and its trainer exports.
+TRAINING_FILES = {f"{split}.jsonl": [file_name(name, split) for name in FORMATS] for split in ("train", "eval")}
+
+
+def days_holding(table_dir: Path, erased: Sequence[str]) -> list[str]:
+    """The days of a table with a row of an erased request, read column by column."""
+    ids = pa.array(erased, pa.string())
+    quoted = erasure.quoted(erased)
+    days = []
+    for path in sorted(table_dir.glob(f"date=*/{PART_FILE}")):
+        names = pq.read_schema(path).names
+        table = pq.read_table(path, columns=["request_id"])
+        if "raw_text" in names and table.column("request_id").null_count:
+            table = pq.read_table(path, columns=["request_id", "raw_text"])
+        if pc.any(erasure.erased_mask(table, ids, quoted)).as_py():
+            days.append(path.parent.name.removeprefix("date="))
+    return days
+
+
+def rewrite_partition(table_dir: Path, day: str, erased: Sequence[str], compression: str) -> pa.Table:
+    """Rewrite the day without the erased rows (the file's own schema); returns those rows."""
+    ids = pa.array(erased, pa.string())
+    quoted = erasure.quoted(erased)
+    groups = row_groups(table_dir, day)
+    schema = (
+        groups[0].metadata.schema.to_arrow_schema()
+        if groups
+        else pq.read_schema(partition_dir(table_dir, day) / PART_FILE)
+    )
+    removed = []
+    with PartitionWriter(table_dir, day, schema, compression, tables.FREE_TEXT) as writer:
+        for group in groups:
+            batch = group.read()
+            mask = erasure.erased_mask(batch, ids, quoted)
+            removed.append(batch.filter(mask))
+            writer.write(batch.filter(pc.invert(mask)))
+        writer.commit()
+    return pa.Table.from_batches(removed, schema)
+
+
+def erase_record_files(folder: Path, files: Mapping[str, Sequence[str]], erased: set[str]) -> int:
+    """Remove the erased records from the folder's record files and the same lines from the
+    files following each; returns the records removed (from the first records file: the
+    others, such as preference pairs, repeat some of them)."""
+    removed = 0
+    for records_name, followers in files.items():
+        records = folder / records_name
+        if not records.is_file():
+            continue
+        data = records.read_bytes()
+        drop = erasure.record_lines_to_drop(data, erased)
+        if not drop:
+            continue
+        if records_name == next(iter(files)):
+            removed += len(drop)
+        for name in (records_name, *followers):
+            path = folder / name
+            if path.is_file():
+                lines = path.read_bytes()
+                if name != records_name and len(lines.splitlines()) != len(data.splitlines()):
+                    raise ValueError(f"{path} does not follow {records} line for line: erase it by hand")
+                with StagedFile(path) as staged:
+                    staged.write([erasure.drop_lines(lines, drop)])
+                    staged.publish()
+    return removed
+
+
+def erase_training_datasets(training_root: Path, erased: set[str], note: dict) -> dict[str, int]:
+    """Each training dataset folder without the erased records, its manifest noting it; returns
+    folder name -> records removed, for the folders that held any."""
+    rewritten = {}
+    for folder in sorted(path for path in training_root.glob("*") if path.is_dir() and not path.name.startswith(".")):
+        removed = erase_record_files(folder, TRAINING_FILES, erased)
+        if removed:
+            manifest_path = folder / "manifest.json"
+            manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+            manifest["erasures"] = [*manifest.get("erasures", []), {**note, "records_removed": removed}]
+            with StagedFile(manifest_path) as staged:
+                staged.write([orjson.dumps(manifest, option=orjson.OPT_INDENT_2)])
+                staged.publish()
+            rewritten[folder.name] = removed
+    return rewritten
+
+
+def cache_keys(records: pa.Table, annotated: pa.Table | None, endpoint: str, settings: llm.LlmSettings) -> list[str]:
+    """The LLM answer cache keys of erased samples, recomputed as the llm strategy computes them
+    (`core/llm.py`) from the sample's prompt and the evaluator's feedback, with `settings`."""
+    rows = annotated.select(["sample_id", "checks", "suggestion"]).to_pylist() if annotated is not None else []
+    feedback = {row["sample_id"]: (row["checks"], row["suggestion"]) for row in rows}
+    keys = []
+    for row in records.select(["sample_id", "prompt", "language", "original_answer"]).to_pylist():
+        checks, suggestion = feedback.get(row["sample_id"], (None, None))
+        messages = llm.correction_messages(
+            row["prompt"], row["language"], row["original_answer"], checks, suggestion, settings
+        )
+        keys.append(llm.request_key(endpoint, settings, messages))
+    return keys
+
+
+def llm_answers(records: pa.Table) -> list[str]:
+    """The corrected answers the LLM gave erased samples (as cached: the cache keeps them verbatim)."""
+    answered = records.filter(pc.fill_null(pc.equal(records.column("completion_strategy"), llm.STRATEGY), False))
+    return [text for text in answered.column("completion").to_pylist() if text]
+
+
+def flag_models(registry: ModelRegistry, erased_by_version: Mapping[str, int]) -> list[dict]:
+    """Mark the model versions trained on a dataset version that held erased records
+    (`trained_on_erased: true`, `erased_records`: how many, over every erasure); returns them."""
+    flagged = []
+    for entry in registry.versions():
+        removed = erased_by_version.get(entry.get("dataset_version", ""))
+        if removed:
+            flagged.append(
+                registry.update(
+                    entry["version"],
+                    trained_on_erased=True,
+                    erased_records=int(entry.get("erased_records", 0)) + removed,
+                )
+            )
+    return flagged
+
+
+def models_trained_on_erased(registry: ModelRegistry) -> list[dict]:
+    return [entry for entry in registry.versions() if entry.get("trained_on_erased")]
