@@ -8,6 +8,7 @@ Each asset's value is a folder the project writes anyway (`data/training/<hash>`
 an IO manager, and the next asset finds the folder in the event log of its run.
 """
 
+import hashlib
 import shutil
 import time
 from collections import Counter
@@ -21,6 +22,7 @@ from pydantic import Field
 from rag_sft.assets.metadata import ML_OWNERS, TRAINING_CODE_VERSION, count_table
 from rag_sft.assets.versions import SFT_DATASET_VERSION, make_version, version_metadata
 from rag_sft.core import training_data
+from rag_sft.core.names import dataset_hash_name, dataset_version_name, day_name
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.model_comparison import (
     JUDGED_LABELS,
@@ -39,6 +41,7 @@ from rag_sft.core.trigger import ExportLedger, training_window
 from rag_sft.io.dataset_versions import DatasetVersions
 from rag_sft.io.export_ledger import update_ledger
 from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.io.warehouse import staged_name
 from rag_sft.resources import Evaluator, LoraTraining, SftRules, TrainerExports, Warehouse
 
 DATASET_TAG = "rag_sft/dataset"
@@ -75,15 +78,20 @@ def training_dataset(
 ) -> dg.MaterializeResult:
     """A snapshot of exportable days split into train and eval by a hash of the question, with
     the label weights of the training split (rule 9 over the split, capped)."""
-    if config.version:
+    try:  # names from run config become paths: refused when they could leave their folder
+        version_name = config.version if config.version in ("", "latest") else dataset_version_name(config.version)
+        days = {day_name(day): dataset_hash_name(sha256) for day, sha256 in config.days.items()}
+    except ValueError as error:
+        raise dg.Failure(str(error), allow_retries=False) from None
+    if version_name:
         versions = DatasetVersions(warehouse.versions_dir())
-        name = versions.latest() if config.version == "latest" else config.version
+        name = versions.latest() if version_name == "latest" else version_name
         try:
             wanted = {entry["day"]: entry["sha256"] for entry in versions.manifest(name or "latest")["days"]}
         except KeyError as error:
             raise dg.Failure(str(error.args[0]), allow_retries=False) from None
-    elif config.days:
-        wanted = dict(config.days)
+    elif days:
+        wanted = days
     else:
         exportable = update_ledger(context.instance, ExportLedger()).exportable()
         wanted = {day: exported.sha256 for day, exported in training_window(exportable, lora_training.last_days).items()}
@@ -96,9 +104,10 @@ def training_dataset(
     context.log_event(dg.AssetMaterialization(SFT_DATASET_VERSION, metadata=version_metadata(version, created, manifest, warehouse)))
     version_dir = warehouse.versions_dir() / version
     content_hash = manifest["hash"]
-    folder = Path(warehouse.data_dir) / "training" / content_hash[:16]
-    tmp = folder.with_name(f".{folder.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
+    # Built in a folder of this run's own, then named by what shapes it (the data and the split
+    # settings): a different eval_share makes another folder, never overwrites one a model names.
+    training_root = Path(warehouse.data_dir) / "training"
+    tmp = training_root / f".{staged_name()}.tmp"
     tmp.mkdir(parents=True)
     counts = {"train": Counter(), "eval": Counter()}
     texts: dict[str, dict[str, list[str]]] = {split: {"prompt": [], "completion": []} for split in counts}
@@ -126,8 +135,13 @@ def training_dataset(
             option=orjson.OPT_INDENT_2,
         )
     )
-    shutil.rmtree(folder, ignore_errors=True)
-    tmp.rename(folder)
+    shape = {"dataset_hash": content_hash, "eval_share": lora_training.eval_share, "label_weights": weights,
+             "formats": sorted(trainer_exports.formats)}  # fmt: skip
+    folder = training_root / hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+    try:
+        tmp.rename(folder)
+    except OSError:  # the same folder exists already (built by an earlier or a concurrent run): keep it
+        shutil.rmtree(tmp, ignore_errors=True)
     return dg.MaterializeResult(
         metadata={
             "dataset_version": version,
