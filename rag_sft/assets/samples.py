@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from rag_sft.assets.metadata import completion_metadata, count_table, number_summary
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
-from rag_sft.core import checks, rules, samples, tables
+from rag_sft.core import balance, checks, rules, samples, tables
 from rag_sft.core.invariants import require
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.export_ledger import export_status
@@ -95,10 +95,20 @@ def sft_records(
     settings = sft_rules.settings()
     annotated_dir = warehouse.table_dir("annotated_samples")
 
-    # Label weights depend on the whole day's label counts, so count first (two columns only).
+    # Label weights and caps depend on the whole day's label counts, so count first (two columns only).
     eligible_labels: Counter = Counter()
     for batch in read_batches(annotated_dir, day, ["label", "confidence"], warehouse.batch_size):
         eligible_labels.update(tables.exported_label_counts(batch, settings))
+    gate = export_checks.settings(sft_rules.min_confidence)
+    set_aside, rebalanced = None, "off"
+    if export_checks.rebalance:
+        caps = checks.label_caps(eligible_labels, gate)
+        rebalanced = balance.summary(eligible_labels, caps)
+        capped = balance.over_cap(eligible_labels, caps) if caps is not None else {}
+        if capped:  # only a skewed day reads its sample_ids again
+            candidates = read_batches(annotated_dir, day, ["sample_id", "label", "confidence"], warehouse.batch_size)
+            set_aside = balance.label_cap_surplus(candidates, capped, settings.min_confidence)
+            eligible_labels = Counter({**eligible_labels, **capped})  # what the day will export of each label
     label_weights = samples.label_weights_for(eligible_labels, settings)
 
     exported_labels: Counter = Counter()
@@ -113,7 +123,8 @@ def sft_records(
         ) as writer:
             groups = row_groups(annotated_dir, day)
             for _, batch in ordered_map(
-                _records_of_group, groups, warehouse.worker_count(), settings, strategy, label_weights, threads=True
+                _records_of_group, groups, warehouse.worker_count(), settings, strategy, label_weights, set_aside,
+                threads=True,
             ):
                 writer.write(batch)
                 exported = batch.filter(pc.equal(batch.column("status"), samples.EXPORTED))
@@ -128,7 +139,6 @@ def sft_records(
         filtered_count = sum(filter_reasons.values())
         require(would_export + filtered_count == writer.rows, f"{day}: exported {would_export} + filtered "
                 f"{filtered_count} != {writer.rows} records: a sample was lost or counted twice")
-        gate = export_checks.settings(sft_rules.min_confidence)
         verdicts = [
             checks.confidence_verdict(
                 pa.chunked_array(confidences, pa.float64()).to_pylist(), writer.rows, filter_reasons[rules.LOW_CONFIDENCE], gate
@@ -161,6 +171,7 @@ def sft_records(
             "filter_reasons": count_table(filter_reasons, "reason"),
             # What the checks judged: the exported records, or those a hold-back kept back.
             "label_distribution": count_table(exported_labels, "label"),
+            "rebalance": rebalanced,
             "label_weights": dg.MetadataValue.json({k: round(v, 4) for k, v in label_weights.items()}),
             "confidence_exported": number_summary(confidence_summary(confidences)),
             "completion_strategy": strategy.name,
@@ -180,8 +191,8 @@ def _annotate_group(group: RowGroup, settings) -> pa.RecordBatch:
     return tables.annotate_batch(group.read(), settings)
 
 
-def _records_of_group(group: RowGroup, settings, strategy, label_weights) -> pa.RecordBatch:
-    return tables.records_batch(group.read(), settings, strategy, label_weights)
+def _records_of_group(group: RowGroup, settings, strategy, label_weights, set_aside) -> pa.RecordBatch:
+    return tables.records_batch(group.read(), settings, strategy, label_weights, set_aside)
 
 
 def _publish_partition(

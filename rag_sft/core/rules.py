@@ -23,8 +23,13 @@ EN = "en"
 LANGUAGES = (ZH, EN)
 
 LOW_CONFIDENCE = "low_confidence"
-# A sample whose completion could not be written: "completion_" + why (core/llm.py reasons).
+LABEL_CAP = "label_cap"  # over its label's share of a skewed day (SPEC rule 12)
+# A sample whose completion could not be written: "completion_" + why (core/llm.py reasons);
+# it is asked again on the next materialization.
 COMPLETION_FAILED_PREFIX = "completion_"
+# The naive strategy has no answer to prefix: filtered under this reason itself, on every run.
+EMPTY_ANSWER = "empty_answer"
+FINAL_COMPLETION_FAILURES = frozenset({EMPTY_ANSWER})
 
 
 @dataclass(frozen=True)

@@ -280,11 +280,21 @@ def records_batch(
     settings: RuleSettings,
     strategy: CompletionStrategy,
     label_weights: Mapping[str, float],
+    set_aside: pa.Table | None = None,
 ) -> pa.RecordBatch:
-    """`ANNOTATED_SAMPLES` -> `SFT_RECORDS`: prompt, completion, weights and export status."""
+    """`ANNOTATED_SAMPLES` -> `SFT_RECORDS`: prompt, completion, weights and export status.
+
+    `set_aside` (columns `sample_id`, `filter_reason`) names samples the day's selection filters
+    before any completion is written (e.g. `label_cap`); the confidence filter comes first.
+    """
     rows = annotated.num_rows
     confidence = annotated.column("confidence")
-    eligible = pc.greater_equal(confidence, settings.min_confidence)
+    confident = pc.greater_equal(confidence, settings.min_confidence)
+    aside_reason = pa.nulls(rows, pa.string())
+    if set_aside is not None and set_aside.num_rows:
+        found = pc.index_in(annotated.column("sample_id"), value_set=set_aside.column("sample_id"))
+        aside_reason = set_aside.column("filter_reason").combine_chunks().take(found)
+    eligible = pc.and_(confident, pc.is_null(aside_reason))
     prompts = prompts_batch(annotated, settings)
     completions = pa.nulls(rows, pa.string())
     failures = pa.nulls(rows, pa.string())
@@ -301,13 +311,15 @@ def records_batch(
         failures = pa.array(outcome.failure_reasons, pa.string()).take(scatter)
         models = outcome.models.take(scatter)
     missing = pc.and_(eligible, pc.is_null(completions))
+    failures = pc.fill_null(failures, "missing")
+    failure_reason = pc.if_else(
+        pc.is_in(failures, value_set=pa.array(sorted(rules.FINAL_COMPLETION_FAILURES), pa.string())),
+        failures,
+        pc.binary_join_element_wise(rules.COMPLETION_FAILED_PREFIX, failures, ""),
+    )
     reason = pc.if_else(
-        eligible,
-        pc.if_else(
-            missing,
-            pc.binary_join_element_wise(rules.COMPLETION_FAILED_PREFIX, pc.fill_null(failures, "missing"), ""),
-            pa.scalar(None, pa.string()),
-        ),
+        confident,
+        pc.if_else(eligible, pc.if_else(missing, failure_reason, pa.scalar(None, pa.string())), aside_reason),
         rules.LOW_CONFIDENCE,
     )
     exported = pc.is_null(reason)
@@ -401,6 +413,12 @@ def jsonl_chunk(records: pa.RecordBatch, day: str) -> JsonlChunk:
     Fields in `samples.JSONL_FIELDS` order; every line is assembled column-wise by Arrow.
     """
     exported = records.filter(pc.equal(records.column("status"), samples.EXPORTED))
+    # Trainers load many days as one dataset, which needs each field's JSON type to be the same
+    # in every file: a completion no model wrote (naive) says "" rather than null.
+    model = exported.schema.get_field_index("completion_model")
+    exported = exported.set_column(
+        model, "completion_model", pc.fill_null(exported.column(model), samples.NO_COMPLETION_MODEL)
+    )
     return _json_lines(exported, [(name, name) for name in samples.JSONL_FIELDS], day)
 
 
