@@ -200,17 +200,22 @@ def main_labels(labels: pa.ListArray) -> pa.Array:
     return label
 
 
-_HAN_RE2 = r"[\x{3400}-\x{4dbf}\x{4e00}-\x{9fff}\x{f900}-\x{faff}]"
-
-
 def question_languages(questions: pa.Array, setting: str) -> pa.Array:
-    """Rule 3 over a column (`rules.question_language`, or the configured language)."""
+    """Rule 3 over a column (`rules.question_language`, or the configured language). The grammar
+    words are counted only in questions that mix Han and Latin text, the only ones they decide."""
     if setting != "auto":
         return pa.array([rules.instruction_language("", setting)] * len(questions), pa.string())
-    han = pc.count_substring_regex(questions, _HAN_RE2)
-    latin = pc.count_substring_regex(questions, "[A-Za-z]")
-    chinese = pc.and_(pc.greater(han, 0), pc.greater_equal(pc.multiply(han, 3), latin))
-    return pc.if_else(chinese, rules.ZH, rules.EN)
+    han = pc.count_substring_regex(questions, rules.HAN_PATTERN).to_numpy(zero_copy_only=False)
+    latin = pc.count_substring_regex(questions, rules.LATIN_PATTERN).to_numpy(zero_copy_only=False)
+    chinese_words = np.zeros(len(questions), dtype=np.int64)
+    english_words = np.zeros(len(questions), dtype=np.int64)
+    mixed = np.flatnonzero((han > 0) & (han * 3 < latin))
+    if len(mixed):
+        subset = questions.take(pa.array(mixed))
+        chinese_words[mixed] = pc.count_substring_regex(subset, rules.CHINESE_GRAMMAR_PATTERN).to_numpy(zero_copy_only=False)
+        english_words[mixed] = pc.count_substring_regex(subset, rules.ENGLISH_GRAMMAR_PATTERN).to_numpy(zero_copy_only=False)
+    chinese = rules.reads_as_chinese(han, latin, chinese_words, english_words)
+    return pa.array(np.where(chinese, rules.ZH, rules.EN), pa.string())
 
 
 def annotate_batch(raw: pa.RecordBatch, settings: RuleSettings) -> pa.RecordBatch:
