@@ -269,6 +269,16 @@ class SftRules(dg.ConfigurableResource):
         default={"factuality_error": 1.5, "low_relevance": 1.3}, description="Base label weights (rule 9)."
     )
     default_label_base_weight: float = Field(default=1.0, description="Base weight of other labels.")
+    redact_pii: bool = Field(
+        default=True,
+        description="Replace personal data (phones, e-mail, ID numbers, bank cards, IPs, secrets in URLs) by typed "
+        "placeholders in annotated_samples and everything after it: prompts, LLM requests, exports (rule 14).",
+    )
+    redact_raw: bool = Field(
+        default=False,
+        description="Redact raw_events and the dead letter's raw_text too, so the raw text is kept nowhere (a "
+        "re-materialization can then no longer recover it).",
+    )
 
     def settings(self) -> RuleSettings:
         return RuleSettings(
@@ -284,6 +294,7 @@ class SftRules(dg.ConfigurableResource):
             label_rarity_factor=self.label_rarity_factor,
             label_base_weights=dict(self.label_base_weights),
             default_label_base_weight=self.default_label_base_weight,
+            redact_pii=self.redact_pii,
         )
 
 

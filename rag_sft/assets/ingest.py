@@ -49,6 +49,8 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
                 date.fromisoformat(day), sft_rules.max_field_chars, warehouse.batch_size, warehouse.worker_count(), scratch
             )
             for batch in ingest.deduplicated(chunks, counts):
+                if sft_rules.redact_raw:
+                    batch = ingest.redacted(batch)
                 if batch.accepted is not None:
                     accepted.write(batch.accepted)
                 if batch.dead_letter is not None:

@@ -10,7 +10,7 @@ import pyarrow.compute as pc
 from rag_sft.assets.metadata import completion_metadata, count_table, number_summary
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
-from rag_sft.core import balance, checks, rules, samples, tables
+from rag_sft.core import balance, checks, pii, rules, samples, tables
 from rag_sft.core.invariants import require
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.export_ledger import export_status
@@ -45,7 +45,8 @@ def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
     partitions_def=daily_partitions,
     group_name="samples",
     kinds={"parquet"},
-    description="Main label, top-k context docs, correction instruction, language, confidence, sample_id.",
+    description="Main label, top-k context docs, correction instruction, language, confidence, sample_id; "
+    "personal data in the question, answer, docs and suggestion replaced by typed placeholders.",
 )
 def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules):
     day = context.partition_key
@@ -53,12 +54,14 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
     labels: Counter = Counter()
     languages: Counter = Counter()
     confidences: list[pa.Array] = []
+    personal_data: Counter = Counter()
     with streaming_day(), PartitionWriter(
         warehouse.table_dir("annotated_samples"), day, tables.ANNOTATED_SAMPLES, warehouse.parquet_compression, tables.FREE_TEXT
     ) as writer:
         groups = row_groups(warehouse.table_dir("raw_events"), day)
-        for _, batch in ordered_map(_annotate_group, groups, warehouse.worker_count(), settings, threads=True):
+        for _, (batch, found) in ordered_map(_annotate_group, groups, warehouse.worker_count(), settings, threads=True):
             writer.write(batch)
+            personal_data.update(found)
             labels.update(_value_counts(batch.column("label")))
             languages.update(_value_counts(batch.column("language")))
             confidences.append(batch.column("confidence"))
@@ -69,6 +72,10 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
             "label_distribution": count_table(labels, "label"),
             "languages": count_table(languages, "language"),
             "confidence": number_summary(confidence_summary(confidences)),
+            # Placeholders put in by kind (0 for every kind: nothing found; "off": not redacted).
+            "personal_data_redacted": dg.MetadataValue.json(
+                {kind: personal_data[kind] for kind in pii.KINDS} if settings.redact_pii else "off"
+            ),
             "path": dg.MetadataValue.path(str(path)),
         }
     )
@@ -187,8 +194,8 @@ def sft_records(
 
 
 # Each thread reads its own row group (Parquet decoding releases the GIL too).
-def _annotate_group(group: RowGroup, settings) -> pa.RecordBatch:
-    return tables.annotate_batch(group.read(), settings)
+def _annotate_group(group: RowGroup, settings) -> tuple[pa.RecordBatch, Counter]:
+    return tables.annotate_and_redact(group.read(), settings)
 
 
 def _records_of_group(group: RowGroup, settings, strategy, label_weights, set_aside) -> pa.RecordBatch:

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from rag_sft.core import events, fastpath, tables
+from rag_sft.core import events, fastpath, pii, tables
 from rag_sft.core.events import Rejection
 
 
@@ -252,3 +252,18 @@ def dead_row(line: SourceLine, outcome: str, rejection: Rejection, request_id: s
         "request_id": request_id,
         "raw_text": raw_text(line.raw),
     }
+
+
+RAW_PERSONAL_TEXTS = ("question", "answer", "suggestion")
+
+
+def redacted(batch: IngestBatch) -> IngestBatch:
+    """The batch with personal data replaced by placeholders (pii.redact) in the accepted events'
+    texts and docs and in the dead letter's raw text: with `redact_raw`, kept nowhere."""
+    accepted = batch.accepted
+    if accepted is not None:
+        accepted, _ = pii.redact_batch(accepted, RAW_PERSONAL_TEXTS, "docs")
+    dead_letter = batch.dead_letter
+    if dead_letter is not None:
+        dead_letter, _ = pii.redact_batch(dead_letter, ("raw_text",), None)
+    return IngestBatch(accepted, dead_letter)

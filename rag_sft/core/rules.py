@@ -50,6 +50,7 @@ class RuleSettings:
         default_factory=lambda: {FACTUALITY_ERROR: 1.5, LOW_RELEVANCE: 1.3}
     )
     default_label_base_weight: float = 1.0
+    redact_pii: bool = True  # personal data replaced by placeholders before prompts (core/pii.py)
 
 
 # Rule 1 ---------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ The schemas are the documented contract analysts read (README, "Parquet schemas"
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -14,7 +15,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rag_sft.core import rules, samples
+from rag_sft.core import pii, rules, samples
 from rag_sft.core.columns import lookup_by_label
 from rag_sft.core.completion import CompletionStrategy
 from rag_sft.core.llm import STRATEGY as STRATEGY_LLM
@@ -240,6 +241,19 @@ def annotate_batch(raw: pa.RecordBatch, settings: RuleSettings) -> pa.RecordBatc
         "checks": raw.column("checks"),
     }
     return pa.RecordBatch.from_arrays(list(columns.values()), schema=ANNOTATED_SAMPLES)
+
+
+# Users' texts in ANNOTATED_SAMPLES that may hold personal data, besides the docs' content.
+PERSONAL_TEXTS = ("question", "original_answer", "suggestion")
+
+
+def annotate_and_redact(raw: pa.RecordBatch, settings: RuleSettings) -> tuple[pa.RecordBatch, Counter]:
+    """`annotate_batch`, then personal data replaced by placeholders (rule 14) in every text a
+    prompt, an LLM request or an export is made of; what was found, by kind."""
+    annotated = annotate_batch(raw, settings)
+    if not settings.redact_pii:
+        return annotated, Counter()
+    return pii.redact_batch(annotated, PERSONAL_TEXTS, "context_docs")
 
 
 def exported_label_counts(annotated: pa.RecordBatch, settings: RuleSettings) -> dict[str, int]:
