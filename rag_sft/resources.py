@@ -274,6 +274,14 @@ class SftRules(dg.ConfigurableResource):
         description="Replace personal data (phones, e-mail, ID numbers, bank cards, IPs, secrets in URLs) by typed "
         "placeholders in annotated_samples and everything after it: prompts, LLM requests, exports (rule 14).",
     )
+    near_duplicates: bool = Field(
+        default=True,
+        description="One sample per question (rule 13): samples whose question and context doc ids are near-identical "
+        "to a kept one of the day or of an earlier day are filtered as near_duplicate, naming the kept sample_id.",
+    )
+    near_duplicate_similarity: float = Field(
+        default=0.8, gt=0, le=1, description="Jaccard similarity (MinHash estimate) from which two samples are one."
+    )
     redact_raw: bool = Field(
         default=False,
         description="Redact raw_events and the dead letter's raw_text too, so the raw text is kept nowhere (a "

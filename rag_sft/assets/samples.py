@@ -10,11 +10,12 @@ import pyarrow.compute as pc
 from rag_sft.assets.metadata import completion_metadata, count_table, number_summary
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
-from rag_sft.core import balance, checks, pii, rules, samples, tables
+from rag_sft.core import balance, checks, near_duplicates, pii, rules, samples, tables
 from rag_sft.core.invariants import require
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.export_ledger import export_status
 from rag_sft.io.memory import streaming_day
+from rag_sft.io.near_duplicate_index import NearDuplicateIndex
 from rag_sft.io.warehouse import (
     PART_FILE,
     PartitionWriter,
@@ -25,6 +26,8 @@ from rag_sft.io.warehouse import (
     row_groups,
 )
 from rag_sft.resources import Completions, ExportChecks, SftRules, Warehouse
+
+NEAR_DUPLICATE_INDEX = "near-duplicates.sqlite"
 
 
 def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
@@ -102,23 +105,34 @@ def sft_records(
     settings = sft_rules.settings()
     annotated_dir = warehouse.table_dir("annotated_samples")
 
-    # Label weights and caps depend on the whole day's label counts, so count first (two columns only).
+    # Near-duplicates first (they would skew the label counts), then the label caps.
+    near = None
+    if sft_rules.near_duplicates:
+        near = _near_duplicates(day, annotated_dir, warehouse, settings, sft_rules.near_duplicate_similarity)
+    set_aside = near.set_aside if near else None
+
+    # Label weights and caps depend on the whole day's label counts, so count first (few columns).
     eligible_labels: Counter = Counter()
-    for batch in read_batches(annotated_dir, day, ["label", "confidence"], warehouse.batch_size):
-        eligible_labels.update(tables.exported_label_counts(batch, settings))
+    for batch in read_batches(annotated_dir, day, ["sample_id", "label", "confidence"], warehouse.batch_size):
+        eligible_labels.update(tables.exported_label_counts(tables.without(batch, set_aside), settings))
     gate = export_checks.settings(sft_rules.min_confidence)
-    set_aside, rebalanced = None, "off"
+    rebalanced = "off"
     if export_checks.rebalance:
         caps = checks.label_caps(eligible_labels, gate)
         rebalanced = balance.summary(eligible_labels, caps)
         capped = balance.over_cap(eligible_labels, caps) if caps is not None else {}
         if capped:  # only a skewed day reads its sample_ids again
-            candidates = read_batches(annotated_dir, day, ["sample_id", "label", "confidence"], warehouse.batch_size)
-            set_aside = balance.label_cap_surplus(candidates, capped, settings.min_confidence)
+            candidates = (
+                tables.without(batch, set_aside)
+                for batch in read_batches(annotated_dir, day, ["sample_id", "label", "confidence"], warehouse.batch_size)
+            )
+            surplus = balance.label_cap_surplus(candidates, capped, settings.min_confidence)
+            set_aside = pa.concat_tables([set_aside, surplus]) if set_aside is not None else surplus
             eligible_labels = Counter({**eligible_labels, **capped})  # what the day will export of each label
     label_weights = samples.label_weights_for(eligible_labels, settings)
 
     exported_labels: Counter = Counter()
+    exported_ids: set[str] = set()  # for the near-duplicate index
     filter_reasons: Counter = Counter()
     confidences: list[pa.Array] = []
     table_dir = warehouse.table_dir("sft_records")
@@ -136,6 +150,8 @@ def sft_records(
                 writer.write(batch)
                 exported = batch.filter(pc.equal(batch.column("status"), samples.EXPORTED))
                 exported_labels.update(_value_counts(exported.column("label")))
+                if near is not None:
+                    exported_ids.update(exported.column("sample_id").to_pylist())
                 confidences.append(exported.column("confidence"))
                 filter_reasons.update(_value_counts(pc.drop_null(batch.column("filter_reason"))))
             writer.commit()
@@ -153,6 +169,8 @@ def sft_records(
             checks.label_balance_verdict(exported_labels, label_weights, gate),
         ]
         held_back = [verdict for verdict in verdicts if verdict.holds_back]
+        if near is not None:
+            _remember_exported(day, warehouse, near, set() if held_back else exported_ids)
         export = export_status(export_gate.hold_back(context, warehouse, held_back) if held_back else "")
         path = _publish_partition(scratch / table_dir.name, table_dir, day, [v.check for v in held_back], warehouse)
 
@@ -179,6 +197,9 @@ def sft_records(
             # What the checks judged: the exported records, or those a hold-back kept back.
             "label_distribution": count_table(exported_labels, "label"),
             "rebalance": rebalanced,
+            "near_duplicates": dg.MetadataValue.json(
+                {"within_day": near.within_day, "across_days": near.across_days, "kept": len(near.kept)} if near else "off"
+            ),
             "label_weights": dg.MetadataValue.json({k: round(v, 4) for k, v in label_weights.items()}),
             "confidence_exported": number_summary(confidence_summary(confidences)),
             "completion_strategy": strategy.name,
@@ -200,6 +221,25 @@ def _annotate_group(group: RowGroup, settings) -> tuple[pa.RecordBatch, Counter]
 
 def _records_of_group(group: RowGroup, settings, strategy, label_weights, set_aside) -> pa.RecordBatch:
     return tables.records_batch(group.read(), settings, strategy, label_weights, set_aside)
+
+
+def _near_duplicates(day: str, annotated_dir: Path, warehouse: Warehouse, settings, similarity: float):
+    """The day's near-duplicates against itself and the earlier days' kept samples; the day's
+    kept ones go to the index for the days after it."""
+    columns = ["sample_id", "question", "confidence", "context_docs.list.element.id"]
+    sample_ids, signature = near_duplicates.day_signatures(
+        read_batches(annotated_dir, day, columns, warehouse.batch_size), settings.min_confidence
+    )
+    banding = near_duplicates.Banding.for_threshold(similarity)
+    with NearDuplicateIndex(warehouse.state_dir() / NEAR_DUPLICATE_INDEX) as index:
+        return near_duplicates.deduplicate_day(sample_ids, signature, lambda keys: index.earlier(day, keys), banding, similarity)
+
+
+def _remember_exported(day: str, warehouse: Warehouse, near, exported: set[str]) -> None:
+    """The day's kept samples that it exports, for the days after it (a held-back day: none)."""
+    kept = [index for index in near.kept if near.sample_ids[index] in exported]
+    with NearDuplicateIndex(warehouse.state_dir() / NEAR_DUPLICATE_INDEX) as index:
+        index.replace_day(day, [near.sample_ids[i] for i in kept], near.signatures[kept], near.keys[kept])
 
 
 def _publish_partition(

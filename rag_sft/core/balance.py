@@ -15,9 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from rag_sft.core import rules
-
-SET_ASIDE = pa.schema([("sample_id", pa.string()), ("filter_reason", pa.string())])
-
+from rag_sft.core.tables import SET_ASIDE
 
 def selection_rank(sample_id: str) -> tuple[bytes, str]:
     """Where a sample stands in its label's queue: lower is kept first (the id breaks ties)."""
@@ -30,7 +28,7 @@ def over_cap(label_counts: Mapping[str, int], caps: Mapping[str, int]) -> dict[s
 
 
 def label_cap_surplus(candidates: Iterable[pa.RecordBatch], caps: Mapping[str, int], min_confidence: float) -> pa.Table:
-    """The samples over their label's cap (a `SET_ASIDE` table, reason `label_cap`): of each
+    """The samples over their label's cap (a `tables.SET_ASIDE` table, reason `label_cap`): of each
     capped label's samples that pass the confidence filter, all but the `cap` ranked first.
 
     `candidates` hold `sample_id`, `label` and `confidence`; only capped labels are gathered.
@@ -51,7 +49,8 @@ def label_cap_surplus(candidates: Iterable[pa.RecordBatch], caps: Mapping[str, i
         for sample_id in sorted(ids_by_label[label], key=selection_rank)[cap:]
     ]
     return pa.table(
-        [pa.array(surplus, pa.string()), pa.array([rules.LABEL_CAP] * len(surplus), pa.string())], schema=SET_ASIDE
+        [pa.array(surplus, pa.string()), pa.array([rules.LABEL_CAP] * len(surplus), pa.string()), pa.nulls(len(surplus), pa.string())],
+        schema=SET_ASIDE,
     )
 
 

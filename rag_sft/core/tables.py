@@ -92,6 +92,7 @@ SFT_RECORDS = pa.schema(
         ("status", pa.string()),  # "exported", "filtered" or "held_back"
         ("filter_reason", pa.string()),
         ("held_back_by", pa.string()),  # the failed checks of a held-back day, comma-separated
+        ("duplicate_of", pa.string()),  # a near_duplicate's kept sample_id (of this day or an earlier one)
     ]
 )
 
@@ -256,6 +257,17 @@ def annotate_and_redact(raw: pa.RecordBatch, settings: RuleSettings) -> tuple[pa
     return pii.redact_batch(annotated, PERSONAL_TEXTS, "context_docs")
 
 
+# Samples a day's selection filters before completions: sample_id, reason, the kept sample_id.
+SET_ASIDE = pa.schema([("sample_id", pa.string()), ("filter_reason", pa.string()), ("duplicate_of", pa.string())])
+
+
+def without(batch: pa.RecordBatch, set_aside: pa.Table | None) -> pa.RecordBatch:
+    """The rows of a batch (with `sample_id`) that are not set aside."""
+    if set_aside is None or not set_aside.num_rows:
+        return batch
+    return batch.filter(pc.invert(pc.is_in(batch.column("sample_id"), value_set=set_aside.column("sample_id"))))
+
+
 def exported_label_counts(annotated: pa.RecordBatch, settings: RuleSettings) -> dict[str, int]:
     """Label counts of the samples of a batch that pass the confidence filter."""
     keep = pc.greater_equal(annotated.column("confidence"), settings.min_confidence)
@@ -303,16 +315,17 @@ def records_batch(
 ) -> pa.RecordBatch:
     """`ANNOTATED_SAMPLES` -> `SFT_RECORDS`: prompt, completion, weights and export status.
 
-    `set_aside` (columns `sample_id`, `filter_reason`) names samples the day's selection filters
-    before any completion is written (e.g. `label_cap`); the confidence filter comes first.
+    `set_aside` (`SET_ASIDE`) names samples the day's selection filters before any completion is
+    written (`near_duplicate`, `label_cap`); the confidence filter comes first.
     """
     rows = annotated.num_rows
     confidence = annotated.column("confidence")
     confident = pc.greater_equal(confidence, settings.min_confidence)
-    aside_reason = pa.nulls(rows, pa.string())
+    aside_reason = duplicate_of = pa.nulls(rows, pa.string())
     if set_aside is not None and set_aside.num_rows:
         found = pc.index_in(annotated.column("sample_id"), value_set=set_aside.column("sample_id"))
         aside_reason = set_aside.column("filter_reason").combine_chunks().take(found)
+        duplicate_of = set_aside.column("duplicate_of").combine_chunks().take(found)
     eligible = pc.and_(confident, pc.is_null(aside_reason))
     prompts = prompts_batch(annotated, settings)
     completions = pa.nulls(rows, pa.string())
@@ -366,6 +379,7 @@ def records_batch(
         "status": pc.if_else(exported, samples.EXPORTED, samples.FILTERED),
         "filter_reason": reason,
         "held_back_by": pa.nulls(rows, pa.string()),  # the day's verdict comes after every batch
+        "duplicate_of": duplicate_of,
     }
     return pa.RecordBatch.from_arrays(list(columns.values()), schema=SFT_RECORDS)
 
