@@ -19,30 +19,39 @@ def distinct_events(day: str, prefix: str, topics=TOPICS) -> list[dict]:
     ]
 
 
-def test_a_question_retyped_that_day_or_re_emitted_the_next_day_is_exported_once(pipeline):
+def test_a_question_retyped_that_day_or_on_a_later_day_or_a_request_re_emitted_is_exported_once(pipeline):
     first = distinct_events(DAY1, "a")
     retyped = {**first[0], "request_id": "a-retyped", "question": "退款的具体规则是什么？"}  # same docs, another mark
     write_lines(pipeline.landing / "day1.jsonl", [*first, retyped])
     second = distinct_events(DAY2, "b", LATER_TOPICS)  # new questions
+    asked_again = {**first[2], "request_id": "b-again", "timestamp": f"{DAY2}T08:00:00Z", "question": "会员积分的具体规则是什么"}
     re_emitted = {**first[1], "timestamp": f"{DAY2}T09:00:00Z"}  # request a1 shipped again the next day
-    write_lines(pipeline.landing / "day2.jsonl", [*second, re_emitted])
+    write_lines(pipeline.landing / "day2.jsonl", [*second, asked_again, re_emitted])
 
     day1 = pipeline.materialize(DAY1)
     assert pipeline.metadata(day1, "sft_records")["near_duplicates"] == {"within_day": 1, "across_days": 0, "kept": 10}
     day2 = pipeline.materialize(DAY2)
     assert pipeline.metadata(day2, "sft_records")["near_duplicates"] == {"within_day": 0, "across_days": 1, "kept": 5}
+    assert pipeline.metadata(day2, "raw_events")["duplicates"] == 1
 
     rows = pd.read_parquet(pipeline.data / "warehouse" / "sft_records").set_index("request_id")
     kept_a0 = rows.loc[["a0", "a-retyped"]].query("status == 'exported'")
     assert len(kept_a0) == 1  # one of the two, by a hash of sample_id
     repeated = rows.loc[["a0", "a-retyped"]].query("status == 'filtered'").iloc[0]
     assert (repeated.filter_reason, repeated.duplicate_of) == ("near_duplicate", kept_a0.iloc[0].sample_id)
-    again = rows[(rows.index == "a1") & (rows.date.astype(str) == DAY2)].iloc[0]
-    assert (again.status, again.filter_reason, again.duplicate_of) == ("filtered", "near_duplicate", "a1_factuality_error")
+    again = rows.loc["b-again"]
+    assert (again.status, again.filter_reason, again.duplicate_of) == ("filtered", "near_duplicate", "a2_factuality_error")
+    # The re-emitted request is a duplicate of its first day, in the dead letter.
+    dead = pd.read_parquet(pipeline.data / "warehouse" / "rejected_events")
+    assert dead[["request_id", "outcome", "detail"]].to_dict("records") == [
+        {"request_id": "a1", "outcome": "duplicate", "detail": f"request_id 'a1' first seen on {DAY1}"}
+    ]
+    assert len(rows.loc[["a1"]]) == 1
     exported = [line for day in (DAY1, DAY2) for line in pipeline.jsonl(day).read_text().splitlines()]
     assert len(exported) == 15  # 10 + 5: every question once
 
-    # Re-running a day gives the same records: it does not meet its own earlier signatures.
-    before = pipeline.jsonl(DAY2).read_bytes()
-    pipeline.materialize(DAY2)
-    assert pipeline.jsonl(DAY2).read_bytes() == before
+    # Re-running a day gives the same records: it does not meet its own earlier signatures or ids.
+    for day in (DAY2, DAY1):
+        before = pipeline.jsonl(day).read_bytes()
+        pipeline.materialize(day)
+        assert pipeline.jsonl(day).read_bytes() == before

@@ -46,3 +46,15 @@ def test_a_rerun_of_a_day_does_not_meet_its_own_signatures(tmp_path):
         keys = nd.band_keys(nd.signatures(DAYS["2026-11-18"], [DOCS, DOCS]), BANDING)
         assert index.earlier("2026-11-18", keys.ravel()) == {}
         assert index.earlier("2026-11-19", keys.ravel())  # the day after sees it
+
+
+def test_a_request_belongs_to_the_earliest_day_that_accepted_it(tmp_path):
+    from rag_sft.io.request_index import RequestIndex
+
+    with RequestIndex(tmp_path / "requests.sqlite") as index:
+        index.replace_day("2026-11-19", ["r1", "r2"])
+        index.replace_day("2026-11-18", ["r2", "r3"])  # an earlier day materialized afterwards
+        assert index.first_days("2026-11-19", ["r1", "r2", "r3", "r4"]) == {"r2": "2026-11-18", "r3": "2026-11-18"}
+        assert index.first_days("2026-11-18", ["r2", "r3"]) == {}  # a re-run does not meet itself
+        index.replace_day("2026-11-18", ["r3"])  # its re-run no longer holds r2
+        assert index.first_days("2026-11-20", ["r2"]) == {"r2": "2026-11-19"}

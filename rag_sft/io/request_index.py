@@ -1,0 +1,54 @@
+"""Which days accepted each request_id, so a request shipped again on a later day is a duplicate
+of its first day without reading earlier days: a day's lookups follow its own size.
+
+`<state_dir>/request-days.sqlite`: `request_days(request_id, day)`. First seen = the earliest
+day holding the request; a day only looks at days before it, and its own rows are replaced when
+it is materialized again, so a re-run never meets itself.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from pathlib import Path
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS request_days (request_id TEXT NOT NULL, day TEXT NOT NULL, PRIMARY KEY (request_id, day))
+    WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS request_days_by_day ON request_days (day);
+"""
+
+
+class RequestIndex:
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, timeout=60)
+        self._db.executescript("PRAGMA journal_mode=WAL;" + _SCHEMA)
+        self._db.execute("CREATE TEMP TABLE wanted (request_id TEXT PRIMARY KEY) WITHOUT ROWID")
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> RequestIndex:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def first_days(self, day: str, request_ids: Iterable[str]) -> dict[str, str]:
+        """The earliest day before `day` that accepted each of these request_ids (absent: none)."""
+        db = self._db
+        db.execute("DELETE FROM wanted")
+        db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((request_id,) for request_id in request_ids))
+        rows = db.execute(
+            "SELECT r.request_id, MIN(r.day) FROM wanted w JOIN request_days r ON r.request_id = w.request_id "
+            "WHERE r.day < ? GROUP BY r.request_id",
+            (day,),
+        )
+        return dict(rows.fetchall())
+
+    def replace_day(self, day: str, request_ids: Iterable[str]) -> None:
+        """The request_ids the day accepted, in place of an earlier run's."""
+        with self._db as db:
+            db.execute("DELETE FROM request_days WHERE day = ?", (day,))
+            db.executemany("INSERT OR IGNORE INTO request_days VALUES (?, ?)", ((request_id, day) for request_id in request_ids))
