@@ -142,15 +142,28 @@ def band_keys(signature: np.ndarray, banding: Banding) -> np.ndarray:
     return keys.view(np.int64)
 
 
-def groups(signature: np.ndarray, ranks: list, banding: Banding, threshold: float) -> np.ndarray:
+def groups(signature: np.ndarray, sample_ids: list[str], banding: Banding, threshold: float) -> np.ndarray:
     """For each sample, the index of the sample kept for its group (itself when it is kept).
 
     Candidates share a band key; a candidate joins the group of its bucket's best-ranked member
     when their estimated similarity reaches the threshold. The kept sample of a group is its
-    best-ranked member (lowest `ranks`), so the choice does not depend on row order.
+    best-ranked member (lowest `selection_rank` of its sample_id), so the choice does not
+    depend on row order.
     """
     count = len(signature)
     parent = np.arange(count)
+    if count < 2:
+        return parent
+    keys = band_keys(signature, banding)
+    buckets = []  # the members of every band key shared by more than one sample
+    for band in range(banding.bands):
+        order = np.argsort(keys[:, band], kind="stable")
+        sorted_keys = keys[order, band]
+        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+        sizes = np.diff(np.concatenate([starts, [count]]))
+        buckets.extend(order[start : start + size] for start, size in zip(starts[sizes > 1], sizes[sizes > 1]))
+    # Ranks only for the samples that share a bucket (most samples of a day share none).
+    rank = {int(index): selection_rank(sample_ids[index]) for members in buckets for index in members}
 
     def root(index: int) -> int:
         while parent[index] != index:
@@ -158,36 +171,17 @@ def groups(signature: np.ndarray, ranks: list, banding: Banding, threshold: floa
             index = parent[index]
         return index
 
-    if count < 2:
-        return parent
-    keys = band_keys(signature, banding)
-    order_by_rank = np.array(sorted(range(count), key=ranks.__getitem__))
-    position = np.empty(count, dtype=np.int64)
-    position[order_by_rank] = np.arange(count)
-    for band in range(banding.bands):
-        column = keys[:, band]
-        order = np.lexsort((position, column))  # by key, then rank: each bucket's first is its best
-        sorted_keys = column[order]
-        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
-        sizes = np.diff(np.concatenate([starts, [count]]))
-        for start, size in zip(starts[sizes > 1], sizes[sizes > 1]):
-            members = order[start : start + size]
-            head = members[0]
-            close = members[1:][similarity(signature[members[1:]], signature[head]) >= threshold]
-            for member in close:
-                a, b = root(int(head)), root(int(member))
-                if a != b:
-                    # The better-ranked root leads the merged group.
-                    keep, other = (a, b) if position[a] < position[b] else (b, a)
-                    parent[other] = keep
-    return np.array([root(index) for index in range(count)])
-
-
-def duplicate_of(kept: np.ndarray, sample_ids: list[str]) -> pa.Array:
-    """The kept sample_id for each duplicate, null for each kept sample."""
-    ids = np.array(sample_ids, dtype=object)
-    values = np.where(kept == np.arange(len(kept)), None, ids[kept])
-    return pa.array(values.tolist(), pa.string())
+    for members in buckets:
+        members = sorted(members.tolist(), key=rank.__getitem__)
+        head, others = members[0], np.array(members[1:])
+        for member in others[similarity(signature[others], signature[head]) >= threshold]:
+            a, b = root(head), root(int(member))
+            if a != b:  # the better-ranked root leads the merged group
+                keep, other = (a, b) if rank[a] < rank[b] else (b, a)
+                parent[other] = keep
+    for index in rank:
+        parent[index] = root(index)
+    return parent
 
 
 def doc_id_lists(context_docs: pa.ListArray) -> list[list[str]]:
@@ -199,12 +193,20 @@ def doc_id_lists(context_docs: pa.ListArray) -> list[list[str]]:
 
 
 @dataclass(frozen=True)
-class EarlierSample:
-    """A sample kept on an earlier day, as the cross-day index returns it."""
+class EarlierSamples:
+    """Samples kept on earlier days that share a band key with the day, as the cross-day index
+    returns them: the (band key, sample) pairs, and each sample once."""
 
-    day: str
-    sample_id: str
-    signature: np.ndarray
+    keys: np.ndarray  # int64 band key of each pair
+    samples: np.ndarray  # the sample of each pair: an index into the lists below
+    days: list[str]
+    sample_ids: list[str]
+    signatures: np.ndarray  # (samples, permutations) uint32
+
+    @classmethod
+    def none(cls, num_perm: int = NUM_PERM) -> EarlierSamples:
+        empty = np.zeros(0, dtype=np.int64)
+        return cls(empty, empty, [], [], np.zeros((0, num_perm), dtype=np.uint32))
 
 
 @dataclass
@@ -218,34 +220,59 @@ class DayDeduplication:
     across_days: int = 0  # samples grouped with one kept on an earlier day
 
 
+def _earlier_matches(signature: np.ndarray, keys: np.ndarray, found: EarlierSamples, threshold: float) -> dict[int, str]:
+    """For each sample close to one kept on an earlier day, that sample: the earliest day's,
+    then the best-ranked. Column-wise: every (sample, earlier row) pair sharing a band key."""
+    if not len(found.keys):
+        return {}
+    order = np.argsort(found.keys, kind="stable")
+    sorted_keys = found.keys[order]
+    flat = keys.ravel()
+    low, high = np.searchsorted(sorted_keys, flat, "left"), np.searchsorted(sorted_keys, flat, "right")
+    hits = high - low
+    pair_sample = np.repeat(np.repeat(np.arange(len(keys)), keys.shape[1]), hits)
+    pair_row = order[np.repeat(low, hits) + np.arange(int(hits.sum())) - np.repeat(np.cumsum(hits) - hits, hits)]
+    # Each (sample, earlier sample) once, however many bands they share.
+    pairs = np.unique(np.stack([pair_sample, found.samples[pair_row]], axis=1), axis=0)
+    close = np.zeros(len(pairs), dtype=bool)
+    for start in range(0, len(pairs), 65536):  # bounds the compared signatures in memory
+        part = pairs[start : start + 65536]
+        close[start : start + 65536] = similarity(signature[part[:, 0]], found.signatures[part[:, 1]]) >= threshold
+    pairs = pairs[close]
+    if not len(pairs):
+        return {}
+    # The earliest day's, then the best-ranked: sort the pairs by sample, day, rank; keep each first.
+    earlier_rows = np.unique(pairs[:, 1])
+    rank = np.empty(len(found.sample_ids), dtype=object)
+    rank[earlier_rows] = [selection_rank(found.sample_ids[row]) for row in earlier_rows]
+    days = np.array(found.days)
+    chosen = sorted(zip(pairs[:, 0].tolist(), days[pairs[:, 1]].tolist(), rank[pairs[:, 1]].tolist(), pairs[:, 1].tolist()))
+    best: dict[int, str] = {}
+    for sample, _, _, row in chosen:
+        best.setdefault(sample, found.sample_ids[row])
+    return best
+
+
 def deduplicate_day(
     sample_ids: list[str],
     signature: np.ndarray,
-    earlier: Callable[[np.ndarray], dict[int, list[EarlierSample]]],
+    earlier: Callable[[np.ndarray], EarlierSamples],
     banding: Banding,
     threshold: float,
 ) -> DayDeduplication:
     """Which of a day's samples are near-duplicates, and of which sample.
 
     First seen = earliest day: a sample close to one kept on an earlier day (`earlier` looks
-    its band keys up) is a duplicate of it (the earliest day's, then the best-ranked); the
+    the day's band keys up) is a duplicate of it (the earliest day's, then the best-ranked); the
     others are grouped among themselves and each group keeps its best-ranked member.
     """
     count = len(sample_ids)
-    ranks = [selection_rank(sample_id) for sample_id in sample_ids]
     keys = band_keys(signature, banding)
-    matches: dict[int, str] = {}  # sample -> the earlier day's sample it repeats
-    found = earlier(np.unique(keys)) if count else {}
-    for index in range(count):
-        candidates = {(c.day, c.sample_id): c for key in keys[index] for c in found.get(int(key), ())}
-        close = [c for c in candidates.values() if similarity(c.signature, signature[index]) >= threshold]
-        if close:
-            first = min(close, key=lambda c: (c.day, selection_rank(c.sample_id)))
-            matches[index] = first.sample_id
+    matches = _earlier_matches(signature, keys, earlier(keys), threshold) if count else {}
     rest = np.array([index for index in range(count) if index not in matches], dtype=np.int64)
     kept_of = np.arange(count)
     if len(rest):
-        grouped = groups(signature[rest], [ranks[i] for i in rest], banding, threshold)
+        grouped = groups(signature[rest], [sample_ids[i] for i in rest], banding, threshold)
         kept_of[rest] = rest[grouped]
     duplicate_ids = [None] * count
     for index, sample_id in matches.items():

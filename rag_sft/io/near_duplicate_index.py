@@ -1,28 +1,32 @@
 """The signatures of the samples each day kept, so a day's near-duplicate search looks earlier
 days up by band key instead of reading them: its cost follows the day's size, not history's.
 
-`<state_dir>/near-duplicates.sqlite`: `kept(day, sample_id, signature)` and
-`band_keys(key, day, sample_id)` indexed by key. A day's rows are replaced whole when it is
-materialized again, and a day only ever looks at days before it, so a re-run never meets its own
-earlier signatures.
+`<state_dir>/near-duplicates.sqlite`: `kept(id, day, sample_id, signature)` and
+`band_keys(key, kept)`, keyed by band key (a 150,000-sample day has 750,000 band keys, written
+in key order). A day only ever looks at days before it, and its rows are replaced when it is
+materialized again, so a re-run never meets its own earlier signatures. The band keys of a
+replaced day are left behind (a look-up joins them to `kept`, so they are never seen) and swept
+once they outnumber the live ones: an index on `kept` would cost more on every write than the
+sweep costs, spread over the re-runs that made it necessary.
 """
 
 from __future__ import annotations
 
 import sqlite3
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
-from rag_sft.core.near_duplicates import EarlierSample
+from rag_sft.core.near_duplicates import EarlierSamples
 
 _SCHEMA = """
-CREATE TABLE IF NOT EXISTS kept (day TEXT NOT NULL, sample_id TEXT NOT NULL, signature BLOB NOT NULL,
-                                 PRIMARY KEY (day, sample_id));
-CREATE TABLE IF NOT EXISTS band_keys (key INTEGER NOT NULL, day TEXT NOT NULL, sample_id TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS band_keys_by_key ON band_keys (key);
-CREATE INDEX IF NOT EXISTS band_keys_by_day ON band_keys (day);
+CREATE TABLE IF NOT EXISTS kept (id INTEGER PRIMARY KEY, day TEXT NOT NULL, sample_id TEXT NOT NULL,
+                                 signature BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS kept_by_day ON kept (day);
+CREATE TABLE IF NOT EXISTS band_keys (key INTEGER NOT NULL, kept INTEGER NOT NULL, PRIMARY KEY (key, kept)) WITHOUT ROWID;
+-- next_id: kept ids are never reused, so a stale band key never points at a newer sample.
+CREATE TABLE IF NOT EXISTS band_key_rows (live INTEGER NOT NULL, stale INTEGER NOT NULL, next_id INTEGER NOT NULL);
+INSERT INTO band_key_rows SELECT 0, 0, 1 WHERE NOT EXISTS (SELECT 1 FROM band_key_rows);
 """
 
 
@@ -31,6 +35,7 @@ class NearDuplicateIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=60)
         self._db.executescript("PRAGMA journal_mode=WAL;" + _SCHEMA)
+        self._db.execute("CREATE TEMP TABLE wanted (key INTEGER PRIMARY KEY)")
 
     def close(self) -> None:
         self._db.close()
@@ -41,32 +46,55 @@ class NearDuplicateIndex:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def earlier(self, day: str, keys: np.ndarray) -> dict[int, list[EarlierSample]]:
-        """The samples kept on days before `day` that share one of `keys`, by key."""
+    def earlier(self, day: str, keys: np.ndarray) -> EarlierSamples:
+        """The samples kept on days before `day` that share one of `keys`."""
         db = self._db
-        db.execute("CREATE TEMP TABLE IF NOT EXISTS wanted (key INTEGER PRIMARY KEY)")
+        if db.execute("SELECT 1 FROM kept WHERE day < ? LIMIT 1", (day,)).fetchone() is None:
+            return EarlierSamples.none()  # the first day of the source: nothing to look up
         db.execute("DELETE FROM wanted")
-        db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((int(key),) for key in keys))
-        rows = db.execute(
-            "SELECT b.key, k.day, k.sample_id, k.signature FROM wanted w JOIN band_keys b ON b.key = w.key "
-            "JOIN kept k ON k.day = b.day AND k.sample_id = b.sample_id WHERE b.day < ?",
+        db.executemany("INSERT INTO wanted VALUES (?)", zip(np.unique(keys).tolist()))
+        pairs = db.execute(
+            "SELECT b.key, b.kept FROM wanted w JOIN band_keys b ON b.key = w.key JOIN kept k ON k.id = b.kept "
+            "WHERE k.day < ?",
             (day,),
         ).fetchall()
-        found: dict[int, list[EarlierSample]] = defaultdict(list)
-        for key, earlier_day, sample_id, signature in rows:
-            found[key].append(EarlierSample(earlier_day, sample_id, np.frombuffer(signature, dtype=np.uint32)))
-        return found
+        if not pairs:
+            return EarlierSamples.none()
+        found_keys, kept = (np.array(column, dtype=np.int64) for column in zip(*pairs))
+        ids, rows = np.unique(kept, return_inverse=True)
+        db.execute("DELETE FROM wanted")  # now the kept ids: each sample's signature is read once
+        db.executemany("INSERT INTO wanted VALUES (?)", zip(ids.tolist()))
+        samples = db.execute(
+            "SELECT k.day, k.sample_id, k.signature FROM wanted w JOIN kept k ON k.id = w.key ORDER BY k.id"
+        ).fetchall()
+        days, sample_ids, signatures = zip(*samples)
+        return EarlierSamples(
+            found_keys,
+            rows,
+            list(days),
+            list(sample_ids),
+            np.frombuffer(b"".join(signatures), dtype=np.uint32).reshape(len(samples), -1),
+        )
 
     def replace_day(self, day: str, sample_ids: list[str], signatures: np.ndarray, keys: np.ndarray) -> None:
         """The day's kept samples, in place of what an earlier run of the day stored."""
         with self._db as db:
+            replaced = db.execute("SELECT COUNT(*) FROM kept WHERE day = ?", (day,)).fetchone()[0] * keys.shape[1]
             db.execute("DELETE FROM kept WHERE day = ?", (day,))
-            db.execute("DELETE FROM band_keys WHERE day = ?", (day,))
+            first = db.execute("SELECT next_id FROM band_key_rows").fetchone()[0]
+            ids = np.arange(first, first + len(sample_ids), dtype=np.int64)
             db.executemany(
-                "INSERT INTO kept VALUES (?, ?, ?)",
-                ((day, sample_id, signature.tobytes()) for sample_id, signature in zip(sample_ids, signatures)),
+                "INSERT INTO kept VALUES (?, ?, ?, ?)",
+                zip(ids.tolist(), [day] * len(sample_ids), sample_ids, map(np.ndarray.tobytes, signatures)),
             )
-            db.executemany(
-                "INSERT INTO band_keys VALUES (?, ?, ?)",
-                ((int(key), day, sample_id) for sample_id, row in zip(sample_ids, keys) for key in row),
+            flat_keys, owners = keys.ravel(), np.repeat(ids, keys.shape[1])
+            order = np.argsort(flat_keys, kind="stable")
+            db.executemany("INSERT INTO band_keys VALUES (?, ?)", zip(flat_keys[order].tolist(), owners[order].tolist()))
+            db.execute(
+                "UPDATE band_key_rows SET live = live + ? - ?, stale = stale + ?, next_id = ?",
+                (len(flat_keys), replaced, replaced, first + len(sample_ids)),
             )
+            live, stale = db.execute("SELECT live, stale FROM band_key_rows").fetchone()
+            if stale > live:
+                db.execute("DELETE FROM band_keys WHERE kept NOT IN (SELECT id FROM kept)")
+                db.execute("UPDATE band_key_rows SET stale = 0")

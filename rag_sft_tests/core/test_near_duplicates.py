@@ -57,7 +57,7 @@ def test_retyped_questions_with_the_same_documents_are_one_group_and_others_stay
     questions = VARIANTS + OTHERS
     docs = [DOCS] * len(questions)
     ids = [f"req-{n}_factuality_error" for n in range(len(questions))]
-    found = nd.deduplicate_day(ids, nd.signatures(questions, docs), lambda keys: {}, BANDING, 0.8)
+    found = nd.deduplicate_day(ids, nd.signatures(questions, docs), lambda keys: nd.EarlierSamples.none(), BANDING, 0.8)
     aside = dict(zip(found.set_aside.column("sample_id").to_pylist(), found.set_aside.column("duplicate_of").to_pylist()))
     kept_variant = min(ids[: len(VARIANTS)], key=nd.selection_rank)
     assert aside == {sample_id: kept_variant for sample_id in ids[: len(VARIANTS)] if sample_id != kept_variant}
@@ -67,7 +67,7 @@ def test_retyped_questions_with_the_same_documents_are_one_group_and_others_stay
 
 def test_the_same_question_answered_from_other_documents_is_not_a_duplicate():
     signature = nd.signatures([VARIANTS[0], VARIANTS[0]], [DOCS, ["kb-90001", "kb-90002", "kb-90003"]])
-    found = nd.deduplicate_day(["a_x", "b_x"], signature, lambda keys: {}, BANDING, 0.8)
+    found = nd.deduplicate_day(["a_x", "b_x"], signature, lambda keys: nd.EarlierSamples.none(), BANDING, 0.8)
     assert found.set_aside.num_rows == 0
 
 
@@ -78,7 +78,7 @@ def test_the_kept_sample_does_not_depend_on_row_order():
     results = []
     for order in orders:
         signature = nd.signatures([questions[i] for i in order], [DOCS] * len(order))
-        found = nd.deduplicate_day([ids[i] for i in order], signature, lambda keys: {}, BANDING, 0.8)
+        found = nd.deduplicate_day([ids[i] for i in order], signature, lambda keys: nd.EarlierSamples.none(), BANDING, 0.8)
         results.append(dict(zip(found.set_aside.column("sample_id").to_pylist(), found.set_aside.column("duplicate_of").to_pylist())))
     assert results[0] == results[1] == results[2] and len(results[0]) == len(ids) - 1
 
@@ -86,12 +86,10 @@ def test_the_kept_sample_does_not_depend_on_row_order():
 def test_a_sample_close_to_one_kept_on_an_earlier_day_repeats_it_the_earliest_first():
     earlier = nd.signatures([VARIANTS[0], VARIANTS[1]], [DOCS, DOCS])
     keys = nd.band_keys(earlier, BANDING)
-    index: dict = {}  # what the cross-day index holds: two earlier days kept one variant each
-    for day, sample_id, row, row_keys in (("2026-11-18", "old_x", earlier[0], keys[0]), ("2026-11-17", "older_x", earlier[1], keys[1])):
-        for key in row_keys:
-            index.setdefault(int(key), []).append(nd.EarlierSample(day, sample_id, row))
+    # What the cross-day index holds: two earlier days kept one variant each (one row per band key).
+    index = nd.EarlierSamples(keys.ravel(), np.repeat([0, 1], BANDING.bands), ["2026-11-18", "2026-11-17"], ["old_x", "older_x"], earlier)
     today = nd.signatures([VARIANTS[2], OTHERS[1]], [DOCS, DOCS])
-    found = nd.deduplicate_day(["new_x", "other_x"], today, lambda wanted: {k: index[k] for k in map(int, wanted) if k in index}, BANDING, 0.8)
+    found = nd.deduplicate_day(["new_x", "other_x"], today, lambda wanted: index, BANDING, 0.8)
     assert found.set_aside.to_pylist() == [{"sample_id": "new_x", "filter_reason": rules.NEAR_DUPLICATE, "duplicate_of": "older_x"}]
     assert (found.within_day, found.across_days) == (0, 1) and [found.sample_ids[i] for i in found.kept] == ["other_x"]
 

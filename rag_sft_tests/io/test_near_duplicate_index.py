@@ -44,8 +44,8 @@ def test_a_rerun_of_a_day_does_not_meet_its_own_signatures(tmp_path):
         first = materialize(index, "2026-11-18")
         assert materialize(index, "2026-11-18") == first == {}
         keys = nd.band_keys(nd.signatures(DAYS["2026-11-18"], [DOCS, DOCS]), BANDING)
-        assert index.earlier("2026-11-18", keys.ravel()) == {}
-        assert index.earlier("2026-11-19", keys.ravel())  # the day after sees it
+        assert index.earlier("2026-11-18", keys).sample_ids == []
+        assert set(index.earlier("2026-11-19", keys).sample_ids) == {"2026-11-18-0_factuality_error", "2026-11-18-1_factuality_error"}
 
 
 def test_a_request_belongs_to_the_earliest_day_that_accepted_it(tmp_path):
@@ -58,3 +58,17 @@ def test_a_request_belongs_to_the_earliest_day_that_accepted_it(tmp_path):
         assert index.first_days("2026-11-18", ["r2", "r3"]) == {}  # a re-run does not meet itself
         index.replace_day("2026-11-18", ["r3"])  # its re-run no longer holds r2
         assert index.first_days("2026-11-20", ["r2"]) == {"r2": "2026-11-19"}
+
+
+def test_the_band_keys_of_replaced_days_are_never_seen_and_are_swept(tmp_path):
+    import sqlite3
+
+    with NearDuplicateIndex(tmp_path / "index.sqlite") as index:
+        for _ in range(3):  # the same day materialized three times
+            materialize(index, "2026-11-17")
+        keys = nd.band_keys(nd.signatures(DAYS["2026-11-17"], [DOCS]), BANDING)
+        found = index.earlier("2026-11-18", keys)
+        assert set(found.sample_ids) == {"2026-11-17-0_factuality_error"} and len(found.keys) == BANDING.bands
+    with sqlite3.connect(tmp_path / "index.sqlite") as db:
+        rows = db.execute("SELECT COUNT(*) FROM band_keys").fetchone()[0]
+    assert rows <= 2 * BANDING.bands  # at most one replaced run's keys wait for the sweep
