@@ -4,6 +4,7 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -219,6 +220,11 @@ def _annotate_group(group: RowGroup, settings) -> tuple[pa.RecordBatch, Counter]
     return tables.annotate_and_redact(group.read(), settings)
 
 
+def _signatures_of_group(group: RowGroup, settings) -> tuple[list[str], np.ndarray]:
+    columns = ["sample_id", "question", "confidence", "context_docs.list.element.id"]
+    return near_duplicates.batch_signatures(group.read(columns), settings.min_confidence)
+
+
 def _records_of_group(group: RowGroup, settings, strategy, label_weights, set_aside) -> pa.RecordBatch:
     return tables.records_batch(group.read(), settings, strategy, label_weights, set_aside)
 
@@ -226,10 +232,13 @@ def _records_of_group(group: RowGroup, settings, strategy, label_weights, set_as
 def _near_duplicates(day: str, annotated_dir: Path, warehouse: Warehouse, settings, similarity: float):
     """The day's near-duplicates against itself and the earlier days' kept samples; the day's
     kept ones go to the index for the days after it."""
-    columns = ["sample_id", "question", "confidence", "context_docs.list.element.id"]
-    sample_ids, signature = near_duplicates.day_signatures(
-        read_batches(annotated_dir, day, columns, warehouse.batch_size), settings.min_confidence
-    )
+    sample_ids: list[str] = []
+    parts = [np.zeros((0, near_duplicates.NUM_PERM), dtype=np.uint32)]
+    groups = row_groups(annotated_dir, day)
+    for _, (ids, signature) in ordered_map(_signatures_of_group, groups, warehouse.worker_count(), settings, threads=True):
+        sample_ids.extend(ids)
+        parts.append(signature)
+    signature = np.concatenate(parts)
     banding = near_duplicates.Banding.for_threshold(similarity)
     with NearDuplicateIndex(warehouse.state_dir() / NEAR_DUPLICATE_INDEX) as index:
         return near_duplicates.deduplicate_day(sample_ids, signature, lambda keys: index.earlier(day, keys), banding, similarity)

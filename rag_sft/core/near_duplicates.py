@@ -110,19 +110,17 @@ def normalized(questions: pa.Array) -> pa.Array:
     return pc.replace_substring_regex(folded, r"[\s\p{P}]+", "")
 
 
-def day_signatures(batches, min_confidence: float, chunk_rows: int = 4096) -> tuple[list[str], np.ndarray]:
-    """The sample_ids and signatures of a day's samples that pass the confidence filter, from
-    batches holding `sample_id`, `question`, `confidence` and the ids of `context_docs`."""
-    sample_ids: list[str] = []
-    parts: list[np.ndarray] = []
-    for batch in batches:
-        batch = batch.filter(pc.greater_equal(batch.column("confidence"), min_confidence))
-        for start in range(0, batch.num_rows, chunk_rows):  # bounds the grams x permutations matrix
-            chunk = batch.slice(start, chunk_rows)
-            sample_ids.extend(chunk.column("sample_id").to_pylist())
-            questions = normalized(chunk.column("question")).to_pylist()
-            parts.append(signatures(questions, doc_id_lists(chunk.column("context_docs"))))
-    return sample_ids, np.concatenate(parts) if parts else np.zeros((0, NUM_PERM), dtype=np.uint32)
+def batch_signatures(batch: pa.RecordBatch, min_confidence: float, chunk_rows: int = 4096) -> tuple[list[str], np.ndarray]:
+    """The sample_ids and signatures of a batch's samples that pass the confidence filter; the
+    batch holds `sample_id`, `question`, `confidence` and the ids of `context_docs`."""
+    batch = batch.filter(pc.greater_equal(batch.column("confidence"), min_confidence))
+    sample_ids: list[str] = batch.column("sample_id").to_pylist()
+    parts = [np.zeros((0, NUM_PERM), dtype=np.uint32)]
+    for start in range(0, batch.num_rows, chunk_rows):  # bounds the grams x permutations matrix
+        chunk = batch.slice(start, chunk_rows)
+        questions = normalized(chunk.column("question")).to_pylist()
+        parts.append(signatures(questions, doc_id_lists(chunk.column("context_docs"))))
+    return sample_ids, np.concatenate(parts)
 
 
 def similarity(left: np.ndarray, right: np.ndarray) -> np.ndarray:

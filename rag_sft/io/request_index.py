@@ -25,6 +25,7 @@ class RequestIndex:
         self._db = sqlite3.connect(path, timeout=60)
         self._db.executescript("PRAGMA journal_mode=WAL;" + _SCHEMA)
         self._db.execute("CREATE TEMP TABLE wanted (request_id TEXT PRIMARY KEY) WITHOUT ROWID")
+        self._no_earlier: dict[str, bool] = {}
 
     def close(self) -> None:
         self._db.close()
@@ -38,6 +39,8 @@ class RequestIndex:
     def first_days(self, day: str, request_ids: Iterable[str]) -> dict[str, str]:
         """The earliest day before `day` that accepted each of these request_ids (absent: none)."""
         db = self._db
+        if self._first_day_of_source(day):
+            return {}
         db.execute("DELETE FROM wanted")
         db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((request_id,) for request_id in request_ids))
         rows = db.execute(
@@ -47,8 +50,17 @@ class RequestIndex:
         )
         return dict(rows.fetchall())
 
+    def _first_day_of_source(self, day: str) -> bool:
+        """No day before `day` accepted anything (asked once per run of the day; an earlier day
+        that a concurrent run fills in meanwhile counts when the day runs again, as an earlier
+        day materialized after a later one does)."""
+        if day not in self._no_earlier:
+            self._no_earlier[day] = self._db.execute("SELECT 1 FROM request_days WHERE day < ? LIMIT 1", (day,)).fetchone() is None
+        return self._no_earlier[day]
+
     def replace_day(self, day: str, request_ids: Iterable[str]) -> None:
         """The request_ids the day accepted, in place of an earlier run's."""
         with self._db as db:
             db.execute("DELETE FROM request_days WHERE day = ?", (day,))
-            db.executemany("INSERT OR IGNORE INTO request_days VALUES (?, ?)", ((request_id, day) for request_id in request_ids))
+            # In key order: the B-tree is filled page by page.
+            db.executemany("INSERT OR IGNORE INTO request_days VALUES (?, ?)", ((request_id, day) for request_id in sorted(request_ids)))
