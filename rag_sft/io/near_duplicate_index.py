@@ -16,9 +16,11 @@ import sqlite3
 from pathlib import Path
 
 import numpy as np
+import orjson
 
 from rag_sft.core.near_duplicates import EarlierSamples
 
+_KEYS_PER_QUERY = 4096
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS kept (id INTEGER PRIMARY KEY, day TEXT NOT NULL, sample_id TEXT NOT NULL,
                                  signature BLOB NOT NULL);
@@ -35,7 +37,6 @@ class NearDuplicateIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=60)
         self._db.executescript("PRAGMA journal_mode=WAL;" + _SCHEMA)
-        self._db.execute("CREATE TEMP TABLE wanted (key INTEGER PRIMARY KEY)")
 
     def close(self) -> None:
         self._db.close()
@@ -51,22 +52,29 @@ class NearDuplicateIndex:
         db = self._db
         if db.execute("SELECT 1 FROM kept WHERE day < ? LIMIT 1", (day,)).fetchone() is None:
             return EarlierSamples.none()  # the first day of the source: nothing to look up
-        db.execute("DELETE FROM wanted")
-        db.executemany("INSERT INTO wanted VALUES (?)", zip(np.unique(keys).tolist()))
-        pairs = db.execute(
-            "SELECT b.key, b.kept FROM wanted w JOIN band_keys b ON b.key = w.key JOIN kept k ON k.id = b.kept "
-            "WHERE k.day < ?",
-            (day,),
-        ).fetchall()
+        # The keys travel as JSON arrays of a few thousand (json_each): far cheaper than a row per key.
+        unique = np.unique(keys)
+        pairs = [
+            pair
+            for start in range(0, len(unique), _KEYS_PER_QUERY)
+            for pair in db.execute(
+                "SELECT b.key, b.kept FROM band_keys b JOIN kept k ON k.id = b.kept "
+                "WHERE b.key IN (SELECT value FROM json_each(?)) AND k.day < ?",
+                (orjson.dumps(unique[start : start + _KEYS_PER_QUERY], option=orjson.OPT_SERIALIZE_NUMPY).decode(), day),
+            )
+        ]
         if not pairs:
             return EarlierSamples.none()
         found_keys, kept = (np.array(column, dtype=np.int64) for column in zip(*pairs))
-        ids, rows = np.unique(kept, return_inverse=True)
-        db.execute("DELETE FROM wanted")  # now the kept ids: each sample's signature is read once
-        db.executemany("INSERT INTO wanted VALUES (?)", zip(ids.tolist()))
-        samples = db.execute(
-            "SELECT k.day, k.sample_id, k.signature FROM wanted w JOIN kept k ON k.id = w.key ORDER BY k.id"
-        ).fetchall()
+        ids, rows = np.unique(kept, return_inverse=True)  # each sample's signature is read once
+        samples = [
+            sample
+            for start in range(0, len(ids), _KEYS_PER_QUERY)
+            for sample in db.execute(
+                "SELECT day, sample_id, signature FROM kept WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id",
+                (orjson.dumps(ids[start : start + _KEYS_PER_QUERY], option=orjson.OPT_SERIALIZE_NUMPY).decode(),),
+            )
+        ]
         days, sample_ids, signatures = zip(*samples)
         return EarlierSamples(
             found_keys,

@@ -12,6 +12,8 @@ import sqlite3
 from collections.abc import Iterable
 from pathlib import Path
 
+import orjson
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS request_days (request_id TEXT NOT NULL, day TEXT NOT NULL, PRIMARY KEY (request_id, day))
     WITHOUT ROWID;
@@ -24,7 +26,6 @@ class RequestIndex:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(path, timeout=60)
         self._db.executescript("PRAGMA journal_mode=WAL;" + _SCHEMA)
-        self._db.execute("CREATE TEMP TABLE wanted (request_id TEXT PRIMARY KEY) WITHOUT ROWID")
         self._no_earlier: dict[str, bool] = {}
 
     def close(self) -> None:
@@ -41,12 +42,11 @@ class RequestIndex:
         db = self._db
         if self._first_day_of_source(day):
             return {}
-        db.execute("DELETE FROM wanted")
-        db.executemany("INSERT OR IGNORE INTO wanted VALUES (?)", ((request_id,) for request_id in request_ids))
+        # The ids travel as one JSON array (json_each): far cheaper than a row per id in a temp table.
         rows = db.execute(
-            "SELECT r.request_id, MIN(r.day) FROM wanted w JOIN request_days r ON r.request_id = w.request_id "
-            "WHERE r.day < ? GROUP BY r.request_id",
-            (day,),
+            "SELECT request_id, MIN(day) FROM request_days WHERE request_id IN (SELECT value FROM json_each(?)) "
+            "AND day < ? GROUP BY request_id",
+            (orjson.dumps(list(request_ids)).decode(), day),
         )
         return dict(rows.fetchall())
 
