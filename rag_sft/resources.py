@@ -41,6 +41,7 @@ SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
 SQL_URL_ENV = "RAG_SFT_SQL_URL"
 LABEL_BALANCE_SEVERITY_ENV = "RAG_SFT_LABEL_BALANCE_SEVERITY"
 REBALANCE_ENV = "RAG_SFT_REBALANCE"
+NEAR_DUPLICATES_ENV = "RAG_SFT_NEAR_DUPLICATES"
 BASE_MODEL_ENV = "RAG_SFT_BASE_MODEL"
 EXPORT_FORMATS_ENV = "RAG_SFT_EXPORT_FORMATS"
 COMPLETION_STRATEGY_ENV = "RAG_SFT_COMPLETION_STRATEGY"
@@ -275,9 +276,11 @@ class SftRules(dg.ConfigurableResource):
         "placeholders in annotated_samples and everything after it: prompts, LLM requests, exports (rule 14).",
     )
     near_duplicates: bool = Field(
-        default=True,
+        default_factory=from_env(NEAR_DUPLICATES_ENV, True, parse_bool),
+        validate_default=True,
         description="One sample per question (rule 13): samples whose question and context doc ids are near-identical "
-        "to a kept one of the day or of an earlier day are filtered as near_duplicate, naming the kept sample_id.",
+        "to a kept one of the day or of an earlier day are filtered as near_duplicate, naming the kept sample_id. "
+        "Default: $RAG_SFT_NEAR_DUPLICATES, else true.",
     )
     near_duplicate_similarity: float = Field(
         default=0.8, gt=0, le=1, description="Jaccard similarity (MinHash estimate) from which two samples are one."

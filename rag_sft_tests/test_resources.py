@@ -113,9 +113,13 @@ def test_environment_settings_survive_a_run_config_that_changes_another_field(ru
     assert SECRET_KEY not in runs[key]["launchpad"]
 
 
-def test_rebalancing_is_on_unless_the_environment_turns_it_off(monkeypatch):
-    from rag_sft.resources import ExportChecks
+def test_rebalancing_and_near_duplicates_are_on_unless_the_environment_turns_them_off(monkeypatch):
+    from rag_sft.resources import ExportChecks, SftRules
 
+    monkeypatch.delenv("RAG_SFT_NEAR_DUPLICATES", raising=False)
+    assert SftRules().near_duplicates is True
+    monkeypatch.setenv("RAG_SFT_NEAR_DUPLICATES", "false")
+    assert SftRules().near_duplicates is False
     monkeypatch.delenv("RAG_SFT_REBALANCE", raising=False)
     assert ExportChecks().rebalance is True
     for value, expected in (("false", False), ("0", False), ("off", False), ("true", True), ("1", True)):
