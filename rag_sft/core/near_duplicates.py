@@ -65,11 +65,12 @@ def _mix(values: np.ndarray) -> np.ndarray:
 
 def _gram_hashes(texts: list[str], salt: np.uint64) -> tuple[np.ndarray, np.ndarray]:
     """Each text's character n-grams as 64-bit hashes, and the text each belongs to. A text is
-    padded with n - 1 NULs, so one shorter than n still has a gram."""
-    pad = "\0" * (NGRAM - 1)
+    padded with NULs, so one shorter than n (even an empty one) still has a gram."""
+    pad = "\0" * NGRAM
     codepoints = np.frombuffer("".join(text + pad for text in texts).encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    lengths = np.fromiter((len(text) for text in texts), dtype=np.int64, count=len(texts))
-    starts = np.concatenate([[0], np.cumsum(lengths + NGRAM - 1)[:-1]]).astype(np.int64)
+    sizes = np.fromiter((len(text) for text in texts), dtype=np.int64, count=len(texts))
+    starts = np.concatenate([[0], np.cumsum(sizes + NGRAM)[:-1]]).astype(np.int64)
+    lengths = np.maximum(sizes, 1)  # grams per text
     owner = np.repeat(np.arange(len(texts)), lengths)
     positions = (np.arange(int(lengths.sum())) - np.repeat(np.cumsum(lengths) - lengths, lengths)) + starts[owner]
     with np.errstate(over="ignore"):
@@ -92,7 +93,7 @@ def signatures(questions: list[str], doc_ids: list[list[str]], num_perm: int = N
     owner = np.concatenate([question_owner, id_owner[id_index]])
     order = np.argsort(owner, kind="stable")
     grams, owner = grams[order], owner[order]
-    starts = np.searchsorted(owner, np.arange(count))  # every sample has at least one question gram
+    starts = np.searchsorted(owner, np.arange(count))  # every sample has a question gram, if only of NULs
     a, b = _permutations(num_perm)
     result = np.empty((count, num_perm), dtype=np.uint32)
     with np.errstate(over="ignore"):

@@ -100,3 +100,13 @@ def test_the_banding_follows_the_configured_similarity(threshold):
     assert banding.bands * banding.rows <= nd.NUM_PERM
     # The S-curve's midpoint (1/b)^(1/r) sits near the threshold.
     assert abs((1 / banding.bands) ** (1 / banding.rows) - threshold) < 0.15
+
+
+def test_questions_that_normalize_to_nothing_still_have_a_signature_of_their_own():
+    import pyarrow as pa
+
+    questions = nd.normalized(pa.array(["？？？", "!!", "退款?"])).to_pylist()
+    assert questions[:2] == ["", ""]
+    signature = nd.signatures(questions, [["kb-1"], ["kb-2"], ["kb-1"]])
+    assert signature.shape == (3, nd.NUM_PERM)
+    assert nd.similarity(signature[0], signature[1]) < 0.8 and nd.similarity(signature[0], signature[2]) < 0.8
