@@ -40,6 +40,8 @@ LANDING_DIR_ENV = "RAG_SFT_LANDING_DIR"
 SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
 SQL_URL_ENV = "RAG_SFT_SQL_URL"
 LABEL_BALANCE_SEVERITY_ENV = "RAG_SFT_LABEL_BALANCE_SEVERITY"
+REBALANCE_ENV = "RAG_SFT_REBALANCE"
+NEAR_DUPLICATES_ENV = "RAG_SFT_NEAR_DUPLICATES"
 BASE_MODEL_ENV = "RAG_SFT_BASE_MODEL"
 EXPORT_FORMATS_ENV = "RAG_SFT_EXPORT_FORMATS"
 COMPLETION_STRATEGY_ENV = "RAG_SFT_COMPLETION_STRATEGY"
@@ -83,6 +85,16 @@ def from_env(variable: str, default: Any, kind: Callable[[str], Any] = str) -> C
         return kind(value) if value else default
 
     return read
+
+
+def parse_bool(value: str) -> bool:
+    """A switch from the environment: true/false, 1/0, yes/no, on/off (any case)."""
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {value!r}")
 
 
 def resolved(value: str | None) -> str | None:
@@ -258,6 +270,26 @@ class SftRules(dg.ConfigurableResource):
         default={"factuality_error": 1.5, "low_relevance": 1.3}, description="Base label weights (rule 9)."
     )
     default_label_base_weight: float = Field(default=1.0, description="Base weight of other labels.")
+    redact_pii: bool = Field(
+        default=True,
+        description="Replace personal data (phones, e-mail, ID numbers, bank cards, IPs, secrets in URLs) by typed "
+        "placeholders in annotated_samples and everything after it: prompts, LLM requests, exports (rule 14).",
+    )
+    near_duplicates: bool = Field(
+        default_factory=from_env(NEAR_DUPLICATES_ENV, True, parse_bool),
+        validate_default=True,
+        description="One sample per question (rule 13): samples whose question and context doc ids are near-identical "
+        "to a kept one of the day or of an earlier day are filtered as near_duplicate, naming the kept sample_id. "
+        "Default: $RAG_SFT_NEAR_DUPLICATES, else true.",
+    )
+    near_duplicate_similarity: float = Field(
+        default=0.8, gt=0, le=1, description="Jaccard similarity (MinHash estimate) from which two samples are one."
+    )
+    redact_raw: bool = Field(
+        default=False,
+        description="Redact raw_events and the dead letter's raw_text too, so the raw text is kept nowhere (a "
+        "re-materialization can then no longer recover it).",
+    )
 
     def settings(self) -> RuleSettings:
         return RuleSettings(
@@ -273,6 +305,7 @@ class SftRules(dg.ConfigurableResource):
             label_rarity_factor=self.label_rarity_factor,
             label_base_weights=dict(self.label_base_weights),
             default_label_base_weight=self.default_label_base_weight,
+            redact_pii=self.redact_pii,
         )
 
 
@@ -293,6 +326,16 @@ class ExportChecks(dg.ConfigurableResource):
     min_records_for_balance: int = Field(
         default=50, description="Days with fewer exported records pass label balance with a note."
     )
+    min_label_count: int = Field(
+        default=5, ge=1, description="Labels with fewer exported records are reported, not judged for the imbalance ratio."
+    )
+    rebalance: bool = Field(
+        default_factory=from_env(REBALANCE_ENV, True, parse_bool),
+        validate_default=True,
+        description="Before the checks, cap each label at what max_label_share and max_imbalance_ratio allow (the "
+        "surplus, chosen by a hash of sample_id, is filtered as label_cap), so a skewed day exports a balanced subset. "
+        "Default: $RAG_SFT_REBALANCE, else true.",
+    )
     confidence_severity: Literal["ERROR", "WARN"] = Field(default="ERROR", description="Severity of a confidence failure.")
     label_balance_severity: Literal["ERROR", "WARN"] = Field(
         default_factory=from_env(LABEL_BALANCE_SEVERITY_ENV, "ERROR"),
@@ -311,6 +354,7 @@ class ExportChecks(dg.ConfigurableResource):
             max_label_share=self.max_label_share,
             max_imbalance_ratio=self.max_imbalance_ratio,
             min_records_for_balance=self.min_records_for_balance,
+            min_label_count=self.min_label_count,
             confidence_severity=self.confidence_severity,
             label_balance_severity=self.label_balance_severity,
             export_format_severity=self.export_format_severity,

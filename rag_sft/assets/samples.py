@@ -4,6 +4,7 @@ from collections import Counter
 from pathlib import Path
 
 import dagster as dg
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -19,11 +20,12 @@ from rag_sft.assets.metadata import (
 )
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
-from rag_sft.core import checks, rules, samples, tables
+from rag_sft.core import balance, checks, near_duplicates, pii, rules, samples, tables
 from rag_sft.core.invariants import require
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.export_ledger import export_status
 from rag_sft.io.memory import streaming_day
+from rag_sft.io.near_duplicate_index import NearDuplicateIndex
 from rag_sft.io.warehouse import (
     PART_FILE,
     PartitionWriter,
@@ -34,6 +36,8 @@ from rag_sft.io.warehouse import (
     row_groups,
 )
 from rag_sft.resources import Completions, ExportChecks, SftRules, Warehouse
+
+NEAR_DUPLICATE_INDEX = "near-duplicates.sqlite"
 
 
 def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
@@ -54,7 +58,8 @@ def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
     partitions_def=daily_partitions,
     group_name="samples",
     kinds={"parquet"},
-    description="Main label, top-k context docs, correction instruction, language, confidence, sample_id.",
+    description="Main label, top-k context docs, correction instruction, language, confidence, sample_id; "
+    "personal data in the question, answer, docs and suggestion replaced by typed placeholders.",
     metadata={"dagster/column_schema": column_schema(tables.ANNOTATED_SAMPLES)},
     owners=DATA_OWNERS,
     code_version=PIPELINE_CODE_VERSION,
@@ -65,12 +70,14 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
     labels: Counter = Counter()
     languages: Counter = Counter()
     confidences: list[pa.Array] = []
+    personal_data: Counter = Counter()
     with streaming_day(), PartitionWriter(
         warehouse.table_dir("annotated_samples"), day, tables.ANNOTATED_SAMPLES, warehouse.parquet_compression, tables.FREE_TEXT
     ) as writer:
         groups = row_groups(warehouse.table_dir("raw_events"), day)
-        for _, batch in ordered_map(_annotate_group, groups, warehouse.worker_count(), settings, threads=True):
+        for _, (batch, found) in ordered_map(_annotate_group, groups, warehouse.worker_count(), settings, threads=True):
             writer.write(batch)
+            personal_data.update(found)
             labels.update(_value_counts(batch.column("label")))
             languages.update(_value_counts(batch.column("language")))
             confidences.append(batch.column("confidence"))
@@ -82,6 +89,10 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
             "languages": count_table(languages, "language"),
             **stat_numbers("confidence", confidence_summary(confidences)),
             **share_numbers("label_share_pct", labels, rules.LABEL_PRIORITY),
+            # Placeholders put in by kind (0 for every kind: nothing found; "off": not redacted).
+            "personal_data_redacted": dg.MetadataValue.json(
+                {kind: personal_data[kind] for kind in pii.KINDS} if settings.redact_pii else "off"
+            ),
             "path": dg.MetadataValue.path(str(path)),
         }
     )
@@ -111,13 +122,34 @@ def sft_records(
     settings = sft_rules.settings()
     annotated_dir = warehouse.table_dir("annotated_samples")
 
-    # Label weights depend on the whole day's label counts, so count first (two columns only).
+    # Near-duplicates first (they would skew the label counts), then the label caps.
+    near = None
+    if sft_rules.near_duplicates:
+        near = _near_duplicates(day, annotated_dir, warehouse, settings, sft_rules.near_duplicate_similarity)
+    set_aside = near.set_aside if near else None
+
+    # Label weights and caps depend on the whole day's label counts, so count first (few columns).
     eligible_labels: Counter = Counter()
-    for batch in read_batches(annotated_dir, day, ["label", "confidence"], warehouse.batch_size):
-        eligible_labels.update(tables.exported_label_counts(batch, settings))
+    for batch in read_batches(annotated_dir, day, ["sample_id", "label", "confidence"], warehouse.batch_size):
+        eligible_labels.update(tables.exported_label_counts(tables.without(batch, set_aside), settings))
+    gate = export_checks.settings(sft_rules.min_confidence)
+    rebalanced = "off"
+    if export_checks.rebalance:
+        caps = checks.label_caps(eligible_labels, gate)
+        rebalanced = balance.summary(eligible_labels, caps)
+        capped = balance.over_cap(eligible_labels, caps) if caps is not None else {}
+        if capped:  # only a skewed day reads its sample_ids again
+            candidates = (
+                tables.without(batch, set_aside)
+                for batch in read_batches(annotated_dir, day, ["sample_id", "label", "confidence"], warehouse.batch_size)
+            )
+            surplus = balance.label_cap_surplus(candidates, capped, settings.min_confidence)
+            set_aside = pa.concat_tables([set_aside, surplus]) if set_aside is not None else surplus
+            eligible_labels = Counter({**eligible_labels, **capped})  # what the day will export of each label
     label_weights = samples.label_weights_for(eligible_labels, settings)
 
     exported_labels: Counter = Counter()
+    exported_ids: set[str] = set()  # for the near-duplicate index
     filter_reasons: Counter = Counter()
     confidences: list[pa.Array] = []
     table_dir = warehouse.table_dir("sft_records")
@@ -129,11 +161,14 @@ def sft_records(
         ) as writer:
             groups = row_groups(annotated_dir, day)
             for _, batch in ordered_map(
-                _records_of_group, groups, warehouse.worker_count(), settings, strategy, label_weights, threads=True
+                _records_of_group, groups, warehouse.worker_count(), settings, strategy, label_weights, set_aside,
+                threads=True,
             ):
                 writer.write(batch)
                 exported = batch.filter(pc.equal(batch.column("status"), samples.EXPORTED))
                 exported_labels.update(_value_counts(exported.column("label")))
+                if near is not None:
+                    exported_ids.update(exported.column("sample_id").to_pylist())
                 confidences.append(exported.column("confidence"))
                 filter_reasons.update(_value_counts(pc.drop_null(batch.column("filter_reason"))))
             writer.commit()
@@ -144,7 +179,6 @@ def sft_records(
         filtered_count = sum(filter_reasons.values())
         require(would_export + filtered_count == writer.rows, f"{day}: exported {would_export} + filtered "
                 f"{filtered_count} != {writer.rows} records: a sample was lost or counted twice")
-        gate = export_checks.settings(sft_rules.min_confidence)
         verdicts = [
             checks.confidence_verdict(
                 pa.chunked_array(confidences, pa.float64()).to_pylist(), writer.rows, filter_reasons[rules.LOW_CONFIDENCE], gate
@@ -152,6 +186,8 @@ def sft_records(
             checks.label_balance_verdict(exported_labels, label_weights, gate),
         ]
         held_back = [verdict for verdict in verdicts if verdict.holds_back]
+        if near is not None:
+            _remember_exported(day, warehouse, near, set() if held_back else exported_ids)
         export = export_status(export_gate.hold_back(context, warehouse, held_back) if held_back else "")
         path = _publish_partition(scratch / table_dir.name, table_dir, day, [v.check for v in held_back], warehouse)
 
@@ -182,6 +218,10 @@ def sft_records(
             **share_numbers("label_share_pct", exported_labels, rules.LABEL_PRIORITY),
             **{f"label_weight/{label}": round(weight, 4) for label, weight in sorted(label_weights.items())},
             **stat_numbers("confidence", confidence_summary(confidences)),
+            "rebalance": rebalanced,
+            "near_duplicates": dg.MetadataValue.json(
+                {"within_day": near.within_day, "across_days": near.across_days, "kept": len(near.kept)} if near else "off"
+            ),
             "completion_strategy": strategy.name,
             "completion_failed": completion_failed,
             **completion_metadata(completion_figures),
@@ -194,12 +234,39 @@ def sft_records(
 
 
 # Each thread reads its own row group (Parquet decoding releases the GIL too).
-def _annotate_group(group: RowGroup, settings) -> pa.RecordBatch:
-    return tables.annotate_batch(group.read(), settings)
+def _annotate_group(group: RowGroup, settings) -> tuple[pa.RecordBatch, Counter]:
+    return tables.annotate_and_redact(group.read(), settings)
 
 
-def _records_of_group(group: RowGroup, settings, strategy, label_weights) -> pa.RecordBatch:
-    return tables.records_batch(group.read(), settings, strategy, label_weights)
+def _signatures_of_group(group: RowGroup, settings) -> tuple[list[str], np.ndarray]:
+    columns = ["sample_id", "question", "confidence", "context_docs.list.element.id"]
+    return near_duplicates.batch_signatures(group.read(columns), settings.min_confidence)
+
+
+def _records_of_group(group: RowGroup, settings, strategy, label_weights, set_aside) -> pa.RecordBatch:
+    return tables.records_batch(group.read(), settings, strategy, label_weights, set_aside)
+
+
+def _near_duplicates(day: str, annotated_dir: Path, warehouse: Warehouse, settings, similarity: float):
+    """The day's near-duplicates against itself and the earlier days' kept samples; the day's
+    kept ones go to the index for the days after it."""
+    sample_ids: list[str] = []
+    parts = [np.zeros((0, near_duplicates.NUM_PERM), dtype=np.uint32)]
+    groups = row_groups(annotated_dir, day)
+    for _, (ids, signature) in ordered_map(_signatures_of_group, groups, warehouse.worker_count(), settings, threads=True):
+        sample_ids.extend(ids)
+        parts.append(signature)
+    signature = np.concatenate(parts)
+    banding = near_duplicates.Banding.for_threshold(similarity)
+    with NearDuplicateIndex(warehouse.state_dir() / NEAR_DUPLICATE_INDEX) as index:
+        return near_duplicates.deduplicate_day(sample_ids, signature, lambda keys: index.earlier(day, keys), banding, similarity)
+
+
+def _remember_exported(day: str, warehouse: Warehouse, near, exported: set[str]) -> None:
+    """The day's kept samples that it exports, for the days after it (a held-back day: none)."""
+    kept = [index for index in near.kept if near.sample_ids[index] in exported]
+    with NearDuplicateIndex(warehouse.state_dir() / NEAR_DUPLICATE_INDEX) as index:
+        index.replace_day(day, [near.sample_ids[i] for i in kept], near.signatures[kept], near.keys[kept])
 
 
 def _publish_partition(

@@ -118,8 +118,22 @@ def cmd_run(args: argparse.Namespace) -> int:
     if source.kind == "landing":
         landing = LandingFolder(source.landing_dir)
         if not landing.has_events():
-            if "RAG_SFT_LANDING_DIR" in os.environ and not landing.root.is_dir():
+            from rag_sft.resources import default_data_dir
+
+            sample_folder = Path(default_data_dir()) / "landing"
+            is_sample_folder = landing.root.absolute() == sample_folder
+            if not landing.root.is_dir() and not is_sample_folder:
                 print(f"error: landing folder {landing.root} does not exist", file=sys.stderr)
+                return 2
+            if not is_sample_folder:
+                # A user's folder that is still empty must not be filled with made-up events that
+                # would then be trained on as if they were real.
+                print(
+                    f"error: landing folder {landing.root} holds no events (*.jsonl, *.jsonl.gz, *.jsonl.zst); "
+                    f"sample events are only generated into the project's own folder {sample_folder} "
+                    "(unset RAG_SFT_LANDING_DIR to try them)",
+                    file=sys.stderr,
+                )
                 return 2
             print(f"No events in {landing.root}: generating 7 days of sample events")
             settings = GeneratorSettings(malformed_share=0.01, duplicate_share=0.005)

@@ -7,6 +7,7 @@ fails at ERROR holds the day back; at WARN the day goes through with a warning.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class CheckSettings:
     max_label_share: float = 0.6
     max_imbalance_ratio: float = 10.0
     min_records_for_balance: int = 50
+    min_label_count: int = 5  # rarer labels are reported, not held against the imbalance ratio
     confidence_severity: Severity = ERROR
     label_balance_severity: Severity = ERROR
     export_format_severity: Severity = ERROR
@@ -110,11 +112,56 @@ def confidence_verdict(
     )
 
 
+def _share_passes(top_count: int, total: int, settings: CheckSettings) -> bool:
+    return top_count / total <= settings.max_label_share
+
+
+def _ratio_passes(top_count: int, rare_count: int, settings: CheckSettings) -> bool:
+    return top_count / rare_count <= settings.max_imbalance_ratio
+
+
+def _ratio_judged(counts: Mapping[str, int], settings: CheckSettings) -> dict[str, int]:
+    """The labels the imbalance ratio is judged on: a handful of stray records of a label must
+    not hold back a healthy day (300 times a label seen once)."""
+    return {label: count for label, count in counts.items() if count >= settings.min_label_count}
+
+
+def label_caps(label_counts: Mapping[str, int], settings: CheckSettings) -> dict[str, int] | None:
+    """The most records of each label a day may export and pass `label_balance_verdict`: the
+    dominant labels are cut down to a common cap (and to max_imbalance_ratio times the rarest
+    judged label). The counts themselves when the day passes or is too small to judge; None when
+    no subset of at least min_records_for_balance records passes (the day stays held back)."""
+    counts = {label: count for label, count in label_counts.items() if count > 0}
+    total = sum(counts.values())
+    if total < settings.min_records_for_balance or label_balance_verdict(counts, {}, settings).passed:
+        return counts
+    judged = _ratio_judged(counts, settings)
+    ratio_cap = math.floor(settings.max_imbalance_ratio * min(judged.values())) if judged else total
+    capped = [min(count, ratio_cap) for count in counts.values()]
+
+    def share_passes_at(cap: int) -> bool:  # the labels above a common cap, cut down to it
+        return _share_passes(cap, sum(min(count, cap) for count in capped), settings)
+
+    # share(X) = X / sum(min(count, X)) only grows with X (each step adds at most one X per label
+    # above it), so the common caps that pass are 1..X*: the largest is found by bisection.
+    low, high = 0, max(capped)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if share_passes_at(middle) else (low, middle - 1)
+    cap = low
+    caps = {label: min(count, ratio_cap, cap) for label, count in counts.items()}
+    balanced = {label: count for label, count in caps.items() if count > 0}
+    if sum(balanced.values()) < settings.min_records_for_balance or not label_balance_verdict(balanced, {}, settings).passed:
+        return None
+    return caps
+
+
 def label_balance_verdict(
     label_counts: Mapping[str, int], label_weights: Mapping[str, float], settings: CheckSettings
 ) -> Verdict:
     """No label above max_label_share of the exported records, and the most frequent label at
-    most max_imbalance_ratio times the least frequent one; small days are not judged."""
+    most max_imbalance_ratio times the least frequent one with at least min_label_count records
+    (rarer labels are reported); small days are not judged."""
     counts = {label: count for label, count in label_counts.items() if count > 0}
     total = sum(counts.values())
     labels = [
@@ -127,6 +174,7 @@ def label_balance_verdict(
         "max_label_share": settings.max_label_share,
         "max_imbalance_ratio": settings.max_imbalance_ratio,
         "min_records_for_balance": settings.min_records_for_balance,
+        "min_label_count": settings.min_label_count,
     }
     if total < settings.min_records_for_balance:
         return Verdict(
@@ -138,28 +186,40 @@ def label_balance_verdict(
             metadata,
         )
     top_label, top_count = max(counts.items(), key=lambda item: (item[1], item[0]))
-    rare_label, rare_count = min(counts.items(), key=lambda item: (item[1], item[0]))
     top_share = top_count / total
-    ratio = top_count / rare_count
-    metadata.update(top_label=top_label, top_share=round(top_share, 4), imbalance_ratio=round(ratio, 2))
+    judged = _ratio_judged(counts, settings)
+    rare = {label: count for label, count in counts.items() if label not in judged}
+    metadata.update(top_label=top_label, top_share=round(top_share, 4), rare_labels=dict(sorted(rare.items())))
     problems = []
-    if top_share > settings.max_label_share:
+    if not _share_passes(top_count, total, settings):
         problems.append(
             f"{top_label} is {top_share:.1%} of {total} exported records, above max_label_share {settings.max_label_share:.0%}"
         )
-    if ratio > settings.max_imbalance_ratio:
-        problems.append(
-            f"{top_label} ({top_count}) is {ratio:.1f} times {rare_label} ({rare_count}), "
-            f"above max_imbalance_ratio {settings.max_imbalance_ratio:g}"
-        )
+    ratio_text = "imbalance ratio not judged (no label has min_label_count records)"
+    if judged:
+        rare_label, rare_count = min(judged.items(), key=lambda item: (item[1], item[0]))
+        ratio = top_count / rare_count
+        metadata.update(imbalance_ratio=round(ratio, 2))
+        ratio_text = f"imbalance ratio {ratio:.1f}"
+        if not _ratio_passes(top_count, rare_count, settings):
+            problems.append(
+                f"{top_label} ({top_count}) is {ratio:.1f} times {rare_label} ({rare_count}), "
+                f"above max_imbalance_ratio {settings.max_imbalance_ratio:g}"
+            )
+    rare_text = ""
+    if rare:
+        listed = ", ".join(f"{label} ({count})" for label, count in sorted(rare.items(), key=lambda item: (item[1], item[0])))
+        rare_text = f"; under min_label_count {settings.min_label_count}, not judged for the ratio: {listed}"
     if problems:
-        return Verdict(LABEL_BALANCE, False, settings.label_balance_severity, "label_balance: " + "; ".join(problems), metadata)
+        return Verdict(
+            LABEL_BALANCE, False, settings.label_balance_severity, "label_balance: " + "; ".join(problems) + rare_text, metadata
+        )
     return Verdict(
         LABEL_BALANCE,
         True,
         settings.label_balance_severity,
         f"label_balance: {len(counts)} labels over {total} records, largest {top_label} {top_share:.1%}, "
-        f"imbalance ratio {ratio:.1f}",
+        f"{ratio_text}{rare_text}",
         metadata,
     )
 
@@ -178,7 +238,7 @@ class _JsonlRecord(msgspec.Struct):  # more fields may follow; these must be the
     date: str
     question: str
     completion_strategy: str
-    completion_model: str | None
+    completion_model: str  # "" when no model wrote it: a type that is the same on every day
 
 
 _RECORD_DECODER = msgspec.json.Decoder(_JsonlRecord)

@@ -95,9 +95,9 @@ def normalize_event(obj: Any, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) ->
     question = _required_text(obj, "question", max_field_chars).strip()
     if not question:
         raise Rejection(EMPTY_FIELD, "question is blank")
-    answer = _required_text(obj, "answer", max_field_chars)
-    if not answer.strip():
-        raise Rejection(EMPTY_FIELD, "answer is blank")
+    # SPEC marks only request_id and question non-empty: an empty answer is still a low-scoring
+    # answer to correct (the completion strategy decides what it can make of it).
+    answer = _required_text(obj, "answer", max_field_chars, allow_empty=True)
 
     docs = _normalize_docs(obj, max_field_chars)
     evaluation = _normalize_evaluation(obj, max_field_chars)
@@ -116,13 +116,13 @@ def normalize_event(obj: Any, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) ->
     }
 
 
-def _required_text(obj: dict, field: str, max_chars: int) -> str:
+def _required_text(obj: dict, field: str, max_chars: int, allow_empty: bool = False) -> str:
     if field not in obj or obj[field] is None:
         raise Rejection(MISSING_FIELD, f"{field} is missing")
     value = obj[field]
     if not isinstance(value, str):
         raise Rejection(WRONG_TYPE, f"{field} must be a string, got {_type_name(value)}")
-    if value == "":
+    if value == "" and not allow_empty:
         raise Rejection(EMPTY_FIELD, f"{field} is empty")
     _check_size(field, value, max_chars)
     return value
@@ -196,6 +196,8 @@ def _normalize_evaluation(obj: dict, max_chars: int) -> dict:
         raise Rejection(WRONG_TYPE, f"evaluation.checks must be an object, got {_type_name(raw_checks)}")
     checks = []
     for name, value in raw_checks.items():
+        if value is None:
+            continue  # an evaluator that did not run a check reports null: no score to keep
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise Rejection(WRONG_TYPE, f"evaluation.checks.{name} must be a number, got {_type_name(value)}")
         checks.append((name, float(value)))

@@ -35,7 +35,7 @@ class _Doc(msgspec.Struct, gc=False):
 class _Evaluation(msgspec.Struct, gc=False):
     score: float
     labels: list[str] | None = None
-    checks: dict[str, float] | None = None
+    checks: dict[str, float | None] | None = None  # a null check is dropped, as the rule book does
     suggestion: msgspec.Raw = _NULL
 
 
@@ -158,7 +158,7 @@ def accept(
     question, question_ok = _json_texts([event.question for event in chosen_events], max_chars)
     ok &= question_ok & _stripped(question)
     answer, answer_ok = _json_texts([event.answer for event in chosen_events], max_chars)
-    ok &= answer_ok & pc.match_substring_regex(answer, _NOT_BLANK).to_numpy(zero_copy_only=False)
+    ok &= answer_ok  # empty or blank answers are valid
     suggestion_literals = [b'""' if e.suggestion == _NULL else e.suggestion for e in evaluations]
     suggestion, suggestion_ok = _json_texts(suggestion_literals, max_chars)
     ok &= suggestion_ok
@@ -186,7 +186,7 @@ def accept(
             docs,
             pa.array(score),
             pa.array([events.normalize_labels(e.labels) if e.labels else [] for e in evaluations], tables.RAW_EVENTS.field("labels").type),
-            pa.array([e.checks or {} for e in evaluations], tables.CHECKS),
+            pa.array([_scored_checks(e.checks) for e in evaluations], tables.CHECKS),
             suggestion,
             pa.array(decoded.micros[chosen]).cast(tables.UTC_TIMESTAMP),
             pa.array([sources[p] for p in positions], pa.string()),
@@ -268,6 +268,14 @@ def _json_texts(literals: list, max_chars: int) -> tuple[pa.Array, np.ndarray]:
     if len(long):
         valid[long] &= pc.utf8_length(strings.take(pa.array(long))).to_numpy(zero_copy_only=False) <= max_chars
     return strings, valid
+
+
+def _scored_checks(checks: dict | None) -> dict:
+    if not checks:
+        return {}
+    if None in checks.values():
+        return {name: value for name, value in checks.items() if value is not None}
+    return checks
 
 
 def _stripped(texts: pa.Array) -> np.ndarray:

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 import pyarrow as pa
 
-from rag_sft.core import events, fastpath, tables
+from rag_sft.core import events, fastpath, pii, tables
 from rag_sft.core.events import Rejection
 
 
@@ -189,11 +189,17 @@ def ingest(
     return deduplicated((judge_lines(chunk, max_field_chars) for chunk in batched(lines, batch_size)), counts)
 
 
-def deduplicated(chunks: Iterable[JudgedChunk], counts: IngestCounts) -> Iterator[IngestBatch]:
-    """The day's judged chunks, in line order, with each request_id kept only the first time."""
+FirstDays = Callable[[list[str]], dict[str, str]]
+
+
+def deduplicated(chunks: Iterable[JudgedChunk], counts: IngestCounts, first_days: FirstDays | None = None) -> Iterator[IngestBatch]:
+    """The day's judged chunks, in line order, with each request_id kept only the first time:
+    the first line of the day, unless `first_days` (request_ids -> the earliest earlier day that
+    accepted them) says an earlier day holds it."""
     seen: set[str] = set()
     for chunk in chunks:
-        yield deduplicate(chunk, seen, counts)
+        earlier = first_days(chunk.accepted.column("request_id").to_pylist()) if first_days and chunk.accepted else {}
+        yield deduplicate(chunk, seen, counts, earlier)
 
 
 def batched(lines: Iterable[SourceLine], size: int) -> Iterator[list[SourceLine]]:
@@ -207,9 +213,10 @@ def batched(lines: Iterable[SourceLine], size: int) -> Iterator[list[SourceLine]
         yield chunk
 
 
-def deduplicate(chunk: JudgedChunk, seen: set[str], counts: IngestCounts) -> IngestBatch:
-    """Drop request_ids seen earlier this day (`seen` carries them across chunks) into the dead
-    letter, and count every line of the chunk once."""
+def deduplicate(chunk: JudgedChunk, seen: set[str], counts: IngestCounts, earlier: dict[str, str] | None = None) -> IngestBatch:
+    """Drop request_ids seen earlier this day (`seen` carries them across chunks) or on an earlier
+    day (`earlier`: request_id -> that day) into the dead letter, and count every line once."""
+    earlier = earlier or {}
     counts.read += chunk.read
     dead = list(chunk.dead)
     for _, row in chunk.dead:
@@ -219,13 +226,15 @@ def deduplicate(chunk: JudgedChunk, seen: set[str], counts: IngestCounts) -> Ing
     if accepted is not None:
         keep = []
         for index, (key, request_id) in enumerate(zip(chunk.accepted_keys, accepted.column("request_id").to_pylist())):
-            first = request_id not in seen
+            first_day = earlier.get(request_id)
+            first = request_id not in seen and first_day is None
             keep.append(first)
             if first:
                 seen.add(request_id)
                 continue
             counts.duplicates += 1
-            duplicate = Rejection(events.DUPLICATE_REQUEST_ID, f"request_id {request_id!r} seen earlier this day")
+            where = f"first seen on {first_day}" if first_day else "seen earlier this day"
+            duplicate = Rejection(events.DUPLICATE_REQUEST_ID, f"request_id {request_id!r} {where}")
             line = SourceLine(accepted["source"][index].as_py(), accepted["source_line"][index].as_py(), chunk.raw_of_accepted(index))
             dead.append((key, dead_row(line, "duplicate", duplicate, request_id)))
         if not all(keep):
@@ -254,3 +263,18 @@ def dead_row(line: SourceLine, outcome: str, rejection: Rejection, request_id: s
         "request_id": request_id,
         "raw_text": raw_text(line.raw),
     }
+
+
+RAW_PERSONAL_TEXTS = ("question", "answer", "suggestion")
+
+
+def redacted(batch: IngestBatch) -> IngestBatch:
+    """The batch with personal data replaced by placeholders (pii.redact) in the accepted events'
+    texts and docs and in the dead letter's raw text: with `redact_raw`, kept nowhere."""
+    accepted = batch.accepted
+    if accepted is not None:
+        accepted, _ = pii.redact_batch(accepted, RAW_PERSONAL_TEXTS, "docs")
+    dead_letter = batch.dead_letter
+    if dead_letter is not None:
+        dead_letter, _ = pii.redact_batch(dead_letter, ("raw_text",), None)
+    return IngestBatch(accepted, dead_letter)

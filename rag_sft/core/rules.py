@@ -23,8 +23,14 @@ EN = "en"
 LANGUAGES = (ZH, EN)
 
 LOW_CONFIDENCE = "low_confidence"
-# A sample whose completion could not be written: "completion_" + why (core/llm.py reasons).
+LABEL_CAP = "label_cap"  # over its label's share of a skewed day (SPEC rule 12)
+NEAR_DUPLICATE = "near_duplicate"  # repeats a kept sample of the day or an earlier day (SPEC rule 13)
+# A sample whose completion could not be written: "completion_" + why (core/llm.py reasons);
+# it is asked again on the next materialization.
 COMPLETION_FAILED_PREFIX = "completion_"
+# The naive strategy has no answer to prefix: filtered under this reason itself, on every run.
+EMPTY_ANSWER = "empty_answer"
+FINAL_COMPLETION_FAILURES = frozenset({EMPTY_ANSWER})
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class RuleSettings:
         default_factory=lambda: {FACTUALITY_ERROR: 1.5, LOW_RELEVANCE: 1.3}
     )
     default_label_base_weight: float = 1.0
+    redact_pii: bool = True  # personal data replaced by placeholders before prompts (core/pii.py)
 
 
 # Rule 1 ---------------------------------------------------------------------------------------
@@ -65,21 +72,50 @@ def select_context(docs: Sequence[Mapping], top_k: int = 3) -> list[Mapping]:
 
 
 # Rule 3 ---------------------------------------------------------------------------------------
-_HAN = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-_LATIN = re.compile(r"[A-Za-z]")
+# Which language a mixed question is in is decided the way a reader does: by its grammar, not by
+# the share of Latin letters (product names, APIs and file names are Latin in either language).
+# The words below carry each language's grammar; the same patterns run in Python here and in
+# Arrow's RE2 over whole columns (tables.question_languages), ASCII word boundaries in both.
+HAN_PATTERN = "[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+LATIN_PATTERN = "[A-Za-z]"
+ENGLISH_GRAMMAR_WORDS = (
+    "what how why when where which who whose whom is are was were be been am do does did doesn don "
+    "can could should would will shall may might must the an to of in on at for with without from by "
+    "about between into than and or but not no if then my our your their its it this that these those "
+    "we you they there here"
+).split()
+# Lower case, or capitalized at the start of a sentence; "I" and "a" only as written in prose
+# (an upper-case "IN" or "A" is a SQL keyword or a variant name, not English grammar).
+ENGLISH_GRAMMAR_PATTERN = (
+    "\\b(?:" + "|".join(f"[{word[0]}{word[0].upper()}]{word[1:]}" for word in ENGLISH_GRAMMAR_WORDS) + "|I|a)\\b"
+)
+CHINESE_GRAMMAR_PATTERN = (
+    "为什么|为何|如何|怎么|怎样|什么|哪些|哪个|是否|能否|可以|需要|应该|还是|或者|以及|如果|因为|所以|但是|然后|"
+    "[的了吗呢吧啊是在和与及或有没不把被从到对给里中时后请我你它该这那哪么会能要用]"
+)
+_HAN = re.compile(HAN_PATTERN)
+_LATIN = re.compile(LATIN_PATTERN)
+_ENGLISH_GRAMMAR = re.compile(ENGLISH_GRAMMAR_PATTERN, re.ASCII)
+_CHINESE_GRAMMAR = re.compile(CHINESE_GRAMMAR_PATTERN)
 
 
 def question_language(question: str) -> str:
-    """`zh` when Chinese characters carry the question, `en` otherwise.
+    """`zh` when the question is Chinese to a reader, `en` otherwise.
 
-    A Han character carries about as much as a short English word, so a question is Chinese
-    when it has at least one Han character per three Latin letters ("What is 退款政策?" is zh,
-    "How does Kubernetes schedule 容器?" is en).
+    No Han character: English. Han text and no English grammar word ("Kubernetes Deployment 如何回滚?",
+    "Spring Cloud Gateway 限流"): Chinese, whatever names it mentions. Both: Chinese when it has at
+    least as many Chinese grammar words as English ones ("Python 里 for 循环和 while 有什么区别?"),
+    or when Han text dominates the letters (one Han character per three Latin letters: "What is
+    退款政策?"); else English ("How does Kubernetes schedule 容器?").
     """
-    han = len(_HAN.findall(question))
-    if han == 0:
-        return EN
-    return ZH if han * 3 >= len(_LATIN.findall(question)) else EN
+    counts = (_HAN, _LATIN, _CHINESE_GRAMMAR, _ENGLISH_GRAMMAR)
+    return ZH if reads_as_chinese(*(len(pattern.findall(question)) for pattern in counts)) else EN
+
+
+def reads_as_chinese(han, latin, chinese_words, english_words):
+    """The decision of `question_language` from its four counts: ints, or numpy arrays of them
+    (tables.question_languages), so both forms share it."""
+    return (han > 0) & ((english_words == 0) | (chinese_words >= english_words) | (han * 3 >= latin))
 
 
 def instruction_language(question: str, setting: str = "auto") -> str:

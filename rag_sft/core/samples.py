@@ -29,6 +29,9 @@ JSONL_FIELDS = (
     "completion_model",
 )
 
+# `completion_model` in the JSONL of a completion no model wrote (the naive strategy's).
+NO_COMPLETION_MODEL = ""
+
 # One line of the daily preference-pair file (DPO): key -> SFT_RECORDS column ("date": the day).
 PREFERENCE_FIELDS = {
     "prompt": "prompt",

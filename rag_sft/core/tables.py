@@ -6,6 +6,7 @@ The schemas are the documented contract analysts read (README, "Parquet schemas"
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
@@ -14,7 +15,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rag_sft.core import rules, samples
+from rag_sft.core import pii, rules, samples
 from rag_sft.core.columns import lookup_by_label
 from rag_sft.core.completion import CompletionStrategy
 from rag_sft.core.llm import STRATEGY as STRATEGY_LLM
@@ -91,6 +92,7 @@ SFT_RECORDS = pa.schema(
         ("status", pa.string()),  # "exported", "filtered" or "held_back"
         ("filter_reason", pa.string()),
         ("held_back_by", pa.string()),  # the failed checks of a held-back day, comma-separated
+        ("duplicate_of", pa.string()),  # a near_duplicate's kept sample_id (of this day or an earlier one)
     ]
 )
 
@@ -200,17 +202,22 @@ def main_labels(labels: pa.ListArray) -> pa.Array:
     return label
 
 
-_HAN_RE2 = r"[\x{3400}-\x{4dbf}\x{4e00}-\x{9fff}\x{f900}-\x{faff}]"
-
-
 def question_languages(questions: pa.Array, setting: str) -> pa.Array:
-    """Rule 3 over a column (`rules.question_language`, or the configured language)."""
+    """Rule 3 over a column (`rules.question_language`, or the configured language). The grammar
+    words are counted only in questions that mix Han and Latin text, the only ones they decide."""
     if setting != "auto":
         return pa.array([rules.instruction_language("", setting)] * len(questions), pa.string())
-    han = pc.count_substring_regex(questions, _HAN_RE2)
-    latin = pc.count_substring_regex(questions, "[A-Za-z]")
-    chinese = pc.and_(pc.greater(han, 0), pc.greater_equal(pc.multiply(han, 3), latin))
-    return pc.if_else(chinese, rules.ZH, rules.EN)
+    han = pc.count_substring_regex(questions, rules.HAN_PATTERN).to_numpy(zero_copy_only=False)
+    latin = pc.count_substring_regex(questions, rules.LATIN_PATTERN).to_numpy(zero_copy_only=False)
+    chinese_words = np.zeros(len(questions), dtype=np.int64)
+    english_words = np.zeros(len(questions), dtype=np.int64)
+    mixed = np.flatnonzero((han > 0) & (han * 3 < latin))
+    if len(mixed):
+        subset = questions.take(pa.array(mixed))
+        chinese_words[mixed] = pc.count_substring_regex(subset, rules.CHINESE_GRAMMAR_PATTERN).to_numpy(zero_copy_only=False)
+        english_words[mixed] = pc.count_substring_regex(subset, rules.ENGLISH_GRAMMAR_PATTERN).to_numpy(zero_copy_only=False)
+    chinese = rules.reads_as_chinese(han, latin, chinese_words, english_words)
+    return pa.array(np.where(chinese, rules.ZH, rules.EN), pa.string())
 
 
 def annotate_batch(raw: pa.RecordBatch, settings: RuleSettings) -> pa.RecordBatch:
@@ -235,6 +242,30 @@ def annotate_batch(raw: pa.RecordBatch, settings: RuleSettings) -> pa.RecordBatc
         "checks": raw.column("checks"),
     }
     return pa.RecordBatch.from_arrays(list(columns.values()), schema=ANNOTATED_SAMPLES)
+
+
+# Users' texts in ANNOTATED_SAMPLES that may hold personal data, besides the docs' content.
+PERSONAL_TEXTS = ("question", "original_answer", "suggestion")
+
+
+def annotate_and_redact(raw: pa.RecordBatch, settings: RuleSettings) -> tuple[pa.RecordBatch, Counter]:
+    """`annotate_batch`, then personal data replaced by placeholders (rule 14) in every text a
+    prompt, an LLM request or an export is made of; what was found, by kind."""
+    annotated = annotate_batch(raw, settings)
+    if not settings.redact_pii:
+        return annotated, Counter()
+    return pii.redact_batch(annotated, PERSONAL_TEXTS, "context_docs")
+
+
+# Samples a day's selection filters before completions: sample_id, reason, the kept sample_id.
+SET_ASIDE = pa.schema([("sample_id", pa.string()), ("filter_reason", pa.string()), ("duplicate_of", pa.string())])
+
+
+def without(batch: pa.RecordBatch, set_aside: pa.Table | None) -> pa.RecordBatch:
+    """The rows of a batch (with `sample_id`) that are not set aside."""
+    if set_aside is None or not set_aside.num_rows:
+        return batch
+    return batch.filter(pc.invert(pc.is_in(batch.column("sample_id"), value_set=set_aside.column("sample_id"))))
 
 
 def exported_label_counts(annotated: pa.RecordBatch, settings: RuleSettings) -> dict[str, int]:
@@ -280,11 +311,22 @@ def records_batch(
     settings: RuleSettings,
     strategy: CompletionStrategy,
     label_weights: Mapping[str, float],
+    set_aside: pa.Table | None = None,
 ) -> pa.RecordBatch:
-    """`ANNOTATED_SAMPLES` -> `SFT_RECORDS`: prompt, completion, weights and export status."""
+    """`ANNOTATED_SAMPLES` -> `SFT_RECORDS`: prompt, completion, weights and export status.
+
+    `set_aside` (`SET_ASIDE`) names samples the day's selection filters before any completion is
+    written (`near_duplicate`, `label_cap`); the confidence filter comes first.
+    """
     rows = annotated.num_rows
     confidence = annotated.column("confidence")
-    eligible = pc.greater_equal(confidence, settings.min_confidence)
+    confident = pc.greater_equal(confidence, settings.min_confidence)
+    aside_reason = duplicate_of = pa.nulls(rows, pa.string())
+    if set_aside is not None and set_aside.num_rows:
+        found = pc.index_in(annotated.column("sample_id"), value_set=set_aside.column("sample_id"))
+        aside_reason = set_aside.column("filter_reason").combine_chunks().take(found)
+        duplicate_of = set_aside.column("duplicate_of").combine_chunks().take(found)
+    eligible = pc.and_(confident, pc.is_null(aside_reason))
     prompts = prompts_batch(annotated, settings)
     completions = pa.nulls(rows, pa.string())
     failures = pa.nulls(rows, pa.string())
@@ -301,13 +343,15 @@ def records_batch(
         failures = pa.array(outcome.failure_reasons, pa.string()).take(scatter)
         models = outcome.models.take(scatter)
     missing = pc.and_(eligible, pc.is_null(completions))
+    failures = pc.fill_null(failures, "missing")
+    failure_reason = pc.if_else(
+        pc.is_in(failures, value_set=pa.array(sorted(rules.FINAL_COMPLETION_FAILURES), pa.string())),
+        failures,
+        pc.binary_join_element_wise(rules.COMPLETION_FAILED_PREFIX, failures, ""),
+    )
     reason = pc.if_else(
-        eligible,
-        pc.if_else(
-            missing,
-            pc.binary_join_element_wise(rules.COMPLETION_FAILED_PREFIX, pc.fill_null(failures, "missing"), ""),
-            pa.scalar(None, pa.string()),
-        ),
+        confident,
+        pc.if_else(eligible, pc.if_else(missing, failure_reason, pa.scalar(None, pa.string())), aside_reason),
         rules.LOW_CONFIDENCE,
     )
     exported = pc.is_null(reason)
@@ -335,6 +379,7 @@ def records_batch(
         "status": pc.if_else(exported, samples.EXPORTED, samples.FILTERED),
         "filter_reason": reason,
         "held_back_by": pa.nulls(rows, pa.string()),  # the day's verdict comes after every batch
+        "duplicate_of": duplicate_of,
     }
     return pa.RecordBatch.from_arrays(list(columns.values()), schema=SFT_RECORDS)
 
@@ -401,6 +446,12 @@ def jsonl_chunk(records: pa.RecordBatch, day: str) -> JsonlChunk:
     Fields in `samples.JSONL_FIELDS` order; every line is assembled column-wise by Arrow.
     """
     exported = records.filter(pc.equal(records.column("status"), samples.EXPORTED))
+    # Trainers load many days as one dataset, which needs each field's JSON type to be the same
+    # in every file: a completion no model wrote (naive) says "" rather than null.
+    model = exported.schema.get_field_index("completion_model")
+    exported = exported.set_column(
+        model, "completion_model", pc.fill_null(exported.column(model), samples.NO_COMPLETION_MODEL)
+    )
     return _json_lines(exported, [(name, name) for name in samples.JSONL_FIELDS], day)
 
 

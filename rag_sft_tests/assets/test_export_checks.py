@@ -27,7 +27,39 @@ def test_a_balanced_day_passes_every_check_and_is_published(pipeline):
     assert records["day_held_back"] == 0 and "rag_sft/held_back" not in pipeline.instance.get_run_by_id(result.run_id).tags
 
 
-def test_a_day_skewed_like_real_traffic_is_held_back_and_its_old_jsonl_removed(pipeline):
+def test_a_day_skewed_like_real_traffic_exports_a_balanced_subset_the_same_on_every_run(pipeline):
+    generate(pipeline, days=[DAY], events_per_day=1500, factuality_share=0.9)
+    result = pipeline.materialize(DAY)
+    balance = pipeline.check(result, "label_balance")
+    assert balance.passed, balance.description
+    records = pipeline.metadata(result, "sft_records")
+    assert records["rebalance"].startswith("capped factuality_error ")
+    assert records["accepted"] == records["exported"] + records["filtered"] and records["held_back"] == 0
+    assert records["exported"] == balance.metadata["records"].value >= 50
+    rows = pd.read_parquet(pipeline.data / "warehouse" / "sft_records")
+    capped = rows[rows["filter_reason"] == "label_cap"]
+    reasons = {row.data["reason"]: row.data["count"] for row in records["filter_reasons"].value.records}
+    assert len(capped) == reasons["label_cap"] > 0 and set(capped["label"]) == {"factuality_error"}
+    assert (capped["status"] == "filtered").all() and capped["completion"].isna().all()
+    assert (capped["confidence"] >= 0.6).all()  # set aside for balance, not for confidence
+    exported = rows[rows["status"] == "exported"]
+    others = rows[(rows["label"] != "factuality_error") & (rows["confidence"] >= 0.6)]
+    assert set(others["sample_id"]) <= set(exported["sample_id"])  # no other label loses a record
+    first = pipeline.jsonl(DAY).read_bytes()
+
+    assert pipeline.materialize(DAY).success
+    assert pipeline.jsonl(DAY).read_bytes() == first  # the same subset on a re-run
+
+
+def test_with_rebalancing_off_a_skewed_day_is_held_back(pipeline):
+    generate(pipeline, days=[DAY], events_per_day=1500, factuality_share=0.9)
+    result = pipeline.materialize(DAY, raise_on_error=False, checks={"rebalance": False})
+    assert not result.success
+    assert pipeline.metadata(result, "sft_records")["rebalance"] == "off"
+    assert "factuality_error is" in pipeline.check(result, "label_balance").description
+
+
+def test_a_skewed_day_whose_balanced_subset_is_too_small_is_held_back_and_its_old_jsonl_removed(pipeline):
     generate(pipeline, days=[DAY], events_per_day=300)
     pipeline.materialize(DAY)
     assert pipeline.jsonl(DAY).exists()
@@ -37,6 +69,7 @@ def test_a_day_skewed_like_real_traffic_is_held_back_and_its_old_jsonl_removed(p
     # The gate worked: the run succeeds, tagged with the checks that held the day back.
     assert result.success
     assert pipeline.instance.get_run_by_id(result.run_id).tags["rag_sft/held_back"] == "label_balance"
+    assert pipeline.metadata(result, "sft_records")["rebalance"].startswith("cannot balance")
     balance = pipeline.check(result, "label_balance")
     assert not balance.passed and balance.severity == dg.AssetCheckSeverity.ERROR
     assert balance.partition == DAY

@@ -25,8 +25,9 @@ LABELS = [["factuality_error"], ["incomplete_answer"], ["low_relevance"], ["over
 
 
 def write_day(pipeline, questions: list[str], low_confidence: int = 0) -> None:
-    events = [
-        event(f"r{n:04d}", question=question, score=0.9, labels=LABELS[n % len(LABELS)])
+    events = [  # each answered from its own documents: different samples, not near-duplicates
+        event(f"r{n:04d}", question=question, score=0.9, labels=LABELS[n % len(LABELS)],
+              docs=[{"id": f"kb-{n:04d}-{d}", "content": f"第{n}份文档第{d}段。", "score": 0.9 - d / 10} for d in range(2)])
         for n, question in enumerate(questions)
     ]
     events += [event(f"low{n}", question=f"低分问题{n}?", score=0.2) for n in range(low_confidence)]

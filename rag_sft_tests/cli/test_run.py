@@ -103,3 +103,11 @@ def test_a_day_that_fails_names_the_os_error_and_keeps_its_earlier_jsonl_listed(
     assert f"NotADirectoryError: [Errno 20] Not a directory: '{table}" in reason
     assert lines[lines.index("JSONL files:") + 1] == f"  {BALANCED}  {jsonl}  (from an earlier run)"
     assert jsonl.read_bytes() == earlier
+
+
+def test_an_empty_folder_of_the_users_is_an_error_and_gets_no_sample_events(tmp_path):
+    (tmp_path / "landing").mkdir()
+    done = run_cli(tmp_path)
+    assert done.returncode == 2
+    assert f"landing folder {tmp_path / 'landing'} holds no events" in done.stderr
+    assert list((tmp_path / "landing").iterdir()) == []  # nothing was made up in the user's folder

@@ -62,10 +62,10 @@ def test_a_day_skewed_like_real_traffic_is_held_back():
 
 
 def test_imbalance_ratio_alone_fails_the_day():
-    counts = {"factuality_error": 50, "incomplete_answer": 45, "citation_missing": 4}
+    counts = {"factuality_error": 60, "incomplete_answer": 45, "citation_missing": 5}
     verdict = checks.label_balance_verdict(counts, WEIGHTS, DEFAULTS)
     assert not verdict.passed and "max_label_share" not in verdict.description
-    assert "12.5 times citation_missing (4)" in verdict.description
+    assert "12.0 times citation_missing (5)" in verdict.description
 
 
 def test_skewed_traffic_with_the_warn_setting_goes_through_flagged():
@@ -100,7 +100,7 @@ def record(**changes):
         "date": "2026-11-19",
         "question": "退款需要多久?",
         "completion_strategy": "naive",
-        "completion_model": None,
+        "completion_model": "",
     }
     value.update(changes)
     return orjson.dumps({k: v for k, v in value.items() if v is not ...})
@@ -120,6 +120,7 @@ def test_valid_lines_pass_the_format_check():
         (record(label=...), "wrong_field"),
         (record(confidence="0.9"), "wrong_field"),
         (record(completion_model=3), "wrong_field"),
+        (record(completion_model=None), "wrong_field"),  # null on one day, text on another: not one dataset
         (record(prompt=" "), "empty_text"),
         (record(completion=""), "empty_text"),
         (record(question="别的问题"), "question_not_in_prompt"),

@@ -59,7 +59,8 @@ def test_timestamp_offsets_are_converted_to_utc_and_naive_means_utc():
         (good_event(request_id=""), events.EMPTY_FIELD, "request_id"),
         (good_event(request_id="   "), events.EMPTY_FIELD, "request_id"),
         (good_event(question=None), events.MISSING_FIELD, "question"),
-        (good_event(answer=" "), events.EMPTY_FIELD, "answer"),
+        (good_event(answer=None), events.MISSING_FIELD, "answer"),
+        (good_event(answer=["no"]), events.WRONG_TYPE, "answer"),
         (good_event(request_id=12), events.WRONG_TYPE, "request_id"),
         (good_event(docs="see kb"), events.WRONG_TYPE, "docs must be a list"),
         (good_event(docs=["plain text"]), events.WRONG_TYPE, "docs[0]"),
@@ -97,6 +98,18 @@ def test_oversized_fields_are_rejected_with_the_limit():
     reason, detail = reason_of(good_event(docs=[{"content": "x" * 101}]), max_field_chars=100)
     assert reason == events.OVERSIZED_FIELD and "docs[0].content" in detail
     assert normalize_event(good_event(answer="长" * 100), max_field_chars=100)["answer"] == "长" * 100
+
+
+@pytest.mark.parametrize("answer", ["", " ", "\u3000"])
+def test_an_empty_or_blank_answer_is_accepted_as_it_is(answer):
+    # SPEC marks only request_id and question non-empty: the RAG service did answer with nothing.
+    assert normalize_event(good_event(answer=answer))["answer"] == answer
+
+
+def test_a_null_check_score_is_ignored_not_a_wrong_type():
+    normalized = normalize_event(with_evaluation(checks={"factuality": None, "relevance": 0.4}))
+    assert normalized["checks"] == [("relevance", 0.4)]
+    assert normalize_event(with_evaluation(checks={"factuality": None}))["checks"] == []
 
 
 def test_labels_may_be_missing_or_empty():

@@ -96,3 +96,26 @@ def test_judging_a_deep_line_does_not_depend_on_the_stack_depth():
         chunk = judged_at_depth(frames)
         assert chunk.accepted.column("request_id").to_pylist() == ["a"]
         assert [row["reason"] for _, row in chunk.dead] == [events.INVALID_JSON]
+
+
+def test_a_request_accepted_on_an_earlier_day_is_a_duplicate_of_that_day():
+    lines = [line(1, event("old")), line(2, event("new")), line(3, event("new")), line(4, event("old"))]
+    counts = ingest.IngestCounts()
+    chunks = (ingest.judge_lines(chunk, 1000) for chunk in ingest.batched(lines, 2))
+    asked: list[list[str]] = []
+
+    def first_days(request_ids):
+        asked.append(request_ids)
+        return {"old": "2026-11-17"} if "old" in request_ids else {}
+
+    batches = list(ingest.deduplicated(chunks, counts, first_days))
+    accepted = [row["request_id"] for b in batches if b.accepted is not None for row in b.accepted.to_pylist()]
+    dead = [(d["source_line"], d["outcome"], d["detail"]) for b in batches if b.dead_letter is not None for d in b.dead_letter.to_pylist()]
+    assert accepted == ["new"]
+    assert dead == [
+        (1, "duplicate", "request_id 'old' first seen on 2026-11-17"),
+        (3, "duplicate", "request_id 'new' seen earlier this day"),
+        (4, "duplicate", "request_id 'old' first seen on 2026-11-17"),
+    ]
+    assert counts.reconciles() and counts.duplicates == 3
+    assert asked == [["old", "new"], ["new", "old"]]  # one look-up per chunk, of its own ids only

@@ -92,7 +92,9 @@ def test_jsonl_chunk_lines_parse_back_to_the_exported_records():
         assert list(parsed) == list(tables.samples.JSONL_FIELDS)
         assert parsed["date"] == "2026-11-19"
         for field in parsed:
-            if field != "date":
+            if field == "completion_model":  # no model wrote a naive completion: "" in every file
+                assert (parsed[field], record[field]) == ("", None)
+            elif field != "date":
                 assert parsed[field] == record[field]
 
 
@@ -148,3 +150,54 @@ def test_a_held_back_day_relabels_its_exported_records_and_nothing_else():
             k: v for k, v in before.items() if k not in ("status", "held_back_by")
         }
     assert tables.jsonl_chunk(held, "2026-11-19").lines == 0  # nothing of it can be exported
+
+
+def test_the_naive_strategy_filters_a_blank_answer_with_its_own_reason_and_the_llm_can_still_correct_it():
+    settings = RuleSettings()
+    raw = raw_batch()
+    answers = raw.column("answer").to_pylist()
+    answers[0], answers[1] = "", " \n"
+    raw = raw.set_column(raw.schema.get_field_index("answer"), "answer", pa.array(answers, pa.string()))
+    raw = raw.set_column(raw.schema.get_field_index("score"), "score", pa.array([0.9] * raw.num_rows))
+    annotated = tables.annotate_batch(raw, settings)
+
+    naive = tables.records_batch(annotated, settings, NaiveCompletion(), {}).to_pylist()
+    for record in naive[:2]:
+        assert (record["status"], record["filter_reason"], record["completion"]) == ("filtered", rules.EMPTY_ANSWER, None)
+    assert all(record["status"] == "exported" for record in naive[2:])
+
+    corrected = tables.records_batch(annotated, settings, AnswersEverything(), {}).to_pylist()
+    assert corrected[0]["status"] == "exported" and corrected[0]["completion"] == "corrected 0"
+
+
+class AnswersEverything:
+    """An LLM strategy whose model corrects every sample."""
+
+    name = "llm"
+
+    def complete(self, samples, prompts):
+        texts = [f"corrected {i}" for i in range(samples.num_rows)]
+        return CompletionBatch(pa.array(texts), [None] * len(texts), pa.array(["teacher"] * len(texts)))
+
+    def metadata(self):
+        return {}
+
+
+@pytest.mark.parametrize("llm_day_first", [False, True])
+def test_the_jsonl_of_naive_and_llm_days_loads_as_one_dataset_in_either_order(tmp_path, llm_day_first):
+    datasets = pytest.importorskip("datasets")
+    settings = RuleSettings()
+    annotated = tables.annotate_batch(raw_batch(), settings)
+    files = {}
+    for day, strategy in (("2026-11-18", NaiveCompletion()), ("2026-11-19", AnswersEverything())):
+        records = tables.records_batch(annotated, settings, strategy, {"factuality_error": 2.0, "incomplete_answer": 3.0})
+        path = tmp_path / f"date={day}" / "records.jsonl"
+        path.parent.mkdir()
+        path.write_bytes(bytes(tables.jsonl_chunk(records, day).data))
+        files[strategy.name] = str(path)
+    order = [files["llm"], files["naive"]] if llm_day_first else [files["naive"], files["llm"]]
+
+    loaded = datasets.load_dataset("json", data_files=order, split="train", cache_dir=str(tmp_path / "cache"))
+    by_strategy = {name: loaded.filter(lambda row, name=name: row["completion_strategy"] == name) for name in files}
+    assert len(by_strategy["naive"]) and len(by_strategy["llm"])
+    assert set(by_strategy["naive"]["completion_model"]) == {""} and set(by_strategy["llm"]["completion_model"]) == {"teacher"}

@@ -1,0 +1,57 @@
+"""Near-duplicates through Dagster: the same question asked again, that day or on a later one
+(a request re-emitted included), is trained on once; the others name the sample kept."""
+
+import pandas as pd
+
+from rag_sft_tests.helpers import event, write_lines
+
+DAY1, DAY2 = "2026-11-18", "2026-11-19"
+TOPICS = ["退款", "发票", "会员积分", "实名认证", "收货地址", "优惠券", "提现", "订单取消", "物流查询", "账号注销"]
+LATER_TOPICS = ["开发票抬头", "修改手机号", "延长保修", "企业采购", "海外配送"]
+
+
+def distinct_events(day: str, prefix: str, topics=TOPICS) -> list[dict]:
+    """Different questions, each answered from its own documents, all factuality errors."""
+    return [
+        event(f"{prefix}{n}", f"{day}T0{n % 10}:00:00Z", question=f"{topic}的具体规则是什么?", score=0.9,
+              docs=[{"id": f"kb-{topic}-{d}", "content": f"{topic}规则第{d}条。", "score": 0.9 - d / 10} for d in range(3)])
+        for n, topic in enumerate(topics)
+    ]
+
+
+def test_a_question_retyped_that_day_or_on_a_later_day_or_a_request_re_emitted_is_exported_once(pipeline):
+    first = distinct_events(DAY1, "a")
+    retyped = {**first[0], "request_id": "a-retyped", "question": "退款的具体规则是什么？"}  # same docs, another mark
+    write_lines(pipeline.landing / "day1.jsonl", [*first, retyped])
+    second = distinct_events(DAY2, "b", LATER_TOPICS)  # new questions
+    asked_again = {**first[2], "request_id": "b-again", "timestamp": f"{DAY2}T08:00:00Z", "question": "会员积分的具体规则是什么"}
+    re_emitted = {**first[1], "timestamp": f"{DAY2}T09:00:00Z"}  # request a1 shipped again the next day
+    write_lines(pipeline.landing / "day2.jsonl", [*second, asked_again, re_emitted])
+
+    day1 = pipeline.materialize(DAY1)
+    assert pipeline.metadata(day1, "sft_records")["near_duplicates"] == {"within_day": 1, "across_days": 0, "kept": 10}
+    day2 = pipeline.materialize(DAY2)
+    assert pipeline.metadata(day2, "sft_records")["near_duplicates"] == {"within_day": 0, "across_days": 1, "kept": 5}
+    assert pipeline.metadata(day2, "raw_events")["duplicates"] == 1
+
+    rows = pd.read_parquet(pipeline.data / "warehouse" / "sft_records").set_index("request_id")
+    kept_a0 = rows.loc[["a0", "a-retyped"]].query("status == 'exported'")
+    assert len(kept_a0) == 1  # one of the two, by a hash of sample_id
+    repeated = rows.loc[["a0", "a-retyped"]].query("status == 'filtered'").iloc[0]
+    assert (repeated.filter_reason, repeated.duplicate_of) == ("near_duplicate", kept_a0.iloc[0].sample_id)
+    again = rows.loc["b-again"]
+    assert (again.status, again.filter_reason, again.duplicate_of) == ("filtered", "near_duplicate", "a2_factuality_error")
+    # The re-emitted request is a duplicate of its first day, in the dead letter.
+    dead = pd.read_parquet(pipeline.data / "warehouse" / "rejected_events")
+    assert dead[["request_id", "outcome", "detail"]].to_dict("records") == [
+        {"request_id": "a1", "outcome": "duplicate", "detail": f"request_id 'a1' first seen on {DAY1}"}
+    ]
+    assert len(rows.loc[["a1"]]) == 1
+    exported = [line for day in (DAY1, DAY2) for line in pipeline.jsonl(day).read_text().splitlines()]
+    assert len(exported) == 15  # 10 + 5: every question once
+
+    # Re-running a day gives the same records: it does not meet its own earlier signatures or ids.
+    for day in (DAY2, DAY1):
+        before = pipeline.jsonl(day).read_bytes()
+        pipeline.materialize(day)
+        assert pipeline.jsonl(day).read_bytes() == before
