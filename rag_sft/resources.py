@@ -387,6 +387,12 @@ def key_from_environment(value: Any, resource: str) -> Any:
     return value
 
 
+class JudgeKeyFromEnv(ApiKeyFromEnv):
+    """The judge's key, by default from RAG_SFT_JUDGE_API_KEY (then OPENAI_API_KEY: see Evaluator.open)."""
+
+    env: str = Field(default=JUDGE_API_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of the environment variable holding the key.")
+
+
 class Completions(dg.ConfigurableResource):
     """How completions are written (SPEC.md rule 6; README, "Corrected answers from an LLM")."""
 
@@ -585,10 +591,10 @@ class Evaluator(dg.ConfigurableResource):
         default_factory=from_env(JUDGE_MODEL_ENV, DEFAULT_LLM_MODEL),
         description=f"The judge model. Default: $RAG_SFT_JUDGE_MODEL, else {DEFAULT_LLM_MODEL}.",
     )
-    api_key: ApiKeyFromEnv = Field(
-        default_factory=lambda: ApiKeyFromEnv(env=JUDGE_API_KEY_ENV if os.environ.get(JUDGE_API_KEY_ENV) else OPENAI_API_KEY_ENV),
-        description="Where the judge's API key is read: {env: RAG_SFT_JUDGE_API_KEY} when that is set, else "
-        "{env: OPENAI_API_KEY}; never the key itself (it would be stored with the run).",
+    api_key: JudgeKeyFromEnv = Field(
+        default_factory=JudgeKeyFromEnv,
+        description="Where the judge's API key is read: {env: RAG_SFT_JUDGE_API_KEY} (the default; OPENAI_API_KEY "
+        "when that is unset) or another variable's name; never the key itself (it would be stored with the run).",
     )
     stand_in: bool = Field(
         default_factory=from_env(JUDGE_STAND_IN_ENV, False, lambda value: value == "1"),
@@ -640,9 +646,12 @@ class Evaluator(dg.ConfigurableResource):
         from rag_sft.io.llm_completion import LlmCompletion
 
         variable = self.api_key.env_var_name if isinstance(self.api_key, dg.EnvVar) else self.api_key.env
-        api_key = os.environ.get(variable)
+        api_key = os.environ.get(variable) or (os.environ.get(OPENAI_API_KEY_ENV) if variable == JUDGE_API_KEY_ENV else None)
         if not api_key:
-            raise dg.Failure(f"the judge needs the {variable} environment variable (any value for a server without authentication)")
+            also = f" (or {OPENAI_API_KEY_ENV})" if variable == JUDGE_API_KEY_ENV else ""
+            raise dg.Failure(
+                f"the judge needs the {variable}{also} environment variable (any value for a server without authentication)"
+            )
         client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=self.request_timeout_s, max_retries=0)
         cache = CompletionCache(Path(data_dir) / "cache" / "completions.sqlite")
         judge = LlmCompletion(
