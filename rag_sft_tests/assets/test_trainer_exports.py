@@ -4,6 +4,7 @@ SFTTrainer trains two steps on the tiny local model over the TRL export."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import dagster as dg
 import orjson
@@ -82,7 +83,8 @@ def test_training_datasets_carry_the_exports_and_trl_trains_on_them(pipeline, ti
     result = pipeline.train(fast, trainer_exports=ALL)
     assert result.success
     dataset = pipeline.metadata(result, "training_dataset")
-    folder = pipeline.root / "data" / "training" / dataset["dataset_hash"][:16]
+    folder = Path(dataset["path"])
+    assert folder.parent == pipeline.root / "data" / "training"
     for split, rows in (("train", dataset["train_records"]), ("eval", dataset["eval_records"])):
         for export_format, columns in COLUMNS.items():
             loaded = load(folder / exports.file_name(export_format, split))
