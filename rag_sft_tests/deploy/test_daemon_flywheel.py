@@ -71,6 +71,7 @@ def test_the_daemon_alone_materializes_closed_and_late_days_and_trains(tmp_path,
         "RAG_SFT_TRAIN_LAST_DAYS": "0",
         "RAG_SFT_BASE_MODEL": str(tiny_base),
         "RAG_SFT_TRAIN_MAX_LENGTH": "96",
+        "RAG_SFT_EVAL_QUESTIONS": "8",  # the A/B generation on a few questions: this is not the gate's test
     }
     log = tmp_path / "daemon.log"
     daemon_bin = Path(sys.executable).with_name("dagster-daemon")
