@@ -13,6 +13,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
@@ -115,6 +117,14 @@ def product(postgres, tmp_path_factory, tiny_base):
         "RAG_SFT_EVAL_QUESTIONS": "8",  # the A/B generation on a few questions: this is not the gate's test
         "RAG_SFT_TRAIN_LEARNING_RATE": "0.005",
     }
+    with running_dagster_dev(root, home, data, landing, variables) as running:
+        yield running
+
+
+@contextmanager
+def running_dagster_dev(root: Path, home: Path, data: Path, landing: Path, variables: dict) -> Iterator[Product]:
+    """`dagster dev` (webserver and daemon) over the project's workspace with `variables` set,
+    once its code location has loaded; stopped with its whole process group afterwards."""
     port = free_port()
     log = root / "dagster-dev.log"
     dagster = Path(sys.executable).with_name("dagster")

@@ -11,13 +11,11 @@ import subprocess
 import sys
 from datetime import date
 from pathlib import Path
-from unittest import mock
 
 import dagster as dg
 import pytest
 
 from rag_sft.core.generator import GeneratorSettings, day_lines
-from rag_sft.testing.postgres_server import free_port
 from rag_sft_tests.deploy.test_production_setup import (
     FINISHED,
     LAUNCH_RUN,
@@ -25,10 +23,9 @@ from rag_sft_tests.deploy.test_production_setup import (
     REPOSITORY,
     RUN_STATUS,
     Product,
-    _loaded,
+    running_dagster_dev,
 )
 
-REPO = Path(__file__).resolve().parents[2]
 BALANCED, HELD_BACK, LATER = "2026-11-01", "2026-11-02", "2026-11-03"
 
 
@@ -49,23 +46,11 @@ def product(tmp_path_factory):
         "RAG_SFT_MIN_NEW_SAMPLES": "1000000",  # no training here
     }
     subprocess.run([Path(sys.executable).with_name("rag-sft"), "init-home"], env={**os.environ, **variables}, check=True)
-    port, log = free_port(), root / "dagster-dev.log"
-    dagster = Path(sys.executable).with_name("dagster")
-    with mock.patch.dict(os.environ, variables), log.open("wb") as log_file:
-        process = subprocess.Popen(
-            ["env", "--default-signal=INT,TERM", str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port),
-             "-w", str(REPO / "workspace.yaml")],
-            cwd=REPO, env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
-        instance = dg.DagsterInstance.from_config(str(home))
-        running = Product(port, home, data, landing, instance, process, log)
-        try:
-            running.wait("the webserver to load the code location", lambda: _loaded(running), timeout_s=240)
+    try:
+        with running_dagster_dev(root, home, data, landing, variables) as running:
             yield running
-        finally:
-            running.stop()
-            instance.dispose()
-            shutil.rmtree(root, ignore_errors=True)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def _materialize_day(product: Product, day: str) -> dict:
