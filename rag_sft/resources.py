@@ -200,7 +200,7 @@ class Warehouse(dg.ConfigurableResource):
         step to its last (the daily job runs its steps in one process), so a scheduled run and a
         manual backfill of the same day follow each other instead of racing in the swaps.
         With `private_files`, everything the run creates is its owner's alone."""
-        day = context.dagster_run.tags.get("dagster/partition") if context.dagster_run else None
+        day = context.run.tags.get("dagster/partition") if context.run else None
         with owner_only_files(self.private_files):
             if day is None:
                 yield self

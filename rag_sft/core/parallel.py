@@ -7,13 +7,12 @@ small days never pay for starting processes.
 
 from __future__ import annotations
 
-import ctypes
 import gc
 import math
 import multiprocessing
 import os
-import signal
-import sys
+import select
+import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
@@ -25,11 +24,14 @@ Item = TypeVar("Item")
 Result = TypeVar("Result")
 
 IN_FLIGHT_PER_WORKER = 2
-# fork where there is one: workers start in milliseconds and never re-import the parent's main
-# module (a Dagster or pytest entry point); they only run pure functions over their inputs.
-_START_METHOD = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+# Workers are forked from a forkserver, never from the run process: the run process has threads
+# (Dagster's, Arrow's pools, the stages' own) and a fork copies any lock one of them holds at
+# that instant, so a forked worker can hang for ever on it. The server is a fresh single-threaded
+# interpreter (one per run process, started on first use); it imports the heavy libraries once,
+# so each worker still starts in milliseconds.
+_START_METHOD = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+_SERVER_PRELOAD = ["pyarrow", "pyarrow.compute", "msgspec", "orjson"]
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
 def available_cores(cgroup_root: Path = CGROUP_ROOT) -> int:
@@ -90,9 +92,8 @@ def ordered_map(
     if threads:
         pool = ThreadPoolExecutor(max_workers=workers)
     else:
-        context = multiprocessing.get_context(_START_METHOD)
         pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=context, initializer=_worker_setup, initargs=(process_setup, os.getpid())
+            max_workers=workers, mp_context=_process_context(function), initializer=_worker_setup, initargs=(process_setup, os.getpid())
         )
     with pool:
         pending: deque[tuple[Item, Future]] = deque()
@@ -106,24 +107,38 @@ def ordered_map(
             yield done_item, future.result()
 
 
-def _worker_setup(process_setup: Callable[[], Any] | None, parent_pid: int) -> None:
-    die_with_parent(parent_pid)
+def _process_context(function: Callable) -> multiprocessing.context.BaseContext:
+    context = multiprocessing.get_context(_START_METHOD)
+    if _START_METHOD == "forkserver":
+        # Takes effect when the server starts (the first pool of the process): the first mapped
+        # function's module is imported there too; later ones are imported by their workers.
+        context.set_forkserver_preload([*_SERVER_PRELOAD, *[function.__module__][: function.__module__ != "__main__"]])
+    return context
+
+
+def _worker_setup(process_setup: Callable[[], Any] | None, run_pid: int) -> None:
+    exit_with(run_pid)
     if process_setup is not None:
         process_setup()
-    gc.freeze()  # the heap inherited from the parent is never garbage: keep collections off it
+    gc.freeze()  # the heap inherited from the server (its imports) is never garbage: keep collections off it
 
 
-def die_with_parent(parent_pid: int) -> None:
-    """Have Linux SIGKILL this process when its parent dies: a worker of a run process killed
-    with kill -9 would otherwise wait on its task queue forever, holding its memory.
+def exit_with(run_pid: int) -> None:
+    """End this worker as soon as the run process ends: a worker of a run process killed with
+    kill -9 would otherwise wait on its task queue (or finish its task) holding its memory.
 
-    (Linux sends the signal when the parent *thread* that forked this process ends: the pool's
-    workers are forked by the thread that first submits to it, which consumes the results.)
+    A thread waits on a pidfd of the run process. (PR_SET_PDEATHSIG cannot do it: the worker's
+    parent is the forkserver, which stays up while any worker does.)
     """
-    if not sys.platform.startswith("linux"):
+    if not hasattr(os, "pidfd_open"):  # not Linux: the pool's own shutdown is all there is
         return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:  # the parent died before the request took effect
+    try:
+        pidfd = os.pidfd_open(run_pid)
+    except ProcessLookupError:  # already gone
         os._exit(1)
+    threading.Thread(target=_exit_when_ready, args=(pidfd,), daemon=True, name="exit-with-run-process").start()
+
+
+def _exit_when_ready(pidfd: int) -> None:
+    select.select([pidfd], [], [])  # readable once the process has exited
+    os._exit(1)

@@ -13,19 +13,27 @@ import pytest
 
 from rag_sft.core import parallel
 
-# Starts ordered_map over slow items in 2 worker processes; each worker writes its pid, then waits.
-SLOW_MAP = """
-import os, sys, time
+# A module of slow items (workers import the mapped function by name, as the stages' are).
+SLOW_ITEMS = """
+import os, time
 from pathlib import Path
-from rag_sft.core.parallel import ordered_map
 
 def slow(item, folder):
     Path(folder, str(os.getpid())).touch()
     time.sleep(120)
     return item
+"""
+# Starts ordered_map over slow items in 2 worker processes; each worker writes its pid, then waits.
+# (Guarded as every entry point is: forkserver workers import the main module.)
+SLOW_MAP = """
+import sys
+sys.path.insert(0, sys.argv[2])
+from rag_sft.core.parallel import ordered_map
+from slow_items import slow
 
-for _ in ordered_map(slow, range(8), 2, sys.argv[1]):
-    pass
+if __name__ == "__main__":
+    for _ in ordered_map(slow, range(8), 2, sys.argv[1]):
+        pass
 """
 
 
@@ -37,15 +45,25 @@ def alive(pid: int) -> bool:
         return False
 
 
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def parent_of(pid: int) -> int:
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfd_open is Linux's")
 def test_workers_die_when_the_run_process_is_killed(tmp_path):
-    parent = subprocess.Popen([sys.executable, "-c", SLOW_MAP, str(tmp_path)])
+    pids, code = tmp_path / "pids", tmp_path / "code"
+    pids.mkdir(), code.mkdir()
+    (code / "slow_items.py").write_text(SLOW_ITEMS)
+    (code / "slow_map.py").write_text(SLOW_MAP)
+    parent = subprocess.Popen([sys.executable, str(code / "slow_map.py"), str(pids), str(code)])
     try:
         deadline = time.monotonic() + 60
-        while len(list(tmp_path.iterdir())) < 2 and time.monotonic() < deadline:
+        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        workers = [int(path.name) for path in tmp_path.iterdir()]
+        workers = [int(path.name) for path in pids.iterdir()]
         assert len(workers) == 2 and all(alive(pid) for pid in workers)
+        # Not forked from the (threaded) run process: from a forkserver.
+        assert all(parent_of(pid) != parent.pid for pid in workers)
     finally:
         parent.send_signal(signal.SIGKILL)
         parent.wait()
