@@ -123,9 +123,10 @@ def sft_records(
     annotated_dir = warehouse.table_dir("annotated_samples")
 
     # Near-duplicates first (they would skew the label counts), then the label caps.
-    near = None
+    near, disagreements = None, []
     if sft_rules.near_duplicates:
         near = _near_duplicates(day, annotated_dir, warehouse, settings, sft_rules.near_duplicate_similarity)
+        disagreements = _differing_suggestions(day, annotated_dir, near.set_aside, warehouse.batch_size)
     set_aside = near.set_aside if near else None
 
     # Label weights and caps depend on the whole day's label counts, so count first (few columns).
@@ -220,8 +221,19 @@ def sft_records(
             **stat_numbers("confidence", confidence_summary(confidences)),
             "rebalance": rebalanced,
             "near_duplicates": dg.MetadataValue.json(
-                {"within_day": near.within_day, "across_days": near.across_days, "kept": len(near.kept)} if near else "off"
+                {
+                    "within_day": near.within_day,
+                    "across_days": near.across_days,
+                    "kept": len(near.kept),
+                    # Groups whose members' evaluator suggestions disagree: one answer is kept (the LLM
+                    # is asked once per group), worth a look; the first pairs as (kept, set aside).
+                    "differing_suggestions": len(disagreements),
+                    "differing_suggestions_examples": disagreements[:5],
+                }
+                if near
+                else "off"
             ),
+            "near_duplicate_differing_suggestions": len(disagreements),
             "completion_strategy": strategy.name,
             "completion_failed": completion_failed,
             **completion_metadata(completion_figures),
@@ -260,6 +272,18 @@ def _near_duplicates(day: str, annotated_dir: Path, warehouse: Warehouse, settin
     banding = near_duplicates.Banding.for_threshold(similarity)
     with NearDuplicateIndex(warehouse.state_dir() / NEAR_DUPLICATE_INDEX) as index:
         return near_duplicates.deduplicate_day(sample_ids, signature, lambda keys: index.earlier(day, keys), banding, similarity)
+
+
+def _differing_suggestions(day: str, annotated_dir: Path, set_aside: pa.Table, batch_size: int) -> list[tuple[str, str]]:
+    """The day's near-duplicate pairs whose suggestions differ (reads only the grouped samples)."""
+    if not set_aside.num_rows:
+        return []
+    grouped = pa.concat_arrays([set_aside.column("sample_id").combine_chunks(), set_aside.column("duplicate_of").combine_chunks()])
+    suggestions: dict[str, str] = {}
+    for batch in read_batches(annotated_dir, day, ["sample_id", "suggestion"], batch_size):
+        batch = batch.filter(pc.is_in(batch.column("sample_id"), value_set=grouped))
+        suggestions.update(zip(batch.column("sample_id").to_pylist(), batch.column("suggestion").to_pylist()))
+    return near_duplicates.differing_suggestions(set_aside, suggestions)
 
 
 def _remember_exported(day: str, warehouse: Warehouse, near, exported: set[str]) -> None:

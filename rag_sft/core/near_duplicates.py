@@ -4,8 +4,8 @@ A sample's set is the character n-grams of its question (n = 3, so Chinese works
 segmentation) and of the ids of its context docs (salted apart from the question's): the same
 question answered from the same documents is one sample; the same words answered from other
 documents are not. Two samples are near-duplicates when the MinHash estimate of the Jaccard
-similarity of their sets reaches the threshold (default 0.8); LSH bands (`datasketch`'s optimal
-banding for the threshold) find the candidates, each confirmed on its signature.
+similarity of their sets reaches the threshold (default 0.8); LSH bands (the banding `datasketch`
+chooses for the threshold) find the candidates, each confirmed on its signature.
 
 Signatures are computed column-wise with numpy: one 64-bit hash per n-gram, then per
 permutation the multiply-shift hash `(a * h + b) mod 2^64 >> 32` (a odd, a universal family),
@@ -41,11 +41,25 @@ class Banding:
 
     @classmethod
     def for_threshold(cls, threshold: float, num_perm: int = NUM_PERM) -> Banding:
-        """datasketch's banding for the threshold (false positives and negatives weighed equally)."""
-        from datasketch import MinHashLSH
+        """datasketch's banding for the threshold (`MinHashLSH`'s optimal parameters, false
+        positives and negatives weighed equally): the (bands, rows) with the least probability
+        mass of both. Computed here because importing datasketch's LSH imports scipy (1.2 s a
+        run); the integrands are polynomials of degree at most `num_perm`, which Gauss-Legendre
+        quadrature with `num_perm // 2 + 1` nodes integrates exactly (tested against datasketch)."""
+        nodes, weights = np.polynomial.legendre.leggauss(num_perm // 2 + 1)
 
-        lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
-        return cls(lsh.b, lsh.r)
+        def integral(function, low: float, high: float) -> float:
+            half = (high - low) / 2
+            return half * float(np.sum(weights * function(half * nodes + (high + low) / 2)))
+
+        best, least_error = (0, 0), float("inf")
+        for bands in range(1, num_perm + 1):
+            for rows in range(1, num_perm // bands + 1):
+                false_positive = integral(lambda s: 1 - (1 - s**rows) ** bands, 0.0, threshold)
+                false_negative = integral(lambda s: (1 - s**rows) ** bands, threshold, 1.0)
+                if false_positive + false_negative < least_error:
+                    best, least_error = (bands, rows), false_positive + false_negative
+        return cls(*best)
 
 
 def _permutations(num_perm: int) -> tuple[np.ndarray, np.ndarray]:
@@ -290,3 +304,18 @@ def deduplicate_day(
     kept = np.array([index for index in rest if kept_of[index] == index], dtype=np.int64)
     return DayDeduplication(set_aside, sample_ids, kept, signature, keys, len(aside) - len(matches), len(matches))
 
+
+
+def differing_suggestions(set_aside: pa.Table, suggestions: dict[str, str]) -> list[tuple[str, str]]:
+    """(kept, near-duplicate) sample_id pairs whose evaluator suggestions differ once normalized
+    as questions are: the group's members disagreed on the correct answer and the dedup kept one.
+    `suggestions` holds the day's samples; a pair whose kept sample is of an earlier day is not
+    judged (that day's suggestions are not read again)."""
+    ids = set_aside.column("sample_id").to_pylist()
+    kept = set_aside.column("duplicate_of").to_pylist()
+    folded = dict(zip(suggestions, normalized(pa.array(list(suggestions.values()), pa.string())).to_pylist()))
+    return sorted(
+        (head, member)
+        for member, head in zip(ids, kept)
+        if head in folded and member in folded and folded[head] != folded[member]
+    )

@@ -29,9 +29,13 @@ def test_a_question_retyped_that_day_or_on_a_later_day_or_a_request_re_emitted_i
     write_lines(pipeline.landing / "day2.jsonl", [*second, asked_again, re_emitted])
 
     day1 = pipeline.materialize(DAY1)
-    assert pipeline.metadata(day1, "sft_records")["near_duplicates"] == {"within_day": 1, "across_days": 0, "kept": 10}
+    assert pipeline.metadata(day1, "sft_records")["near_duplicates"] == {
+        "within_day": 1, "across_days": 0, "kept": 10, "differing_suggestions": 0, "differing_suggestions_examples": []
+    }
     day2 = pipeline.materialize(DAY2)
-    assert pipeline.metadata(day2, "sft_records")["near_duplicates"] == {"within_day": 0, "across_days": 1, "kept": 5}
+    assert pipeline.metadata(day2, "sft_records")["near_duplicates"] == {
+        "within_day": 0, "across_days": 1, "kept": 5, "differing_suggestions": 0, "differing_suggestions_examples": []
+    }
     assert pipeline.metadata(day2, "raw_events")["duplicates"] == 1
 
     rows = pd.read_parquet(pipeline.data / "warehouse" / "sft_records").set_index("request_id")
@@ -55,3 +59,24 @@ def test_a_question_retyped_that_day_or_on_a_later_day_or_a_request_re_emitted_i
         before = pipeline.jsonl(day).read_bytes()
         pipeline.materialize(day)
         assert pipeline.jsonl(day).read_bytes() == before
+
+
+def test_a_group_whose_members_disagree_on_the_correct_answer_is_reported(pipeline):
+    first = distinct_events(DAY1, "a")
+    same_fix = {**first[0], "request_id": "a-retyped", "question": "退款的具体规则是什么？"}
+    other_fix = {**first[0], "request_id": "a-again", "question": "退款的 具体规则是什么",
+                 "evaluation": {**first[0]["evaluation"], "suggestion": "退款须在签收后七天内申请。"}}
+    write_lines(pipeline.landing / "day1.jsonl", [*first, same_fix, other_fix])
+
+    day1 = pipeline.materialize(DAY1)
+
+    rows = pd.read_parquet(pipeline.data / "warehouse" / "sft_records").set_index("request_id")
+    kept = rows.loc[["a0", "a-retyped", "a-again"]].query("status == 'exported'")
+    assert len(kept) == 1  # one answer is trained on
+    # The member whose suggestion differs from the kept one's is named; the one that agrees is not.
+    disagreeing = [request for request in ("a0", "a-retyped", "a-again")
+                   if rows.loc[request].status == "filtered" and (request == "a-again") != (kept.index[0] == "a-again")]
+    figures = pipeline.metadata(day1, "sft_records")
+    assert figures["near_duplicate_differing_suggestions"] == len(disagreeing) >= 1
+    pairs = figures["near_duplicates"]["differing_suggestions_examples"]
+    assert {tuple(pair) for pair in pairs} == {(kept.iloc[0].sample_id, rows.loc[r].sample_id) for r in disagreeing}

@@ -102,6 +102,15 @@ def test_the_banding_follows_the_configured_similarity(threshold):
     assert abs((1 / banding.bands) ** (1 / banding.rows) - threshold) < 0.15
 
 
+@pytest.mark.parametrize("threshold", [0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95])
+@pytest.mark.parametrize("num_perm", [64, 128])
+def test_the_banding_is_the_one_datasketch_chooses(threshold, num_perm):
+    from datasketch import MinHashLSH
+
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    assert nd.Banding.for_threshold(threshold, num_perm) == nd.Banding(lsh.b, lsh.r)
+
+
 def test_questions_that_normalize_to_nothing_still_have_a_signature_of_their_own():
     import pyarrow as pa
 
@@ -110,3 +119,16 @@ def test_questions_that_normalize_to_nothing_still_have_a_signature_of_their_own
     signature = nd.signatures(questions, [["kb-1"], ["kb-2"], ["kb-1"]])
     assert signature.shape == (3, nd.NUM_PERM)
     assert nd.similarity(signature[0], signature[1]) < 0.8 and nd.similarity(signature[0], signature[2]) < 0.8
+
+
+def test_differing_suggestions_are_judged_as_a_reader_would_and_only_within_the_day():
+    import pyarrow as pa
+
+    set_aside = pa.table({
+        "sample_id": ["b", "c", "d"],
+        "filter_reason": [rules.NEAR_DUPLICATE] * 3,
+        "duplicate_of": ["a", "a", "earlier_day_sample"],
+    })
+    suggestions = {"a": "退款须在签收后七天内申请。", "b": "退款须在签收后七天内申请", "c": "不支持退款。", "d": "随便"}
+    # b says what a says (a full stop apart); c contradicts it; d's kept sample is of an earlier day.
+    assert nd.differing_suggestions(set_aside, suggestions) == [("a", "c")]
