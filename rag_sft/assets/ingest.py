@@ -10,7 +10,7 @@ from rag_sft.core import erasure, ingest, tables
 from rag_sft.core.invariants import require
 from rag_sft.io.erasure_ledger import ErasureLedger
 from rag_sft.io.memory import streaming_day
-from rag_sft.io.request_index import RequestIndex
+from rag_sft.io.request_index import REQUEST_INDEX, RequestIndex
 from rag_sft.io.sources import SourceUnavailable
 from rag_sft.io.warehouse import PartitionWriter
 from rag_sft.resources import EventSource, SftRules, Warehouse
@@ -50,8 +50,8 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
         erased = ErasureLedger(warehouse.state_dir()).request_ids()  # requests erased on request never come back
         with (
             streaming_day(),
-            # A request accepted on an earlier day is a duplicate of that day (first seen = earliest day).
-            RequestIndex(warehouse.state_dir() / "request-days.sqlite") as requests,
+            # A request exported on an earlier day is a duplicate of that day (first seen = earliest day).
+            RequestIndex(warehouse.state_dir() / REQUEST_INDEX) as requests,
             warehouse.scratch_dir() as scratch,
             PartitionWriter(warehouse.table_dir("raw_events"), day, tables.RAW_EVENTS, warehouse.parquet_compression, tables.FREE_TEXT) as accepted,
             PartitionWriter(warehouse.table_dir("rejected_events"), day, tables.REJECTED_EVENTS, warehouse.parquet_compression, tables.FREE_TEXT) as dead,
@@ -59,19 +59,16 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
             chunks = source.judged_chunks(
                 date.fromisoformat(day), sft_rules.max_field_chars, warehouse.batch_size, warehouse.worker_count(), scratch
             )
-            accepted_ids: list[str] = []
             deduplicated = ingest.deduplicated(chunks, counts, lambda ids: requests.first_days(day, ids))
             for batch in erasure.without_erased(deduplicated, erased, counts):
                 if sft_rules.redact_raw:
                     batch = ingest.redacted(batch)
                 if batch.accepted is not None:
                     accepted.write(batch.accepted)
-                    accepted_ids.extend(batch.accepted.column("request_id").to_pylist())
                 if batch.dead_letter is not None:
                     dead.write(batch.dead_letter)
             raw_path = accepted.commit()
             dead_path = dead.commit()
-            requests.replace_day(day, accepted_ids)
     except SourceUnavailable as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
 

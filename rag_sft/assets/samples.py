@@ -26,6 +26,7 @@ from rag_sft.core.parallel import ordered_map
 from rag_sft.io.export_ledger import export_status
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.near_duplicate_index import NearDuplicateIndex
+from rag_sft.io.request_index import REQUEST_INDEX, RequestIndex
 from rag_sft.io.warehouse import (
     PART_FILE,
     PartitionWriter,
@@ -151,6 +152,7 @@ def sft_records(
 
     exported_labels: Counter = Counter()
     exported_ids: set[str] = set()  # for the near-duplicate index
+    exported_requests: list[str] = []  # for the later days' ingest (a request exported once is a duplicate after)
     filter_reasons: Counter = Counter()
     confidences: list[pa.Array] = []
     table_dir = warehouse.table_dir("sft_records")
@@ -170,6 +172,7 @@ def sft_records(
                 exported_labels.update(_value_counts(exported.column("label")))
                 if near is not None:
                     exported_ids.update(exported.column("sample_id").to_pylist())
+                exported_requests.extend(exported.column("request_id").to_pylist())
                 confidences.append(exported.column("confidence"))
                 filter_reasons.update(_value_counts(pc.drop_null(batch.column("filter_reason"))))
             writer.commit()
@@ -189,6 +192,8 @@ def sft_records(
         held_back = [verdict for verdict in verdicts if verdict.holds_back]
         if near is not None:
             _remember_exported(day, warehouse, near, set() if held_back else exported_ids)
+        with RequestIndex(warehouse.state_dir() / REQUEST_INDEX) as requests:
+            requests.replace_day(day, [] if held_back else exported_requests)
         export = export_status(export_gate.hold_back(context, warehouse, held_back) if held_back else "")
         path = _publish_partition(scratch / table_dir.name, table_dir, day, [v.check for v in held_back], warehouse)
 

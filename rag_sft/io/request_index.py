@@ -1,9 +1,10 @@
-"""Which days accepted each request_id, so a request shipped again on a later day is a duplicate
-of its first day without reading earlier days: a day's lookups follow its own size.
+"""Which days exported each request_id, so a request shipped again on a later day is a duplicate
+of the day that exported it without reading earlier days: a day's lookups follow its own size.
 
-`<state_dir>/request-days.sqlite`: `request_days(request_id, day)`. First seen = the earliest
-day holding the request; a day only looks at days before it, and its own rows are replaced when
-it is materialized again, so a re-run never meets itself.
+`<state_dir>/request-days.sqlite`: `request_days(request_id, day)`, written by `sft_records`
+(a held-back day exported nothing, so it holds nothing). First seen = the earliest day that
+exported the request; a day only looks at days before it, and its own rows are replaced when it
+is materialized again, so a re-run never meets itself.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import orjson
 
+REQUEST_INDEX = "request-days.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS request_days (request_id TEXT NOT NULL, day TEXT NOT NULL, PRIMARY KEY (request_id, day))
     WITHOUT ROWID;
@@ -38,7 +40,7 @@ class RequestIndex:
         self.close()
 
     def first_days(self, day: str, request_ids: Iterable[str]) -> dict[str, str]:
-        """The earliest day before `day` that accepted each of these request_ids (absent: none)."""
+        """The earliest day before `day` that exported each of these request_ids (absent: none)."""
         db = self._db
         if self._first_day_of_source(day):
             return {}
@@ -51,7 +53,7 @@ class RequestIndex:
         return dict(rows.fetchall())
 
     def _first_day_of_source(self, day: str) -> bool:
-        """No day before `day` accepted anything (asked once per run of the day; an earlier day
+        """No day before `day` exported anything (asked once per run of the day; an earlier day
         that a concurrent run fills in meanwhile counts when the day runs again, as an earlier
         day materialized after a later one does)."""
         if day not in self._no_earlier:
@@ -59,7 +61,7 @@ class RequestIndex:
         return self._no_earlier[day]
 
     def replace_day(self, day: str, request_ids: Iterable[str]) -> None:
-        """The request_ids the day accepted, in place of an earlier run's."""
+        """The request_ids the day exported, in place of an earlier run's."""
         with self._db as db:
             db.execute("DELETE FROM request_days WHERE day = ?", (day,))
             # In key order: the B-tree is filled page by page.

@@ -80,3 +80,24 @@ def test_a_group_whose_members_disagree_on_the_correct_answer_is_reported(pipeli
     assert figures["near_duplicate_differing_suggestions"] == len(disagreeing) >= 1
     pairs = figures["near_duplicates"]["differing_suggestions_examples"]
     assert {tuple(pair) for pair in pairs} == {(kept.iloc[0].sample_id, rows.loc[r].sample_id) for r in disagreeing}
+
+
+def test_a_request_is_a_duplicate_of_the_day_that_exported_it_not_of_a_held_back_day(pipeline):
+    first = distinct_events(DAY1, "a")
+    write_lines(pipeline.landing / "day1.jsonl", first)
+    re_emitted = {**first[1], "timestamp": f"{DAY2}T09:00:00Z"}  # request a1 shipped again the next day
+    write_lines(pipeline.landing / "day2.jsonl", [*distinct_events(DAY2, "b", LATER_TOPICS), re_emitted])
+
+    # All factuality errors: judged on balance (and not rebalanced), day 1 is held back.
+    held = pipeline.materialize(DAY1, checks={"rebalance": False, "min_records_for_balance": 5})
+    assert pipeline.instance.get_run_by_id(held.run_id).tags["rag_sft/held_back"] == "label_balance"
+    day2 = pipeline.materialize(DAY2)
+    # Day 1 exported nothing: the request's copy on day 2 is the one trained on.
+    assert pipeline.metadata(day2, "raw_events")["duplicates"] == 0
+    assert "a1" in pd.read_json(pipeline.jsonl(DAY2), lines=True)["request_id"].tolist()
+
+    pipeline.materialize(DAY1)  # released: day 1 exports a1 now
+    assert "a1" in pd.read_json(pipeline.jsonl(DAY1), lines=True)["request_id"].tolist()
+    day2 = pipeline.materialize(DAY2)  # and day 2, run again, ships it no more
+    assert pipeline.metadata(day2, "raw_events")["duplicates"] == 1
+    assert "a1" not in pd.read_json(pipeline.jsonl(DAY2), lines=True)["request_id"].tolist()
