@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -45,6 +46,8 @@ CREATE TABLE IF NOT EXISTS spans (
 CREATE INDEX IF NOT EXISTS spans_by_day ON spans (root, day);
 CREATE INDEX IF NOT EXISTS spans_by_change ON spans (root, changed);
 CREATE TABLE IF NOT EXISTS changes (root TEXT PRIMARY KEY, counter INTEGER NOT NULL);
+-- Which index this is: a change counter numbers the changes of one index file only.
+CREATE TABLE IF NOT EXISTS identity (id TEXT NOT NULL);
 """
 
 
@@ -102,6 +105,11 @@ class LandingIndex:
         if db_path is not None:
             self._db.execute("PRAGMA journal_mode=WAL")
         self._db.executescript(_SCHEMA)
+        self._db.execute("INSERT INTO identity SELECT ? WHERE NOT EXISTS (SELECT 1 FROM identity)", (uuid.uuid4().hex,))
+
+    def identity(self) -> str:
+        """Made when the index file is, so a new index (after its file was deleted) is another one."""
+        return self._db.execute("SELECT id FROM identity").fetchone()[0]
 
     def close(self) -> None:
         self._db.close()

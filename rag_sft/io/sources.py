@@ -236,11 +236,18 @@ class LandingFolder:
     def has_events(self) -> bool:
         return self.root.is_dir() and any(path.stat().st_size > 0 for path in self.files())
 
-    def changes_after(self, after: int | None) -> tuple[set[date], int]:
-        """The days whose lines changed since the index's change counter was `after` (all days
-        when None), and the counter now."""
+    def changes_after(self, after: str | None) -> tuple[set[date], str]:
+        """The days whose lines changed since the watermark `after` (all days when None), and the
+        watermark now: `<index identity>@<its change counter>`. A counter numbers the changes of
+        one index only, so a watermark of another index (another landing folder or first
+        partition day, which `make ui` moves when older files land, or a deleted index file)
+        counts as none: every day is compared with its latest run again, and only days whose
+        content differs run."""
         self.refresh_index()
-        return self.index().days_changed_after(after or 0), self.index().change_counter()
+        index = self.index()
+        origin, _, counter = after.rpartition("@") if isinstance(after, str) else ("", "", "")
+        since = int(counter) if origin == index.identity() else 0
+        return index.days_changed_after(since), f"{index.identity()}@{index.change_counter()}"
 
     def fingerprint(self, day: date) -> str:
         """Changes whenever the day's lines do (the index must be fresh: see `changes_after`)."""

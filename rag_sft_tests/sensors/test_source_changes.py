@@ -69,6 +69,24 @@ def test_closed_days_run_once_and_a_late_file_reruns_only_its_day(pipeline):
     assert run_requests(after) == {}
 
 
+def test_a_new_index_compares_every_day_again_and_runs_only_the_changed_ones(pipeline):
+    """The landing index is rebuilt (its file deleted, or another one because the first partition
+    day moved earlier when older files landed): its change counter starts again, so the cursor's
+    watermark means nothing there."""
+    for day in ("18", "19", "20"):
+        write_lines(pipeline.landing / f"events-2026-11-{day}.jsonl", [event(f"{day}-{i}", f"2026-11-{day}T10:00:00Z") for i in range(3)])
+    first, cursor = tick(pipeline, None)
+    for request in run_requests(first).values():
+        assert launch(pipeline, request).success
+
+    for index in (pipeline.data / "state").glob("landing-index-*"):
+        index.unlink()
+    write_lines(pipeline.landing / "events-2026-11-17.jsonl", [event("older", "2026-11-17T10:00:00Z")])
+    result, cursor = tick(pipeline, cursor)
+    assert set(run_requests(result)) == {"2026-11-17"}  # the days that ran, unchanged, do not run again
+    assert run_requests(tick(pipeline, cursor)[0]) == {}
+
+
 def test_the_schedule_takes_the_day_that_closed_once(pipeline):
     write_lines(pipeline.landing / "events-2026-11-19.jsonl", [event(f"b{i}", "2026-11-19T10:00:00Z") for i in range(3)])
     resources = pipeline.resources()
