@@ -42,7 +42,9 @@ def source_change_sensor(context: dg.SensorEvaluationContext, event_source: Even
     context.update_cursor(ChangeCursor(after, [day.isoformat() for day in later]).to_json())
     if not requests:
         waiting = f"; {len(later)} changed days wait for their day to close" if later else ""
-        return dg.SkipReason(f"no closed day with new content{waiting}")
+        reason = f"no closed day with new content{waiting}"
+        context.log.info(reason)  # in the tick's logs, not only the status tooltip
+        return dg.SkipReason(reason)
     for request in requests:
         context.log.info(f"{request.day}: new content, materializing ({request.run_key})")
     return [

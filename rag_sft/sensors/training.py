@@ -68,6 +68,7 @@ def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: Lor
     requested = decision.dataset_hash if isinstance(decision, trigger.Request) else pending
     context.update_cursor(trigger.Cursor(ledger.after, requested).to_json())
     if isinstance(decision, trigger.Skip):
+        context.log.info(decision.reason)  # the tick's logs show it too, not only the status tooltip
         return dg.SkipReason(decision.reason)
     context.log.info(f"{decision.new_samples} new samples: training on {len(decision.days)} days ({decision.run_key})")
     return dg.RunRequest(
