@@ -195,7 +195,7 @@ FirstDays = Callable[[list[str]], dict[str, str]]
 def deduplicated(chunks: Iterable[JudgedChunk], counts: IngestCounts, first_days: FirstDays | None = None) -> Iterator[IngestBatch]:
     """The day's judged chunks, in line order, with each request_id kept only the first time:
     the first line of the day, unless `first_days` (request_ids -> the earliest earlier day that
-    accepted them) says an earlier day holds it."""
+    exported them) says an earlier day holds it."""
     seen: set[str] = set()
     for chunk in chunks:
         earlier = first_days(chunk.accepted.column("request_id").to_pylist()) if first_days and chunk.accepted else {}
