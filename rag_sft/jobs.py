@@ -11,7 +11,8 @@ from rag_sft.assets.samples import annotated_samples, sft_records
 DAILY_JOB = "daily_sft_job"
 # The source fingerprint a run was launched for: the change sensor compares it with the day's now.
 FINGERPRINT_TAG = "rag_sft/source_fingerprint"
-# Where the daily job's steps run: in_process (the default) or celery (deploy/celery/README.md).
+# Where the daily job's steps run: in_process (the default), celery (deploy/celery/README.md) or
+# k8s (a pod per step; deploy/k8s, not run here).
 # Read when the definitions load, so the schedule, the sensors and backfills all use it.
 EXECUTOR_ENV = "RAG_SFT_EXECUTOR"
 # The Celery broker, e.g. redis://host:6379/0; it also carries the steps' results back.
@@ -30,7 +31,11 @@ def daily_executor(choice: str) -> dg.ExecutorDefinition:
 
         broker = {"env": CELERY_BROKER_ENV}
         return celery_executor.configured({"broker": broker, "backend": broker}, name="celery_executor")
-    raise ValueError(f"{EXECUTOR_ENV} must be in_process or celery, got {choice!r}")
+    if choice == "k8s":
+        from dagster_k8s import k8s_job_executor  # the `k8s` extra
+
+        return k8s_job_executor
+    raise ValueError(f"{EXECUTOR_ENV} must be in_process, celery or k8s, got {choice!r}")
 
 
 daily_sft_job = dg.define_asset_job(
