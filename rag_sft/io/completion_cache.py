@@ -16,7 +16,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Protocol
 
+import sqlalchemy as sa
+
 from rag_sft.core.llm import Answer
+from rag_sft.io.sources import redacted_sql_url
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -110,9 +113,6 @@ class PostgresCompletionCache:
     it is shown only with the password masked."""
 
     def __init__(self, url: str):
-        import sqlalchemy as sa
-
-        self._sa = sa
         self.url = url
         # The request threads share the engine's pool; a connection per write keeps each
         # answer committed as it arrives.
@@ -122,12 +122,12 @@ class PostgresCompletionCache:
             connection.execute(sa.text(_SCHEMA.replace("REAL", "DOUBLE PRECISION")))
 
     def __repr__(self) -> str:
-        return f"PostgresCompletionCache({redacted(self.url)!r})"
+        return f"PostgresCompletionCache({redacted_sql_url(self.url)!r})"
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Answer]:
         wanted = list(dict.fromkeys(keys))
         found: dict[str, Answer] = {}
-        query = self._sa.text(
+        query = sa.text(
             "SELECT key, text, model, prompt_tokens, completion_tokens FROM completions WHERE key = ANY(:keys)"
         )
         with self._engine.connect() as connection:
@@ -141,7 +141,7 @@ class PostgresCompletionCache:
         # The upsert is SQLite's INSERT OR REPLACE: two workers answering the same key both succeed.
         with self._engine.begin() as connection:
             connection.execute(
-                self._sa.text(
+                sa.text(
                     "INSERT INTO completions VALUES (:key, :text, :model, :prompt_tokens, :completion_tokens, :created_at) "
                     "ON CONFLICT (key) DO UPDATE SET text = EXCLUDED.text, model = EXCLUDED.model, "
                     "prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens, "
@@ -166,25 +166,19 @@ class PostgresCompletionCache:
             for column, values in (("key", list(dict.fromkeys(keys))), ("text", list(dict.fromkeys(texts)))):
                 for start in range(0, len(values), _LOOKUP_CHUNK):
                     deleted += connection.execute(
-                        self._sa.text(f"DELETE FROM completions WHERE {column} = ANY(:values)"),
+                        sa.text(f"DELETE FROM completions WHERE {column} = ANY(:values)"),
                         {"values": values[start : start + _LOOKUP_CHUNK]},
                     ).rowcount
         with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-            connection.execute(self._sa.text("VACUUM FULL completions"))
+            connection.execute(sa.text("VACUUM FULL completions"))
         return deleted
 
     def __len__(self) -> int:
         with self._engine.connect() as connection:
-            return connection.execute(self._sa.text("SELECT COUNT(*) FROM completions")).scalar_one()
+            return connection.execute(sa.text("SELECT COUNT(*) FROM completions")).scalar_one()
 
     def close(self) -> None:
         self._engine.dispose()
-
-
-def redacted(url: str) -> str:
-    from rag_sft.io.sources import redacted_sql_url
-
-    return redacted_sql_url(url)
 
 
 def is_postgres_url(url: str) -> bool:
@@ -203,4 +197,4 @@ def sqlite_cache_path(url: str, data_dir: str | Path) -> Path:
         return Path(data_dir) / "cache" / "completions.sqlite"
     if url.startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///"))
-    raise ValueError(f"the LLM answer cache URL must be postgresql+psycopg2://… or sqlite:///…, got {redacted(url)}")
+    raise ValueError(f"the LLM answer cache URL must be postgresql+psycopg2://… or sqlite:///…, got {redacted_sql_url(url)}")
