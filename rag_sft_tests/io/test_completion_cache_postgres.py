@@ -10,12 +10,14 @@ import uuid
 
 import dagster as dg
 import pytest
+import sqlalchemy as sa
 
 from rag_sft.core.llm import Answer
 from rag_sft.erasure_job import ERASE_OP, erase_requests_job
 from rag_sft.io.completion_cache import CompletionCache, PostgresCompletionCache, open_completion_cache
 from rag_sft.resources import Completions, Warehouse
 from rag_sft.testing.openai_server import running_stub
+from rag_sft.testing.postgres_server import free_port
 from rag_sft_tests.helpers import event, write_lines
 
 DAY = "2026-11-19"
@@ -99,6 +101,10 @@ def test_the_cache_url_is_a_secret_shown_only_without_its_password(cache_url, mo
     with pytest.raises(ValueError, match="must be postgresql") as refused:
         open_completion_cache(cache_url.replace("postgresql+psycopg2", "mysql"), "/unused")
     assert postgres.password not in str(refused.value)
+    closed_port = cache_url.replace(f":{postgres.port}/", f":{free_port()}/")
+    with pytest.raises(sa.exc.OperationalError, match="Connection refused") as unreachable:
+        open_completion_cache(closed_port, "/unused")
+    assert postgres.password not in str(unreachable.value)
 
 
 def test_a_day_of_llm_corrections_caches_in_postgresql_and_erasure_removes_its_answers(
