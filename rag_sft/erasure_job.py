@@ -17,7 +17,6 @@ from pydantic import Field
 from rag_sft.core import erasure
 from rag_sft.core.trigger import ExportLedger
 from rag_sft.io import erasure as erase_io
-from rag_sft.io.completion_cache import CompletionCache
 from rag_sft.io.dataset_versions import DatasetVersions
 from rag_sft.io.erasure_ledger import ErasureLedger
 from rag_sft.io.export_ledger import update_ledger
@@ -79,14 +78,10 @@ def erase_requests_op(
             answers += erase_io.llm_answers(records)
         removed_rows[day] = {table: rows.num_rows for table, rows in removed.items()}
 
-    cache_path = Path(warehouse.data_dir) / "cache" / "completions.sqlite"
     cache_entries = 0
-    if cache_path.exists():
-        cache = CompletionCache(cache_path)
-        try:
+    if warehouse.has_completion_cache():
+        with warehouse.completion_cache() as cache:
             cache_entries = cache.erase(keys, answers)
-        finally:
-            cache.close()
 
     versions = DatasetVersions(warehouse.versions_dir())
     rewritten_versions: dict[str, dict] = {}

@@ -1,5 +1,7 @@
 """The daily job, shared by `make run`, the schedule and the change sensor."""
 
+import os
+
 import dagster as dg
 
 from rag_sft.assets.export import sft_jsonl
@@ -9,12 +11,36 @@ from rag_sft.assets.samples import annotated_samples, sft_records
 DAILY_JOB = "daily_sft_job"
 # The source fingerprint a run was launched for: the change sensor compares it with the day's now.
 FINGERPRINT_TAG = "rag_sft/source_fingerprint"
+# Where the daily job's steps run: in_process (the default), celery (deploy/celery/README.md) or
+# k8s (a pod per step; deploy/k8s, not run here).
+# Read when the definitions load, so the schedule, the sensors and backfills all use it.
+EXECUTOR_ENV = "RAG_SFT_EXECUTOR"
+# The Celery broker, e.g. redis://host:6379/0; it also carries the steps' results back.
+CELERY_BROKER_ENV = "RAG_SFT_CELERY_BROKER"
 
-# In one process: the steps of a day form a chain (nothing to run side by side) and each one
-# spreads its own work over the cores; a process per step cost ~5 s of start-up each.
+
+def daily_executor(choice: str) -> dg.ExecutorDefinition:
+    # In one process by default: the steps of a day form a chain (nothing to run side by side)
+    # and each one spreads its own work over the cores; a process per step cost ~5 s of
+    # start-up each. On Celery, each step goes to whichever worker is free: the days of a
+    # backfill spread over the workers' machines.
+    if choice == "in_process":
+        return dg.in_process_executor
+    if choice == "celery":
+        from dagster_celery import celery_executor  # the `celery` extra
+
+        broker = {"env": CELERY_BROKER_ENV}
+        return celery_executor.configured({"broker": broker, "backend": broker}, name="celery_executor")
+    if choice == "k8s":
+        from dagster_k8s import k8s_job_executor  # the `k8s` extra
+
+        return k8s_job_executor
+    raise ValueError(f"{EXECUTOR_ENV} must be in_process, celery or k8s, got {choice!r}")
+
+
 daily_sft_job = dg.define_asset_job(
     DAILY_JOB,
     selection=dg.AssetSelection.assets(raw_events, annotated_samples, sft_records, sft_jsonl),
     description="One day from quality events to the SFT JSONL.",
-    executor_def=dg.in_process_executor,
+    executor_def=daily_executor(os.environ.get(EXECUTOR_ENV) or "in_process"),
 )

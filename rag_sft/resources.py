@@ -31,6 +31,7 @@ from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, known_formats, parse_fo
 from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
+from rag_sft.io.completion_cache import AnswerCache, is_postgres_url, open_completion_cache, sqlite_cache_path
 from rag_sft.io.sources import LandingFolder, SqlTable
 from rag_sft.io.warehouse import staged_name, staging_dir
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
@@ -39,6 +40,7 @@ DATA_DIR_ENV = "RAG_SFT_DATA_DIR"
 LANDING_DIR_ENV = "RAG_SFT_LANDING_DIR"
 SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
 SQL_URL_ENV = "RAG_SFT_SQL_URL"
+CACHE_URL_ENV = "RAG_SFT_CACHE_URL"
 LABEL_BALANCE_SEVERITY_ENV = "RAG_SFT_LABEL_BALANCE_SEVERITY"
 REBALANCE_ENV = "RAG_SFT_REBALANCE"
 NEAR_DUPLICATES_ENV = "RAG_SFT_NEAR_DUPLICATES"
@@ -70,6 +72,11 @@ def default_landing_dir() -> str:
 def default_sql_url() -> str:
     # The URL may hold a password: from the environment it stays an EnvVar, never shown.
     return dg.EnvVar(SQL_URL_ENV) if SQL_URL_ENV in os.environ else f"sqlite:///{Path(default_data_dir()) / 'events.db'}"
+
+
+def default_cache_url() -> str:
+    # A PostgreSQL URL holds a password: from the environment it stays an EnvVar, never shown.
+    return dg.EnvVar(CACHE_URL_ENV) if os.environ.get(CACHE_URL_ENV) else ""
 
 
 def default_base_model() -> str:
@@ -190,6 +197,26 @@ class Warehouse(dg.ConfigurableResource):
         description="Files and folders a run writes (they hold users' questions and answers) are readable by their "
         "owner only: 0600 and 0700. False: the process's umask decides.",
     )
+    cache_url: str = Field(
+        default_factory=default_cache_url,
+        description="The LLM answer cache (corrections and judge verdicts): empty for the SQLite file "
+        "<data_dir>/cache/completions.sqlite (one machine), postgresql+psycopg2://user:pw@host/db for workers on "
+        "several hosts, or sqlite:///path. Default: the secret $RAG_SFT_CACHE_URL, else empty.",
+    )
+
+    @contextmanager
+    def completion_cache(self) -> Iterator[AnswerCache]:
+        """The LLM answer cache, open for the duration of the block."""
+        cache = open_completion_cache(resolved(self.cache_url) or "", self.data_dir)
+        try:
+            yield cache
+        finally:
+            cache.close()
+
+    def has_completion_cache(self) -> bool:
+        """Whether there is a cache to look in: a database one always; a SQLite file once written."""
+        url = resolved(self.cache_url) or ""
+        return is_postgres_url(url) or sqlite_cache_path(url, self.data_dir).exists()
 
     def worker_count(self) -> int:
         return parallel.resolve_workers(self.workers)
@@ -453,8 +480,8 @@ class Completions(dg.ConfigurableResource):
         )
 
     @contextmanager
-    def open(self, data_dir: str) -> Iterator[CompletionStrategy]:
-        """The configured strategy; the LLM one caches under `<data_dir>/cache/`."""
+    def open(self, warehouse: Warehouse) -> Iterator[CompletionStrategy]:
+        """The configured strategy; the LLM one caches its answers in the warehouse's answer cache."""
         if self.strategy == "naive":
             yield NaiveCompletion()
             return
@@ -468,26 +495,24 @@ class Completions(dg.ConfigurableResource):
         # Imported here: the naive default never loads the openai client.
         import openai
 
-        from rag_sft.io.completion_cache import CompletionCache
         from rag_sft.io.llm_completion import LlmCompletion, RunBudget
 
         client = openai.OpenAI(
             base_url=self.base_url, api_key=api_key, timeout=self.request_timeout_s, max_retries=0
         )
-        cache = CompletionCache(Path(data_dir) / "cache" / "completions.sqlite")
-        strategy = LlmCompletion(
-            client,
-            self.llm_settings(),
-            cache,
-            concurrency=self.max_concurrent_requests,
-            retry=RetryPolicy(self.max_retries, self.backoff_base_s, self.backoff_max_s, self.max_retry_after_s),
-            budget=RunBudget(self.max_requests_per_run, self.max_tokens_per_run),
-        )
-        try:
-            yield strategy
-        finally:
-            strategy.close()
-            cache.close()
+        with warehouse.completion_cache() as cache:
+            strategy = LlmCompletion(
+                client,
+                self.llm_settings(),
+                cache,
+                concurrency=self.max_concurrent_requests,
+                retry=RetryPolicy(self.max_retries, self.backoff_base_s, self.backoff_max_s, self.max_retry_after_s),
+                budget=RunBudget(self.max_requests_per_run, self.max_tokens_per_run),
+            )
+            try:
+                yield strategy
+            finally:
+                strategy.close()
 
 
 class TrainerExports(dg.ConfigurableResource):
@@ -637,12 +662,11 @@ class Evaluator(dg.ConfigurableResource):
         return f"{self.model} (STAND-IN judge: the local stub's heuristic, not a real evaluation)" if self.stand_in else self.model
 
     @contextmanager
-    def open(self, data_dir: str):
-        """The completions client for the judge (its verdicts cached under `<data_dir>/cache/`)."""
+    def open(self, warehouse: Warehouse):
+        """The completions client for the judge (its verdicts cached in the warehouse's answer cache)."""
         import openai
 
         from rag_sft.core.model_comparison import JUDGE_RUBRIC
-        from rag_sft.io.completion_cache import CompletionCache
         from rag_sft.io.llm_completion import LlmCompletion
 
         variable = self.api_key.env_var_name if isinstance(self.api_key, dg.EnvVar) else self.api_key.env
@@ -653,19 +677,18 @@ class Evaluator(dg.ConfigurableResource):
                 f"the judge needs the {variable}{also} environment variable (any value for a server without authentication)"
             )
         client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=self.request_timeout_s, max_retries=0)
-        cache = CompletionCache(Path(data_dir) / "cache" / "completions.sqlite")
-        judge = LlmCompletion(
-            client,
-            LlmSettings(model=self.model, temperature=0.0, max_tokens=self.max_tokens, system_prompt=JUDGE_RUBRIC),
-            cache,
-            concurrency=self.max_concurrent_requests,
-            retry=RetryPolicy(self.max_retries, self.backoff_base_s),
-        )
-        try:
-            yield judge
-        finally:
-            judge.close()
-            cache.close()
+        with warehouse.completion_cache() as cache:
+            judge = LlmCompletion(
+                client,
+                LlmSettings(model=self.model, temperature=0.0, max_tokens=self.max_tokens, system_prompt=JUDGE_RUBRIC),
+                cache,
+                concurrency=self.max_concurrent_requests,
+                retry=RetryPolicy(self.max_retries, self.backoff_base_s),
+            )
+            try:
+                yield judge
+            finally:
+                judge.close()
 
 
 def default_resources() -> dict:

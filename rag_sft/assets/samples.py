@@ -159,7 +159,7 @@ def sft_records(
     # The day is written to a scratch copy of the table first: the checks judge it only once it
     # is whole, and a held-back day's rows must say so before anyone can read them.
     with warehouse.scratch_dir() as scratch:
-        with completions.open(warehouse.data_dir) as strategy, streaming_day(), PartitionWriter(
+        with completions.open(warehouse) as strategy, streaming_day(), PartitionWriter(
             scratch / table_dir.name, day, tables.SFT_RECORDS, warehouse.parquet_compression, tables.FREE_TEXT
         ) as writer:
             groups = row_groups(annotated_dir, day)

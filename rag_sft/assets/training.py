@@ -390,7 +390,7 @@ def _judge(evaluator: Evaluator, warehouse: Warehouse, questions: list[dict], an
     audit set (None without one) and the gate's decision."""
     from rag_sft.io.judge import JudgeItem, audit_agreement, judged_run, read_audit_set
 
-    with evaluator.open(warehouse.data_dir) as client:
+    with evaluator.open(warehouse) as client:
         kappa = audit_agreement(client, read_audit_set(Path(evaluator.audit_path))) if evaluator.audit_path else None
         runs = {}
         for name, generated in answers.items():

@@ -24,7 +24,7 @@ import pyarrow as pa
 from rag_sft.core import llm
 from rag_sft.core.completion import CompletionBatch
 from rag_sft.core.llm import Answer, CompletionStats, LlmSettings, RetryPolicy
-from rag_sft.io.completion_cache import CompletionCache
+from rag_sft.io.completion_cache import AnswerCache
 
 
 class CompletionEndpointError(RuntimeError):
@@ -56,7 +56,7 @@ class LlmCompletion:
         self,
         client: openai.OpenAI,
         settings: LlmSettings,
-        cache: CompletionCache,
+        cache: AnswerCache,
         concurrency: int = 16,
         retry: RetryPolicy | None = None,
         budget: RunBudget | None = None,

@@ -7,6 +7,7 @@ live in `<data_dir>/state/training_ledger.sqlite`; the cursor keeps only the wat
 pending dataset.
 """
 
+import json
 import os
 
 import dagster as dg
@@ -21,10 +22,23 @@ TRAINING_JOB = "lora_training_job"
 # Seconds between the daemon's evaluations (read when the definitions load, like the resources).
 SENSOR_INTERVAL_ENV = "RAG_SFT_SENSOR_INTERVAL_S"
 
+# Training runs where the GPU is: on Kubernetes the K8sRunLauncher (deploy/k8s) gives the run's
+# pod these settings: one GPU, on nodes labelled rag-sft/pool=gpu (tainted for GPU work). The
+# whole run (dataset snapshot, training, evaluation) is that pod. Other run launchers ignore it.
+GPU_POD_TAG = "dagster-k8s/config"
+GPU_POD = {
+    "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"cpu": "4", "memory": "32Gi"}}},
+    "pod_spec_config": {
+        "node_selector": {"rag-sft/pool": "gpu"},
+        "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+}
+
 lora_training_job = dg.define_asset_job(
     TRAINING_JOB,
     selection=dg.AssetSelection.assets(training_dataset, lora_adapter, model_evaluation),
     description="Snapshot the exportable days, train a LoRA adapter, evaluate it and gate its promotion.",
+    tags={GPU_POD_TAG: json.dumps(GPU_POD)},
 )
 
 

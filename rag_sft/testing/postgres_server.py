@@ -1,14 +1,17 @@
-"""A throwaway PostgreSQL server from the machine's own binaries (initdb, pg_ctl).
+"""A throwaway PostgreSQL server from the binaries the `pgserver` wheel ships (initdb, pg_ctl).
 
 For the tests of the production setup: a fresh cluster in a temporary folder, listening only
 on 127.0.0.1 on a free port, with a password (scram-sha-256), stopped and deleted afterwards.
-PostgreSQL refuses to run as root, so as root the server runs as the `postgres` user that
-Debian's package creates.
+The wheel is a dev dependency, so `make test` brings the server with it (no apt-get); only
+where it is missing are the machine's own binaries used. PostgreSQL refuses to run as root, so
+as root the server runs as an unprivileged account: `postgres` where a package created it,
+else `nobody`, which every Linux has.
 """
 
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
@@ -23,8 +26,22 @@ class PostgresUnavailable(RuntimeError):
     pass
 
 
+def wheel_binaries() -> Path | None:
+    """pgserver's bundled server (pgserver/pginstall/bin), found without importing the package
+    (its import registers atexit hooks for servers of its own)."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    return folder if (folder / "initdb").exists() and (folder / "pg_ctl").exists() else None
+
+
 def find_binaries() -> Path:
-    """The folder holding initdb and pg_ctl: on PATH, else Debian's /usr/lib/postgresql/<v>/bin."""
+    """The folder holding initdb and pg_ctl: the pgserver wheel's, else on PATH, else Debian's
+    /usr/lib/postgresql/<v>/bin."""
+    from_wheel = wheel_binaries()
+    if from_wheel:
+        return from_wheel
     on_path = shutil.which("initdb")
     if on_path and shutil.which("pg_ctl"):
         return Path(os.path.realpath(on_path)).parent
@@ -32,8 +49,8 @@ def find_binaries() -> Path:
         if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
             return Path(folder)
     raise PostgresUnavailable(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found: install them, e.g. "
-        "`apt-get install postgresql` (.ci/run does)"
+        "PostgreSQL server binaries (initdb, pg_ctl) not found: `make test` installs them with the "
+        "pgserver wheel (the dev extra); else install the machine's, e.g. `apt-get install postgresql`"
     )
 
 
@@ -51,7 +68,7 @@ class PostgresServer:
     password: str
     root: Path
     _bin: Path
-    _run_as: list[str]
+    _account: pwd.struct_passwd | None
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql+psycopg2://{self.user}:{self.password}@{self.host}:{self.port}/{database}"
@@ -76,30 +93,36 @@ class PostgresServer:
         return name
 
     def stop(self) -> None:
-        subprocess.run(
-            [*self._run_as, str(self._bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop"],
-            capture_output=True,
-            check=False,
-        )
+        _run([str(self._bin / "pg_ctl"), "-D", str(self.root / "data"), "-m", "immediate", "-w", "stop"], self._account)
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def server_account() -> pwd.struct_passwd:
+    """The unprivileged account the server runs as when the tests run as root."""
+    for name in ("postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    raise PostgresUnavailable("running as root and there is neither a `postgres` nor a `nobody` account to run the server")
+
+
+def _run(command: list[str], account: pwd.struct_passwd | None) -> subprocess.CompletedProcess:
+    """The command, as `account` when given (dropping root without needing runuser or sudo)."""
+    as_account = {"user": account.pw_uid, "group": account.pw_gid, "extra_groups": []} if account else {}
+    return subprocess.run(command, capture_output=True, text=True, check=False, **as_account)
 
 
 def start_postgres(user: str = "rag_sft", password: str = "rag-sft-test-pw") -> PostgresServer:
     binaries = find_binaries()
     # Not under pytest's own (0700) temp folders: the server user must reach its data.
     root = Path(tempfile.mkdtemp(prefix="rag_sft_pg_"))
-    run_as: list[str] = []
-    if os.geteuid() == 0:
-        try:
-            account = pwd.getpwnam("postgres")
-        except KeyError:
-            raise PostgresUnavailable("running as root and there is no `postgres` user to run the server") from None
-        os.chown(root, account.pw_uid, account.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
+    account = server_account() if os.geteuid() == 0 else None
     password_file = root / "pw"
     password_file.write_text(password)
-    if run_as:
-        os.chown(password_file, account.pw_uid, account.pw_gid)
+    if account:
+        for owned in (root, password_file):
+            os.chown(owned, account.pw_uid, account.pw_gid)
     port = free_port()
     data = root / "data"
     steps = [
@@ -109,10 +132,10 @@ def start_postgres(user: str = "rag_sft", password: str = "rag-sft-test-pw") -> 
          f"-h 127.0.0.1 -p {port} -k {root} -c max_connections=200 -c fsync=off", "start"],
     ]  # fmt: skip
     for step in steps:
-        done = subprocess.run([*run_as, *step], capture_output=True, text=True, check=False)
+        done = _run(step, account)
         if done.returncode != 0:
             log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
             shutil.rmtree(root, ignore_errors=True)
             raise PostgresUnavailable(f"{Path(step[0]).name} failed: {done.stderr.strip()} {log[-2000:]}")
     password_file.unlink()
-    return PostgresServer("127.0.0.1", port, user, password, root, binaries, run_as)
+    return PostgresServer("127.0.0.1", port, user, password, root, binaries, account)

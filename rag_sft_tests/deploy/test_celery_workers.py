@@ -1,0 +1,174 @@
+"""Steps executed by Celery workers (deploy/celery/README.md): `dagster dev` over the PostgreSQL
+instance, the daily job on the dagster-celery executor with a Redis broker (both servers from
+the project's wheels), workers started in empty working directories of their own. A 7-day
+backfill on one worker, then the same 7 days again with a second worker: every run succeeds,
+every day reconciles, the steps ran in the workers, the re-run is byte-identical. The wall
+times of both backfills are printed (`-s`) for the README."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import dagster as dg
+import fsspec
+import pytest
+
+from rag_sft.core.generator import GeneratorSettings, day_lines
+from rag_sft_tests.deploy.test_production_setup import (
+    EVENTS_PER_DAY,
+    FINISHED,
+    LAUNCH_BACKFILL,
+    LOCATION,
+    REPO,
+    REPOSITORY,
+    _assert_reconciles,
+    _day_counts,
+    running_dagster_dev,
+)
+
+DAYS = [f"2026-11-0{n}" for n in range(1, 8)]
+WORKER_CONFIG = REPO / "deploy" / "celery" / "worker.yaml"
+
+
+@pytest.fixture(scope="module")
+def data_location(tmp_path_factory) -> str:
+    """Where every worker reads and writes: the one setting that moves the data elsewhere
+    (an absolute local folder the workers share today; an object-store URI once it is one)."""
+    return str(tmp_path_factory.mktemp("shared") / "data")
+
+
+@pytest.fixture(scope="module")
+def deployment(postgres, redis, data_location, tmp_path_factory):
+    root = tmp_path_factory.mktemp("celery")
+    home, landing = root / "dagster_home", root / "landing"
+    home.mkdir()
+    landing.mkdir()
+    shutil.copy(REPO / "deploy" / "dagster-postgres.yaml", home / "dagster.yaml")
+    settings = GeneratorSettings(events_per_day=EVENTS_PER_DAY, malformed_share=0.03, duplicate_share=0.02)
+    for day in DAYS:
+        with (landing / f"events-{day}.jsonl").open("wb") as handle:
+            handle.writelines(day_lines(date.fromisoformat(day), settings))
+    variables = {
+        **postgres.env(postgres.create_database("dagster_celery")),
+        "DAGSTER_HOME": str(home),
+        "RAG_SFT_EXECUTOR": "celery",
+        "RAG_SFT_CELERY_BROKER": redis.url(),
+        "RAG_SFT_DATA_DIR": data_location,
+        "RAG_SFT_LANDING_DIR": str(landing),
+        "RAG_SFT_AUTOMATION": "off",  # the backfills are the subject
+        "RAG_SFT_MIN_NEW_SAMPLES": "1000000",  # no training run competes for the 2 cores
+    }
+    with running_dagster_dev(root, home, Path(data_location), landing, variables) as product:
+        yield product, variables, root
+
+
+@contextmanager
+def celery_worker(root: Path, name: str, variables: dict) -> Iterator[Path]:
+    """`dagster-celery worker start` as deploy/celery/README.md says, in an empty working
+    directory, with a DAGSTER_HOME of its own; yields that working directory once it is ready."""
+    cwd, home, log = root / f"{name}-cwd", root / f"{name}-home", root / f"{name}.log"
+    cwd.mkdir()
+    home.mkdir()
+    shutil.copy(REPO / "deploy" / "dagster-postgres.yaml", home / "dagster.yaml")
+    command = [str(Path(sys.executable).with_name("dagster-celery")), "worker", "start", "-A", "dagster_celery.app",
+               "-y", str(WORKER_CONFIG), "-n", name, "--", "--pool", "solo", "--concurrency", "1"]  # fmt: skip
+    # The venv's bin first: the CLI starts `celery` by name.
+    env = {**os.environ, **variables, "DAGSTER_HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    with log.open("wb") as log_file:
+        worker = subprocess.Popen(command, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while b" ready." not in log.read_bytes():
+            assert worker.poll() is None and time.monotonic() < deadline, f"worker {name} did not start:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        yield cwd
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)  # Celery's warm shutdown
+        try:
+            worker.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, signal.SIGKILL)
+            worker.wait()
+
+
+def backfill_all_days(product) -> tuple[list, float]:
+    """The 7 days launched as a backfill through GraphQL; their run records once all finished,
+    and the wall time from the launch to the last run's end."""
+    params = {
+        "selector": {
+            "partitionSetName": "daily_sft_job_partition_set",
+            "repositorySelector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY},
+        },
+        "partitionNames": DAYS,
+    }
+    launched_at = time.time()
+    launched = product.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
+    assert launched["__typename"] == "LaunchBackfillSuccess", launched
+    backfill = dg.RunsFilter(tags={"dagster/backfill": launched["backfillId"]})
+
+    def all_finished():
+        records = product.instance.get_run_records(filters=backfill)
+        return records if len(records) == len(DAYS) and all(r.dagster_run.status.value in FINISHED for r in records) else None
+
+    records = product.wait("the backfill's 7 runs", all_finished, timeout_s=600, every_s=1)
+    return records, max(r.end_time for r in records) - launched_at
+
+
+def workers_of(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
+    """Each step of the run and the Celery worker that executed it (the executor's engine event)."""
+    steps = {}
+    for entry in instance.all_logs(run_id, of_type=dg.DagsterEventType.ENGINE_EVENT):
+        if "Executing steps" in entry.message and entry.message.endswith("in celery worker"):
+            metadata = entry.dagster_event.engine_event_data.metadata
+            steps[entry.step_key] = metadata["Celery worker"].value
+    return steps
+
+
+def published_files(location: str) -> dict[str, bytes]:
+    """Every file of the daily exports and the warehouse tables, by path under the location."""
+    fs, root = fsspec.core.url_to_fs(location)
+    found = {}
+    for folder in ("datasets/sft", "warehouse/raw_events", "warehouse/rejected_events", "warehouse/sft_records"):
+        for path in fs.find(f"{root}/{folder}"):
+            if "/date=" in path:  # the partitions, not staging or bookkeeping
+                found[path.removeprefix(root)] = fs.cat_file(path)
+    return found
+
+
+def assert_every_day_succeeded_and_reconciles(product, records) -> None:
+    assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == DAYS
+    assert {r.dagster_run.status.value for r in records} == {"SUCCESS"}
+    for day in DAYS:
+        _assert_reconciles(_day_counts(product.instance, day))
+
+
+def test_seven_days_on_one_worker_then_again_on_two_reconcile_and_are_byte_identical(deployment, data_location):
+    product, variables, root = deployment
+    with celery_worker(root, "w1", variables) as first_cwd:
+        records, one_worker_s = backfill_all_days(product)
+        assert_every_day_succeeded_and_reconciles(product, records)
+        steps = {r.dagster_run.run_id: workers_of(product.instance, r.dagster_run.run_id) for r in records}
+        assert all(worker.startswith("w1@") for by_step in steps.values() for worker in by_step.values())
+        assert all(len(by_step) == 4 for by_step in steps.values()), steps  # ingest, annotate, records, export
+        first = published_files(data_location)
+        assert sum(path.endswith("records.jsonl") for path in first) == len(DAYS)
+
+        with celery_worker(root, "w2", variables) as second_cwd:
+            records, two_workers_s = backfill_all_days(product)
+        assert_every_day_succeeded_and_reconciles(product, records)
+        used = {w.split("@")[0] for r in records for w in workers_of(product.instance, r.dagster_run.run_id).values()}
+        assert used == {"w1", "w2"}
+        assert published_files(data_location) == first  # the re-run of every day, byte for byte
+
+    # Nothing was read from or written to a local data/ folder of the workers.
+    assert list(first_cwd.iterdir()) == [] and list(second_cwd.iterdir()) == []
+    print(f"\n7-day backfill: 1 worker {one_worker_s:.1f} s, 2 workers {two_workers_s:.1f} s")
