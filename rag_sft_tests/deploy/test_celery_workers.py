@@ -8,21 +8,18 @@ times of both backfills are printed (`-s`) for the README."""
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 
 import dagster as dg
 import fsspec
 import pytest
 
-from rag_sft.core.generator import GeneratorSettings, day_lines
 from rag_sft_tests.deploy.test_production_setup import (
     EVENTS_PER_DAY,
     FINISHED,
@@ -32,7 +29,9 @@ from rag_sft_tests.deploy.test_production_setup import (
     REPOSITORY,
     _assert_reconciles,
     _day_counts,
+    postgres_home,
     running_dagster_dev,
+    write_sample_days,
 )
 
 DAYS = [f"2026-11-0{n}" for n in range(1, 8)]
@@ -49,14 +48,8 @@ def data_location(tmp_path_factory) -> str:
 @pytest.fixture(scope="module")
 def deployment(postgres, redis, data_location, tmp_path_factory):
     root = tmp_path_factory.mktemp("celery")
-    home, landing = root / "dagster_home", root / "landing"
-    home.mkdir()
-    landing.mkdir()
-    shutil.copy(REPO / "deploy" / "dagster-postgres.yaml", home / "dagster.yaml")
-    settings = GeneratorSettings(events_per_day=EVENTS_PER_DAY, malformed_share=0.03, duplicate_share=0.02)
-    for day in DAYS:
-        with (landing / f"events-{day}.jsonl").open("wb") as handle:
-            handle.writelines(day_lines(date.fromisoformat(day), settings))
+    home, landing = postgres_home(root), root / "landing"
+    write_sample_days(landing, DAYS, EVENTS_PER_DAY)
     variables = {
         **postgres.env(postgres.create_database("dagster_celery")),
         "DAGSTER_HOME": str(home),
@@ -75,10 +68,9 @@ def deployment(postgres, redis, data_location, tmp_path_factory):
 def celery_worker(root: Path, name: str, variables: dict) -> Iterator[Path]:
     """`dagster-celery worker start` as deploy/celery/README.md says, in an empty working
     directory, with a DAGSTER_HOME of its own; yields that working directory once it is ready."""
-    cwd, home, log = root / f"{name}-cwd", root / f"{name}-home", root / f"{name}.log"
+    cwd, log = root / f"{name}-cwd", root / f"{name}.log"
     cwd.mkdir()
-    home.mkdir()
-    shutil.copy(REPO / "deploy" / "dagster-postgres.yaml", home / "dagster.yaml")
+    home = postgres_home(root / name)
     command = [str(Path(sys.executable).with_name("dagster-celery")), "worker", "start", "-A", "dagster_celery.app",
                "-y", str(WORKER_CONFIG), "-n", name, "--", "--pool", "solo", "--concurrency", "1"]  # fmt: skip
     # The venv's bin first: the CLI starts `celery` by name.

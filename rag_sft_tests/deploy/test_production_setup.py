@@ -90,18 +90,29 @@ def _processes_of(home: Path) -> list[int]:
     return found
 
 
+def postgres_home(root: Path) -> Path:
+    """A DAGSTER_HOME holding the documented PostgreSQL instance file."""
+    home = root / "dagster_home"
+    home.mkdir(parents=True)
+    shutil.copy(REPO / "deploy" / "dagster-postgres.yaml", home / "dagster.yaml")
+    return home
+
+
+def write_sample_days(landing: Path, days: list[str], events_per_day: int) -> None:
+    """A landing file of generated events per day, with some malformed lines and duplicates."""
+    landing.mkdir(parents=True, exist_ok=True)
+    settings = GeneratorSettings(events_per_day=events_per_day, malformed_share=0.03, duplicate_share=0.02)
+    for day in days:
+        with (landing / f"events-{day}.jsonl").open("wb") as handle:
+            handle.writelines(day_lines(date.fromisoformat(day), settings))
+
+
 @pytest.fixture(scope="module")
 def product(postgres, tmp_path_factory, tiny_base):
     root = tmp_path_factory.mktemp("product")
     database = postgres.create_database("dagster_product")
-    home, data, landing = root / "dagster_home", root / "data", root / "data" / "landing"
-    home.mkdir()
-    landing.mkdir(parents=True)
-    shutil.copy(REPO / "deploy" / "dagster-postgres.yaml", home / "dagster.yaml")
-    settings = GeneratorSettings(events_per_day=EVENTS_PER_DAY, malformed_share=0.03, duplicate_share=0.02)
-    for day in DAYS:
-        with (landing / f"events-{day}.jsonl").open("wb") as handle:
-            handle.writelines(day_lines(date.fromisoformat(day), settings))
+    home, data, landing = postgres_home(root), root / "data", root / "data" / "landing"
+    write_sample_days(landing, DAYS, EVENTS_PER_DAY)
     variables = {
         **postgres.env(database),
         "DAGSTER_HOME": str(home),
