@@ -9,7 +9,6 @@ with `erased`), so the UI, the export ledger and dataset versions see the new co
 
 import hashlib
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -79,7 +78,7 @@ def erase_requests_op(
             answers += erase_io.llm_answers(records)
         removed_rows[day] = {table: rows.num_rows for table, rows in removed.items()}
 
-    cache_path = Path(warehouse.data_dir) / "cache" / "completions.sqlite"
+    cache_path = warehouse.cache_dir() / "completions.sqlite"
     cache_entries = 0
     if cache_path.exists():
         cache = CompletionCache(cache_path)
@@ -102,8 +101,8 @@ def erase_requests_op(
                 "previous_hash": previous,
                 "hash": manifest["hash"],
             }
-    training = erase_io.erase_training_datasets(Path(warehouse.data_dir) / "training", erased, note)
-    registry = ModelRegistry(Path(warehouse.data_dir) / "models")
+    training = erase_io.erase_training_datasets(warehouse.training_dir(), erased, note)
+    registry = ModelRegistry(warehouse.models_dir())
     flagged = erase_io.flag_models(registry, {name: v["records_removed"] for name, v in rewritten_versions.items()})
 
     report = {

@@ -32,10 +32,14 @@ from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.sources import LandingFolder, SqlTable
+from rag_sft.io.storage import Location, is_uri, location, remove_tree, spool_dir
 from rag_sft.io.warehouse import staged_name, staging_dir
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
 
 DATA_DIR_ENV = "RAG_SFT_DATA_DIR"
+STATE_DIR_ENV = "RAG_SFT_STATE_DIR"
+# The local state of a warehouse on an object store, when RAG_SFT_STATE_DIR is not set.
+REMOTE_DATA_STATE_DIR = ".rag_sft_state"
 LANDING_DIR_ENV = "RAG_SFT_LANDING_DIR"
 SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
 SQL_URL_ENV = "RAG_SFT_SQL_URL"
@@ -60,7 +64,9 @@ DEFAULT_LLM_MODEL = "gpt-4o-mini"
 
 
 def default_data_dir() -> str:
-    return str(Path(os.environ.get(DATA_DIR_ENV, "data")).absolute())
+    """$RAG_SFT_DATA_DIR (a folder, or an object store URI such as s3://bucket/prefix), else data."""
+    value = os.environ.get(DATA_DIR_ENV, "data")
+    return value if is_uri(value) else str(Path(value).absolute())
 
 
 def default_landing_dir() -> str:
@@ -173,10 +179,20 @@ def _key(*parts: str) -> str:
 
 
 class Warehouse(dg.ConfigurableResource):
-    """The data folder: Parquet tables under warehouse/, daily JSONL under datasets/sft/."""
+    """The data folder: Parquet tables under warehouse/, daily JSONL under datasets/sft/. It may
+    be a prefix in an object store; the pipeline's own bookkeeping (SQLite files, locks) stays
+    on the local disk, under `local_state_dir` (README, "Object storage")."""
 
     data_dir: str = Field(
-        default_factory=default_data_dir, description="Root of all outputs. Default: $RAG_SFT_DATA_DIR, else data."
+        default_factory=default_data_dir,
+        description="Root of all outputs: a folder, or an S3 URI (s3://bucket/prefix; endpoint, region and "
+        "credentials from the AWS_* variables). Default: $RAG_SFT_DATA_DIR, else data.",
+    )
+    local_state_dir: str = Field(
+        default_factory=from_env(STATE_DIR_ENV, ""),
+        description="Local folder of the pipeline's SQLite state, locks and upload spool; empty: <data_dir>/state "
+        f"for a local data_dir, {REMOTE_DATA_STATE_DIR}/ in the working directory for an object store. "
+        "Default: $RAG_SFT_STATE_DIR.",
     )
     parquet_compression: str = Field(default="lz4", description="Parquet codec (lz4, zstd, snappy, none).")
     batch_size: int = Field(default=4096, description="Events per Arrow record batch (bounds memory).")
@@ -210,33 +226,65 @@ class Warehouse(dg.ConfigurableResource):
 
     @contextmanager
     def scratch_dir(self) -> Iterator[Path]:
-        """A private temporary folder in the warehouse's staging folder (the tables' disk, out of
-        every table's glob), removed afterwards, or by the next run if this process is killed."""
-        scratch = staging_dir(Path(self.data_dir) / "warehouse") / staged_name()
+        """A private local temporary folder where the warehouse's files are staged (the tables'
+        disk, out of every table's glob, or the spool of an object store), removed afterwards, or
+        by the next run if this process is killed."""
+        scratch = staging_dir(spool_dir(self.root() / "warehouse")) / staged_name()
         scratch.mkdir()
         try:
             yield scratch
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def remote(self) -> bool:
+        return is_uri(self.data_dir)
+
+    def root(self) -> Location:
+        """`data_dir` as a Path, or as an object store prefix whose uploads are spooled locally."""
+        return location(self.data_dir, spool=self.state_dir() / "spool")
+
     def state_dir(self) -> Path:
-        """Bookkeeping the pipeline keeps between runs (the landing index)."""
-        return Path(self.data_dir) / "state"
+        """Bookkeeping the pipeline keeps between runs (indexes, ledgers, locks): always local."""
+        if self.local_state_dir:
+            return Path(self.local_state_dir).absolute()
+        return Path(REMOTE_DATA_STATE_DIR).absolute() if self.remote() else Path(self.data_dir) / "state"
 
-    def table_dir(self, table: str) -> Path:
-        return Path(self.data_dir) / "warehouse" / table
+    def cache_dir(self) -> Path:
+        """The LLM answer cache's folder: <data_dir>/cache on a local disk, in the state folder otherwise."""
+        return self.state_dir() / "cache" if self.remote() else Path(self.data_dir) / "cache"
 
-    def export_dir(self, day: str) -> Path:
-        return Path(self.data_dir) / "datasets" / "sft" / f"date={day_name(day)}"
+    def table_dir(self, table: str) -> Location:
+        return self.root() / "warehouse" / table
 
-    def jsonl_path(self, day: str) -> Path:
+    def export_dir(self, day: str) -> Location:
+        return self.root() / "datasets" / "sft" / f"date={day_name(day)}"
+
+    def jsonl_path(self, day: str) -> Location:
         return self.export_dir(day) / "records.jsonl"
 
     def versions_dir(self) -> Path:
         """Dataset versions (vNNN): immutable snapshots of exportable days."""
-        return Path(self.data_dir) / "datasets" / "versions"
+        return self.local_root("dataset versions") / "datasets" / "versions"
 
-    def preferences_path(self, day: str) -> Path:
+    def training_dir(self) -> Path:
+        """Training datasets, one folder per data and split settings."""
+        return self.local_root("training datasets") / "training"
+
+    def models_dir(self) -> Path:
+        """Model versions and their registry."""
+        return self.local_root("model versions") / "models"
+
+    def local_root(self, what: str) -> Path:
+        """`data_dir` for what lives on a local disk only (it relies on links, locks and renames)."""
+        if self.remote():
+            raise dg.Failure(
+                f"{what} are kept on a local disk only: data_dir {self.data_dir} is an object store (README, "
+                "\"Object storage\": what it holds)",
+                allow_retries=False,
+            )
+        return Path(self.data_dir)
+
+    def preferences_path(self, day: str) -> Location:
         """Preference pairs (prompt, chosen, rejected) of the day's LLM-corrected records."""
         return self.export_dir(day) / "preferences.jsonl"
 
@@ -244,7 +292,7 @@ class Warehouse(dg.ConfigurableResource):
         """Remove the day's exported files (a held-back day must leave nothing to pick up)."""
         folder = self.export_dir(day)
         removed = sorted(str(path) for path in folder.iterdir()) if folder.is_dir() else []
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
         return removed
 
 
@@ -453,8 +501,8 @@ class Completions(dg.ConfigurableResource):
         )
 
     @contextmanager
-    def open(self, data_dir: str) -> Iterator[CompletionStrategy]:
-        """The configured strategy; the LLM one caches under `<data_dir>/cache/`."""
+    def open(self, cache_dir: Path) -> Iterator[CompletionStrategy]:
+        """The configured strategy; the LLM one caches in `cache_dir` (a local folder)."""
         if self.strategy == "naive":
             yield NaiveCompletion()
             return
@@ -474,7 +522,7 @@ class Completions(dg.ConfigurableResource):
         client = openai.OpenAI(
             base_url=self.base_url, api_key=api_key, timeout=self.request_timeout_s, max_retries=0
         )
-        cache = CompletionCache(Path(data_dir) / "cache" / "completions.sqlite")
+        cache = CompletionCache(Path(cache_dir) / "completions.sqlite")
         strategy = LlmCompletion(
             client,
             self.llm_settings(),
@@ -637,8 +685,8 @@ class Evaluator(dg.ConfigurableResource):
         return f"{self.model} (STAND-IN judge: the local stub's heuristic, not a real evaluation)" if self.stand_in else self.model
 
     @contextmanager
-    def open(self, data_dir: str):
-        """The completions client for the judge (its verdicts cached under `<data_dir>/cache/`)."""
+    def open(self, cache_dir: Path):
+        """The completions client for the judge (its verdicts cached in `cache_dir`, a local folder)."""
         import openai
 
         from rag_sft.core.model_comparison import JUDGE_RUBRIC
@@ -653,7 +701,7 @@ class Evaluator(dg.ConfigurableResource):
                 f"the judge needs the {variable}{also} environment variable (any value for a server without authentication)"
             )
         client = openai.OpenAI(base_url=self.base_url, api_key=api_key, timeout=self.request_timeout_s, max_retries=0)
-        cache = CompletionCache(Path(data_dir) / "cache" / "completions.sqlite")
+        cache = CompletionCache(Path(cache_dir) / "completions.sqlite")
         judge = LlmCompletion(
             client,
             LlmSettings(model=self.model, temperature=0.0, max_tokens=self.max_tokens, system_prompt=JUDGE_RUBRIC),

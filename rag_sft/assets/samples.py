@@ -26,6 +26,7 @@ from rag_sft.core.parallel import ordered_map
 from rag_sft.io.export_ledger import export_status
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.near_duplicate_index import NearDuplicateIndex
+from rag_sft.io.storage import Location
 from rag_sft.io.warehouse import (
     PART_FILE,
     PartitionWriter,
@@ -156,7 +157,7 @@ def sft_records(
     # The day is written to a scratch copy of the table first: the checks judge it only once it
     # is whole, and a held-back day's rows must say so before anyone can read them.
     with warehouse.scratch_dir() as scratch:
-        with completions.open(warehouse.data_dir) as strategy, streaming_day(), PartitionWriter(
+        with completions.open(warehouse.cache_dir()) as strategy, streaming_day(), PartitionWriter(
             scratch / table_dir.name, day, tables.SFT_RECORDS, warehouse.parquet_compression, tables.FREE_TEXT
         ) as writer:
             groups = row_groups(annotated_dir, day)
@@ -247,7 +248,7 @@ def _records_of_group(group: RowGroup, settings, strategy, label_weights, set_as
     return tables.records_batch(group.read(), settings, strategy, label_weights, set_aside)
 
 
-def _near_duplicates(day: str, annotated_dir: Path, warehouse: Warehouse, settings, similarity: float):
+def _near_duplicates(day: str, annotated_dir: Location, warehouse: Warehouse, settings, similarity: float):
     """The day's near-duplicates against itself and the earlier days' kept samples; the day's
     kept ones go to the index for the days after it."""
     sample_ids: list[str] = []
@@ -270,8 +271,8 @@ def _remember_exported(day: str, warehouse: Warehouse, near, exported: set[str])
 
 
 def _publish_partition(
-    staged_table: Path, table_dir: Path, day: str, held_back_by: list[str], warehouse: Warehouse
-) -> Path:
+    staged_table: Path, table_dir: Location, day: str, held_back_by: list[str], warehouse: Warehouse
+) -> Location:
     """Swap the staged day into the table. A held-back day is rewritten on the way, row group by
     row group (memory stays bounded), so its would-be-exported rows say `held_back`."""
     if not held_back_by:

@@ -38,7 +38,7 @@ def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: Lor
     cursor = trigger.Cursor.from_json(context.cursor)
     pending = cursor.pending
     statuses = _run_statuses(context.instance, pending)
-    with TrainingLedger.open(ledger_path(warehouse.data_dir)) as store:
+    with TrainingLedger.open(ledger_path(warehouse.state_dir())) as store:
         ledger = update_ledger(context.instance, store.export_ledger(cursor.after))
         store.save(ledger)
         exportable = ledger.exportable()
