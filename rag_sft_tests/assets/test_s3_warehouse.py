@@ -1,0 +1,127 @@
+"""The daily pipeline with its warehouse and datasets on an S3 server (SeaweedFS, started by the
+tests): what it writes there is what it writes on a local disk, and analysts read it as they do
+locally."""
+
+from pathlib import Path
+
+import duckdb
+import duckdb_extension_httpfs
+import orjson
+import pandas as pd
+import pyarrow.fs as pafs
+import s3fs
+
+from rag_sft.io.storage import location
+from rag_sft.testing.s3_server import start_s3_server
+from rag_sft_tests.assets.test_pipeline import generate
+from rag_sft_tests.conftest import Pipeline
+
+DAYS = ["2026-11-17", "2026-11-18", "2026-11-19"]
+
+
+def objects(uri: str) -> dict[str, bytes]:
+    """Every object under the prefix, by key, with its bytes."""
+    prefix = location(uri)
+    fs = prefix.store.filesystem()
+    files = fs.get_file_info(pafs.FileSelector(prefix.key, recursive=True))
+    return {info.path: fs.open_input_stream(info.path).read() for info in files if info.type == pafs.FileType.File}
+
+
+def test_days_on_s3_reconcile_publish_what_a_local_disk_gets_and_rerun_byte_for_byte(s3_data_dir, tmp_path, instance):
+    local = Pipeline(tmp_path, instance)
+    remote = Pipeline(tmp_path, instance, data_dir=s3_data_dir)
+    generate(local, events_per_day=150, malformed_share=0.05, duplicate_share=0.05)
+    for day in DAYS:
+        result = remote.materialize(day)
+        raw = remote.metadata(result, "raw_events")
+        records = remote.metadata(result, "sft_records")
+        exported = remote.metadata(result, "sft_jsonl")
+        assert raw["events_read"] == 150 == raw["accepted"] + raw["duplicates"] + raw["rejected"]
+        assert records["accepted"] == raw["accepted"] == records["exported"] + records["filtered"]
+        assert exported["path"] == f"{s3_data_dir}/datasets/sft/date={day}/records.jsonl"
+        lines = [orjson.loads(line) for line in remote.jsonl(day).read_bytes().splitlines()]
+        assert len(lines) == exported["dagster/row_count"] == records["exported"] and lines[0]["date"] == day
+        local.materialize(day)
+        assert remote.jsonl(day).read_bytes() == local.jsonl(day).read_bytes()
+
+    written = objects(s3_data_dir)
+    tables = {key.split("/")[3] for key in written if "/warehouse/" in key}
+    assert tables == {"raw_events", "rejected_events", "annotated_samples", "sft_records"}
+    assert sum(1 for key in written if key.endswith("part-0.parquet")) == 4 * len(DAYS)
+    assert not [path for path in (tmp_path / "state" / "spool").rglob("*") if path.is_file()]  # every upload cleaned up
+
+    remote.materialize(DAYS[1])
+    assert objects(s3_data_dir) == written  # same keys, same bytes
+
+
+def test_analysts_read_the_s3_warehouse_with_pandas_and_duckdb_as_locally(s3_server, s3_data_dir, tmp_path, instance):
+    local = Pipeline(tmp_path, instance)
+    remote = Pipeline(tmp_path, instance, data_dir=s3_data_dir)
+    generate(local, events_per_day=60)
+    for day in DAYS:
+        local.materialize(day)
+        remote.materialize(day)
+
+    frame = pd.read_parquet(f"{s3_data_dir}/warehouse/annotated_samples", storage_options=s3_server.storage_options())
+    assert sorted(frame["date"].astype(str).unique()) == DAYS
+    local_frame = pd.read_parquet(local.data / "warehouse" / "annotated_samples")
+    assert sorted(frame["sample_id"]) == sorted(local_frame["sample_id"])
+
+    connection = duckdb.connect()
+    # The extension comes from its package, loaded from the file: nothing is downloaded.
+    extension = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("httpfs.duckdb_extension"))
+    connection.execute(f"LOAD '{extension}'")
+    credentials = s3_server.env()
+    connection.execute(
+        "CREATE SECRET s3_test (TYPE s3, KEY_ID ?, SECRET ?, REGION 'us-east-1', ENDPOINT ?, URL_STYLE 'path', "
+        "USE_SSL false)".replace("?", "'{}'").format(
+            credentials["AWS_ACCESS_KEY_ID"], credentials["AWS_SECRET_ACCESS_KEY"], s3_server.endpoint.removeprefix("http://")
+        )
+    )
+    query = "SELECT date, count(*) FROM read_parquet('{}/sft_records/*/*.parquet', hive_partitioning = true) GROUP BY date ORDER BY date"
+    on_s3 = connection.execute(query.format(f"{s3_data_dir}/warehouse")).fetchall()
+    on_disk = duckdb.sql(query.format(local.data / "warehouse")).fetchall()
+    assert [str(day) for day, _ in on_s3] == DAYS and on_s3 == on_disk
+
+
+def test_a_stopped_s3_server_fails_the_run_clearly_and_keeps_the_previous_day(tmp_path, instance, monkeypatch):
+    server = start_s3_server()  # its own: this test stops it
+    try:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        pipeline = Pipeline(tmp_path, instance, data_dir=server.uri("fault"))
+        day = DAYS[0]
+        generate(pipeline, days=[day], events_per_day=80)
+        pipeline.materialize(day)
+        table = f"{server.uri('fault')}/warehouse/annotated_samples"
+        before = pd.read_parquet(table, storage_options=server.storage_options())
+        generate(pipeline, days=[day], events_per_day=120, seed=5)  # the day's events change
+
+        server.stop()
+        result = pipeline.materialize(day, raise_on_error=False)
+        assert not result.success
+        failure = next(event for event in result.all_events if event.is_step_failure)
+        error = failure.event_specific_data.error.cause  # under Dagster's "error occurred while executing"
+        assert error.cls_name == "StorageUnavailable"
+        assert server.endpoint in error.message and f"bucket {server.bucket!r}" in error.message
+
+        server.start()
+        after_failure = pd.read_parquet(table, storage_options=server.storage_options())
+        pd.testing.assert_frame_equal(after_failure, before)
+        rerun = pipeline.materialize(day)
+        assert pipeline.metadata(rerun, "raw_events")["events_read"] == 120
+        s3fs.S3FileSystem.clear_instance_cache()  # s3fs caches listings and ETags: the day was rewritten since
+        assert len(pd.read_parquet(table, storage_options=server.storage_options())) != len(before)
+    finally:
+        server.remove()
+
+
+def test_no_secret_reaches_the_run_config_or_metadata(s3_server, s3_data_dir, tmp_path, instance):
+    pipeline = Pipeline(tmp_path, instance, data_dir=s3_data_dir)
+    generate(pipeline, days=[DAYS[0]], events_per_day=20)
+    result = pipeline.materialize(DAYS[0])
+    secret = s3_server.env()["AWS_SECRET_ACCESS_KEY"]
+    run = instance.get_run_by_id(result.run_id)
+    stored = " ".join(str(entry) for entry in instance.all_logs(result.run_id)) + str(run) + repr(pipeline.resources()["warehouse"])
+    assert s3_data_dir in stored
+    assert secret not in stored
