@@ -12,6 +12,7 @@ import pyarrow.fs as pafs
 import s3fs
 
 from rag_sft.io.storage import location
+from rag_sft.resources import EventSource
 from rag_sft.testing.s3_server import start_s3_server
 from rag_sft_tests.assets.test_pipeline import generate
 from rag_sft_tests.conftest import Pipeline
@@ -84,8 +85,20 @@ def test_analysts_read_the_s3_warehouse_with_pandas_and_duckdb_as_locally(s3_ser
     assert [str(day) for day, _ in on_s3] == DAYS and on_s3 == on_disk
 
 
-def test_a_stopped_s3_server_fails_the_run_clearly_and_keeps_the_previous_day(tmp_path, instance, monkeypatch):
-    server = start_s3_server()  # its own: this test stops it
+class LandingThatKillsTheStore(EventSource):
+    """The landing folder; opening it kills the S3 server: the store goes away in the middle of
+    the run, once the events are being read."""
+
+    def open(self, state_dir=None):
+        SERVERS_TO_KILL.pop().stop()
+        return super().open(state_dir)
+
+
+SERVERS_TO_KILL: list = []
+
+
+def test_an_s3_server_killed_mid_run_fails_it_clearly_and_the_previous_day_stays(tmp_path, instance, monkeypatch):
+    server = start_s3_server()  # its own: this test kills it
     try:
         for name, value in server.env().items():
             monkeypatch.setenv(name, value)
@@ -97,9 +110,11 @@ def test_a_stopped_s3_server_fails_the_run_clearly_and_keeps_the_previous_day(tm
         before = pd.read_parquet(table, storage_options=server.storage_options())
         generate(pipeline, days=[day], events_per_day=120, seed=5)  # the day's events change
 
-        server.stop()
-        result = pipeline.materialize(day, raise_on_error=False)
-        assert not result.success
+        SERVERS_TO_KILL.append(server)
+        result = pipeline.materialize(
+            day, raise_on_error=False, event_source=LandingThatKillsTheStore(landing_dir=str(pipeline.landing))
+        )
+        assert not result.success and not SERVERS_TO_KILL
         failure = next(event for event in result.all_events if event.is_step_failure)
         error = failure.event_specific_data.error.cause  # under Dagster's "error occurred while executing"
         assert error.cls_name == "StorageUnavailable"
