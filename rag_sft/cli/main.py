@@ -3,6 +3,7 @@
     rag-sft generate --days 7 --out data/landing [--events-per-day N] [--malformed-share 0.01]
     rag-sft run                     # what `make run` does
     rag-sft bench --events 200000   # what `make bench` does
+    rag-sft bench --events 50000 --local-s3  # the same with the warehouse on a local S3 server
     rag-sft bench-llm               # what `make bench-llm` does
     rag-sft llm-stub --port 8199    # a local OpenAI-compatible server for the llm strategy
     rag-sft version --start D --end D  # the dataset version of the exportable days in a range
@@ -219,7 +220,18 @@ def cmd_tiny_base(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from rag_sft.cli.bench import run_bench
 
-    return run_bench(args.events, Path(args.workdir) if args.workdir else None, args.keep)
+    workdir = Path(args.workdir) if args.workdir else None
+    if not args.local_s3:
+        return run_bench(args.events, workdir, args.keep, args.data_dir)
+    from rag_sft.testing.s3_server import start_s3_server
+
+    server = start_s3_server()
+    try:
+        os.environ.update(server.env())
+        print(f"warehouse on a local SeaweedFS S3 server at {server.endpoint}", flush=True)
+        return run_bench(args.events, workdir, args.keep, server.uri("bench"))
+    finally:
+        server.remove()
 
 
 def cmd_bench_history(args: argparse.Namespace) -> int:
@@ -293,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--events", type=int, default=200_000)
     bench.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
     bench.add_argument("--keep", action="store_true", help="do not delete the temp folder")
+    bench.add_argument(
+        "--data-dir", default=None, help="the warehouse's root: a folder or s3://bucket/prefix (default: <workdir>/data)"
+    )
+    bench.add_argument(
+        "--local-s3", action="store_true", help="the warehouse on an S3 server started for the run (SeaweedFS, dev extras)"
+    )
     bench.set_defaults(func=cmd_bench)
 
     history = sub.add_parser("bench-history", help="a day's cost with 1 and with N days in the source (landing and SQL)")
