@@ -45,6 +45,12 @@ def erase_requests_op(
     ids = erasure.request_ids(config.request_ids)
     if not ids:
         raise dg.Failure("no request_id to erase", allow_retries=False)
+    if warehouse.remote():  # checked before anything is erased: no half-done erasure
+        raise dg.Failure(
+            "erasure rewrites dataset versions, training datasets and model versions, kept on a local disk only: "
+            f"data_dir {warehouse.data_dir} is an object store (README, \"Object storage (S3)\")",
+            allow_retries=False,
+        )
     new = ErasureLedger(warehouse.state_dir()).record(ids, context.run_id)
     erased = set(ids)
     note = {

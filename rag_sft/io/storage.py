@@ -18,9 +18,7 @@ or the AWS SDK's other sources): no secret is a setting, shown in metadata, or l
 
 from __future__ import annotations
 
-import fnmatch
 import functools
-import io
 import os
 import shutil
 from collections.abc import Iterator
@@ -82,8 +80,8 @@ def object_store(spool: Path | None = None) -> ObjectStore:
 
 @dataclass(frozen=True)
 class ObjectPath:
-    """A key or key prefix in an object store, with the Path methods the project uses.
-    Folders are prefixes: they exist while something is under them, and mkdir does nothing."""
+    """A key or key prefix in an object store, with the Path methods the project uses on its
+    outputs. Folders are prefixes: they exist while something is under them."""
 
     store: ObjectStore
     key: str  # "bucket/prefix/name", no leading or trailing slash
@@ -102,9 +100,6 @@ class ObjectPath:
     def parent(self) -> ObjectPath:
         return replace(self, key=self.key.rsplit("/", 1)[0])
 
-    def with_name(self, name: str) -> ObjectPath:
-        return self.parent / name
-
     def _info(self) -> pafs.FileInfo:
         with naming_errors(self, "looking up"):
             return self.store.filesystem().get_file_info(self.key)
@@ -118,54 +113,23 @@ class ObjectPath:
     def is_dir(self) -> bool:
         return self._info().type == pafs.FileType.Directory
 
-    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
-        """Nothing to do: a prefix needs no folder."""
-
     def iterdir(self) -> Iterator[ObjectPath]:
         with naming_errors(self, "listing"):
             infos = self.store.filesystem().get_file_info(pafs.FileSelector(self.key, allow_not_found=True))
         return iter(sorted(replace(self, key=info.path) for info in infos))
 
-    def glob(self, pattern: str) -> Iterator[ObjectPath]:
-        depth = pattern.count("/") + 1
-        with naming_errors(self, "listing"):
-            infos = self.store.filesystem().get_file_info(
-                pafs.FileSelector(self.key, allow_not_found=True, recursive=depth > 1)
-            )
-        for info in sorted(infos, key=lambda info: info.path):
-            relative = info.path[len(self.key) + 1 :]
-            if relative.count("/") + 1 == depth and fnmatch.fnmatchcase(relative, pattern):
-                yield replace(self, key=info.path)
-
     def __lt__(self, other: ObjectPath) -> bool:
         return self.key < other.key
-
-    def stat(self) -> os.stat_result:
-        size = self._info().size or 0
-        return os.stat_result((0, 0, 0, 0, 0, 0, size, 0, 0, 0))
-
-    def open(self, mode: str = "rb") -> io.BufferedReader:
-        """For reading only: an object is written whole (`write_bytes`, `publish`)."""
-        if mode != "rb":
-            raise ValueError(f"{self} opens for reading ('rb') only, not {mode!r}")
-        with naming_errors(self, "reading"):
-            return io.BufferedReader(self.store.filesystem().open_input_stream(self.key))
 
     def read_bytes(self) -> bytes:
         with naming_errors(self, "reading"), self.store.filesystem().open_input_stream(self.key) as stream:
             return stream.read()
-
-    def read_text(self, encoding: str = "utf-8") -> str:
-        return self.read_bytes().decode(encoding)
 
     def write_bytes(self, data: bytes) -> int:
         """One PUT: the object is replaced whole or not at all."""
         with naming_errors(self, "writing"), self.store.filesystem().open_output_stream(self.key) as stream:
             stream.write(data)
         return len(data)
-
-    def write_text(self, text: str, encoding: str = "utf-8") -> int:
-        return self.write_bytes(text.encode(encoding))
 
     def unlink(self, missing_ok: bool = False) -> None:
         if missing_ok and not self.exists():
@@ -230,8 +194,10 @@ def remove_tree(folder: Location) -> None:
     if isinstance(folder, Path):
         shutil.rmtree(folder, ignore_errors=True)
         return
-    with naming_errors(folder, "deleting"):
-        folder.store.filesystem().delete_dir_contents(folder.key, missing_dir_ok=True)
+    if folder.exists():
+        with naming_errors(folder, "deleting"):
+            # The prefix itself too: a store with real folders (SeaweedFS's filer) keeps an empty one.
+            folder.store.filesystem().delete_dir(folder.key)
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 tests): what it writes there is what it writes on a local disk, and analysts read it as they do
 locally."""
 
+import json
 from pathlib import Path
 
 import duckdb
@@ -12,7 +13,7 @@ import pyarrow.fs as pafs
 import s3fs
 
 from rag_sft.io.storage import location
-from rag_sft.resources import EventSource
+from rag_sft.resources import EventSource, TrainerExports
 from rag_sft.testing.s3_server import start_s3_server
 from rag_sft_tests.assets.test_pipeline import generate
 from rag_sft_tests.conftest import Pipeline
@@ -140,3 +141,21 @@ def test_no_secret_reaches_the_run_config_or_metadata(s3_server, s3_data_dir, tm
     stored = " ".join(str(entry) for entry in instance.all_logs(result.run_id)) + str(run) + repr(pipeline.resources()["warehouse"])
     assert s3_data_dir in stored
     assert secret not in stored
+
+
+def test_on_s3_trainer_exports_publish_beside_the_jsonl_and_a_held_back_day_leaves_none(s3_server, s3_data_dir, tmp_path, instance):
+    pipeline = Pipeline(tmp_path, instance, data_dir=s3_data_dir)
+    day = DAYS[2]
+    generate(pipeline, days=[day], events_per_day=300)
+    pipeline.materialize(day, trainer_exports=TrainerExports(formats=["alpaca"]))
+    folder = pipeline.jsonl(day).parent
+    assert [path.name for path in folder.iterdir()] == ["alpaca.jsonl", "dataset_info.json", "records.jsonl"]
+    assert json.loads((folder / "dataset_info.json").read_bytes())[f"rag_sft_{day}"]["file_name"] == "alpaca.jsonl"
+
+    generate(pipeline, days=[day], events_per_day=300, factuality_share=0.95)  # too skewed to balance
+    result = pipeline.materialize(day, raise_on_error=False)
+    assert instance.get_run_by_id(result.run_id).tags["rag_sft/held_back"] == "label_balance"
+    assert not folder.exists()
+    s3fs.S3FileSystem.clear_instance_cache()
+    rows = pd.read_parquet(f"{s3_data_dir}/warehouse/sft_records", storage_options=s3_server.storage_options())
+    assert "held_back" in set(rows["status"]) and "exported" not in set(rows["status"])

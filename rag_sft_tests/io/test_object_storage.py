@@ -14,11 +14,11 @@ def test_a_uri_is_an_object_prefix_and_a_folder_stays_a_path(s3_data_dir, tmp_pa
     assert isinstance(root, ObjectPath) and str(root / "warehouse" / "t") == f"{s3_data_dir}/warehouse/t"
     assert location(str(tmp_path)) == tmp_path
 
-    (root / "a" / "one.txt").write_text("1")
+    (root / "a" / "one.txt").write_bytes(b"1")
     (root / "a" / "two.txt").write_bytes(b"2")
     assert [path.name for path in (root / "a").iterdir()] == ["one.txt", "two.txt"]
     assert (root / "a").is_dir() and (root / "a" / "one.txt").is_file() and not (root / "b").exists()
-    assert (root / "a" / "two.txt").open("rb").read() == b"2"
+    assert (root / "a" / "two.txt").read_bytes() == b"2"
     (root / "a" / "one.txt").unlink()
     assert [path.name for path in (root / "a").iterdir()] == ["two.txt"]
 
