@@ -181,7 +181,7 @@ def _key(*parts: str) -> str:
 class Warehouse(dg.ConfigurableResource):
     """The data folder: Parquet tables under warehouse/, daily JSONL under datasets/sft/. It may
     be a prefix in an object store; the pipeline's own bookkeeping (SQLite files, locks) stays
-    on the local disk, under `local_state_dir` (README, "Object storage")."""
+    on the local disk, under `local_state_dir` (README, "Object storage (S3)")."""
 
     data_dir: str = Field(
         default_factory=default_data_dir,
@@ -279,7 +279,7 @@ class Warehouse(dg.ConfigurableResource):
         if self.remote():
             raise dg.Failure(
                 f"{what} are kept on a local disk only: data_dir {self.data_dir} is an object store (README, "
-                "\"Object storage\": what it holds)",
+                "\"Object storage (S3)\")",
                 allow_retries=False,
             )
         return Path(self.data_dir)

@@ -9,7 +9,7 @@ before it is published: beside it on a disk, a local folder for a store).
 
 An object store has no rename, but one PUT (or CompleteMultipartUpload) replaces one object
 atomically: a file is written whole on the local disk first and then uploaded to its final
-key, so a reader sees the old object or the new one, never a part (README, "Object storage").
+key, so a reader sees the old object or the new one, never a part (README, "Object storage (S3)").
 
 The store's endpoint, region and credentials come from the standard AWS variables
 (AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
