@@ -152,6 +152,11 @@ def location(uri: str | os.PathLike, spool: Path | None = None) -> Location:
     return Path(uri)
 
 
+def remote(path: Location) -> bool:
+    """Whether `path` is in an object store, where each read is a request with its latency."""
+    return isinstance(path, ObjectPath)
+
+
 def spool_dir(folder: Location) -> Path:
     """Where a file bound for `folder` is written before `publish`: the folder itself on a disk
     (the rename that publishes it stays on one disk), the store's local spool otherwise."""

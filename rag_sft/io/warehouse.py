@@ -25,7 +25,7 @@ from typing import Self
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rag_sft.io.storage import Location, open_input, publish, remove_tree, spool_dir
+from rag_sft.io.storage import Location, open_input, publish, remote, remove_tree, spool_dir
 
 PART_FILE = "part-0.parquet"
 STAGING = ".staging"
@@ -168,7 +168,9 @@ class RowGroup:
 
     def read(self, columns: Sequence[str] | None = None) -> pa.RecordBatch:
         with open_input(self.path) as handle:
-            parquet = pq.ParquetFile(handle, metadata=self.metadata)
+            # On a store, the group's column chunks are fetched in a few coalesced requests
+            # instead of one per page (measured: half the read time of a day on SeaweedFS).
+            parquet = pq.ParquetFile(handle, metadata=self.metadata, pre_buffer=remote(self.path))
             table = parquet.read_row_group(self.index, columns=list(columns) if columns else None)
         return table.combine_chunks().to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], table.schema)
 
