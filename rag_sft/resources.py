@@ -69,17 +69,24 @@ def default_data_dir() -> str:
     return value if is_uri(value) else str(Path(value).absolute())
 
 
+def local_data_dir() -> Path:
+    """The local folder of what the defaults keep on disk (the landing folder, the SQLite events
+    database, the demo base model): data_dir, or ./data when data_dir is an object store."""
+    data_dir = default_data_dir()
+    return Path("data").absolute() if is_uri(data_dir) else Path(data_dir)
+
+
 def default_landing_dir() -> str:
-    return str(Path(os.environ.get(LANDING_DIR_ENV, Path(default_data_dir()) / "landing")).absolute())
+    return str(Path(os.environ.get(LANDING_DIR_ENV, local_data_dir() / "landing")).absolute())
 
 
 def default_sql_url() -> str:
     # The URL may hold a password: from the environment it stays an EnvVar, never shown.
-    return dg.EnvVar(SQL_URL_ENV) if SQL_URL_ENV in os.environ else f"sqlite:///{Path(default_data_dir()) / 'events.db'}"
+    return dg.EnvVar(SQL_URL_ENV) if SQL_URL_ENV in os.environ else f"sqlite:///{local_data_dir() / 'events.db'}"
 
 
 def default_base_model() -> str:
-    return os.environ.get(BASE_MODEL_ENV, str(Path(default_data_dir()) / "models" / "base" / "tiny-llama"))
+    return os.environ.get(BASE_MODEL_ENV, str(local_data_dir() / "models" / "base" / "tiny-llama"))
 
 
 def from_env(variable: str, default: Any, kind: Callable[[str], Any] = str) -> Callable[[], Any]:

@@ -170,7 +170,7 @@ def test_the_warehouse_state_is_local_wherever_the_data_is(monkeypatch, tmp_path
     import dagster as dg
 
     from rag_sft.io.storage import ObjectPath
-    from rag_sft.resources import Warehouse
+    from rag_sft.resources import EventSource, LoraTraining, Warehouse
 
     local = Warehouse(data_dir=str(tmp_path / "data"))
     assert (local.state_dir(), local.cache_dir()) == (tmp_path / "data" / "state", tmp_path / "data" / "cache")
@@ -184,5 +184,8 @@ def test_the_warehouse_state_is_local_wherever_the_data_is(monkeypatch, tmp_path
     monkeypatch.setenv("RAG_SFT_STATE_DIR", str(tmp_path / "elsewhere"))
     monkeypatch.setenv("RAG_SFT_DATA_DIR", "s3://bucket/prefix")
     assert Warehouse().state_dir() == tmp_path / "elsewhere" and Warehouse().data_dir == "s3://bucket/prefix"
+    # What the defaults keep on disk goes to ./data, never to a folder named after the URI.
+    assert EventSource().landing_dir == str(tmp_path / "data" / "landing")
+    assert LoraTraining().base_model == str(tmp_path / "data" / "models" / "base" / "tiny-llama")
     with pytest.raises(dg.Failure, match="local disk only"):
         remote.versions_dir()

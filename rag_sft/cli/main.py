@@ -119,9 +119,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if source.kind == "landing":
         landing = LandingFolder(source.landing_dir)
         if not landing.has_events():
-            from rag_sft.resources import default_data_dir
+            from rag_sft.resources import local_data_dir
 
-            sample_folder = Path(default_data_dir()) / "landing"
+            sample_folder = local_data_dir() / "landing"
             is_sample_folder = landing.root.absolute() == sample_folder
             if not landing.root.is_dir() and not is_sample_folder:
                 print(f"error: landing folder {landing.root} does not exist", file=sys.stderr)
@@ -176,13 +176,13 @@ def _train(instance) -> int:
 
     from rag_sft.cli.training_demo import ensure_tiny_base, format_training, train_through_sensor
     from rag_sft.definitions import defs
-    from rag_sft.resources import default_data_dir
+    from rag_sft.resources import local_data_dir
 
     if find_spec("torch") is None or find_spec("peft") is None:
         print("\nTraining skipped: install the [train] extra (make run does) to train LoRA adapters.")
         return 0
     base_model = defs.resources["lora_training"].base_model
-    built = ensure_tiny_base(base_model, Path(default_data_dir()))
+    built = ensure_tiny_base(base_model, local_data_dir())
     if built:
         print(f"\nBuilt the tiny demo base model (random Llama, tokenizer trained on the corpus): {built}")
     print("Starting the Dagster daemon: its training sensor decides whether to train ...", flush=True)
@@ -205,10 +205,10 @@ def _start_date():
 
 def cmd_tiny_base(args: argparse.Namespace) -> int:
     from rag_sft.cli.training_demo import corpus_texts
-    from rag_sft.resources import default_data_dir
+    from rag_sft.resources import local_data_dir
     from rag_sft.training.tiny_base import build_tiny_base_model
 
-    data_dir = Path(default_data_dir())
+    data_dir = local_data_dir()
     texts = corpus_texts(data_dir)
     if not texts:
         print(f"error: no exported JSONL under {data_dir / 'datasets' / 'sft'}; run `make run` first", file=sys.stderr)
