@@ -106,6 +106,8 @@ class S3Server:
             f"-master.port={p['master']}", f"-master.port.grpc={p['master_grpc']}",
             # small volumes: the server preallocates nothing large in the temporary folder
             "-master.volumeSizeLimitMB=64", "-volume.max=50",
+            # one master: no need to wait 10 s for an election when it starts again
+            "-master.electionTimeout=1s",
             f"-volume.port={p['volume']}", f"-volume.port.grpc={p['volume_grpc']}",
             f"-filer.port={p['filer']}", f"-filer.port.grpc={p['filer_grpc']}",
             "-s3", f"-s3.port={p['s3']}", f"-s3.port.grpc={p['s3_grpc']}", f"-s3.config={config}",
