@@ -126,7 +126,7 @@ class ObjectPath:
             return stream.read()
 
     def write_bytes(self, data: bytes) -> int:
-        """One PUT: the object is replaced whole or not at all."""
+        """One upload: the object is replaced whole or not at all."""
         with naming_errors(self, "writing"), self.store.filesystem().open_output_stream(self.key) as stream:
             stream.write(data)
         return len(data)
