@@ -3,6 +3,11 @@ tests): what it writes there is what it writes on a local disk, and analysts rea
 locally."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -27,6 +32,21 @@ def objects(uri: str) -> dict[str, bytes]:
     fs = prefix.store.filesystem()
     files = fs.get_file_info(pafs.FileSelector(prefix.key, recursive=True))
     return {info.path: fs.open_input_stream(info.path).read() for info in files if info.type == pafs.FileType.File}
+
+
+def duckdb_on(server) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection reading the server's bucket, as the README shows an analyst."""
+    connection = duckdb.connect()
+    # The extension comes from its package, loaded from the file: nothing is downloaded.
+    extension = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("httpfs.duckdb_extension"))
+    connection.execute(f"LOAD '{extension}'")
+    credentials = server.env()
+    connection.execute(
+        f"CREATE SECRET s3_test (TYPE s3, KEY_ID '{credentials['AWS_ACCESS_KEY_ID']}', "
+        f"SECRET '{credentials['AWS_SECRET_ACCESS_KEY']}', REGION 'us-east-1', "
+        f"ENDPOINT '{server.endpoint.removeprefix('http://')}', URL_STYLE 'path', USE_SSL false)"
+    )
+    return connection
 
 
 def test_days_on_s3_reconcile_publish_what_a_local_disk_gets_and_rerun_byte_for_byte(s3_data_dir, tmp_path, instance):
@@ -69,19 +89,8 @@ def test_analysts_read_the_s3_warehouse_with_pandas_and_duckdb_as_locally(s3_ser
     local_frame = pd.read_parquet(local.data / "warehouse" / "annotated_samples")
     assert sorted(frame["sample_id"]) == sorted(local_frame["sample_id"])
 
-    connection = duckdb.connect()
-    # The extension comes from its package, loaded from the file: nothing is downloaded.
-    extension = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("httpfs.duckdb_extension"))
-    connection.execute(f"LOAD '{extension}'")
-    credentials = s3_server.env()
-    connection.execute(
-        "CREATE SECRET s3_test (TYPE s3, KEY_ID ?, SECRET ?, REGION 'us-east-1', ENDPOINT ?, URL_STYLE 'path', "
-        "USE_SSL false)".replace("?", "'{}'").format(
-            credentials["AWS_ACCESS_KEY_ID"], credentials["AWS_SECRET_ACCESS_KEY"], s3_server.endpoint.removeprefix("http://")
-        )
-    )
     query = "SELECT date, count(*) FROM read_parquet('{}/sft_records/*/*.parquet', hive_partitioning = true) GROUP BY date ORDER BY date"
-    on_s3 = connection.execute(query.format(f"{s3_data_dir}/warehouse")).fetchall()
+    on_s3 = duckdb_on(s3_server).execute(query.format(f"{s3_data_dir}/warehouse")).fetchall()
     on_disk = duckdb.sql(query.format(local.data / "warehouse")).fetchall()
     assert [str(day) for day, _ in on_s3] == DAYS and on_s3 == on_disk
 
@@ -159,3 +168,54 @@ def test_on_s3_trainer_exports_publish_beside_the_jsonl_and_a_held_back_day_leav
     s3fs.S3FileSystem.clear_instance_cache()
     rows = pd.read_parquet(f"{s3_data_dir}/warehouse/sft_records", storage_options=s3_server.storage_options())
     assert "held_back" in set(rows["status"]) and "exported" not in set(rows["status"])
+
+
+def test_the_documented_duckdb_query_on_s3_never_fails_during_a_rerun_or_after_a_kill(s3_server, s3_data_dir, tmp_path):
+    from rag_sft_tests.assets.test_readers_during_runs import DAY, TABLES, _setup
+    from rag_sft_tests.helpers import run_day_script
+
+    env, _ = _setup(tmp_path, 3000)
+    env.update(RAG_SFT_DATA_DIR=s3_data_dir, RAG_SFT_STATE_DIR=str(tmp_path / "state"))  # AWS_*: the fixture's
+    staging = tmp_path / "state" / "spool" / ".staging"
+    connection = duckdb_on(s3_server)
+
+    def poll() -> dict[str, int]:
+        return {
+            table: connection.execute(
+                f"SELECT count(*) FROM read_parquet('{s3_data_dir}/warehouse/{table}/*/*.parquet', hive_partitioning = true)"
+            ).fetchall()[0][0]
+            for table in TABLES
+        }
+
+    def run_day() -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-c", run_day_script(DAY)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    assert run_day().wait() == 0
+    complete = poll()
+    assert all(complete.values())
+
+    errors, polls = [], 0
+    rerun = run_day()
+    while rerun.poll() is None:
+        try:
+            seen = poll()
+            polls += 1
+            assert seen == complete, seen  # the old day or the new one, whole (the same input)
+        except duckdb.Error as error:
+            errors.append(str(error))
+    assert rerun.returncode == 0
+    assert errors == [] and polls >= 5, (errors[:3], polls)
+
+    # A run killed with kill -9 while it writes: readers still see the previous day whole.
+    killed = run_day()
+    deadline = time.monotonic() + 120
+    while not any(staging.glob(f"*_{killed.pid}-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(killed.pid, signal.SIGKILL)
+    killed.wait()
+    assert list(staging.iterdir()), "the kill left nothing behind to clean: it came too late"
+    assert poll() == complete
+
+    assert run_day().wait() == 0
+    assert poll() == complete
+    assert list(staging.iterdir()) == []  # the next run removed what the killed one left
