@@ -271,17 +271,17 @@ class Warehouse(dg.ConfigurableResource):
 
     def versions_dir(self) -> Path:
         """Dataset versions (vNNN): immutable snapshots of exportable days."""
-        return self.local_root("dataset versions") / "datasets" / "versions"
+        return self.local_only_root("dataset versions") / "datasets" / "versions"
 
     def training_dir(self) -> Path:
         """Training datasets, one folder per data and split settings."""
-        return self.local_root("training datasets") / "training"
+        return self.local_only_root("training datasets") / "training"
 
     def models_dir(self) -> Path:
         """Model versions and their registry."""
-        return self.local_root("model versions") / "models"
+        return self.local_only_root("model versions") / "models"
 
-    def local_root(self, what: str) -> Path:
+    def local_only_root(self, what: str) -> Path:
         """`data_dir` for what lives on a local disk only (it relies on links, locks and renames)."""
         if self.remote():
             raise dg.Failure(
