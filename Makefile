@@ -19,7 +19,7 @@ export RAG_SFT_TRAIN_LAST_DAYS ?= 1
 export RAG_SFT_TRAIN_MAX_LENGTH ?= 256
 export RAG_SFT_TRAIN_LEARNING_RATE ?= 0.002
 
-.PHONY: run test bench bench-history bench-llm ui ui-postgres dvc clean
+.PHONY: run test bench bench-s3 bench-history bench-llm ui ui-postgres dvc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ test: $(STAMP) $(DVC)  ## the whole test suite
 
 bench: $(STAMP)  ## one day of 200,000 realistic events through all assets
 	$(BIN)/rag-sft bench --events $${BENCH_EVENTS:-200000}
+
+bench-s3: $(STAMP)  ## the bench day with the warehouse on an S3 server started for it (SeaweedFS, from the dev extras)
+	$(BIN)/rag-sft bench --events $${BENCH_EVENTS:-50000} --local-s3
 
 bench-history: $(STAMP)  ## the last day materialized from a source holding it alone and one holding 30 days (landing and SQL): history_ratio
 	$(BIN)/rag-sft bench-history --events-per-day $${BENCH_EVENTS_PER_DAY:-20000} --days $${BENCH_DAYS:-30}

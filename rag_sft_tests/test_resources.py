@@ -168,3 +168,28 @@ def test_an_api_key_given_in_python_is_refused_with_where_to_set_it():
     assert "set OPENAI_API_KEY" in str(refused.value) and "sk-literal" not in str(refused.value)
     assert Completions(api_key=dg.EnvVar("MY_LLM_KEY")).api_key_variable() == "MY_LLM_KEY"
     assert Completions().api_key_variable() == "OPENAI_API_KEY"
+
+
+def test_the_warehouse_state_is_local_wherever_the_data_is(monkeypatch, tmp_path):
+    import dagster as dg
+
+    from rag_sft.io.storage import ObjectPath
+    from rag_sft.resources import EventSource, LoraTraining, Warehouse
+
+    local = Warehouse(data_dir=str(tmp_path / "data"))
+    assert (local.state_dir(), local.cache_dir()) == (tmp_path / "data" / "state", tmp_path / "data" / "cache")
+    assert local.table_dir("raw_events") == tmp_path / "data" / "warehouse" / "raw_events"
+
+    monkeypatch.chdir(tmp_path)
+    remote = Warehouse(data_dir="s3://bucket/prefix")
+    assert remote.state_dir() == tmp_path / ".rag_sft_state" and remote.cache_dir() == tmp_path / ".rag_sft_state" / "cache"
+    assert isinstance(remote.table_dir("raw_events"), ObjectPath)
+    assert str(remote.jsonl_path("2026-11-19")) == "s3://bucket/prefix/datasets/sft/date=2026-11-19/records.jsonl"
+    monkeypatch.setenv("RAG_SFT_STATE_DIR", str(tmp_path / "elsewhere"))
+    monkeypatch.setenv("RAG_SFT_DATA_DIR", "s3://bucket/prefix")
+    assert Warehouse().state_dir() == tmp_path / "elsewhere" and Warehouse().data_dir == "s3://bucket/prefix"
+    # What the defaults keep on disk goes to ./data, never to a folder named after the URI.
+    assert EventSource().landing_dir == str(tmp_path / "data" / "landing")
+    assert LoraTraining().base_model == str(tmp_path / "data" / "models" / "base" / "tiny-llama")
+    with pytest.raises(dg.Failure, match="local disk only"):
+        remote.versions_dir()

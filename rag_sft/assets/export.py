@@ -4,7 +4,6 @@ records in the trainer formats chosen in `trainer_exports`."""
 
 from collections import Counter
 from contextlib import ExitStack
-from pathlib import Path
 
 import dagster as dg
 import orjson
@@ -19,6 +18,7 @@ from rag_sft.core.parallel import ordered_map
 from rag_sft.io.export_ledger import export_status, hold_back_reasons
 from rag_sft.io.jsonl_check import check_jsonl_file
 from rag_sft.io.memory import streaming_day
+from rag_sft.io.storage import Location
 from rag_sft.io.warehouse import RowGroup, StagedFile, row_groups
 from rag_sft.resources import ExportChecks, TrainerExports, Warehouse
 
@@ -150,7 +150,7 @@ def _held_back(context: dg.AssetExecutionContext, warehouse: Warehouse, reasons:
     )
 
 
-def _remove_stale(folder: Path, keep: list[Path]) -> None:
+def _remove_stale(folder: Location, keep: list[Location]) -> None:
     """The day's folder holds this run's files only: a format no longer chosen, or pairs of an
     earlier LLM run, go (the day is replaced whole)."""
     for path in folder.iterdir():

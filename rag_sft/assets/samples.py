@@ -27,6 +27,7 @@ from rag_sft.io.export_ledger import export_status
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.near_duplicate_index import NearDuplicateIndex
 from rag_sft.io.request_index import REQUEST_INDEX, RequestIndex
+from rag_sft.io.storage import Location
 from rag_sft.io.warehouse import (
     PART_FILE,
     PartitionWriter,
@@ -264,7 +265,7 @@ def _records_of_group(group: RowGroup, settings, strategy, label_weights, set_as
     return tables.records_batch(group.read(), settings, strategy, label_weights, set_aside)
 
 
-def _near_duplicates(day: str, annotated_dir: Path, warehouse: Warehouse, settings, similarity: float):
+def _near_duplicates(day: str, annotated_dir: Location, warehouse: Warehouse, settings, similarity: float):
     """The day's near-duplicates against itself and the earlier days' kept samples; the day's
     kept ones go to the index for the days after it."""
     sample_ids: list[str] = []
@@ -299,8 +300,8 @@ def _remember_exported(day: str, warehouse: Warehouse, near, exported: set[str])
 
 
 def _publish_partition(
-    staged_table: Path, table_dir: Path, day: str, held_back_by: list[str], warehouse: Warehouse
-) -> Path:
+    staged_table: Path, table_dir: Location, day: str, held_back_by: list[str], warehouse: Warehouse
+) -> Location:
     """Swap the staged day into the table. A held-back day is rewritten on the way, row group by
     row group (memory stays bounded), so its would-be-exported rows say `held_back`."""
     if not held_back_by:

@@ -106,7 +106,7 @@ def training_dataset(
     content_hash = manifest["hash"]
     # Built in a folder of this run's own, then named by what shapes it (the data and the split
     # settings): a different eval_share makes another folder, never overwrites one a model names.
-    training_root = Path(warehouse.data_dir) / "training"
+    training_root = warehouse.training_dir()
     tmp = training_root / f".{staged_name()}.tmp"
     tmp.mkdir(parents=True)
     counts = {"train": Counter(), "eval": Counter()}
@@ -208,7 +208,7 @@ def lora_adapter(context: dg.AssetExecutionContext, warehouse: Warehouse, lora_t
     held_out = _records(dataset_dir / "eval.jsonl", weights)
     if not train or not held_out:
         raise dg.Failure(f"the dataset has {len(train)} train and {len(held_out)} eval records; both must be non-empty")
-    registry = ModelRegistry(Path(warehouse.data_dir) / "models")
+    registry = ModelRegistry(warehouse.models_dir())
     version, folder = registry.new_version_dir()
     context.log.info(f"training {version} on {len(train)} samples from {lora_training.base_model} ({sft.device_and_dtype()})")
     try:
@@ -285,7 +285,7 @@ def model_evaluation(
     from rag_sft.training import sft
     from rag_sft.training.generation import GenerationSettings, generate_answers
 
-    registry = ModelRegistry(Path(warehouse.data_dir) / "models")
+    registry = ModelRegistry(warehouse.models_dir())
     adapter_dir = _materialized_folder(context, LORA_ADAPTER)
     dataset_dir = _materialized_folder(context, TRAINING_DATASET)
     version = adapter_dir.name

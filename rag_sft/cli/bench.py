@@ -19,7 +19,9 @@ from pathlib import Path
 from rag_sft.core.generator import GeneratorSettings, recent_days
 
 
-def run_bench(events: int, workdir: Path | None, keep: bool) -> int:
+def run_bench(events: int, workdir: Path | None, keep: bool, data_dir: str | None = None) -> int:
+    """`data_dir`: where the warehouse goes (a folder or an object store URI; default <workdir>/data);
+    the pipeline's local state is in <workdir>/state either way."""
     from rag_sft.cli.main import write_days
 
     root = workdir or Path(tempfile.mkdtemp(prefix="rag_sft_bench_"))
@@ -36,7 +38,8 @@ def run_bench(events: int, workdir: Path | None, keep: bool) -> int:
         env = dict(os.environ)
         env.update(
             RAG_SFT_LANDING_DIR=str(landing),
-            RAG_SFT_DATA_DIR=str(root / "data"),
+            RAG_SFT_DATA_DIR=data_dir or str(root / "data"),
+            RAG_SFT_STATE_DIR=str(root / "state"),
             RAG_SFT_SOURCE="landing",
             DAGSTER_HOME=str(root / "dagster_home"),
         )

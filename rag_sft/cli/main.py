@@ -3,6 +3,7 @@
     rag-sft generate --days 7 --out data/landing [--events-per-day N] [--malformed-share 0.01]
     rag-sft run                     # what `make run` does
     rag-sft bench --events 200000   # what `make bench` does
+    rag-sft bench --events 50000 --local-s3  # the same with the warehouse on a local S3 server
     rag-sft bench-llm               # what `make bench-llm` does
     rag-sft llm-stub --port 8199    # a local OpenAI-compatible server for the llm strategy
     rag-sft version --start D --end D  # the dataset version of the exportable days in a range
@@ -118,9 +119,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if source.kind == "landing":
         landing = LandingFolder(source.landing_dir)
         if not landing.has_events():
-            from rag_sft.resources import default_data_dir
+            from rag_sft.resources import local_data_dir
 
-            sample_folder = Path(default_data_dir()) / "landing"
+            sample_folder = local_data_dir() / "landing"
             is_sample_folder = landing.root.absolute() == sample_folder
             if not landing.root.is_dir() and not is_sample_folder:
                 print(f"error: landing folder {landing.root} does not exist", file=sys.stderr)
@@ -175,13 +176,13 @@ def _train(instance) -> int:
 
     from rag_sft.cli.training_demo import ensure_tiny_base, format_training, train_through_sensor
     from rag_sft.definitions import defs
-    from rag_sft.resources import default_data_dir
+    from rag_sft.resources import local_data_dir
 
     if find_spec("torch") is None or find_spec("peft") is None:
         print("\nTraining skipped: install the [train] extra (make run does) to train LoRA adapters.")
         return 0
     base_model = defs.resources["lora_training"].base_model
-    built = ensure_tiny_base(base_model, Path(default_data_dir()))
+    built = ensure_tiny_base(base_model, local_data_dir())
     if built:
         print(f"\nBuilt the tiny demo base model (random Llama, tokenizer trained on the corpus): {built}")
     print("Starting the Dagster daemon: its training sensor decides whether to train ...", flush=True)
@@ -204,10 +205,10 @@ def _start_date():
 
 def cmd_tiny_base(args: argparse.Namespace) -> int:
     from rag_sft.cli.training_demo import corpus_texts
-    from rag_sft.resources import default_data_dir
+    from rag_sft.resources import local_data_dir
     from rag_sft.training.tiny_base import build_tiny_base_model
 
-    data_dir = Path(default_data_dir())
+    data_dir = local_data_dir()
     texts = corpus_texts(data_dir)
     if not texts:
         print(f"error: no exported JSONL under {data_dir / 'datasets' / 'sft'}; run `make run` first", file=sys.stderr)
@@ -219,7 +220,18 @@ def cmd_tiny_base(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from rag_sft.cli.bench import run_bench
 
-    return run_bench(args.events, Path(args.workdir) if args.workdir else None, args.keep)
+    workdir = Path(args.workdir) if args.workdir else None
+    if not args.local_s3:
+        return run_bench(args.events, workdir, args.keep, args.data_dir)
+    from rag_sft.testing.s3_server import start_s3_server
+
+    server = start_s3_server()
+    try:
+        os.environ.update(server.env())
+        print(f"warehouse on a local SeaweedFS S3 server at {server.endpoint}", flush=True)
+        return run_bench(args.events, workdir, args.keep, server.uri("bench"))
+    finally:
+        server.remove()
 
 
 def cmd_bench_history(args: argparse.Namespace) -> int:
@@ -293,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     bench.add_argument("--events", type=int, default=200_000)
     bench.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
     bench.add_argument("--keep", action="store_true", help="do not delete the temp folder")
+    bench.add_argument(
+        "--data-dir", default=None, help="the warehouse's root: a folder or s3://bucket/prefix (default: <workdir>/data)"
+    )
+    bench.add_argument(
+        "--local-s3", action="store_true", help="the warehouse on an S3 server started for the run (SeaweedFS, dev extras)"
+    )
     bench.set_defaults(func=cmd_bench)
 
     history = sub.add_parser("bench-history", help="a day's cost with 1 and with N days in the source (landing and SQL)")

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from rag_sft.io.model_registry import ModelRegistry
 
 
 def _registry() -> ModelRegistry:
-    from rag_sft.resources import default_data_dir
+    from rag_sft.resources import Warehouse
 
-    return ModelRegistry(Path(default_data_dir()) / "models")
+    return ModelRegistry(Warehouse().models_dir())
 
 
 def format_versions(registry: ModelRegistry) -> str:

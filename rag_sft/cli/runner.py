@@ -7,12 +7,12 @@ import re
 import socket
 from dataclasses import dataclass, field
 from datetime import date
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from rag_sft.assets.partitions import daily_partitions
+from rag_sft.io.storage import location
 
 if TYPE_CHECKING:
     from dagster_shared.error import SerializableErrorInfo
@@ -127,7 +127,7 @@ def published_jsonl(instance: dg.DagsterInstance, day: str) -> str | None:
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("sft_jsonl"), asset_partitions=[day]), limit=1
     ).records
     path = records[0].asset_materialization.metadata.get("path") if records else None
-    return str(path.value) if path is not None and Path(str(path.value)).is_file() else None
+    return str(path.value) if path is not None and location(str(path.value)).is_file() else None
 
 
 def step_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
@@ -213,7 +213,7 @@ def format_summary(reports: list[DayReport]) -> str:
     for asset in ("raw_events", "rejected_events", "annotated_samples", "sft_records"):
         written = [r for r in reports if asset in r.paths]
         if written:
-            table_dir = Path(written[0].paths[asset]).parent.parent
+            table_dir = location(written[0].paths[asset]).parent.parent
             lines.append(
                 f"  {asset:<18} {table_dir}/date=…  ({len(written)} days: {written[0].day} .. {written[-1].day})"
             )

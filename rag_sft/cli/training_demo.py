@@ -145,9 +145,9 @@ def _tick_since(instance, sensor_type, since: float):
 
 def _report(run) -> TrainingReport:
     from rag_sft.io.model_registry import ModelRegistry
-    from rag_sft.resources import default_data_dir
+    from rag_sft.resources import Warehouse
 
-    registry = ModelRegistry(Path(default_data_dir()) / "models")
+    registry = ModelRegistry(Warehouse().models_dir())
     version = next((entry for entry in registry.versions() if entry.get("run_id") == run.run_id), None)
     if run.status.value != "SUCCESS":
         return TrainingReport("failed", f"training run {run.run_id} ended {run.status.value}", run.run_id, version)

@@ -81,9 +81,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not result.success:
         print(f"error: training failed: {_failure(result)}", file=sys.stderr)
         return 1
-    with TrainingLedger.open(ledger_path(warehouse.data_dir)) as store:
+    with TrainingLedger.open(ledger_path(warehouse.state_dir())) as store:
         store.mark_trained(trained_sample_ids(warehouse.versions_dir(), dataset_hash))
-    registry = ModelRegistry(Path(warehouse.data_dir) / "models")
+    registry = ModelRegistry(warehouse.models_dir())
     entry = next(e for e in registry.versions() if e.get("run_id") == result.run_id)
     keys = ("version", "dataset_version", "status", "eval_loss", "in_use", "in_use_eval_loss", "reason")
     print(json.dumps({k: entry.get(k) for k in keys}))

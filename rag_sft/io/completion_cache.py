@@ -185,16 +185,16 @@ def is_postgres_url(url: str) -> bool:
     return url.startswith("postgresql")
 
 
-def open_completion_cache(url: str, data_dir: str | Path) -> AnswerCache:
+def open_completion_cache(url: str, cache_dir: Path) -> AnswerCache:
     """The cache at `url`: a PostgreSQL URL, a `sqlite:///path` URL, or empty for the default
-    SQLite file `<data_dir>/cache/completions.sqlite`."""
-    return PostgresCompletionCache(url) if is_postgres_url(url) else CompletionCache(sqlite_cache_path(url, data_dir))
+    SQLite file `<cache_dir>/completions.sqlite` (a local folder)."""
+    return PostgresCompletionCache(url) if is_postgres_url(url) else CompletionCache(sqlite_cache_path(url, cache_dir))
 
 
-def sqlite_cache_path(url: str, data_dir: str | Path) -> Path:
+def sqlite_cache_path(url: str, cache_dir: Path) -> Path:
     """The SQLite file of an empty or `sqlite:///path` cache URL."""
     if not url:
-        return Path(data_dir) / "cache" / "completions.sqlite"
+        return Path(cache_dir) / "completions.sqlite"
     if url.startswith("sqlite:///"):
         return Path(url.removeprefix("sqlite:///"))
     raise ValueError(f"the LLM answer cache URL must be postgresql+psycopg2://… or sqlite:///…, got {redacted_sql_url(url)}")

@@ -1,4 +1,4 @@
-"""The training sensor's memory: `<data_dir>/state/training_ledger.sqlite`.
+"""The training sensor's memory: `<state_dir>/training_ledger.sqlite` (the warehouse's local state).
 
 It holds what grows with history, so the sensor's cursor does not (Dagster copies the cursor
 into every tick): the export ledger folded from the event log, the exported sample_ids of each
@@ -39,8 +39,8 @@ CREATE TABLE IF NOT EXISTS trained (sample_id TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
-def ledger_path(data_dir: str | Path) -> Path:
-    return Path(data_dir) / "state" / "training_ledger.sqlite"
+def ledger_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "training_ledger.sqlite"
 
 
 class TrainingLedger:

@@ -1,11 +1,13 @@
 """Hive-partitioned Parquet tables (`<root>/<table>/date=YYYY-MM-DD/part-0.parquet`) and
 per-day dataset files, each replaced whole on every write so re-runs never append.
 
-A partition's file is written in the warehouse's staging folder (`<root>/.staging`, beside the
-tables, so no table's glob can match it) and moved over the old one with one atomic rename:
-readers (pyarrow, pandas, DuckDB) listing a table see the old file or the whole new one, never
-a half-written file or a missing day. Staged files carry their host and process id, so what a
-killed run left behind is removed by the next run on that host.
+The root is a local folder or an object store prefix (`rag_sft.io.storage`). A partition's file
+is written on the local disk first: on a local warehouse in its staging folder (`<root>/.staging`,
+beside the tables, so no table's glob can match it) and moved over the old one with one atomic
+rename; on an object store in the local spool folder, then uploaded to its final key, which the
+store replaces in one step. Either way readers (pyarrow, pandas, DuckDB) listing a table see the
+old file or the whole new one, never a half-written file or a missing day. Staged files carry
+their host and process id, so what a killed run left behind is removed by the next run on that host.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Self
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from rag_sft.io.storage import Location, open_input, publish, remote, remove_tree, spool_dir
+
 PART_FILE = "part-0.parquet"
 STAGING = ".staging"
 
@@ -31,7 +35,7 @@ class MissingPartition(Exception):
     """An upstream partition has not been materialized."""
 
 
-def partition_dir(table_dir: Path, day: str) -> Path:
+def partition_dir(table_dir: Location, day: str) -> Location:
     return table_dir / f"date={day}"
 
 
@@ -57,11 +61,12 @@ def _owned_by_dead_process(name: str) -> bool:
     return owner_host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
 
 
-def _remove_dead_stages(final: Path) -> None:
-    """Staged copies of `final` that a killed process left beside it."""
+def _remove_dead_stages(final: Location) -> None:
+    """Staged copies of `final` that a killed process left where it is staged."""
     prefix = f".{final.name}.tmp-"
-    if final.parent.is_dir():
-        for entry in final.parent.iterdir():
+    folder = spool_dir(final.parent)
+    if folder.is_dir():
+        for entry in folder.iterdir():
             if entry.name.startswith(prefix) and _owned_by_dead_process(entry.name.removeprefix(prefix)):
                 entry.unlink(missing_ok=True)
 
@@ -80,13 +85,13 @@ class PartitionWriter:
     """Streams record batches into one day of a table; `commit` replaces the old day whole."""
 
     def __init__(
-        self, table_dir: Path, day: str, schema: pa.Schema, compression: str = "lz4", free_text: Iterable[str] = ()
+        self, table_dir: Location, day: str, schema: pa.Schema, compression: str = "lz4", free_text: Iterable[str] = ()
     ):
         """`free_text`: column paths (as Parquet names them) written plain and without min/max
         statistics: for long, mostly unique texts both cost write time and help no query."""
         self.table_dir = table_dir
         self.final_dir = partition_dir(table_dir, day)
-        self.staged = staging_dir(table_dir.parent) / staged_name(".parquet")
+        self.staged = staging_dir(spool_dir(table_dir.parent)) / staged_name(".parquet")
         self.rows = 0
         indexed = [path for path in leaf_paths(schema) if path not in set(free_text)]
         self._writer = pq.ParquetWriter(
@@ -98,7 +103,7 @@ class PartitionWriter:
             self._writer.write_batch(batch)
             self.rows += batch.num_rows
 
-    def commit(self) -> Path:
+    def commit(self) -> Location:
         self._writer.close()
         return publish_partition_file(self.staged, self.table_dir, self.final_dir.name.removeprefix("date="))
 
@@ -114,15 +119,15 @@ class PartitionWriter:
             self.abort()
 
 
-def publish_partition_file(staged: Path, table_dir: Path, day: str) -> Path:
-    """Move a finished Parquet file over the day's file in one rename (same disk)."""
+def publish_partition_file(staged: Path, table_dir: Location, day: str) -> Location:
+    """Put a finished local Parquet file in place of the day's file in one step (a rename on
+    the same disk, one upload to an object store)."""
     final_dir = partition_dir(table_dir, day)
-    final_dir.mkdir(parents=True, exist_ok=True)
-    final = final_dir / PART_FILE
-    os.replace(staged, final)
-    # What older versions of the project left in the table: hidden swap folders of killed runs.
-    for leftover in table_dir.glob(f".{final_dir.name}.*"):
-        shutil.rmtree(leftover, ignore_errors=True)
+    final = publish(staged, final_dir / PART_FILE)
+    # What older versions of the project left in a local table: hidden swap folders of killed runs.
+    if isinstance(table_dir, Path):
+        for leftover in table_dir.glob(f".{final_dir.name}.*"):
+            remove_tree(leftover)
     return final
 
 
@@ -145,7 +150,7 @@ def leaf_paths(schema: pa.Schema) -> list[str]:
 
 
 def read_batches(
-    table_dir: Path, day: str, columns: Sequence[str] | None = None, batch_size: int = 8192
+    table_dir: Location, day: str, columns: Sequence[str] | None = None, batch_size: int = 8192
 ) -> Iterator[pa.RecordBatch]:
     # Row group by row group: `iter_batches` keeps buffers of the groups it has read (measured:
     # +30 MiB every ten batches), which breaks the memory bound on a large day.
@@ -157,31 +162,36 @@ def read_batches(
 class RowGroup:
     """One row group of a day's Parquet file: the unit the stages hand to their threads."""
 
-    path: Path
+    path: Location
     index: int
     metadata: pq.FileMetaData | None = None  # the file's footer, parsed once for all its groups
 
     def read(self, columns: Sequence[str] | None = None) -> pa.RecordBatch:
-        parquet = pq.ParquetFile(self.path, metadata=self.metadata)
-        table = parquet.read_row_group(self.index, columns=list(columns) if columns else None)
+        with open_input(self.path) as handle:
+            # On a store, the group's column chunks are fetched in a few coalesced requests
+            # instead of one per page (measured: half the read time of a day on SeaweedFS).
+            parquet = pq.ParquetFile(handle, metadata=self.metadata, pre_buffer=remote(self.path))
+            table = parquet.read_row_group(self.index, columns=list(columns) if columns else None)
         return table.combine_chunks().to_batches()[0] if table.num_rows else pa.RecordBatch.from_pylist([], table.schema)
 
 
-def row_groups(table_dir: Path, day: str) -> list[RowGroup]:
+def row_groups(table_dir: Location, day: str) -> list[RowGroup]:
     path = partition_dir(table_dir, day) / PART_FILE
     if not path.exists():
         raise MissingPartition(f"{table_dir.name} has no partition {day} (expected {path}); materialize it first")
-    metadata = pq.read_metadata(path)
+    with open_input(path) as handle:
+        metadata = pq.read_metadata(handle)
     return [RowGroup(path, index, metadata) for index in range(metadata.num_row_groups)]
 
 
 class StagedFile:
-    """A file written under a hidden temporary name next to `final` and renamed over it only by
-    `publish`, so readers see the old file or the whole new one; unpublished, it is removed."""
+    """A file written under a hidden temporary name where `final` is staged (beside it on a disk,
+    the spool folder for an object store) and put in its place only by `publish`, so readers see
+    the old file or the whole new one; unpublished, it is removed."""
 
-    def __init__(self, final: Path):
+    def __init__(self, final: Location):
         self.final = final
-        self.path = final.with_name(f".{final.name}.tmp-{staged_name()}")
+        self.path = spool_dir(final.parent) / f".{final.name}.tmp-{staged_name()}"
         _remove_dead_stages(final)
         self.published = False
         self.size = 0
@@ -190,7 +200,7 @@ class StagedFile:
 
     def append(self, chunk: bytes | pa.Buffer) -> None:
         if self._handle is None:
-            self.final.parent.mkdir(parents=True, exist_ok=True)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._handle = self.path.open("wb")
         self._handle.write(chunk)
         self._digest.update(chunk)
@@ -209,8 +219,8 @@ class StagedFile:
         self._handle.close()
         return self.size, self._digest.hexdigest()
 
-    def publish(self) -> Path:
-        os.replace(self.path, self.final)
+    def publish(self) -> Location:
+        publish(self.path, self.final)
         self.published = True
         return self.final
 

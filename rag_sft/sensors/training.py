@@ -49,10 +49,15 @@ lora_training_job = dg.define_asset_job(
     description="Requests lora_training_job when the exportable days hold N samples not trained on yet.",
 )
 def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: LoraTraining, warehouse: Warehouse):
+    if warehouse.remote():  # training datasets and model versions are not on object stores yet
+        return dg.SkipReason(
+            f"training reads dataset versions from a local disk; data_dir {warehouse.data_dir} is an object store "
+            "(README, \"Object storage (S3)\")"
+        )
     cursor = trigger.Cursor.from_json(context.cursor)
     pending = cursor.pending
     statuses = _run_statuses(context.instance, pending)
-    with TrainingLedger.open(ledger_path(warehouse.data_dir)) as store:
+    with TrainingLedger.open(ledger_path(warehouse.state_dir())) as store:
         ledger = update_ledger(context.instance, store.export_ledger(cursor.after))
         store.save(ledger)
         exportable = ledger.exportable()

@@ -1,0 +1,219 @@
+"""Where the project's files live: a local folder, or a prefix in an object store (`s3://bucket/prefix`).
+
+`location(uri)` gives a `pathlib.Path` for a local folder, so everything local behaves as it
+always has, and an `ObjectPath` for an `s3://` URI: the part of Path's API the project uses
+(joining, listing, reading, writing small files, removing) over pyarrow's S3 filesystem. The
+operations whose meaning differs between the two are the functions below: `open_input`,
+`publish` (a rename on a disk, an upload to a store) and `spool_dir` (where a file is written
+before it is published: beside it on a disk, a local folder for a store).
+
+An object store has no rename, but one PUT (or CompleteMultipartUpload) replaces one object
+atomically: a file is written whole on the local disk first and then uploaded to its final
+key, so a reader sees the old object or the new one, never a part (README, "Object storage (S3)").
+
+The store's endpoint, region and credentials come from the standard AWS variables
+(AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
+or the AWS SDK's other sources): no secret is a setting, shown in metadata, or logged.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import pyarrow.fs as pafs
+
+S3_SCHEME = "s3://"
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+# A stopped store fails a step within seconds instead of hanging it.
+CONNECT_TIMEOUT_S = 5
+REQUEST_TIMEOUT_S = 60
+
+
+class StorageUnavailable(OSError):
+    """An object store refused or failed a request; the message names the endpoint and bucket."""
+
+
+def is_uri(value: str | os.PathLike) -> bool:
+    return str(value).startswith(S3_SCHEME)
+
+
+@dataclass(frozen=True)
+class ObjectStore:
+    """One S3 endpoint as the environment describes it, and the local folder where files bound
+    for it are written before their upload."""
+
+    endpoint: str
+    region: str
+    spool: Path | None
+
+    def filesystem(self) -> pafs.S3FileSystem:
+        return _s3_filesystem(self.endpoint, self.region)
+
+    def describe(self, key: str) -> str:
+        bucket = key.split("/", 1)[0]
+        return f"the object store at {self.endpoint or 'AWS S3'} (bucket {bucket!r})"
+
+
+@functools.cache
+def _s3_filesystem(endpoint: str, region: str) -> pafs.S3FileSystem:
+    # Credentials are left to the AWS SDK (environment, profile, instance role): never passed here.
+    return pafs.S3FileSystem(
+        endpoint_override=endpoint or None,
+        region=region or None,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        request_timeout=REQUEST_TIMEOUT_S,
+    )
+
+
+def object_store(spool: Path | None = None) -> ObjectStore:
+    endpoint = next((os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)), "")
+    region = next((os.environ[name] for name in REGION_VARIABLES if os.environ.get(name)), "us-east-1")
+    return ObjectStore(endpoint, region, spool)
+
+
+@dataclass(frozen=True)
+class ObjectPath:
+    """A key or key prefix in an object store, with the Path methods the project uses on its
+    outputs. Folders are prefixes: they exist while something is under them."""
+
+    store: ObjectStore
+    key: str  # "bucket/prefix/name", no leading or trailing slash
+
+    def __truediv__(self, name: str) -> ObjectPath:
+        return replace(self, key=f"{self.key}/{str(name).strip('/')}")
+
+    def __str__(self) -> str:
+        return S3_SCHEME + self.key
+
+    @property
+    def name(self) -> str:
+        return self.key.rsplit("/", 1)[-1]
+
+    @property
+    def parent(self) -> ObjectPath:
+        return replace(self, key=self.key.rsplit("/", 1)[0])
+
+    def _info(self) -> pafs.FileInfo:
+        with naming_errors(self, "looking up"):
+            return self.store.filesystem().get_file_info(self.key)
+
+    def exists(self) -> bool:
+        return self._info().type != pafs.FileType.NotFound
+
+    def is_file(self) -> bool:
+        return self._info().type == pafs.FileType.File
+
+    def is_dir(self) -> bool:
+        return self._info().type == pafs.FileType.Directory
+
+    def iterdir(self) -> Iterator[ObjectPath]:
+        with naming_errors(self, "listing"):
+            infos = self.store.filesystem().get_file_info(pafs.FileSelector(self.key, allow_not_found=True))
+        return iter(sorted(replace(self, key=info.path) for info in infos))
+
+    def __lt__(self, other: ObjectPath) -> bool:
+        return self.key < other.key
+
+    def read_bytes(self) -> bytes:
+        with naming_errors(self, "reading"), self.store.filesystem().open_input_stream(self.key) as stream:
+            return stream.read()
+
+    def write_bytes(self, data: bytes) -> int:
+        """One upload: the object is replaced whole or not at all."""
+        with naming_errors(self, "writing"), self.store.filesystem().open_output_stream(self.key) as stream:
+            stream.write(data)
+        return len(data)
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        if missing_ok and not self.exists():
+            return
+        with naming_errors(self, "deleting"):
+            self.store.filesystem().delete_file(self.key)
+
+
+Location = Path | ObjectPath
+
+
+def location(uri: str | os.PathLike, spool: Path | None = None) -> Location:
+    """A local path (made absolute) or, for `s3://bucket/prefix`, an ObjectPath whose uploads are
+    written first under `spool`, a local folder."""
+    if is_uri(uri):
+        key = str(uri)[len(S3_SCHEME) :].strip("/")
+        if not key:
+            raise ValueError(f"{uri!r} names no bucket: write s3://bucket/prefix")
+        return ObjectPath(object_store(spool), key)
+    return Path(uri)
+
+
+def remote(path: Location) -> bool:
+    """Whether `path` is in an object store, where each read is a request with its latency."""
+    return isinstance(path, ObjectPath)
+
+
+def spool_dir(folder: Location) -> Path:
+    """Where a file bound for `folder` is written before `publish`: the folder itself on a disk
+    (the rename that publishes it stays on one disk), the store's local spool otherwise."""
+    if isinstance(folder, Path):
+        return folder
+    if folder.store.spool is None:
+        raise ValueError(f"{folder} has no local spool folder to write files before their upload")
+    return folder.store.spool
+
+
+def publish(staged: Path, final: Location) -> Location:
+    """Replace `final` by the finished local file `staged` in one step readers cannot split: a
+    rename on a disk, an upload (one PUT, or a multipart upload the store shows only once it
+    completes) to a store. `staged` is gone afterwards."""
+    if isinstance(final, Path):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, final)
+        return final
+    with naming_errors(final, "uploading"):
+        pafs.copy_files(
+            str(staged), final.key, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=final.store.filesystem()
+        )
+    staged.unlink()
+    return final
+
+
+@contextmanager
+def open_input(path: Location) -> Iterator[pafs.NativeFile]:
+    """A random-access file (what Parquet readers take)."""
+    if isinstance(path, Path):
+        with pafs.LocalFileSystem().open_input_file(str(path)) as handle:
+            yield handle
+        return
+    with naming_errors(path, "reading"), path.store.filesystem().open_input_file(path.key) as handle:
+        yield handle
+
+
+def remove_tree(folder: Location) -> None:
+    """The folder (prefix) and everything in it; nothing when it is not there."""
+    if isinstance(folder, Path):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    if folder.exists():
+        with naming_errors(folder, "deleting"):
+            # The prefix itself too: a store with real folders (SeaweedFS's filer) keeps an empty one.
+            folder.store.filesystem().delete_dir(folder.key)
+
+
+@contextmanager
+def naming_errors(path: Location, action: str) -> Iterator[None]:
+    """A store's failure as a StorageUnavailable naming the endpoint, the bucket and the key (a
+    stopped server otherwise shows as a bare SDK message); a local path's errors pass as they are."""
+    try:
+        yield
+    except StorageUnavailable:
+        raise
+    except OSError as error:
+        if isinstance(path, Path) or isinstance(error, FileNotFoundError):
+            raise
+        raise StorageUnavailable(f"{path.store.describe(path.key)} failed while {action} {path}: {error}") from error
