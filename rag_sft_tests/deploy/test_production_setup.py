@@ -286,6 +286,29 @@ def test_a_seven_day_backfill_runs_concurrently_and_loses_or_doubles_no_event(pr
     )
 
 
+def test_two_runs_of_one_day_launched_at_once_run_one_after_the_other(product):
+    """The queue's per-day limit: on a cluster the day's file lock would not see the other run."""
+    params = {
+        "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": "daily_sft_job"},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DAYS[0]}]},
+    }
+    run_ids = []
+    for _ in range(2):
+        launched = product.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
+        assert launched["__typename"] == "LaunchRunSuccess", launched
+        run_ids.append(launched["run"]["runId"])
+
+    def both_finished():
+        records = product.instance.get_run_records(filters=dg.RunsFilter(run_ids=run_ids))
+        return records if len(records) == 2 and all(r.dagster_run.status.value in FINISHED for r in records) else None
+
+    records = product.wait("both runs of the day", both_finished, timeout_s=300, every_s=2)
+    assert {r.dagster_run.status.value for r in records} == {"SUCCESS"}
+    first, second = sorted((_launched_at(product.instance, r.dagster_run.run_id), r.end_time) for r in records)
+    assert second[0] >= first[1]  # the second was launched only once the first had ended
+    _assert_reconciles(_day_counts(product.instance, DAYS[0]))
+
+
 def _launched_at(instance: dg.DagsterInstance, run_id: str) -> float:
     [launched] = instance.all_logs(run_id, of_type=dg.DagsterEventType.RUN_STARTING)
     return launched.timestamp
