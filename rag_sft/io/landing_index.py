@@ -179,7 +179,7 @@ class LandingIndex:
             entry = known.pop(source, None)
             if entry is not None and (entry.size, entry.mtime_ns) == (status.size, status.mtime_ns):
                 continue
-            readable = self.folder.readable(path)  # compressed files: their decompressed copy
+            readable = self.folder.readable(path, status)  # compressed files: their decompressed copy
             resume = entry if entry is not None and readable == path and _appended(path, entry, status.size) else None
             size = status.size if readable == path else version(readable).size
             todo.append((readable, source, size, status.size, status.mtime_ns, entry, resume))

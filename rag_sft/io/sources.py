@@ -170,11 +170,10 @@ class LandingFolder:
 
     def refresh_index(self, workers: int = 1) -> dict[str, Location]:
         """Bring the index up to date; returns each file's source name and path, in path order."""
-        files = self.files()
-        paths = {source_name(path, self.root): path for path in files}
+        listing = self.listing()
         self.index().refresh(workers)
-        self.forget_old_copies(files)
-        return paths
+        self.forget_old_copies(listing)
+        return {source_name(path, self.root): path for path in listing}
 
     def files(self) -> list[Location]:
         return list(self.listing())
@@ -192,15 +191,15 @@ class LandingFolder:
             ) from None
         return {path: found[path] for path in found if path.name.endswith(LANDING_SUFFIXES)}
 
-    def readable(self, path: Location) -> Location:
+    def readable(self, path: Location, status: FileVersion | None = None) -> Location:
         """The file as plain JSON Lines: itself, or for a compressed file its decompressed copy
         (made once per version of the file, under the index's local folder, an object's too;
         same name less the compression suffix and same modification time, so the file-date
-        fallback is unchanged)."""
+        fallback is unchanged). `status`: the file's version when a listing gave it already."""
         suffix = path.suffix
         if suffix not in _DECOMPRESSORS:
             return path
-        status = version(path)
+        status = status or version(path)
         key = hashlib.sha256(f"{path}\0{status.size}\0{status.mtime_ns}".encode()).hexdigest()[:16]
         target = self._decompressed_dir() / key / path.name.removesuffix(suffix)
         if not target.exists():
@@ -218,12 +217,13 @@ class LandingFolder:
             self._scratch = tempfile.TemporaryDirectory(prefix="rag_sft_decompressed_")
         return Path(self._scratch.name)
 
-    def forget_old_copies(self, files: list[Location]) -> None:
+    def forget_old_copies(self, listing: dict[Location, FileVersion]) -> None:
         """Remove decompressed copies of compressed files that changed or went away."""
         folder = self._decompressed_dir()
         if not folder.is_dir():
             return
-        current = {self.readable(path).parent for path in files if path.suffix in _DECOMPRESSORS}
+        compressed = {path: status for path, status in listing.items() if path.suffix in _DECOMPRESSORS}
+        current = {self.readable(path, status).parent for path, status in compressed.items()}
         for entry in folder.iterdir():
             if entry not in current:
                 shutil.rmtree(entry, ignore_errors=True)

@@ -279,7 +279,8 @@ def _listed_local_files(folder: Path) -> dict[Location, FileVersion]:
             continue
         visited.add(real)
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        found.extend(Path(parent) / name for name in names if not name.startswith(".") and (Path(parent) / name).is_file())
+        files = (Path(parent) / name for name in names if not name.startswith("."))
+        found.extend(path for path in files if path.is_file())
     return {path: version(path) for path in sorted(found)}
 
 
