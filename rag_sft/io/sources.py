@@ -183,13 +183,12 @@ class LandingFolder:
         `*.jsonl.zst` as logs are shipped; hidden names (a shipper's file being written) are not
         landing files (see `storage.listed_files`: one listing in an object store)."""
         try:
-            found = listed_files(self.root)
-        except (FileNotFoundError, NotADirectoryError):
+            return listed_files(self.root, LANDING_SUFFIXES)
+        except FileNotFoundError:
             raise SourceUnavailable(
                 f"landing folder {self.root} does not exist or is not a folder; "
                 "point RAG_SFT_LANDING_DIR at the folder that holds your *.jsonl quality events"
             ) from None
-        return {path: found[path] for path in found if path.name.endswith(LANDING_SUFFIXES)}
 
     def readable(self, path: Location, status: FileVersion | None = None) -> Location:
         """The file as plain JSON Lines: itself, or for a compressed file its decompressed copy

@@ -244,16 +244,18 @@ def naming_errors(path: Location, action: str) -> Iterator[None]:
         raise StorageUnavailable(f"{path.store.describe(path.key)} failed while {action} {path}: {error}") from error
 
 
-def listed_files(folder: Location) -> dict[Location, FileVersion]:
-    """Every file under `folder`, recursively and in path order, with its version; hidden names
-    (a leading dot, a shipper's file being written) and what is under hidden folders left out.
+def listed_files(folder: Location, suffixes: tuple[str, ...] = ("",)) -> dict[Location, FileVersion]:
+    """Every file under `folder` whose name ends with one of `suffixes`, recursively and in path
+    order, with its version; hidden names (a leading dot, a shipper's file being written) and
+    what is under hidden folders left out.
 
-    On a disk, links to folders are followed (each real folder once, so a link loop ends) and a
-    missing folder is a FileNotFoundError. In a store it is one listing (no request per file), a
-    prefix with nothing under it is an empty folder, and a missing bucket a StorageUnavailable.
+    On a disk, links to folders are followed (each real folder once, so a link loop ends), a file
+    removed while listed is left out and a missing folder is a FileNotFoundError. In a store it is
+    one listing (no request per file), a prefix with nothing under it is an empty folder, and a
+    missing bucket a StorageUnavailable.
     """
     if isinstance(folder, Path):
-        return _listed_local_files(folder)
+        return _listed_local_files(folder, suffixes)
     with naming_errors(folder, "listing"):
         filesystem = folder.store.filesystem()
         bucket = folder.key.split("/", 1)[0]
@@ -263,12 +265,12 @@ def listed_files(folder: Location) -> dict[Location, FileVersion]:
     found = {}
     for info in infos:
         hidden = any(part.startswith(".") for part in info.path[len(folder.key) + 1 :].split("/"))
-        if info.type == pafs.FileType.File and not hidden:
+        if info.type == pafs.FileType.File and not hidden and info.path.endswith(suffixes):
             found[replace(folder, key=info.path)] = FileVersion(info.size, info.mtime_ns)
     return dict(sorted(found.items()))
 
 
-def _listed_local_files(folder: Path) -> dict[Location, FileVersion]:
+def _listed_local_files(folder: Path, suffixes: tuple[str, ...]) -> dict[Location, FileVersion]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist or is not a folder")
     found, visited = [], set()
@@ -279,9 +281,15 @@ def _listed_local_files(folder: Path) -> dict[Location, FileVersion]:
             continue
         visited.add(real)
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        files = (Path(parent) / name for name in names if not name.startswith("."))
+        files = (Path(parent) / name for name in names if not name.startswith(".") and name.endswith(suffixes))
         found.extend(path for path in files if path.is_file())
-    return {path: version(path) for path in sorted(found)}
+    listing: dict[Location, FileVersion] = {}
+    for path in sorted(found):
+        try:
+            listing[path] = version(path)
+        except FileNotFoundError:  # removed since the walk saw it
+            continue
+    return listing
 
 
 def version(path: Location) -> FileVersion:
