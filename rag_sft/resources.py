@@ -79,7 +79,7 @@ def local_data_dir() -> Path:
 
 
 def default_landing_dir() -> str:
-    return str(Path(os.environ.get(LANDING_DIR_ENV, local_data_dir() / "landing")).absolute())
+    return str(location(os.environ.get(LANDING_DIR_ENV, local_data_dir() / "landing")).absolute())
 
 
 def default_sql_url() -> str:
@@ -134,7 +134,8 @@ class EventSource(dg.ConfigurableResource):
     )
     landing_dir: str = Field(
         default_factory=default_landing_dir,
-        description="Folder searched recursively for *.jsonl. Default: $RAG_SFT_LANDING_DIR, else <data_dir>/landing.",
+        description="Folder searched recursively for *.jsonl, local or s3://bucket/prefix. Default: "
+        "$RAG_SFT_LANDING_DIR, else <data_dir>/landing.",
     )
     sql_url: str = Field(
         default_factory=default_sql_url,
@@ -152,7 +153,7 @@ class EventSource(dg.ConfigurableResource):
             counts_path = state_dir / f"sql-days-{_key(url, self.sql_table, valid[0].isoformat())}.json" if state_dir else None
             return SqlTable(url, self.sql_table, counts_path, valid)
         # The placement of out-of-range events depends on the first day: one index per start date.
-        key = _key(str(Path(self.landing_dir).absolute()), valid[0].isoformat())
+        key = _key(str(location(self.landing_dir).absolute()), valid[0].isoformat())
         return LandingFolder(self.landing_dir, state_dir / f"landing-index-{key}.sqlite" if state_dir else None, valid)
 
 

@@ -42,10 +42,15 @@ def instance():
 class Pipeline:
     """Materializes the daily assets on a real (temporary) Dagster instance."""
 
-    def __init__(self, root: Path, instance: dg.DagsterInstance, data_dir: str | None = None):
-        """`data_dir`: the warehouse's root, an object store URI for instance; default <root>/data."""
+    def __init__(
+        self, root: Path, instance: dg.DagsterInstance, data_dir: str | None = None, landing_dir: str | None = None
+    ):
+        """`data_dir`: the warehouse's root, an object store URI for instance; default <root>/data.
+        `landing_dir`: the event source's landing folder (an object store URI for instance);
+        default `landing`, <root>/landing, where the tests write events."""
         self.root = root
         self.landing = root / "landing"
+        self.landing_dir = landing_dir or str(self.landing)
         self.data = root / "data"
         self.data_dir = data_dir or str(self.data)
         self.instance = instance
@@ -61,7 +66,7 @@ class Pipeline:
     ) -> dict:
         return {
             "trainer_exports": trainer_exports or TrainerExports(),
-            "event_source": event_source or EventSource(landing_dir=str(self.landing)),
+            "event_source": event_source or EventSource(landing_dir=self.landing_dir),
             "warehouse": Warehouse(
                 data_dir=self.data_dir, local_state_dir=str(self.root / "state") if is_uri(self.data_dir) else "", batch_size=64
             ),

@@ -193,3 +193,14 @@ def test_the_warehouse_state_is_local_wherever_the_data_is(monkeypatch, tmp_path
     assert LoraTraining().base_model == str(tmp_path / "data" / "models" / "base" / "tiny-llama")
     with pytest.raises(dg.Failure, match="local disk only"):
         remote.versions_dir()
+
+
+def test_a_landing_dir_in_an_object_store_stays_a_uri(monkeypatch, tmp_path):
+    from rag_sft.io.storage import ObjectPath
+    from rag_sft.resources import EventSource, default_landing_dir
+
+    monkeypatch.setenv("RAG_SFT_LANDING_DIR", "s3://events/landing")
+    assert default_landing_dir() == "s3://events/landing"  # not made into a local path
+    folder = EventSource(landing_dir=default_landing_dir()).open(tmp_path)
+    assert isinstance(folder.root, ObjectPath) and str(folder.root) == "s3://events/landing"
+    assert folder.index_path.parent == tmp_path  # its index is local

@@ -113,12 +113,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     from rag_sft.cli.versions import params_run_config
     from rag_sft.definitions import DAILY_JOB, defs
     from rag_sft.io.sources import LandingFolder, SourceUnavailable
+    from rag_sft.io.storage import StorageUnavailable
     from rag_sft.jobs import FINGERPRINT_TAG
 
     source = defs.resources["event_source"]
     if source.kind == "landing":
         landing = LandingFolder(source.landing_dir)
-        if not landing.has_events():
+        try:
+            has_events = landing.has_events()
+        except StorageUnavailable as error:  # a landing prefix whose bucket or store is not there
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        if not has_events:
             from rag_sft.resources import local_data_dir
 
             sample_folder = local_data_dir() / "landing"
@@ -142,7 +148,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         opened = source.open(defs.resources["warehouse"].state_dir())
         days_found = opened.days_present()
-    except SourceUnavailable as error:
+    except (SourceUnavailable, StorageUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     days, outside = partition_days(list(days_found))

@@ -93,7 +93,10 @@ def ordered_map(
         pool = ThreadPoolExecutor(max_workers=workers)
     else:
         pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=_process_context(function), initializer=_worker_setup, initargs=(process_setup, os.getpid())
+            max_workers=workers,
+            mp_context=_process_context(function),
+            initializer=_worker_setup,
+            initargs=(process_setup, os.getpid(), dict(os.environ)),
         )
     with pool:
         pending: deque[tuple[Item, Future]] = deque()
@@ -116,7 +119,11 @@ def _process_context(function: Callable) -> multiprocessing.context.BaseContext:
     return context
 
 
-def _worker_setup(process_setup: Callable[[], Any] | None, run_pid: int) -> None:
+def _worker_setup(process_setup: Callable[[], Any] | None, run_pid: int, environment: dict[str, str]) -> None:
+    # A forkserver's workers inherit the server's environment, as it was when the server started;
+    # they take the run process's as it is now (the AWS variables a worker opens objects with).
+    os.environ.clear()
+    os.environ.update(environment)
     exit_with(run_pid)
     if process_setup is not None:
         process_setup()

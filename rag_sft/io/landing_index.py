@@ -32,6 +32,7 @@ import numpy as np
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
 from rag_sft.io.sources import EPOCH, UNDATED, day_of_file, line_days, out_of_range, source_name
+from rag_sft.io.storage import Location, read_range, version
 
 _TAIL_BYTES = 4096  # the bytes before the end of a scan that must be unchanged for an append
 
@@ -84,7 +85,7 @@ class _Scan:
     days: np.ndarray  # day of each (UNDATED where unreadable)
 
 
-def _scan_range(path: str, start: int, end: int, valid: tuple[date, date] | None) -> _Scan:
+def _scan_range(path: Location, start: int, end: int, valid: tuple[date, date] | None) -> _Scan:
     mapped = mapped_lines(path, start, end)
     numbers = np.asarray(mapped.numbers, dtype=np.int64)
     offsets, ends = mapped.offsets.astype(np.int64) + start, mapped.ends.astype(np.int64) + start
@@ -98,7 +99,7 @@ class LandingIndex:
 
     def __init__(self, folder, db_path: Path | None = None):
         self.folder = folder
-        self.root = str(Path(folder.root).absolute())
+        self.root = str(folder.root.absolute())
         if db_path is not None:
             db_path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(db_path) if db_path else ":memory:", timeout=120, isolation_level=None)
@@ -172,16 +173,16 @@ class LandingIndex:
         """Bring the index up to date with the folder; returns the days whose spans changed."""
         known = self.entries()
         # (path to read, source, its size, the file's size and mtime, the entry, the entry resumed)
-        todo: list[tuple[Path, str, int, int, int, FileEntry | None, FileEntry | None]] = []
-        for path in self.folder.files():
-            source = source_name(path, Path(self.root))
+        todo: list[tuple[Location, str, int, int, int, FileEntry | None, FileEntry | None]] = []
+        for path, status in self.folder.listing().items():  # an object store's listing: no request per file
+            source = source_name(path, self.folder.root)
             entry = known.pop(source, None)
-            status = path.stat()
-            if entry is not None and (entry.size, entry.mtime_ns) == (status.st_size, status.st_mtime_ns):
+            if entry is not None and (entry.size, entry.mtime_ns) == (status.size, status.mtime_ns):
                 continue
-            readable = self.folder.readable(path)  # compressed files: their decompressed copy
-            resume = entry if entry is not None and readable == path and _appended(path, entry, status.st_size) else None
-            todo.append((readable, source, readable.stat().st_size, status.st_size, status.st_mtime_ns, entry, resume))
+            readable = self.folder.readable(path, status)  # compressed files: their decompressed copy
+            resume = entry if entry is not None and readable == path and _appended(path, entry, status.size) else None
+            size = status.size if readable == path else version(readable).size
+            todo.append((readable, source, size, status.size, status.mtime_ns, entry, resume))
         tasks = [
             (path, start, end)
             for path, _, size, _, _, _, resume in todo
@@ -260,30 +261,26 @@ class LandingIndex:
         self._db.execute("COMMIT")
 
 
-def _scan_range_task(task: tuple[Path, int, int], valid: tuple[date, date] | None) -> _Scan:
+def _scan_range_task(task: tuple[Location, int, int], valid: tuple[date, date] | None) -> _Scan:
     path, start, end = task
-    return _scan_range(str(path), start, end, valid)
+    return _scan_range(path, start, end, valid)
 
 
-def _tail_digest(path: Path, size: int) -> bytes:
-    with path.open("rb") as handle:
-        handle.seek(max(0, size - _TAIL_BYTES))
-        return hashlib.sha256(handle.read(min(size, _TAIL_BYTES))).digest()
+def _tail_digest(path: Location, size: int) -> bytes:
+    return hashlib.sha256(read_range(path, max(0, size - _TAIL_BYTES), size)).digest()
 
 
-def _appended(path: Path, entry: FileEntry, size: int) -> bool:
+def _appended(path: Location, entry: FileEntry, size: int) -> bool:
     """The file only grew after a line end since it was indexed (a log being appended to)."""
     if size <= entry.size or entry.last_day is None:
         return False
-    with path.open("rb") as handle:
-        handle.seek(entry.size - 1)
-        if handle.read(1) != b"\n":
-            return False
+    if read_range(path, entry.size - 1, entry.size) != b"\n":
+        return False
     return _tail_digest(path, entry.size) == entry.tail
 
 
 def _folded(
-    path: Path, source: str, size: int, file_size: int, mtime_ns: int, resume: FileEntry | None, scans: list[_Scan]
+    path: Location, source: str, size: int, file_size: int, mtime_ns: int, resume: FileEntry | None, scans: list[_Scan]
 ) -> FileEntry:
     """The file's entry from its range scans (in order), continuing `resume` when appended.
     `path` and `size`: what was read (a compressed file's copy); `file_size`: the file's own."""

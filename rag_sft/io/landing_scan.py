@@ -36,13 +36,14 @@ from rag_sft.io.sources import (
     out_of_range,
     out_of_range_rejection,
 )
+from rag_sft.io.storage import location, read_range, version
 
 _LOCATION = ["byte_offset", "byte_length"]
 
 
 @dataclass(frozen=True)
 class ByteRange:
-    path: str
+    path: str  # a local path or an s3:// URI: the worker opens it itself
     source: str  # the file's path relative to the landing folder
     start: int
     end: int
@@ -69,7 +70,7 @@ def plan_ranges(folder: LandingFolder, day: date, range_bytes: int = DEFAULT_RAN
     ranges = []
     for source, span in sorted(folder.index().spans_of(day), key=lambda item: order[item[0]]):
         path = folder.readable(paths[source])
-        size = path.stat().st_size
+        size = version(path).size
         ranges.extend(
             ByteRange(str(path), source, start, end, end >= size, span.lines_before)
             for start, end in line_aligned_ranges(path, range_bytes, span.start, span.end)
@@ -178,7 +179,7 @@ def judged_chunks(
             waiting.setdefault(task.source, []).extend(leading)
             settled = result.first_day
             if settled is None and task.last_in_file:
-                settled = day_of_file(Path(task.path))
+                settled = day_of_file(location(task.path))
             if settled is not None:
                 settled_lines = waiting.pop(task.source)
                 if settled == day:
@@ -195,7 +196,7 @@ def _chunk(task: ByteRange, result: RangeResult, base: int, dead: list[tuple[int
     table = pa.ipc.open_file(pa.memory_map(result.accepted_file)).read_all()
     os.unlink(result.accepted_file)  # the mapping keeps the data readable until it is dropped
     batch = table.combine_chunks().to_batches()[0]
-    location = batch.select(_LOCATION)
+    where = batch.select(_LOCATION)
     batch = batch.drop_columns(_LOCATION)
     batch = batch.set_column(
         batch.schema.get_field_index("source_line"), "source_line", pc.add(batch.column("source_line"), base)
@@ -203,9 +204,8 @@ def _chunk(task: ByteRange, result: RangeResult, base: int, dead: list[tuple[int
     keys = [key + base for key in result.accepted_keys]
 
     def raw_of(index: int) -> bytes:
-        with open(task.path, "rb") as handle:
-            handle.seek(location.column("byte_offset")[index].as_py())
-            return handle.read(location.column("byte_length")[index].as_py())
+        offset = where.column("byte_offset")[index].as_py()
+        return read_range(task.path, offset, offset + where.column("byte_length")[index].as_py())
 
     return JudgedChunk(read, batch, keys, raw_of, dead)
 

@@ -32,6 +32,7 @@ import orjson
 from rag_sft.core import fastpath
 from rag_sft.core.events import INVALID_JSON, MISSING_ID, TIMESTAMP_OUT_OF_RANGE, Rejection, timestamp_date
 from rag_sft.core.ingest import UNDECODABLE, JudgedChunk, SourceLine, batched, decode_json, judge_lines
+from rag_sft.io.storage import FileVersion, Location, StorageUnavailable, listed_files, location, open_binary, version
 
 
 class SourceUnavailable(Exception):
@@ -130,7 +131,7 @@ def out_of_range_rejection(valid: tuple[date, date]) -> Rejection:
     )
 
 
-def source_name(path: Path, root: Path) -> str:
+def source_name(path: Location, root: Location) -> str:
     """The file's path under the landing folder as text; bytes of a name that are not UTF-8 are
     escaped (\\xe9) as raw text is, so the name can be stored and printed."""
     return os.fsencode(path.relative_to(root)).decode("utf-8", "backslashreplace")
@@ -145,15 +146,16 @@ def _decoded_date(decoded: Any) -> date | None:
 
 
 class LandingFolder:
-    """Every `*.jsonl` file under `root`, recursively, in path order.
+    """Every `*.jsonl` file under `root` (a local folder or an `s3://bucket/prefix`), recursively,
+    in path order.
 
     `index_path`: where the landing index (which files hold which days) is kept between runs;
     None keeps it in memory, so every use reads the folder once.
     """
 
-    def __init__(self, root: str | Path, index_path: Path | None = None, valid_days: tuple[date, date] | None = None):
+    def __init__(self, root: str | Location, index_path: Path | None = None, valid_days: tuple[date, date] | None = None):
         """`valid_days`: the first and last day an event may have (see `out_of_range`); None: any."""
-        self.root = Path(root)
+        self.root = location(root)
         self.index_path = index_path
         self.valid_days = valid_days
         self._index = None
@@ -166,53 +168,44 @@ class LandingFolder:
             self._index = LandingIndex(self, self.index_path)
         return self._index
 
-    def refresh_index(self, workers: int = 1) -> dict[str, Path]:
+    def refresh_index(self, workers: int = 1) -> dict[str, Location]:
         """Bring the index up to date; returns each file's source name and path, in path order."""
-        files = self.files()
-        paths = {source_name(path, self.root): path for path in files}
+        listing = self.listing()
         self.index().refresh(workers)
-        self.forget_old_copies(files)
-        return paths
+        self.forget_old_copies(listing)
+        return {source_name(path, self.root): path for path in listing}
 
-    def files(self) -> list[Path]:
-        """Landing files in path order: `*.jsonl`, and `*.jsonl.gz` / `*.jsonl.zst` as logs are
-        shipped. Symbolic links to folders are followed (each real folder once, so a link
-        loop ends); hidden names (a shipper's file being written) are not landing files."""
-        if not self.root.is_dir():
+    def files(self) -> list[Location]:
+        return list(self.listing())
+
+    def listing(self) -> dict[Location, FileVersion]:
+        """Landing files in path order with their versions: `*.jsonl`, and `*.jsonl.gz` /
+        `*.jsonl.zst` as logs are shipped; hidden names (a shipper's file being written) are not
+        landing files (see `storage.listed_files`: one listing in an object store)."""
+        try:
+            return listed_files(self.root, LANDING_SUFFIXES)
+        except FileNotFoundError:
             raise SourceUnavailable(
                 f"landing folder {self.root} does not exist or is not a folder; "
                 "point RAG_SFT_LANDING_DIR at the folder that holds your *.jsonl quality events"
-            )
-        found, visited = [], set()
-        for folder, subfolders, names in os.walk(self.root, followlinks=True):
-            real = os.path.realpath(folder)
-            if real in visited:
-                subfolders[:] = []
-                continue
-            visited.add(real)
-            subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-            found.extend(
-                Path(folder) / name
-                for name in names
-                if name.endswith(LANDING_SUFFIXES) and not name.startswith(".") and (Path(folder) / name).is_file()
-            )
-        return sorted(found)
+            ) from None
 
-    def readable(self, path: Path) -> Path:
+    def readable(self, path: Location, status: FileVersion | None = None) -> Location:
         """The file as plain JSON Lines: itself, or for a compressed file its decompressed copy
-        (made once per version of the file, under the index's folder; same name less the
-        compression suffix and same modification time, so the file-date fallback is unchanged)."""
+        (made once per version of the file, under the index's local folder, an object's too;
+        same name less the compression suffix and same modification time, so the file-date
+        fallback is unchanged). `status`: the file's version when a listing gave it already."""
         suffix = path.suffix
         if suffix not in _DECOMPRESSORS:
             return path
-        status = path.stat()
-        key = hashlib.sha256(f"{path}\0{status.st_size}\0{status.st_mtime_ns}".encode()).hexdigest()[:16]
+        status = status or version(path)
+        key = hashlib.sha256(f"{path}\0{status.size}\0{status.mtime_ns}".encode()).hexdigest()[:16]
         target = self._decompressed_dir() / key / path.name.removesuffix(suffix)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             staged = target.with_name(f".{target.name}.tmp-{os.getpid()}")
             _decompress(path, staged, _DECOMPRESSORS[suffix])
-            os.utime(staged, ns=(status.st_atime_ns, status.st_mtime_ns))
+            os.utime(staged, ns=(status.mtime_ns, status.mtime_ns))
             os.replace(staged, target)
         return target
 
@@ -223,18 +216,22 @@ class LandingFolder:
             self._scratch = tempfile.TemporaryDirectory(prefix="rag_sft_decompressed_")
         return Path(self._scratch.name)
 
-    def forget_old_copies(self, files: list[Path]) -> None:
+    def forget_old_copies(self, listing: dict[Location, FileVersion]) -> None:
         """Remove decompressed copies of compressed files that changed or went away."""
         folder = self._decompressed_dir()
         if not folder.is_dir():
             return
-        current = {self.readable(path).parent for path in files if path.suffix in _DECOMPRESSORS}
+        compressed = {path: status for path, status in listing.items() if path.suffix in _DECOMPRESSORS}
+        current = {self.readable(path, status).parent for path, status in compressed.items()}
         for entry in folder.iterdir():
             if entry not in current:
                 shutil.rmtree(entry, ignore_errors=True)
 
     def has_events(self) -> bool:
-        return self.root.is_dir() and any(path.stat().st_size > 0 for path in self.files())
+        try:
+            return any(found.size > 0 for found in self.listing().values())
+        except SourceUnavailable:
+            return False
 
     def changes_after(self, after: str | None) -> tuple[set[date], str]:
         """The days whose lines changed since the watermark `after` (all days when None), and the
@@ -273,7 +270,7 @@ class LandingFolder:
         self.refresh_index()
         return self.index().days_present()
 
-    def _dated_lines(self, path: Path) -> Iterator[tuple[date, SourceLine]]:
+    def _dated_lines(self, path: Location) -> Iterator[tuple[date, SourceLine]]:
         source = source_name(path, self.root)
         waiting: list[SourceLine] = []  # lines with no readable date before the first dated one
         last_day: date | None = None
@@ -300,25 +297,27 @@ class LandingFolder:
 LANDING_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 
 
-def _open_zstd(path: Path):
+def _open_zstd(compressed):
     import zstandard
 
-    return zstandard.open(path, "rb")
+    return zstandard.open(compressed, "rb")
 
 
 _DECOMPRESSORS = {".gz": gzip.open, ".zst": _open_zstd}
 
 
-def _decompress(path: Path, target: Path, opener) -> None:
+def _decompress(path: Location, target: Path, opener) -> None:
     """Decompress `path` into `target`. A damaged stream keeps what could be read and ends with
     one line saying what went wrong, which the rule book rejects (invalid_json) on the day of
     its neighbours: the day goes on and the dead letter says why."""
     with target.open("wb") as out:
         try:
-            with opener(path) as stream:
+            with open_binary(path) as compressed, opener(compressed) as stream:
                 # read1: what each step decompressed is written before a damaged part stops it
                 while chunk := stream.read1(1 << 16):
                     out.write(chunk)
+        except StorageUnavailable:
+            raise  # the store failed, not the stream
         except (OSError, EOFError, ValueError) as error:
             import zstandard
 
@@ -327,24 +326,24 @@ def _decompress(path: Path, target: Path, opener) -> None:
             out.write(f"\n(the rest of {path.name} could not be decompressed: {error})\n".encode())
 
 
-def _numbered_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _numbered_lines(path: Location) -> Iterator[tuple[int, bytes]]:
     """Non-blank lines with their 1-based numbers (the buffered file iterator is the fastest
     way to split lines in CPython)."""
-    with path.open("rb", buffering=_READ_BUFFER) as handle:
+    with open_binary(path, _READ_BUFFER) as handle:
         for number, raw in enumerate(handle, 1):
             raw = raw.rstrip(b"\r\n")
             if raw.strip():
                 yield number, raw
 
 
-def day_of_file(path: Path) -> date:
+def day_of_file(path: Location) -> date:
     match = _DATE_IN_NAME.search(path.name)
     if match:
         try:
             return date(int(match[1]), int(match[2]), int(match[3]))
         except ValueError:
             pass
-    return datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).date()
+    return datetime.fromtimestamp(version(path).mtime_ns / 1e9, tz=UTC).date()
 
 
 # --- SQL table --------------------------------------------------------------------------------

@@ -19,9 +19,12 @@ or the AWS SDK's other sources): no secret is a setting, shown in metadata, or l
 from __future__ import annotations
 
 import functools
+import io
+import mmap
 import os
 import shutil
 from collections.abc import Iterator
+from typing import BinaryIO
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -97,8 +100,20 @@ class ObjectPath:
         return self.key.rsplit("/", 1)[-1]
 
     @property
+    def suffix(self) -> str:
+        return os.path.splitext(self.name)[1]
+
+    @property
     def parent(self) -> ObjectPath:
         return replace(self, key=self.key.rsplit("/", 1)[0])
+
+    def absolute(self) -> ObjectPath:
+        return self
+
+    def relative_to(self, other: ObjectPath) -> str:
+        if not self.key.startswith(other.key + "/"):
+            raise ValueError(f"{self} is not under {other}")
+        return self.key[len(other.key) + 1 :]
 
     def _info(self) -> pafs.FileInfo:
         with naming_errors(self, "looking up"):
@@ -121,13 +136,14 @@ class ObjectPath:
     def __lt__(self, other: ObjectPath) -> bool:
         return self.key < other.key
 
+    # compression=None: the bytes as they are (Arrow would otherwise (de)compress by the name's suffix, .gz).
     def read_bytes(self) -> bytes:
-        with naming_errors(self, "reading"), self.store.filesystem().open_input_stream(self.key) as stream:
+        with naming_errors(self, "reading"), self.store.filesystem().open_input_stream(self.key, compression=None) as stream:
             return stream.read()
 
     def write_bytes(self, data: bytes) -> int:
         """One upload: the object is replaced whole or not at all."""
-        with naming_errors(self, "writing"), self.store.filesystem().open_output_stream(self.key) as stream:
+        with naming_errors(self, "writing"), self.store.filesystem().open_output_stream(self.key, compression=None) as stream:
             stream.write(data)
         return len(data)
 
@@ -139,6 +155,15 @@ class ObjectPath:
 
 
 Location = Path | ObjectPath
+
+
+@dataclass(frozen=True)
+class FileVersion:
+    """What tells one version of a file from the next without reading it: `stat` on a disk, the
+    listing (or a HEAD) in a store."""
+
+    size: int
+    mtime_ns: int
 
 
 def location(uri: str | os.PathLike, spool: Path | None = None) -> Location:
@@ -217,3 +242,95 @@ def naming_errors(path: Location, action: str) -> Iterator[None]:
         if isinstance(path, Path) or isinstance(error, FileNotFoundError):
             raise
         raise StorageUnavailable(f"{path.store.describe(path.key)} failed while {action} {path}: {error}") from error
+
+
+def listed_files(folder: Location, suffixes: tuple[str, ...] = ("",)) -> dict[Location, FileVersion]:
+    """Every file under `folder` whose name ends with one of `suffixes`, recursively and in path
+    order, with its version; hidden names (a leading dot, a shipper's file being written) and
+    what is under hidden folders left out.
+
+    On a disk, links to folders are followed (each real folder once, so a link loop ends), a file
+    removed while listed is left out and a missing folder is a FileNotFoundError. In a store it is
+    one listing (no request per file), a prefix with nothing under it is an empty folder, and a
+    missing bucket a StorageUnavailable.
+    """
+    if isinstance(folder, Path):
+        return _listed_local_files(folder, suffixes)
+    with naming_errors(folder, "listing"):
+        filesystem = folder.store.filesystem()
+        bucket = folder.key.split("/", 1)[0]
+        if filesystem.get_file_info(bucket).type == pafs.FileType.NotFound:
+            raise StorageUnavailable(f"{folder.store.describe(folder.key)} has no such bucket (listing {folder})")
+        infos = filesystem.get_file_info(pafs.FileSelector(folder.key, recursive=True, allow_not_found=True))
+    found = {}
+    for info in infos:
+        hidden = any(part.startswith(".") for part in info.path[len(folder.key) + 1 :].split("/"))
+        if info.type == pafs.FileType.File and not hidden and info.path.endswith(suffixes):
+            found[replace(folder, key=info.path)] = FileVersion(info.size, info.mtime_ns)
+    return dict(sorted(found.items()))
+
+
+def _listed_local_files(folder: Path, suffixes: tuple[str, ...]) -> dict[Location, FileVersion]:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder} does not exist or is not a folder")
+    found, visited = [], set()
+    for parent, subfolders, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(parent)
+        if real in visited:
+            subfolders[:] = []
+            continue
+        visited.add(real)
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        files = (Path(parent) / name for name in names if not name.startswith(".") and name.endswith(suffixes))
+        found.extend(path for path in files if path.is_file())
+    listing: dict[Location, FileVersion] = {}
+    for path in sorted(found):
+        try:
+            listing[path] = version(path)
+        except FileNotFoundError:  # removed since the walk saw it
+            continue
+    return listing
+
+
+def version(path: Location) -> FileVersion:
+    """One file's version: `stat` on a disk, a HEAD request in a store."""
+    if isinstance(path, Path):
+        status = path.stat()
+        return FileVersion(status.st_size, status.st_mtime_ns)
+    info = path._info()
+    if info.type != pafs.FileType.File:
+        raise FileNotFoundError(f"{path} is not an object")
+    return FileVersion(info.size, info.mtime_ns)
+
+
+def range_view(path: str | Location, start: int, end: int) -> memoryview:
+    """Bytes [start, end) of a file: on a disk a view of a read-only memory map (no copy), in a
+    store one ranged GET. `path` may be the text of a location (what a worker process is given:
+    it opens the object itself, its credentials from the AWS variables as here)."""
+    path = path if isinstance(path, ObjectPath) else location(path)
+    if isinstance(path, Path):
+        with path.open("rb") as handle:
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        return memoryview(mapped)[start:end]
+    with open_input(path) as handle:
+        return memoryview(handle.read_at(end - start, start))
+
+
+def read_range(path: str | Location, start: int, end: int) -> bytes:
+    """Bytes [start, end) of a file (a small part: a seek and a read on a disk, a ranged GET in a store)."""
+    path = path if isinstance(path, ObjectPath) else location(path)
+    with open_binary(path) as handle:
+        handle.seek(start)
+        return handle.read(max(0, end - start))
+
+
+@contextmanager
+def open_binary(path: Location, buffer_bytes: int = io.DEFAULT_BUFFER_SIZE) -> Iterator[BinaryIO]:
+    """A buffered binary file to read from the start or seek in: `open` on a disk (it takes any
+    file name, Arrow only UTF-8 ones), the object read in requests of `buffer_bytes` in a store."""
+    if isinstance(path, Path):
+        with path.open("rb", buffering=buffer_bytes) as handle:
+            yield handle
+        return
+    with open_input(path) as raw, naming_errors(path, "reading"):
+        yield io.BufferedReader(raw, buffer_size=buffer_bytes)

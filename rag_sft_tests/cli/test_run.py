@@ -111,3 +111,9 @@ def test_an_empty_folder_of_the_users_is_an_error_and_gets_no_sample_events(tmp_
     assert done.returncode == 2
     assert f"landing folder {tmp_path / 'landing'} holds no events" in done.stderr
     assert list((tmp_path / "landing").iterdir()) == []  # nothing was made up in the user's folder
+
+
+def test_a_landing_prefix_in_a_missing_bucket_is_an_error_naming_the_endpoint_and_the_bucket(tmp_path, s3_server):
+    done = run_cli(tmp_path, RAG_SFT_LANDING_DIR="s3://no-such-bucket/landing", **s3_server.env())
+    assert done.returncode == 2
+    assert f"the object store at {s3_server.endpoint} (bucket 'no-such-bucket') has no such bucket" in done.stderr

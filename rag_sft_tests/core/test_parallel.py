@@ -101,3 +101,16 @@ def test_the_cgroup_cpu_quota_caps_the_worker_count(tmp_path, files, quota):
 def test_a_quota_below_the_affinity_is_what_counts(tmp_path):
     (tmp_path / "cpu.max").write_text("100000 100000\n")
     assert parallel.available_cores(tmp_path) == 1
+
+
+def variable(name: str, _) -> str | None:
+    return os.environ.get(name)
+
+
+def test_workers_see_the_environment_of_the_process_that_starts_their_pool(monkeypatch):
+    """The forkserver is started once, with the environment of that moment; a variable set later
+    (the AWS ones a worker opens objects with) still reaches the workers."""
+    list(parallel.ordered_map(variable, ["HOME", "HOME"], 2, None))  # the server is up
+    monkeypatch.setenv("RAG_SFT_TEST_LATE_VARIABLE", "set after the server started")
+    found = [value for _, value in parallel.ordered_map(variable, ["RAG_SFT_TEST_LATE_VARIABLE"] * 2, 2, None)]
+    assert found == ["set after the server started"] * 2

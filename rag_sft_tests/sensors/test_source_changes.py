@@ -9,8 +9,9 @@ import dagster as dg
 from rag_sft.jobs import DAILY_JOB, FINGERPRINT_TAG, daily_sft_job
 from rag_sft.schedules.daily import daily_sft_schedule
 from rag_sft.sensors.source_changes import source_change_sensor
-from rag_sft_tests.conftest import ALL_ASSETS
+from rag_sft_tests.conftest import ALL_ASSETS, Pipeline
 from rag_sft_tests.helpers import event, write_lines
+from rag_sft_tests.io.test_landing_s3 import upload
 
 
 def tick(pipeline, cursor):
@@ -67,6 +68,27 @@ def test_closed_days_run_once_and_a_late_file_reruns_only_its_day(pipeline):
     assert pipeline.metadata(result, "raw_events")["accepted"] == 5
     after, _ = tick(pipeline, cursor)
     assert run_requests(after) == {}
+
+
+def test_a_late_object_in_an_s3_landing_prefix_reruns_only_its_day(s3_data_dir, tmp_path, instance):
+    pipeline = Pipeline(tmp_path, instance, landing_dir=f"{s3_data_dir}/landing")
+    write_lines(pipeline.landing / "events-2026-11-18.jsonl", [event(f"a{i}", "2026-11-18T10:00:00Z") for i in range(4)])
+    write_lines(pipeline.landing / "events-2026-11-19.jsonl", [event(f"b{i}", "2026-11-19T10:00:00Z") for i in range(3)])
+    upload(pipeline.landing, pipeline.landing_dir)
+    first, cursor = tick(pipeline, None)
+    requests = run_requests(first)
+    assert set(requests) == {"2026-11-18", "2026-11-19"}
+    for request in requests.values():
+        assert launch(pipeline, request).success
+    assert run_requests(tick(pipeline, cursor)[0]) == {}
+
+    write_lines(pipeline.landing / "late" / "more.jsonl", [event("late", "2026-11-18T23:00:00Z")])
+    upload(pipeline.landing / "late", f"{pipeline.landing_dir}/late")
+    late, cursor = tick(pipeline, cursor)
+    [(day, request)] = run_requests(late).items()
+    assert day == "2026-11-18" and request.run_key != requests["2026-11-18"].run_key
+    assert pipeline.metadata(launch(pipeline, request), "raw_events")["accepted"] == 5
+    assert run_requests(tick(pipeline, cursor)[0]) == {}
 
 
 def test_a_new_index_compares_every_day_again_and_runs_only_the_changed_ones(pipeline):
