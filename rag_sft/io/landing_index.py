@@ -118,11 +118,11 @@ class LandingIndex:
     # --- reading -------------------------------------------------------------------------------
     def entries(self) -> dict[str, FileEntry]:
         spans: dict[str, dict[date, DaySpan]] = {}
-        for source, day, lines, start, end, before, version in self._db.execute(
+        for source, day, lines, start, end, before, span_version in self._db.execute(
             "SELECT source, day, lines, start, end, lines_before, version FROM spans WHERE root = ? AND lines > 0",
             (self.root,),
         ):
-            spans.setdefault(source, {})[date.fromisoformat(day)] = DaySpan(lines, start, end, before, version)
+            spans.setdefault(source, {})[date.fromisoformat(day)] = DaySpan(lines, start, end, before, span_version)
         return {
             source: FileEntry(
                 source, size, mtime, lines, date.fromisoformat(last) if last else None, tail, spans.get(source, {})

@@ -9,7 +9,7 @@ import orjson
 import pytest
 import zstandard
 
-from rag_sft.io import landing_scan, ranges
+from rag_sft.io import ranges
 from rag_sft.io.sources import LandingFolder
 from rag_sft.io.storage import StorageUnavailable, location
 from rag_sft_tests.helpers import event, write_lines
