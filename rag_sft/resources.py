@@ -33,7 +33,7 @@ from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.completion_cache import AnswerCache, is_postgres_url, open_completion_cache, sqlite_cache_path
 from rag_sft.io.sources import LandingFolder, SqlTable
-from rag_sft.io.storage import Location, is_uri, location, remove_tree, spool_dir
+from rag_sft.io.storage import Location, is_uri, local_copy, location, remove_tree, spool_dir
 from rag_sft.io.warehouse import staged_name, staging_dir
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
 
@@ -276,7 +276,7 @@ class Warehouse(dg.ConfigurableResource):
 
     def root(self) -> Location:
         """`data_dir` as a Path, or as an object store prefix whose uploads are spooled locally."""
-        return location(self.data_dir, spool=self.state_dir() / "spool")
+        return self.at(self.data_dir)
 
     def state_dir(self) -> Path:
         """Bookkeeping the pipeline keeps between runs (indexes, ledgers, locks): always local."""
@@ -297,27 +297,27 @@ class Warehouse(dg.ConfigurableResource):
     def jsonl_path(self, day: str) -> Location:
         return self.export_dir(day) / "records.jsonl"
 
-    def versions_dir(self) -> Path:
+    def versions_dir(self) -> Location:
         """Dataset versions (vNNN): immutable snapshots of exportable days."""
-        return self.local_only_root("dataset versions") / "datasets" / "versions"
+        return self.root() / "datasets" / "versions"
 
-    def training_dir(self) -> Path:
+    def training_dir(self) -> Location:
         """Training datasets, one folder per data and split settings."""
-        return self.local_only_root("training datasets") / "training"
+        return self.root() / "training"
 
-    def models_dir(self) -> Path:
+    def models_dir(self) -> Location:
         """Model versions and their registry."""
-        return self.local_only_root("model versions") / "models"
+        return self.root() / "models"
 
-    def local_only_root(self, what: str) -> Path:
-        """`data_dir` for what lives on a local disk only (it relies on links, locks and renames)."""
-        if self.remote():
-            raise dg.Failure(
-                f"{what} are kept on a local disk only: data_dir {self.data_dir} is an object store (README, "
-                "\"Object storage (S3)\")",
-                allow_retries=False,
-            )
-        return Path(self.data_dir)
+    def at(self, path: str) -> Location:
+        """A path this warehouse wrote (a materialization's `path`), as a Path or an object store path."""
+        return location(path, spool=self.state_dir() / "spool")
+
+    def local_copy(self, folder: Location) -> Path:
+        """A finished folder (a training dataset, a model version) as local files, for the code that
+        reads files (training, generation): itself on a disk, downloaded once into the state folder
+        from a store."""
+        return local_copy(folder, self.state_dir() / "downloads")
 
     def preferences_path(self, day: str) -> Location:
         """Preference pairs (prompt, chosen, rejected) of the day's LLM-corrected records."""

@@ -171,8 +171,6 @@ def test_an_api_key_given_in_python_is_refused_with_where_to_set_it():
 
 
 def test_the_warehouse_state_is_local_wherever_the_data_is(monkeypatch, tmp_path):
-    import dagster as dg
-
     from rag_sft.io.storage import ObjectPath
     from rag_sft.resources import EventSource, LoraTraining, Warehouse
 
@@ -191,8 +189,8 @@ def test_the_warehouse_state_is_local_wherever_the_data_is(monkeypatch, tmp_path
     # What the defaults keep on disk goes to ./data, never to a folder named after the URI.
     assert EventSource().landing_dir == str(tmp_path / "data" / "landing")
     assert LoraTraining().base_model == str(tmp_path / "data" / "models" / "base" / "tiny-llama")
-    with pytest.raises(dg.Failure, match="local disk only"):
-        remote.versions_dir()
+    assert str(remote.models_dir()) == "s3://bucket/prefix/models"
+    assert remote.at(str(remote.models_dir() / "v0001")) == remote.models_dir() / "v0001"
 
 
 def test_a_landing_dir_in_an_object_store_stays_a_uri(monkeypatch, tmp_path):

@@ -3,14 +3,19 @@
 torch, transformers and peft (the `[train]` extra) are imported inside the assets, so loading
 the definitions and running the daily pipeline never pays for them.
 
-Each asset's value is a folder the project writes anyway (`data/training/<hash>`,
-`data/models/vNNNN`), named by the `path` of its materialization: nothing is pickled through
-an IO manager, and the next asset finds the folder in the event log of its run.
+Each asset's value is a folder the project writes anyway (`<data_dir>/training/<hash>`,
+`<data_dir>/models/vNNNN`), named by the `path` of its materialization: nothing is pickled
+through an IO manager, and the next asset finds the folder in the event log of its run. With
+the data on an object store, each folder is built locally and published whole
+(`storage.publish_folder`), and the code that reads files (training, generation) reads a local
+copy (`Warehouse.local_copy`).
 """
 
+import contextlib
 import hashlib
 import shutil
 import time
+import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -41,6 +46,7 @@ from rag_sft.core.trigger import ExportLedger, training_window
 from rag_sft.io.dataset_versions import DatasetVersions
 from rag_sft.io.export_ledger import update_ledger
 from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.io.storage import Location, publish_folder, remove_tree, spool_dir
 from rag_sft.io.warehouse import staged_name
 from rag_sft.resources import Evaluator, LoraTraining, SftRules, TrainerExports, Warehouse
 
@@ -107,7 +113,7 @@ def training_dataset(
     # Built in a folder of this run's own, then named by what shapes it (the data and the split
     # settings): a different eval_share makes another folder, never overwrites one a model names.
     training_root = warehouse.training_dir()
-    tmp = training_root / f".{staged_name()}.tmp"
+    tmp = spool_dir(training_root) / f".{staged_name()}.tmp"
     tmp.mkdir(parents=True)
     counts = {"train": Counter(), "eval": Counter()}
     texts: dict[str, dict[str, list[str]]] = {split: {"prompt": [], "completion": []} for split in counts}
@@ -138,10 +144,8 @@ def training_dataset(
     shape = {"dataset_hash": content_hash, "eval_share": lora_training.eval_share, "label_weights": weights,
              "formats": sorted(trainer_exports.formats)}  # fmt: skip
     folder = training_root / hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
-    try:
-        tmp.rename(folder)
-    except OSError:  # the same folder exists already (built by an earlier or a concurrent run): keep it
-        shutil.rmtree(tmp, ignore_errors=True)
+    # The same folder may exist already (built by an earlier or a concurrent run): it is kept.
+    publish_folder(tmp, folder, last="manifest.json")
     return dg.MaterializeResult(
         metadata={
             "dataset_version": version,
@@ -160,7 +164,7 @@ def training_dataset(
     )
 
 
-def _materialized_folder(context: dg.AssetExecutionContext, key: dg.AssetKey) -> Path:
+def _materialized_folder(context: dg.AssetExecutionContext, key: dg.AssetKey, warehouse: Warehouse) -> Location:
     """The folder `key` materialized for this run: in the run itself, or in the run it
     re-executes (a re-execution from failure does not repeat the steps that succeeded);
     materialized on its own, the latest one."""
@@ -170,12 +174,12 @@ def _materialized_folder(context: dg.AssetExecutionContext, key: dg.AssetKey) ->
         for record in reversed(records):
             materialization = record.event_log_entry.asset_materialization
             if materialization is not None and materialization.asset_key == key:
-                return Path(str(materialization.metadata["path"].value))
+                return warehouse.at(str(materialization.metadata["path"].value))
         run = context.instance.get_run_by_id(run.parent_run_id) if run.parent_run_id else None
     latest = context.instance.get_latest_materialization_event(key)
     if latest is None or latest.asset_materialization is None:
         raise dg.Failure(f"{key.to_user_string()} was never materialized: run lora_training_job", allow_retries=False)
-    return Path(str(latest.asset_materialization.metadata["path"].value))
+    return warehouse.at(str(latest.asset_materialization.metadata["path"].value))
 
 
 def _dataset(folder: Path) -> dict:
@@ -201,7 +205,7 @@ def lora_adapter(context: dg.AssetExecutionContext, warehouse: Warehouse, lora_t
     from rag_sft.training import sft
 
     settings = lora_training.lora_settings()
-    dataset_dir = _materialized_folder(context, TRAINING_DATASET)
+    dataset_dir = warehouse.local_copy(_materialized_folder(context, TRAINING_DATASET, warehouse))
     training_dataset = _dataset(dataset_dir)
     weights = training_dataset["label_weights"]
     train = _records(dataset_dir / "train.jsonl", weights)
@@ -210,27 +214,34 @@ def lora_adapter(context: dg.AssetExecutionContext, warehouse: Warehouse, lora_t
         raise dg.Failure(f"the dataset has {len(train)} train and {len(held_out)} eval records; both must be non-empty")
     registry = ModelRegistry(warehouse.models_dir())
     version, folder = registry.new_version_dir()
+    # Written locally, published whole, then registered: the registry entry marks it finished.
+    staging = spool_dir(folder.parent) / f".{version}.tmp-{uuid.uuid4().hex}"
+    staging.mkdir(parents=True)
     context.log.info(f"training {version} on {len(train)} samples from {lora_training.base_model} ({sft.device_and_dtype()})")
     try:
-        result = sft.train_lora(lora_training.base_model, train, held_out, settings, folder, log=context.log.info)
+        result = sft.train_lora(lora_training.base_model, train, held_out, settings, staging, log=context.log.info)
+        config = {"base_model": lora_training.base_model, **settings.__dict__, "target_modules": list(settings.target_modules)}
+        metrics = {
+            "train_losses": result.train_losses,
+            "epochs": result.history,
+            "tokens": result.tokens,
+            "tokens_per_second": round(result.tokens_per_second, 1),
+            "train_seconds": round(result.wall_seconds, 2),
+            "trainable_parameters": result.trainable_parameters,
+            "total_parameters": result.total_parameters,
+            "device": result.device,
+            "dtype": result.dtype,
+        }
+        dataset = {key: training_dataset[key] for key in ("dataset_version", "dataset_hash", "days", "label_weights")}
+        for name, content in (("training_config.json", config), ("metrics.json", metrics), ("dataset.json", dataset)):
+            (staging / name).write_bytes(orjson.dumps(content, option=orjson.OPT_INDENT_2))
+        publish_folder(staging, folder)
     except Exception:
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
+        # The store may be what failed: a folder left there has no registry entry, so no reader sees it.
+        with contextlib.suppress(OSError):
+            remove_tree(folder)
         raise
-    config = {"base_model": lora_training.base_model, **settings.__dict__, "target_modules": list(settings.target_modules)}
-    metrics = {
-        "train_losses": result.train_losses,
-        "epochs": result.history,
-        "tokens": result.tokens,
-        "tokens_per_second": round(result.tokens_per_second, 1),
-        "train_seconds": round(result.wall_seconds, 2),
-        "trainable_parameters": result.trainable_parameters,
-        "total_parameters": result.total_parameters,
-        "device": result.device,
-        "dtype": result.dtype,
-    }
-    dataset = {key: training_dataset[key] for key in ("dataset_version", "dataset_hash", "days", "label_weights")}
-    for name, content in (("training_config.json", config), ("metrics.json", metrics), ("dataset.json", dataset)):
-        (folder / name).write_bytes(orjson.dumps(content, option=orjson.OPT_INDENT_2))
     registry.register(
         version,
         dataset_version=training_dataset["dataset_version"],
@@ -286,8 +297,8 @@ def model_evaluation(
     from rag_sft.training.generation import GenerationSettings, generate_answers
 
     registry = ModelRegistry(warehouse.models_dir())
-    adapter_dir = _materialized_folder(context, LORA_ADAPTER)
-    dataset_dir = _materialized_folder(context, TRAINING_DATASET)
+    adapter_dir = _materialized_folder(context, LORA_ADAPTER, warehouse)
+    dataset_dir = warehouse.local_copy(_materialized_folder(context, TRAINING_DATASET, warehouse))
     version = adapter_dir.name
     in_use = registry.current()
     in_use_name = in_use or "the base model"
@@ -303,10 +314,10 @@ def model_evaluation(
         seed=settings.seed,
     )
     # Each model once: the model in use is the base model until a version is promoted.
-    models = {"candidate": (lora_training.base_model, adapter_dir / "adapter")}
+    models = {"candidate": (lora_training.base_model, warehouse.local_copy(adapter_dir) / "adapter")}
     if in_use:
         trained_from = orjson.loads((registry.root / in_use / "training_config.json").read_bytes())["base_model"]
-        models[in_use] = (trained_from, registry.root / in_use / "adapter")
+        models[in_use] = (trained_from, warehouse.local_copy(registry.root / in_use) / "adapter")
     models["base"] = (lora_training.base_model, None)
     answers, losses, throughput = {}, {}, {}
     for name, (base_model, adapter) in models.items():

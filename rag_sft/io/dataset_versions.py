@@ -1,10 +1,13 @@
-"""Dataset versions on disk: `data/datasets/versions/<vNNN>/`, immutable once written.
+"""Dataset versions: `<data_dir>/datasets/versions/<vNNN>/`, immutable once written.
 
 A version folder holds each day's published files (`date=<day>/records.jsonl`, and the
-preference pairs and trainer exports beside it) and `manifest.json`. The files are hard links
-to the day's files when the disk allows (a re-materialized day replaces its files by rename,
-so the version keeps the bytes it was made of) and copies otherwise. A version is built in a
-hidden folder and renamed into place, under a lock, so two runs cannot write the same name.
+preference pairs and trainer exports beside it) and `manifest.json`. On a disk the files are
+hard links to the day's files when the disk allows (a re-materialized day replaces its files by
+rename, so the version keeps the bytes it was made of) and copies otherwise; a version is built
+in a hidden folder and renamed into place, under a lock, so two runs cannot write the same name.
+On an object store the version is built in the local spool and uploaded, its manifest last: a
+version exists once its manifest does, and a prefix without one (an interrupted upload) is
+ignored, then overwritten by the next version made (`storage.publish_folder`).
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
-import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -21,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rag_sft.core.versions import DayEntry, label_counts, next_version_name, version_hash, version_manifest
+from rag_sft.io.storage import Location, copy_in, ensure_dir, publish_folder, spool_dir
 
 MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
@@ -31,8 +34,8 @@ class VersionConflict(Exception):
 
 
 class DatasetVersions:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root: Location):
+        self.root = root
 
     def names(self) -> list[str]:
         if not self.root.is_dir():
@@ -44,7 +47,7 @@ class DatasetVersions:
         if not path.is_file():
             known = ", ".join(self.names()) or "none yet"
             raise KeyError(f"no dataset version {name!r} under {self.root} (versions: {known})")
-        return json.loads(path.read_text())
+        return json.loads(path.read_bytes())
 
     def latest(self) -> str | None:
         names = self.names()
@@ -54,19 +57,19 @@ class DatasetVersions:
         return next((name for name in self.names() if self.manifest(name)["hash"] == content_hash), None)
 
     def create(
-        self, days: Mapping[str, str], export_dir: Callable[[str], Path], checks: Mapping[str, dict] | None = None
+        self, days: Mapping[str, str], export_dir: Callable[[str], Location], checks: Mapping[str, dict] | None = None
     ) -> tuple[str, bool]:
         """The version of these days (day -> sha256 of its JSONL): (name, True) when made now,
         (name, False) when a version with the same days and contents exists."""
         if not days:
             raise ValueError("a dataset version needs at least one day")
-        self.root.mkdir(parents=True, exist_ok=True)
+        ensure_dir(self.root)
         with self._lock():
             existing = self.find(version_hash(days))
             if existing:
                 return existing, False
             name = next_version_name(self.names())
-            staging = self.root / f".{name}.tmp-{uuid.uuid4().hex}"
+            staging = spool_dir(self.root) / f".{name}.tmp-{uuid.uuid4().hex}"
             try:
                 entries = [
                     self._copy_day(day, sha256, export_dir(day), staging, (checks or {}).get(day, {}))
@@ -74,20 +77,20 @@ class DatasetVersions:
                 ]
                 manifest = version_manifest(name, entries, datetime.now(UTC).isoformat(timespec="seconds"))
                 (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-                staging.rename(self.root / name)
+                publish_folder(staging, self.root / name, last=MANIFEST)
             except BaseException:
                 shutil.rmtree(staging, ignore_errors=True)
                 raise
             return name, True
 
-    def _copy_day(self, day: str, sha256: str, source: Path, staging: Path, checks: dict) -> DayEntry:
+    def _copy_day(self, day: str, sha256: str, source: Location, staging: Path, checks: dict) -> DayEntry:
         target = staging / f"date={day}"
         target.mkdir(parents=True)
         files = sorted(p for p in source.iterdir() if p.is_file() and not p.name.startswith(".")) if source.is_dir() else []
         if RECORDS not in {p.name for p in files}:
             raise VersionConflict(f"{source / RECORDS} is missing: the day is not exported (held back or not materialized)")
         for path in files:
-            _link_or_copy(path, target / path.name)
+            copy_in(path, target / path.name)
         entry = _day_entry(day, target, checks)
         if entry.sha256 != sha256:
             raise VersionConflict(
@@ -108,7 +111,7 @@ class DatasetVersions:
             staging = self.root / f".{name}.erasing-{uuid.uuid4().hex}"
             try:
                 # Links, not copies: erase_day replaces the files it changes by new ones.
-                shutil.copytree(self.root / name, staging, copy_function=_link_or_copy)
+                shutil.copytree(self.root / name, staging, copy_function=copy_in)
                 removed = sum(erase_day(staging / f"date={entry['day']}") for entry in old["days"])
                 if not removed:
                     shutil.rmtree(staging)
@@ -131,7 +134,10 @@ class DatasetVersions:
     @contextmanager
     def _lock(self) -> Iterator[None]:
         # Beside the versions folder, not in it: that folder holds versions only (DVC tracks it).
-        with (self.root.parent / ".versions.lock").open("w") as handle:
+        # For a store, in this host's spool: it excludes the runs of one host only.
+        lock = spool_dir(self.root.parent) / ".versions.lock"
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("w") as handle:
             fcntl.flock(handle, fcntl.LOCK_EX)
             try:
                 yield
@@ -146,9 +152,3 @@ def _day_entry(day: str, folder: Path, checks: dict) -> DayEntry:
     others = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.name != RECORDS}
     return DayEntry(day, f"date={day}/{RECORDS}", hashlib.sha256(data).hexdigest(), records, labels, dict(checks), others)
 
-
-def _link_or_copy(source: Path, target: Path) -> None:
-    try:
-        os.link(source, target)
-    except OSError:  # another filesystem, or links not allowed
-        shutil.copy2(source, target)

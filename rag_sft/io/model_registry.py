@@ -1,25 +1,26 @@
-"""Model versions on disk: `data/models/<version>/` and the registry `data/models/registry.json`.
+"""Model versions: `<data_dir>/models/<version>/` and the registry `<data_dir>/models/registry.json`.
 
 Each version folder holds the adapter, the tokenizer, the training config, the metrics and the
 dataset it trained on. The registry lists every version with its status (`candidate` while it
 is evaluated, then `promoted` or `rejected` with the reason, `rolled_back` once taken out of
-use) and the history of what was put in use, when and why; `data/models/current` (a symlink)
-points at the promoted version in use. Every change is a read-modify-write under an exclusive
-lock (`registry.lock`) ending in an atomic rename, so concurrent runs and commands never lose
-each other's updates.
+use) and the history of what was put in use, when and why; `models/current` (a symlink on a
+disk, an object holding the name on a store) points at the promoted version in use. Every
+change is a read-modify-write under an exclusive lock (`registry.lock`) ending in one atomic
+replacement (a rename on a disk, one PUT on a store), so concurrent runs and commands of one
+host never lose each other's updates. A version folder is published before its registry entry:
+a version exists once registered, and a folder without an entry is an unfinished upload.
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
-import os
 import re
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from pathlib import Path
+
+from rag_sft.io.storage import Location, claim_dir, ensure_dir, point, pointed, replace_bytes, spool_dir
 
 CANDIDATE = "candidate"
 PROMOTED = "promoted"
@@ -29,8 +30,8 @@ _VERSION = re.compile(r"^v(\d{4,})$")
 
 
 class ModelRegistry:
-    def __init__(self, root: Path):
-        self.root = Path(root)
+    def __init__(self, root: Location):
+        self.root = root
         self.file = self.root / "registry.json"
         self.current_link = self.root / "current"
 
@@ -47,18 +48,14 @@ class ModelRegistry:
                 return entry
         raise KeyError(f"model version {version} is not registered in {self.file}")
 
-    def new_version_dir(self) -> tuple[str, Path]:
-        """The next free version name (v0001, v0002, ...) and its folder, created."""
-        self.root.mkdir(parents=True, exist_ok=True)
+    def new_version_dir(self) -> tuple[str, Location]:
+        """The next free version name (v0001, v0002, ...) and its folder, claimed (`storage.claim_dir`)."""
+        ensure_dir(self.root)
         taken = [int(m[1]) for p in self.root.iterdir() if (m := _VERSION.match(p.name))]
         number = max(taken, default=0) + 1
-        while True:
-            version = f"v{number:04d}"
-            try:
-                (self.root / version).mkdir()
-                return version, self.root / version
-            except FileExistsError:  # another run took it
-                number += 1
+        while not claim_dir(self.root / f"v{number:04d}"):  # another run took it
+            number += 1
+        return f"v{number:04d}", self.root / f"v{number:04d}"
 
     def register(self, version: str, **info) -> dict:
         entry = {"version": version, "status": CANDIDATE, "created": _now(), **info}
@@ -105,12 +102,10 @@ class ModelRegistry:
             return current, previous
 
     def current(self) -> str | None:
-        return os.readlink(self.current_link) if self.current_link.is_symlink() else None
+        return pointed(self.current_link)
 
     def _point_current_at(self, version: str) -> None:
-        link = self.root / f".current-{uuid.uuid4().hex}"
-        link.symlink_to(version)
-        os.replace(link, self.current_link)
+        point(self.current_link, version)
 
     @staticmethod
     def _update(state: dict, version: str, info: dict) -> dict:
@@ -123,19 +118,20 @@ class ModelRegistry:
     def _read(self) -> dict:
         if not self.file.exists():
             return {"versions": [], "history": []}
-        return json.loads(self.file.read_text())
+        return json.loads(self.file.read_bytes())
 
     @contextmanager
     def _changing(self) -> Iterator[dict]:
         """The registry's state, written back atomically when the block ends, under a lock."""
-        self.root.mkdir(parents=True, exist_ok=True)
-        with (self.root / "registry.lock").open("a") as lock:
+        ensure_dir(self.root)
+        # For a store, in this host's spool: it excludes the changes of one host only.
+        lock_path = spool_dir(self.root) / "registry.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with lock_path.open("a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             state = self._read()
             yield state
-            tmp = self.file.with_name(f".{self.file.name}.{uuid.uuid4().hex}")
-            tmp.write_text(json.dumps(state, indent=2, ensure_ascii=False) + "\n")
-            os.replace(tmp, self.file)
+            replace_bytes(self.file, (json.dumps(state, indent=2, ensure_ascii=False) + "\n").encode())
 
 
 def _now() -> str:

@@ -23,11 +23,12 @@ import io
 import mmap
 import os
 import shutil
+import uuid
 from collections.abc import Iterator
-from typing import BinaryIO
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import BinaryIO
 
 import pyarrow.fs as pafs
 
@@ -219,6 +220,17 @@ def open_input(path: Location) -> Iterator[pafs.NativeFile]:
         yield handle
 
 
+@contextmanager
+def open_lines(path: Location) -> Iterator[io.BufferedReader]:
+    """A file to read line by line, streamed from the disk or the store."""
+    if isinstance(path, Path):
+        with path.open("rb") as handle:
+            yield handle
+        return
+    with naming_errors(path, "reading"), path.store.filesystem().open_input_stream(path.key) as stream:
+        yield io.BufferedReader(stream)
+
+
 def remove_tree(folder: Location) -> None:
     """The folder (prefix) and everything in it; nothing when it is not there."""
     if isinstance(folder, Path):
@@ -334,3 +346,121 @@ def open_binary(path: Location, buffer_bytes: int = io.DEFAULT_BUFFER_SIZE) -> I
         return
     with open_input(path) as raw, naming_errors(path, "reading"):
         yield io.BufferedReader(raw, buffer_size=buffer_bytes)
+
+# --- folders published whole: dataset versions, training datasets, model versions -----------
+# A folder on a store is many objects, and no request makes them appear at once: each folder is
+# built on the local disk, its files uploaded, and the one file (or registry entry) that marks it
+# as finished is written last. Readers look for that marker and ignore a folder without it.
+
+
+def ensure_dir(folder: Location) -> None:
+    """A folder to write into: made on a disk; on a store a prefix needs nothing."""
+    if isinstance(folder, Path):
+        folder.mkdir(parents=True, exist_ok=True)
+
+
+def claim_dir(folder: Location) -> bool:
+    """Create `folder` as a claim on its name: False when it is taken. A disk makes the claim
+    atomic (mkdir); a store cannot (a prefix exists once something is uploaded under it), so two
+    writers there at the same moment can claim one name: they must take turns (README, "Object
+    storage (S3)")."""
+    if isinstance(folder, Path):
+        try:
+            folder.mkdir()
+        except FileExistsError:
+            return False
+        return True
+    return not folder.exists()
+
+
+def publish_folder(staged: Path, final: Location, last: str | None = None) -> bool:
+    """Make the finished local folder `staged` the folder `final`; `staged` is gone afterwards.
+    On a disk, one rename (onto nothing or an empty folder). On a store, an upload of each file,
+    `last` (the file that marks the folder finished) after all the others, over the remains of
+    an unfinished upload, which are deleted first. Returns False, publishing nothing, when a
+    finished folder is already there (a disk: a folder with files; a store: `last` exists)."""
+    if isinstance(final, Path):
+        try:
+            staged.rename(final)
+        except OSError:
+            if not final.is_dir():
+                raise
+            shutil.rmtree(staged, ignore_errors=True)
+            return False
+        return True
+    if last is not None and (final / last).exists():
+        shutil.rmtree(staged, ignore_errors=True)
+        return False
+    remove_tree(final)
+    names = sorted(path.relative_to(staged).as_posix() for path in staged.rglob("*") if path.is_file())
+    for name in sorted(names, key=lambda name: name == last):  # stable: `last` moves to the end
+        publish(staged / name, final / name)
+    shutil.rmtree(staged, ignore_errors=True)
+    return True
+
+
+def replace_bytes(final: Location, data: bytes) -> None:
+    """Replace a small file whole (a registry, a manifest): written beside it and renamed on a
+    disk, one PUT on a store."""
+    staged = spool_dir(final.parent) / f".{final.name}.{uuid.uuid4().hex}"
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_bytes(data)
+    publish(staged, final)
+
+
+def point(link: Location, target: str) -> None:
+    """Make `link` name `target` (a sibling's name): a symlink replaced by rename on a disk, a
+    small object holding the name on a store (which has no links)."""
+    if isinstance(link, Path):
+        staged = link.parent / f".{link.name}-{uuid.uuid4().hex}"
+        staged.symlink_to(target)
+        os.replace(staged, link)
+        return
+    link.write_bytes(target.encode())
+
+
+def pointed(link: Location) -> str | None:
+    """The name `link` points at (see `point`), or None when there is no link."""
+    if isinstance(link, Path):
+        return os.readlink(link) if link.is_symlink() else None
+    return link.read_bytes().decode() if link.is_file() else None
+
+
+def copy_in(source: Location, target: Path) -> None:
+    """A file of the store or a disk at `target` on this disk: a hard link where the disk allows
+    (files the project publishes are replaced by rename, never rewritten, so the link keeps its
+    bytes), a copy across disks, a download from a store."""
+    if isinstance(source, ObjectPath):
+        _download(source, target)
+        return
+    try:
+        os.link(source, target)
+    except OSError:  # another filesystem, or links not allowed
+        shutil.copy2(source, target)
+
+
+def local_copy(folder: Location, downloads: Path) -> Path:
+    """A finished, immutable folder readable as local files: itself on a disk; from a store, its
+    download under `downloads` (made once: downloaded beside and renamed, so it is whole)."""
+    if isinstance(folder, Path):
+        return folder
+    target = downloads / folder.key
+    if target.is_dir():
+        return target
+    staged = downloads / f".{uuid.uuid4().hex}.tmp"
+    staged.mkdir(parents=True)
+    _download(folder, staged)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        staged.rename(target)
+    except OSError:  # another process downloaded it meanwhile
+        shutil.rmtree(staged, ignore_errors=True)
+    return target
+
+
+def _download(source: ObjectPath, target: Path) -> None:
+    """An object, or every object under a prefix, to a local file or folder."""
+    with naming_errors(source, "downloading"):
+        pafs.copy_files(
+            source.key, str(target), source_filesystem=source.store.filesystem(), destination_filesystem=pafs.LocalFileSystem()
+        )

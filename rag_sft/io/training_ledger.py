@@ -23,6 +23,7 @@ import msgspec
 
 from rag_sft.core.trigger import ExportedDay, ExportLedger
 from rag_sft.io.dataset_versions import DatasetVersions
+from rag_sft.io.storage import Location, open_lines
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS watermarks (asset TEXT PRIMARY KEY, storage_id INTEGER NOT NULL);
@@ -78,7 +79,7 @@ class TrainingLedger:
         self._db.executemany("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", ledger.after.items())
 
     # --- sample ids ------------------------------------------------------------------------
-    def refresh_samples(self, exportable: Mapping[str, ExportedDay], jsonl_path: Callable[[str], Path]) -> list[str]:
+    def refresh_samples(self, exportable: Mapping[str, ExportedDay], jsonl_path: Callable[[str], Location]) -> list[str]:
         """Read the sample_ids of the days whose content changed since they were read; returns
         the days whose file is not (or no longer) the one the ledger names, to be read next tick."""
         known = dict(self._db.execute("SELECT day, sha256 FROM sampled"))
@@ -124,11 +125,11 @@ class _Sample(msgspec.Struct):  # a JSONL record: only its sample_id is decoded
 _SAMPLE = msgspec.json.Decoder(_Sample)
 
 
-def jsonl_sample_ids(path: Path) -> tuple[list[str], str]:
+def jsonl_sample_ids(path: Location) -> tuple[list[str], str]:
     """The sample_ids of a JSONL file of records and the file's sha256, in one streaming read."""
     digest = hashlib.sha256()
     ids = []
-    with path.open("rb") as handle:
+    with open_lines(path) as handle:
         for line in handle:
             digest.update(line)
             if line.strip():
@@ -136,7 +137,7 @@ def jsonl_sample_ids(path: Path) -> tuple[list[str], str]:
     return ids, digest.hexdigest()
 
 
-def trained_sample_ids(versions_dir: Path, dataset_hash: str) -> Iterator[str]:
+def trained_sample_ids(versions_dir: Location, dataset_hash: str) -> Iterator[str]:
     """The sample_ids a training run saw: those of the dataset version it froze (immutable files)."""
     versions = DatasetVersions(versions_dir)
     name = versions.find(dataset_hash)

@@ -49,11 +49,6 @@ lora_training_job = dg.define_asset_job(
     description="Requests lora_training_job when the exportable days hold N samples not trained on yet.",
 )
 def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: LoraTraining, warehouse: Warehouse):
-    if warehouse.remote():  # training datasets and model versions are not on object stores yet
-        return dg.SkipReason(
-            f"training reads dataset versions from a local disk; data_dir {warehouse.data_dir} is an object store "
-            "(README, \"Object storage (S3)\")"
-        )
     cursor = trigger.Cursor.from_json(context.cursor)
     pending = cursor.pending
     statuses = _run_statuses(context.instance, pending)

@@ -1,9 +1,9 @@
 """Steps executed by Celery workers (deploy/celery/README.md): `dagster dev` over the PostgreSQL
 instance, the daily job on the dagster-celery executor with a Redis broker (both servers from
-the project's wheels), workers started in empty working directories of their own. A 7-day
-backfill on one worker, then the same 7 days again with a second worker: every run succeeds,
-every day reconciles, the steps ran in the workers, the re-run is byte-identical. The wall
-times of both backfills are printed (`-s`) for the README."""
+the project's wheels), the warehouse on the tests' S3 server, workers started in empty working
+directories of their own. A 7-day backfill on one worker, then the same 7 days again with a
+second worker: every run succeeds, every day reconciles, the steps ran in the workers, the
+re-run is byte-identical. The wall times of both backfills are printed (`-s`) for the README."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ import dagster as dg
 import fsspec
 import pytest
 
+from rag_sft.io.storage import location
 from rag_sft_tests.deploy.test_production_setup import (
     EVENTS_PER_DAY,
     FINISHED,
@@ -39,19 +40,23 @@ WORKER_CONFIG = REPO / "deploy" / "celery" / "worker.yaml"
 
 
 @pytest.fixture(scope="module")
-def data_location(tmp_path_factory) -> str:
-    """Where every worker reads and writes: the one setting that moves the data elsewhere
-    (an absolute local folder the workers share today; an object-store URI once it is one)."""
-    return str(tmp_path_factory.mktemp("shared") / "data")
+def data_location(s3_server) -> str:
+    """Where every worker reads and writes: a prefix on the tests' S3 server, so the workers
+    share no data on disk."""
+    return s3_server.uri(f"celery-{os.getpid()}")
 
 
 @pytest.fixture(scope="module")
-def deployment(postgres, redis, data_location, tmp_path_factory):
+def deployment(postgres, redis, s3_server, data_location, tmp_path_factory):
     root = tmp_path_factory.mktemp("celery")
     home, landing = postgres_home(root), root / "landing"
     write_sample_days(landing, DAYS, EVENTS_PER_DAY)
     variables = {
         **postgres.env(postgres.create_database("dagster_celery")),
+        **s3_server.env(),
+        # The state's shared-truth files (request and near-duplicate indexes) have one copy on one
+        # machine, as on a cluster until they move to a shared database (README, "Object storage").
+        "RAG_SFT_STATE_DIR": str(root / "state"),
         "DAGSTER_HOME": str(home),
         "RAG_SFT_EXECUTOR": "celery",
         "RAG_SFT_CELERY_BROKER": redis.url(),
@@ -60,7 +65,7 @@ def deployment(postgres, redis, data_location, tmp_path_factory):
         "RAG_SFT_AUTOMATION": "off",  # the backfills are the subject
         "RAG_SFT_MIN_NEW_SAMPLES": "1000000",  # no training run competes for the 2 cores
     }
-    with running_dagster_dev(root, home, Path(data_location), landing, variables) as product:
+    with running_dagster_dev(root, home, location(data_location), landing, variables) as product:
         yield product, variables, root
 
 
@@ -125,9 +130,9 @@ def workers_of(instance: dg.DagsterInstance, run_id: str) -> dict[str, str]:
     return steps
 
 
-def published_files(location: str) -> dict[str, bytes]:
+def published_files(uri: str) -> dict[str, bytes]:
     """Every file of the daily exports and the warehouse tables, by path under the location."""
-    fs, root = fsspec.core.url_to_fs(location)
+    fs, root = fsspec.core.url_to_fs(uri)
     found = {}
     for folder in ("datasets/sft", "warehouse/raw_events", "warehouse/rejected_events", "warehouse/sft_records"):
         for path in fs.find(f"{root}/{folder}"):
@@ -161,6 +166,6 @@ def test_seven_days_on_one_worker_then_again_on_two_reconcile_and_are_byte_ident
         assert used == {"w1", "w2"}
         assert published_files(data_location) == first  # the re-run of every day, byte for byte
 
-    # Nothing was read from or written to a local data/ folder of the workers.
+    # Nothing was read from or written to the workers' working directories.
     assert list(first_cwd.iterdir()) == [] and list(second_cwd.iterdir()) == []
     print(f"\n7-day backfill: 1 worker {one_worker_s:.1f} s, 2 workers {two_workers_s:.1f} s")

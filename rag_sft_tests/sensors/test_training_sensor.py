@@ -1,6 +1,7 @@
 """The training sensor on a real instance: threshold, one run per dataset, failures, what was
 trained on (by sample_id), cancellations, held-back days, a cursor that does not grow, and the
-training job it launches (on the tiny local model)."""
+training job it launches (on the tiny local model), with the data on a local disk or on an S3
+server."""
 
 import hashlib
 import uuid
@@ -10,10 +11,13 @@ import dagster as dg
 import orjson
 
 from rag_sft.assets.training import DATASET_TAG
+from rag_sft.cli.models import format_versions
 from rag_sft.io.model_registry import ModelRegistry
 from rag_sft.resources import LoraTraining
 from rag_sft.sensors.training import TRAINING_JOB, lora_training_sensor
 from rag_sft_tests.assets.test_pipeline import generate
+from rag_sft_tests.assets.test_s3_warehouse import objects
+from rag_sft_tests.conftest import Pipeline
 from rag_sft_tests.helpers import event, write_lines
 
 FAST = {"learning_rate": 5e-3, "epochs": 2, "max_length": 96, "batch_size": 16}
@@ -159,3 +163,38 @@ def test_the_training_job_reports_its_figures(pipeline, tiny_base):
     evaluation = pipeline.metadata(result, "model_evaluation")
     assert evaluation["eval_loss"] < evaluation["base_eval_loss"]
     assert evaluation["decision"] and evaluation["version"] == "v0001"
+
+
+def test_on_an_s3_warehouse_the_sensor_fires_once_and_the_model_version_lands_in_the_store(
+    s3_data_dir, tmp_path, instance, tiny_base
+):
+    pipeline = Pipeline(tmp_path, instance, data_dir=s3_data_dir)
+    generate(pipeline, days=["2026-11-19"], events_per_day=150)
+    pipeline.materialize("2026-11-19")
+    request, cursor = evaluate(pipeline, None, min_new_samples=100)
+    assert isinstance(request, dg.RunRequest)
+    assert evaluate(pipeline, None, min_new_samples=100)[0].run_key == request.run_key  # the tick evaluated twice
+
+    tags = {**request.tags, "dagster/run_key": request.run_key}
+    assert pipeline.train(LoraTraining(base_model=str(tiny_base), **FAST), request.run_config, tags).success
+    consumed, _ = evaluate(pipeline, cursor, min_new_samples=100)
+    assert consumed.skip_message == "0 of 100 new samples in the 1 exportable day"
+
+    prefix = s3_data_dir.removeprefix("s3://")
+    stored = {key.removeprefix(f"{prefix}/") for key in objects(s3_data_dir)}
+    [training] = {key.split("/")[1] for key in stored if key.startswith("training/")}
+    for key in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "tokenizer/tokenizer_config.json",
+                "training_config.json", "metrics.json", "dataset.json"):  # fmt: skip
+        assert f"models/v0001/{key}" in stored, key
+    assert {"models/registry.json", "datasets/versions/v001/manifest.json"} <= stored
+    assert {f"training/{training}/{name}" for name in ("manifest.json", "train.jsonl", "eval.jsonl")} <= stored
+    assert not (tmp_path / "data").exists()  # nothing in a local folder named like the data
+
+    registry = ModelRegistry(pipeline.resources()["warehouse"].models_dir())
+    [version] = registry.versions()
+    assert version["version"] == "v0001" and version["dataset_version"] == "v001"
+    assert version["dataset_hash"] == request.tags[DATASET_TAG] and version["status"] in ("promoted", "rejected")
+    # `current` is an object naming the version in use: the model commands work on the store.
+    registry.promote("v0001", "by hand: test")
+    assert registry.current() == "v0001" and "* v0001" in format_versions(registry)
+    assert registry.rollback("rolled back by hand: test") == ("v0001", None) and registry.current() is None
