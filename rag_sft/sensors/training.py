@@ -34,11 +34,15 @@ GPU_POD = {
     },
 }
 
+# Every training run carries it: the PostgreSQL instance file and the Helm values let one such
+# run go at a time (versions and the registry are written under host-local locks).
+TRAINING_RUN_TAG = "rag_sft/training"
+
 lora_training_job = dg.define_asset_job(
     TRAINING_JOB,
     selection=dg.AssetSelection.assets(training_dataset, lora_adapter, model_evaluation),
     description="Snapshot the exportable days, train a LoRA adapter, evaluate it and gate its promotion.",
-    tags={GPU_POD_TAG: json.dumps(GPU_POD)},
+    tags={GPU_POD_TAG: json.dumps(GPU_POD), TRAINING_RUN_TAG: "lora"},
 )
 
 
