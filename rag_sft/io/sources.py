@@ -241,10 +241,10 @@ class LandingFolder:
         counts as none: every day is compared with its latest run again, and only days whose
         content differs run."""
         self.refresh_index()
-        index = self.index()
+        index, identity = self.index(), self.index().identity()
         origin, _, counter = after.rpartition("@") if isinstance(after, str) else ("", "", "")
-        since = int(counter) if origin == index.identity() else 0
-        return index.days_changed_after(since), f"{index.identity()}@{index.change_counter()}"
+        since = int(counter) if origin == identity else 0
+        return index.days_changed_after(since), f"{identity}@{index.change_counter()}"
 
     def fingerprint(self, day: date) -> str:
         """Changes whenever the day's lines do (the index must be fresh: see `changes_after`)."""

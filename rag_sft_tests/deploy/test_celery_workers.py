@@ -23,13 +23,10 @@ import pytest
 from rag_sft.io.storage import location
 from rag_sft_tests.deploy.test_production_setup import (
     EVENTS_PER_DAY,
-    FINISHED,
-    LAUNCH_BACKFILL,
-    LOCATION,
     REPO,
-    REPOSITORY,
     _assert_reconciles,
     _day_counts,
+    backfill,
     postgres_home,
     running_dagster_dev,
     write_sample_days,
@@ -100,23 +97,8 @@ def celery_worker(root: Path, name: str, variables: dict) -> Iterator[Path]:
 def backfill_all_days(product) -> tuple[list, float]:
     """The 7 days launched as a backfill through GraphQL; their run records once all finished,
     and the wall time from the launch to the last run's end."""
-    params = {
-        "selector": {
-            "partitionSetName": "daily_sft_job_partition_set",
-            "repositorySelector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY},
-        },
-        "partitionNames": DAYS,
-    }
     launched_at = time.time()
-    launched = product.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
-    assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill = dg.RunsFilter(tags={"dagster/backfill": launched["backfillId"]})
-
-    def all_finished():
-        records = product.instance.get_run_records(filters=backfill)
-        return records if len(records) == len(DAYS) and all(r.dagster_run.status.value in FINISHED for r in records) else None
-
-    records = product.wait("the backfill's 7 runs", all_finished, timeout_s=600, every_s=1)
+    records = backfill(product, DAYS, timeout_s=600)
     return records, max(r.end_time for r in records) - launched_at
 
 

@@ -224,20 +224,29 @@ def _assert_reconciles(counts: dict) -> None:
     assert export["dagster/row_count"] == records["exported"] > 0
 
 
-def test_one_partition_launched_through_graphql_succeeds(product):
+def launch_day(product: Product, day: str) -> str:
+    """One run of the daily job on a day, launched through GraphQL as the UI does; its run id."""
     params = {
         "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": "daily_sft_job"},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DAYS[0]}]},
+        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
     }
     launched = product.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
+    return launched["run"]["runId"]
+
+
+def final_status(product: Product, run_id: str) -> str:
+    """The run's status once it has finished, as GraphQL reports it."""
 
     def finished():
         status = product.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
         return status if status in FINISHED else None
 
-    assert product.wait(f"run {run_id}", finished, timeout_s=300) == "SUCCESS"
+    return product.wait(f"run {run_id}", finished, timeout_s=300)
+
+
+def test_one_partition_launched_through_graphql_succeeds(product):
+    assert final_status(product, launch_day(product, DAYS[0])) == "SUCCESS"
     _assert_reconciles(_day_counts(product.instance, DAYS[0]))
     assert (product.data / "datasets" / "sft" / f"date={DAYS[0]}" / "records.jsonl").exists()
 
@@ -248,24 +257,30 @@ mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParam
 """
 
 
-def test_a_seven_day_backfill_runs_concurrently_and_loses_or_doubles_no_event(product):
+def backfill(product: Product, days: list[str], timeout_s: float) -> list:
+    """The days launched as one backfill of the daily job through GraphQL, as the UI does; their
+    run records once every run has finished."""
     params = {
         "selector": {
             "partitionSetName": "daily_sft_job_partition_set",
             "repositorySelector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY},
         },
-        "partitionNames": DAYS[1:],
+        "partitionNames": days,
     }
     launched = product.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
     assert launched["__typename"] == "LaunchBackfillSuccess", launched
-    backfill = dg.RunsFilter(tags={"dagster/backfill": launched["backfillId"]})
+    runs = dg.RunsFilter(tags={"dagster/backfill": launched["backfillId"]})
 
     def all_finished():
-        records = product.instance.get_run_records(filters=backfill)
-        done = len(records) == 7 and all(r.dagster_run.status.value in FINISHED for r in records)
+        records = product.instance.get_run_records(filters=runs)
+        done = len(records) == len(days) and all(r.dagster_run.status.value in FINISHED for r in records)
         return records if done else None
 
-    records = product.wait("the backfill's 7 runs", all_finished, timeout_s=480, every_s=2)
+    return product.wait(f"the backfill's {len(days)} runs", all_finished, timeout_s=timeout_s, every_s=1)
+
+
+def test_a_seven_day_backfill_runs_concurrently_and_loses_or_doubles_no_event(product):
+    records = backfill(product, DAYS[1:], timeout_s=480)
     assert sorted(r.dagster_run.tags["dagster/partition"] for r in records) == DAYS[1:]
     assert {r.dagster_run.status.value for r in records} == {"SUCCESS"}
     # The runs overlapped: the queue let several run at once on the PostgreSQL-backed instance
@@ -288,22 +303,9 @@ def test_a_seven_day_backfill_runs_concurrently_and_loses_or_doubles_no_event(pr
 
 def test_two_runs_of_one_day_launched_at_once_run_one_after_the_other(product):
     """The queue's per-day limit: on a cluster the day's file lock would not see the other run."""
-    params = {
-        "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": "daily_sft_job"},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": DAYS[0]}]},
-    }
-    run_ids = []
-    for _ in range(2):
-        launched = product.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
-        assert launched["__typename"] == "LaunchRunSuccess", launched
-        run_ids.append(launched["run"]["runId"])
-
-    def both_finished():
-        records = product.instance.get_run_records(filters=dg.RunsFilter(run_ids=run_ids))
-        return records if len(records) == 2 and all(r.dagster_run.status.value in FINISHED for r in records) else None
-
-    records = product.wait("both runs of the day", both_finished, timeout_s=300, every_s=2)
-    assert {r.dagster_run.status.value for r in records} == {"SUCCESS"}
+    run_ids = [launch_day(product, DAYS[0]) for _ in range(2)]
+    assert [final_status(product, run_id) for run_id in run_ids] == ["SUCCESS", "SUCCESS"]
+    records = product.instance.get_run_records(filters=dg.RunsFilter(run_ids=run_ids))
     first, second = sorted((_launched_at(product.instance, r.dagster_run.run_id), r.end_time) for r in records)
     assert second[0] >= first[1]  # the second was launched only once the first had ended
     _assert_reconciles(_day_counts(product.instance, DAYS[0]))

@@ -17,12 +17,9 @@ import pytest
 
 from rag_sft.core.generator import GeneratorSettings, day_lines
 from rag_sft_tests.deploy.test_production_setup import (
-    FINISHED,
-    LAUNCH_RUN,
-    LOCATION,
-    REPOSITORY,
-    RUN_STATUS,
     Product,
+    final_status,
+    launch_day,
     running_dagster_dev,
 )
 
@@ -54,19 +51,8 @@ def product(tmp_path_factory):
 
 
 def _materialize_day(product: Product, day: str) -> dict:
-    params = {
-        "selector": {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "jobName": "daily_sft_job"},
-        "executionMetadata": {"tags": [{"key": "dagster/partition", "value": day}]},
-    }
-    launched = product.graphql(LAUNCH_RUN, {"params": params})["launchRun"]
-    assert launched["__typename"] == "LaunchRunSuccess", launched
-    run_id = launched["run"]["runId"]
-
-    def finished():
-        status = product.graphql(RUN_STATUS, {"runId": run_id})["runOrError"]["status"]
-        return status if status in FINISHED else None
-
-    assert product.wait(f"run {run_id}", finished, timeout_s=300) == "SUCCESS"
+    run_id = launch_day(product, day)
+    assert final_status(product, run_id) == "SUCCESS"
     return product.instance.get_run_by_id(run_id).tags
 
 
