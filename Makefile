@@ -42,7 +42,7 @@ $(DVC):
 dvc: $(DVC)  ## the DVC environment: then `.venv-dvc/bin/dvc repro` (after make run's set-up), push, pull, checkout
 
 test: $(STAMP) $(DVC)  ## the whole test suite
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup --durations=15
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
 bench: $(STAMP)  ## one day of 200,000 realistic events through all assets
 	$(BIN)/rag-sft bench --events $${BENCH_EVENTS:-200000}
