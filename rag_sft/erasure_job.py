@@ -50,7 +50,8 @@ def erase_requests_op(
             f"data_dir {warehouse.data_dir} is an object store (README, \"Object storage (S3)\")",
             allow_retries=False,
         )
-    new = ErasureLedger(warehouse.state_dir()).record(ids, context.run_id)
+    with warehouse.open_state(ErasureLedger) as ledger:
+        new = ledger.record(ids, context.run_id)
     erased = set(ids)
     note = {
         "erasure_run": context.run_id,

@@ -17,6 +17,13 @@ FINGERPRINT_TAG = "rag_sft/source_fingerprint"
 EXECUTOR_ENV = "RAG_SFT_EXECUTOR"
 # The Celery broker, e.g. redis://host:6379/0; it also carries the steps' results back.
 CELERY_BROKER_ENV = "RAG_SFT_CELERY_BROKER"
+# The Celery queue of the training job's steps: the queue that the worker on the GPU machine
+# takes (`dagster-celery worker start -q gpu`); empty: Celery's default queue, as the daily job.
+TRAINING_QUEUE_ENV = "RAG_SFT_TRAINING_QUEUE"
+
+
+def executor_choice() -> str:
+    return os.environ.get(EXECUTOR_ENV) or "in_process"
 
 
 def daily_executor(choice: str) -> dg.ExecutorDefinition:
@@ -38,9 +45,24 @@ def daily_executor(choice: str) -> dg.ExecutorDefinition:
     raise ValueError(f"{EXECUTOR_ENV} must be in_process, celery or k8s, got {choice!r}")
 
 
+def training_executor(choice: str, queue: str) -> dg.ExecutorDefinition | None:
+    """On Celery, the training job's steps go to `queue` (all three: the snapshot, the training
+    and the evaluation run where the GPU is). Elsewhere the job keeps Dagster's default executor:
+    on Kubernetes the run is one pod on the GPU pool (its run launcher tag), locally a process."""
+    if choice != "celery":
+        return None
+    from dagster_celery import celery_executor
+
+    broker = {"env": CELERY_BROKER_ENV}
+    config = {"broker": broker, "backend": broker}
+    if queue:
+        config["config_source"] = {"task_default_queue": queue}
+    return celery_executor.configured(config, name="celery_training_executor")
+
+
 daily_sft_job = dg.define_asset_job(
     DAILY_JOB,
     selection=dg.AssetSelection.assets(raw_events, annotated_samples, sft_records, sft_jsonl),
     description="One day from quality events to the SFT JSONL.",
-    executor_def=daily_executor(os.environ.get(EXECUTOR_ENV) or "in_process"),
+    executor_def=daily_executor(executor_choice()),
 )

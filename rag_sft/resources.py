@@ -17,7 +17,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import dagster as dg
 from pydantic import ConfigDict, Field, field_validator
@@ -33,6 +33,7 @@ from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.completion_cache import AnswerCache, is_postgres_url, open_completion_cache, sqlite_cache_path
 from rag_sft.io.sources import LandingFolder, SqlTable
+from rag_sft.io.state_db import StateStore, open_state_db
 from rag_sft.io.storage import Location, is_uri, local_copy, location, remove_tree, spool_dir
 from rag_sft.io.warehouse import staged_name, staging_dir
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
@@ -45,6 +46,7 @@ LANDING_DIR_ENV = "RAG_SFT_LANDING_DIR"
 SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
 SQL_URL_ENV = "RAG_SFT_SQL_URL"
 CACHE_URL_ENV = "RAG_SFT_CACHE_URL"
+STATE_URL_ENV = "RAG_SFT_STATE_URL"
 LABEL_BALANCE_SEVERITY_ENV = "RAG_SFT_LABEL_BALANCE_SEVERITY"
 REBALANCE_ENV = "RAG_SFT_REBALANCE"
 NEAR_DUPLICATES_ENV = "RAG_SFT_NEAR_DUPLICATES"
@@ -87,9 +89,10 @@ def default_sql_url() -> str:
     return dg.EnvVar(SQL_URL_ENV) if SQL_URL_ENV in os.environ else f"sqlite:///{local_data_dir() / 'events.db'}"
 
 
-def default_cache_url() -> str:
-    # A PostgreSQL URL holds a password: from the environment it stays an EnvVar, never shown.
-    return dg.EnvVar(CACHE_URL_ENV) if os.environ.get(CACHE_URL_ENV) else ""
+def secret_from_env(variable: str) -> Callable[[], str]:
+    """A field's default_factory for a URL that holds a password: from the environment it stays
+    an EnvVar (stored with a run as the variable's name only, never shown), else empty."""
+    return lambda: dg.EnvVar(variable) if os.environ.get(variable) else ""
 
 
 def default_base_model() -> str:
@@ -188,6 +191,9 @@ def owner_only_files(enabled: bool) -> Iterator[None]:
         os.umask(previous)
 
 
+Store = TypeVar("Store", bound=StateStore)
+
+
 def _key(*parts: str) -> str:
     """A file-name-safe key of the source (a hash, so no URL or password shows in a name)."""
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
@@ -222,16 +228,24 @@ class Warehouse(dg.ConfigurableResource):
         "owner only: 0600 and 0700. False: the process's umask decides.",
     )
     cache_url: str = Field(
-        default_factory=default_cache_url,
+        default_factory=secret_from_env(CACHE_URL_ENV),
         description="The LLM answer cache (corrections and judge verdicts): empty for the SQLite file "
         "<data_dir>/cache/completions.sqlite (one machine; in the local state folder when data_dir is an object store), postgresql+psycopg2://user:pw@host/db for workers on "
-        "several hosts, or sqlite:///path. Default: the secret $RAG_SFT_CACHE_URL, else empty.",
+        "several hosts (empty and a PostgreSQL state_url: that database), or sqlite:///path. "
+        "Default: the secret $RAG_SFT_CACHE_URL, else empty.",
+    )
+    state_url: str = Field(
+        default_factory=secret_from_env(STATE_URL_ENV),
+        description="The database of the pipeline's shared truth (the request and near-duplicate indexes, the "
+        "erasure ledger): empty for SQLite files in the local state folder (one machine), "
+        "postgresql+psycopg2://user:pw@host/db for workers on several hosts. Default: the secret "
+        "$RAG_SFT_STATE_URL, else empty.",
     )
 
     @contextmanager
     def completion_cache(self) -> Iterator[AnswerCache]:
         """The LLM answer cache, open for the duration of the block."""
-        cache = open_completion_cache(resolved(self.cache_url) or "", self.cache_dir())
+        cache = open_completion_cache(self._cache_url(), self.cache_dir())
         try:
             yield cache
         finally:
@@ -239,8 +253,17 @@ class Warehouse(dg.ConfigurableResource):
 
     def has_completion_cache(self) -> bool:
         """Whether there is a cache to look in: a database one always; a SQLite file once written."""
-        url = resolved(self.cache_url) or ""
+        url = self._cache_url()
         return is_postgres_url(url) or sqlite_cache_path(url, self.cache_dir()).exists()
+
+    def _cache_url(self) -> str:
+        state_url = resolved(self.state_url) or ""
+        return resolved(self.cache_url) or (state_url if is_postgres_url(state_url) else "")
+
+    def open_state(self, store: type[Store]) -> Store:
+        """One of the shared-truth stores (`io/state_db.py`), on its own connection: in the state
+        database, else its SQLite file in the local state folder. Close it (or use it in a with)."""
+        return store(open_state_db(resolved(self.state_url) or "", self.state_dir() / store.FILE))
 
     def worker_count(self) -> int:
         return parallel.resolve_workers(self.workers)

@@ -54,6 +54,10 @@ class Pipeline:
         self.data = root / "data"
         self.data_dir = data_dir or str(self.data)
         self.instance = instance
+        # The warehouse's local state folder (default: under the data folder, or <root>/state for
+        # an object store) and state database; a test may switch them to play another host.
+        self.state_dir = str(root / "state") if is_uri(self.data_dir) else ""
+        self.state_url = ""
         self.landing.mkdir(parents=True, exist_ok=True)
 
     def resources(
@@ -68,7 +72,7 @@ class Pipeline:
             "trainer_exports": trainer_exports or TrainerExports(),
             "event_source": event_source or EventSource(landing_dir=self.landing_dir),
             "warehouse": Warehouse(
-                data_dir=self.data_dir, local_state_dir=str(self.root / "state") if is_uri(self.data_dir) else "", batch_size=64
+                data_dir=self.data_dir, local_state_dir=self.state_dir, state_url=self.state_url, batch_size=64
             ),
             "sft_rules": SftRules(**rules),
             "export_checks": ExportChecks(**(checks or {})),

@@ -10,7 +10,7 @@ from rag_sft.core import erasure, ingest, tables
 from rag_sft.core.invariants import require
 from rag_sft.io.erasure_ledger import ErasureLedger
 from rag_sft.io.memory import streaming_day
-from rag_sft.io.request_index import REQUEST_INDEX, RequestIndex
+from rag_sft.io.request_index import RequestIndex
 from rag_sft.io.sources import SourceUnavailable
 from rag_sft.io.warehouse import PartitionWriter
 from rag_sft.resources import EventSource, SftRules, Warehouse
@@ -47,11 +47,12 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
     try:
         source = event_source.open(warehouse.state_dir())
         counts = ingest.IngestCounts()
-        erased = ErasureLedger(warehouse.state_dir()).request_ids()  # requests erased on request never come back
+        with warehouse.open_state(ErasureLedger) as ledger:
+            erased = ledger.request_ids()  # requests erased on request never come back
         with (
             streaming_day(),
             # A request exported on an earlier day is a duplicate of that day (first seen = earliest day).
-            RequestIndex(warehouse.state_dir() / REQUEST_INDEX) as requests,
+            warehouse.open_state(RequestIndex) as requests,
             warehouse.scratch_dir() as scratch,
             PartitionWriter(warehouse.table_dir("raw_events"), day, tables.RAW_EVENTS, warehouse.parquet_compression, tables.FREE_TEXT) as accepted,
             PartitionWriter(warehouse.table_dir("rejected_events"), day, tables.REJECTED_EVENTS, warehouse.parquet_compression, tables.FREE_TEXT) as dead,

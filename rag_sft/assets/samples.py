@@ -26,7 +26,7 @@ from rag_sft.core.parallel import ordered_map
 from rag_sft.io.export_ledger import export_status
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.near_duplicate_index import NearDuplicateIndex
-from rag_sft.io.request_index import REQUEST_INDEX, RequestIndex
+from rag_sft.io.request_index import RequestIndex
 from rag_sft.io.storage import Location
 from rag_sft.io.warehouse import (
     PART_FILE,
@@ -38,8 +38,6 @@ from rag_sft.io.warehouse import (
     row_groups,
 )
 from rag_sft.resources import Completions, ExportChecks, SftRules, Warehouse
-
-NEAR_DUPLICATE_INDEX = "near-duplicates.sqlite"
 
 
 def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
@@ -193,7 +191,7 @@ def sft_records(
         held_back = [verdict for verdict in verdicts if verdict.holds_back]
         if near is not None:
             _remember_exported(day, warehouse, near, set() if held_back else exported_ids)
-        with RequestIndex(warehouse.state_dir() / REQUEST_INDEX) as requests:
+        with warehouse.open_state(RequestIndex) as requests:
             requests.replace_day(day, [] if held_back else exported_requests)
         export = export_status(export_gate.hold_back(context, warehouse, held_back) if held_back else "")
         path = _publish_partition(scratch / table_dir.name, table_dir, day, [v.check for v in held_back], warehouse)
@@ -276,7 +274,7 @@ def _near_duplicates(day: str, annotated_dir: Location, warehouse: Warehouse, se
         parts.append(signature)
     signature = np.concatenate(parts)
     banding = near_duplicates.Banding.for_threshold(similarity)
-    with NearDuplicateIndex(warehouse.state_dir() / NEAR_DUPLICATE_INDEX) as index:
+    with warehouse.open_state(NearDuplicateIndex) as index:
         return near_duplicates.deduplicate_day(sample_ids, signature, lambda keys: index.earlier(day, keys), banding, similarity)
 
 
@@ -295,7 +293,7 @@ def _differing_suggestions(day: str, annotated_dir: Path, set_aside: pa.Table, b
 def _remember_exported(day: str, warehouse: Warehouse, near, exported: set[str]) -> None:
     """The day's kept samples that it exports, for the days after it (a held-back day: none)."""
     kept = [index for index in near.kept if near.sample_ids[index] in exported]
-    with NearDuplicateIndex(warehouse.state_dir() / NEAR_DUPLICATE_INDEX) as index:
+    with warehouse.open_state(NearDuplicateIndex) as index:
         index.replace_day(day, [near.sample_ids[i] for i in kept], near.signatures[kept], near.keys[kept])
 
 

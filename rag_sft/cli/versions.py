@@ -60,7 +60,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from rag_sft.definitions import defs
     from rag_sft.io.dataset_versions import DatasetVersions
     from rag_sft.io.model_registry import ModelRegistry
-    from rag_sft.io.training_ledger import TrainingLedger, ledger_path, trained_sample_ids
+    from rag_sft.io.training_ledger import TrainingLedger, trained_sample_ids
     from rag_sft.sensors.training import TRAINING_JOB
 
     ensure_dagster_home()
@@ -81,7 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if not result.success:
         print(f"error: training failed: {_failure(result)}", file=sys.stderr)
         return 1
-    with TrainingLedger.open(ledger_path(warehouse.state_dir())) as store:
+    with warehouse.open_state(TrainingLedger) as store, store.transaction():
         store.mark_trained(trained_sample_ids(warehouse.versions_dir(), dataset_hash))
     registry = ModelRegistry(warehouse.models_dir())
     entry = next(e for e in registry.versions() if e.get("run_id") == result.run_id)

@@ -1,4 +1,5 @@
-"""The erasure ledger: `<data_dir>/state/erasure.sqlite`, every request_id erased on request.
+"""The erasure ledger: every request_id erased on request (`<data_dir>/state/erasure.sqlite`,
+or a table of the state database: `io/state_db.py`).
 
 It is kept beside the pipeline's other state (not in the Dagster instance: ingest must honour
 it whichever instance runs the day, and it must outlive the runs that recorded it). Ingest reads
@@ -8,13 +9,11 @@ It keeps the ids only (never a question or an answer): that is what it needs to 
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Iterable
-from contextlib import closing
-from pathlib import Path
 
-LEDGER_FILE = "erasure.sqlite"
+from rag_sft.io.state_db import StateDb, StateStore
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS erased (
@@ -25,31 +24,24 @@ CREATE TABLE IF NOT EXISTS erased (
 """
 
 
-class ErasureLedger:
-    def __init__(self, state_dir: Path):
-        self.path = Path(state_dir) / LEDGER_FILE
+class ErasureLedger(StateStore):
+    FILE = "erasure.sqlite"  # in the local state folder, without a state database
+
+    def __init__(self, db: StateDb):
+        super().__init__(db, _SCHEMA)
 
     def record(self, request_ids: Iterable[str], erasure_run: str) -> list[str]:
         """Add the ids (those already there keep their first erasure); returns the new ones."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as connection, connection:
-            connection.execute(_SCHEMA)
-            new = []
-            for request_id in request_ids:
-                inserted = connection.execute(
-                    "INSERT OR IGNORE INTO erased VALUES (?, ?, ?)", (request_id, time.time(), erasure_run)
-                ).rowcount
-                if inserted:
-                    new.append(request_id)
-            return new
+        db = self._db
+        wanted = list(dict.fromkeys(request_ids))
+        with db.transaction():
+            known = {row[0] for row in db.execute(f"SELECT request_id FROM erased WHERE {db.in_list('request_id')}", (db.values(wanted),))}
+            new = [request_id for request_id in wanted if request_id not in known]
+            now = time.time()
+            # Ignoring conflicts: an erasure recorded on another host meanwhile keeps its first date.
+            db.insert("erased", ((request_id, now, erasure_run) for request_id in new), ignore_conflicts=True)
+        return new
 
     def request_ids(self) -> list[str]:
-        """Every erased id, sorted (none when nothing was ever erased: no file is created)."""
-        if not self.path.exists():
-            return []
-        with closing(self._connect()) as connection:
-            connection.execute(_SCHEMA)
-            return [row[0] for row in connection.execute("SELECT request_id FROM erased ORDER BY request_id")]
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=60)
+        """Every erased id, sorted."""
+        return [row[0] for row in self._db.execute("SELECT request_id FROM erased ORDER BY request_id")]

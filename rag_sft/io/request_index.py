@@ -1,7 +1,8 @@
 """Which days exported each request_id, so a request shipped again on a later day is a duplicate
 of the day that exported it without reading earlier days: a day's lookups follow its own size.
 
-`<state_dir>/request-days.sqlite`: `request_days(request_id, day)`, written by `sft_records`
+`request_days(request_id, day)` (`<state_dir>/request-days.sqlite`, or a table of the state
+database: `io/state_db.py`), written by `sft_records`
 (a held-back day exported nothing, so it holds nothing). First seen = the earliest day that
 exported the request; a day only looks at days before it, and its own rows are replaced when it
 is materialized again, so a re-run never meets itself.
@@ -9,13 +10,10 @@ is materialized again, so a re-run never meets itself.
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterable
-from pathlib import Path
 
-import orjson
+from rag_sft.io.state_db import StateDb, StateStore
 
-REQUEST_INDEX = "request-days.sqlite"
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS request_days (request_id TEXT NOT NULL, day TEXT NOT NULL, PRIMARY KEY (request_id, day))
     WITHOUT ROWID;
@@ -23,32 +21,21 @@ CREATE INDEX IF NOT EXISTS request_days_by_day ON request_days (day);
 """
 
 
-class RequestIndex:
-    def __init__(self, path: Path):
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, timeout=60)
-        self._db.executescript("PRAGMA journal_mode=WAL;" + _SCHEMA)
+class RequestIndex(StateStore):
+    FILE = "request-days.sqlite"  # in the local state folder, without a state database
+
+    def __init__(self, db: StateDb):
+        super().__init__(db, _SCHEMA)
         self._no_earlier: dict[str, bool] = {}
-
-    def close(self) -> None:
-        self._db.close()
-
-    def __enter__(self) -> RequestIndex:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def first_days(self, day: str, request_ids: Iterable[str]) -> dict[str, str]:
         """The earliest day before `day` that exported each of these request_ids (absent: none)."""
         db = self._db
         if self._first_day_of_source(day):
             return {}
-        # The ids travel as one JSON array (json_each): far cheaper than a row per id in a temp table.
         rows = db.execute(
-            "SELECT request_id, MIN(day) FROM request_days WHERE request_id IN (SELECT value FROM json_each(?)) "
-            "AND day < ? GROUP BY request_id",
-            (orjson.dumps(list(request_ids)).decode(), day),
+            f"SELECT request_id, MIN(day) FROM request_days WHERE {db.in_list('request_id')} AND day < ? GROUP BY request_id",
+            (db.values(request_ids), day),
         )
         return dict(rows.fetchall())
 
@@ -62,7 +49,7 @@ class RequestIndex:
 
     def replace_day(self, day: str, request_ids: Iterable[str]) -> None:
         """The request_ids the day exported, in place of an earlier run's."""
-        with self._db as db:
-            db.execute("DELETE FROM request_days WHERE day = ?", (day,))
-            # In key order: the B-tree is filled page by page.
-            db.executemany("INSERT OR IGNORE INTO request_days VALUES (?, ?)", ((request_id, day) for request_id in sorted(request_ids)))
+        with self._db.transaction():
+            self._db.execute("DELETE FROM request_days WHERE day = ?", (day,))
+            # Each once, in key order: the B-tree is filled page by page.
+            self._db.insert("request_days", ((request_id, day) for request_id in sorted(set(request_ids))))

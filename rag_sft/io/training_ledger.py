@@ -1,4 +1,5 @@
-"""The training sensor's memory: `<state_dir>/training_ledger.sqlite` (the warehouse's local state).
+"""The training sensor's memory: `<state_dir>/training_ledger.sqlite`, or tables of the state
+database (`io/state_db.py`), where it outlives the daemon's machine (a pod restarted elsewhere).
 
 It holds what grows with history, so the sensor's cursor does not (Dagster copies the cursor
 into every tick): the export ledger folded from the event log, the exported sample_ids of each
@@ -6,7 +7,7 @@ exportable day (read once per content hash of the day's JSONL), and the sample_i
 A tick reads one row per day (the ledger, the untrained count) and the files of the days whose
 export changed; a successful training run visits the samples not trained on yet, once.
 
-Losing the file is safe for the ledger (the sensor folds the event log again from the start)
+Losing it is safe for the ledger (the sensor folds the event log again from the start)
 but forgets what was trained on: every exported sample then counts as new.
 """
 
@@ -14,15 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
-from pathlib import Path
 
 import msgspec
 
 from rag_sft.core.trigger import ExportedDay, ExportLedger
 from rag_sft.io.dataset_versions import DatasetVersions
+from rag_sft.io.state_db import StateStore
 from rag_sft.io.storage import Location, open_lines
 
 _SCHEMA = """
@@ -40,26 +39,17 @@ CREATE TABLE IF NOT EXISTS trained (sample_id TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
 
-def ledger_path(state_dir: Path) -> Path:
-    return Path(state_dir) / "training_ledger.sqlite"
+class TrainingLedger(StateStore):
+    """Changed in one transaction (`with store.transaction():`): committed when the block ends,
+    else rolled back."""
 
+    FILE = "training_ledger.sqlite"
 
-class TrainingLedger:
-    def __init__(self, connection: sqlite3.Connection):
-        self._db = connection
+    def __init__(self, db):
+        super().__init__(db, _SCHEMA)
 
-    @classmethod
-    @contextmanager
-    def open(cls, path: Path) -> Iterator[TrainingLedger]:
-        """The store, changed in one transaction: committed when the block ends, else rolled back."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(path, timeout=60)
-        try:
-            connection.executescript(_SCHEMA)
-            with connection:
-                yield cls(connection)
-        finally:
-            connection.close()
+    def transaction(self):
+        return self._db.transaction()
 
     # --- the export ledger -----------------------------------------------------------------
     def export_ledger(self, cursor_after: Mapping[str, int]) -> ExportLedger:
@@ -73,10 +63,13 @@ class TrainingLedger:
         return ledger
 
     def save(self, ledger: ExportLedger) -> None:
+        """The whole ledger in place of the stored one (a row per day and asset)."""
         rows = [("sft_jsonl", day, json.dumps(entry)) for day, entry in ledger.jsonl.items()]
         rows += [("sft_records", day, json.dumps(entry)) for day, entry in ledger.records.items()]
-        self._db.executemany("INSERT OR REPLACE INTO exports VALUES (?, ?, ?)", rows)
-        self._db.executemany("INSERT OR REPLACE INTO watermarks VALUES (?, ?)", ledger.after.items())
+        self._db.execute("DELETE FROM exports")
+        self._db.insert("exports", rows)
+        self._db.execute("DELETE FROM watermarks")
+        self._db.insert("watermarks", ledger.after.items())
 
     # --- sample ids ------------------------------------------------------------------------
     def refresh_samples(self, exportable: Mapping[str, ExportedDay], jsonl_path: Callable[[str], Location]) -> list[str]:
@@ -93,14 +86,13 @@ class TrainingLedger:
                 unsettled.append(day)
                 continue
             self._db.execute("DELETE FROM samples WHERE day = ?", (day,))
-            rows = ((day, sample_id) for sample_id in ids)
-            self._db.executemany("INSERT OR IGNORE INTO samples VALUES (?, ?, 1)", rows)
+            self._db.insert("samples", ((day, sample_id, 1) for sample_id in ids), ignore_conflicts=True)
             self._db.execute(
                 "UPDATE samples SET new = 0 WHERE day = ? AND sample_id IN (SELECT sample_id FROM trained)", (day,)
             )
+            self._db.execute("DELETE FROM sampled WHERE day = ?", (day,))
             self._db.execute(
-                "INSERT OR REPLACE INTO sampled SELECT ?, ?, count(*) FROM samples WHERE day = ? AND new = 1",
-                (day, exported.sha256, day),
+                "INSERT INTO sampled SELECT ?, ?, count(*) FROM samples WHERE day = ? AND new = 1", (day, exported.sha256, day)
             )
         return unsettled
 
@@ -110,7 +102,7 @@ class TrainingLedger:
 
     def mark_trained(self, sample_ids: Iterable[str]) -> None:
         """Once per successful training run: the only step that visits every untrained sample."""
-        self._db.executemany("INSERT OR IGNORE INTO trained VALUES (?)", ((sample_id,) for sample_id in sample_ids))
+        self._db.insert("trained", ((sample_id,) for sample_id in sample_ids), ignore_conflicts=True)
         self._db.execute("UPDATE samples SET new = 0 WHERE new = 1 AND sample_id IN (SELECT sample_id FROM trained)")
         self._db.execute(
             "UPDATE sampled SET untrained = (SELECT count(*) FROM samples WHERE samples.day = sampled.day AND new = 1) "

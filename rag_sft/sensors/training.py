@@ -3,7 +3,7 @@
 It folds the event log into its ledger by storage-id watermark (no asset sensor), counts new
 samples by sample_id, lets `core.trigger.decide` choose, and keys each request by the dataset
 and attempt, so Dagster launches it once. The ledger, the sample_ids and what was trained on
-live in `<data_dir>/state/training_ledger.sqlite`; the cursor keeps only the watermarks and the
+live in the training ledger (`io/training_ledger.py`); the cursor keeps only the watermarks and the
 pending dataset.
 """
 
@@ -15,16 +15,19 @@ import dagster as dg
 from rag_sft.assets.training import DATASET_TAG, lora_adapter, model_evaluation, training_dataset
 from rag_sft.core import trigger
 from rag_sft.io.export_ledger import update_ledger
-from rag_sft.io.training_ledger import TrainingLedger, ledger_path, trained_sample_ids
+from rag_sft.jobs import TRAINING_QUEUE_ENV, executor_choice, training_executor
+from rag_sft.io.training_ledger import TrainingLedger, trained_sample_ids
 from rag_sft.resources import LoraTraining, Warehouse
 
 TRAINING_JOB = "lora_training_job"
 # Seconds between the daemon's evaluations (read when the definitions load, like the resources).
 SENSOR_INTERVAL_ENV = "RAG_SFT_SENSOR_INTERVAL_S"
 
-# Training runs where the GPU is: on Kubernetes the K8sRunLauncher (deploy/k8s) gives the run's
-# pod these settings: one GPU, on nodes labelled rag-sft/pool=gpu (tainted for GPU work). The
-# whole run (dataset snapshot, training, evaluation) is that pod. Other run launchers ignore it.
+# Training runs where the GPU is. On Celery its steps go to a queue of their own
+# (RAG_SFT_TRAINING_QUEUE, rag_sft/jobs.py) that the GPU machine's worker takes. On Kubernetes the
+# K8sRunLauncher (deploy/k8s) gives the run's pod these settings: one GPU, on nodes labelled
+# rag-sft/pool=gpu (tainted for GPU work); the whole run (dataset snapshot, training,
+# evaluation) is that pod. Other run launchers ignore the tag.
 GPU_POD_TAG = "dagster-k8s/config"
 GPU_POD = {
     "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"cpu": "4", "memory": "32Gi"}}},
@@ -43,6 +46,7 @@ lora_training_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(training_dataset, lora_adapter, model_evaluation),
     description="Snapshot the exportable days, train a LoRA adapter, evaluate it and gate its promotion.",
     tags={GPU_POD_TAG: json.dumps(GPU_POD), TRAINING_RUN_TAG: "lora"},
+    executor_def=training_executor(executor_choice(), os.environ.get(TRAINING_QUEUE_ENV, "")),
 )
 
 
@@ -56,7 +60,7 @@ def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: Lor
     cursor = trigger.Cursor.from_json(context.cursor)
     pending = cursor.pending
     statuses = _run_statuses(context.instance, pending)
-    with TrainingLedger.open(ledger_path(warehouse.state_dir())) as store:
+    with warehouse.open_state(TrainingLedger) as store, store.transaction():
         ledger = update_ledger(context.instance, store.export_ledger(cursor.after))
         store.save(ledger)
         exportable = ledger.exportable()

@@ -1,9 +1,13 @@
 """Steps executed by Celery workers (deploy/celery/README.md): `dagster dev` over the PostgreSQL
 instance, the daily job on the dagster-celery executor with a Redis broker (both servers from
-the project's wheels), the warehouse on the tests' S3 server, workers started in empty working
-directories of their own. A 7-day backfill on one worker, then the same 7 days again with a
-second worker: every run succeeds, every day reconciles, the steps ran in the workers, the
-re-run is byte-identical. The wall times of both backfills are printed (`-s`) for the README."""
+the project's wheels), the landing folder and the warehouse on the tests' S3 server, the shared
+truth in a PostgreSQL state database, workers started in empty working directories with local
+state folders of their own: they share no disk. A 7-day backfill on one worker, then the same 7
+days again with a second worker: every run succeeds, every day reconciles, the steps ran in the
+workers, the re-run is byte-identical. Then the training sensor, switched on as in the UI, fires
+once; the training run's steps run in a third worker on the training queue (the GPU machine's),
+and the model version lands in the object store. The wall times of both backfills are printed
+(`-s`) for the README."""
 
 from __future__ import annotations
 
@@ -15,15 +19,22 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import fsspec
 import pytest
 
+from rag_sft.io.model_registry import ModelRegistry
 from rag_sft.io.storage import location
+from rag_sft.sensors.training import TRAINING_JOB
 from rag_sft_tests.deploy.test_production_setup import (
     EVENTS_PER_DAY,
+    FINISHED,
+    LOCATION,
     REPO,
+    REPOSITORY,
+    SENSOR,
     _assert_reconciles,
     _day_counts,
     backfill,
@@ -31,9 +42,11 @@ from rag_sft_tests.deploy.test_production_setup import (
     running_dagster_dev,
     write_sample_days,
 )
+from rag_sft_tests.io.test_landing_s3 import upload
 
 DAYS = [f"2026-11-0{n}" for n in range(1, 8)]
 WORKER_CONFIG = REPO / "deploy" / "celery" / "worker.yaml"
+TRAINING_QUEUE = "gpu"
 
 
 @pytest.fixture(scope="module")
@@ -44,39 +57,72 @@ def data_location(s3_server) -> str:
 
 
 @pytest.fixture(scope="module")
-def deployment(postgres, redis, s3_server, data_location, tmp_path_factory):
+def deployment(postgres, redis, s3_server, data_location, tmp_path_factory, tiny_base):
     root = tmp_path_factory.mktemp("celery")
-    home, landing = postgres_home(root), root / "landing"
-    write_sample_days(landing, DAYS, EVENTS_PER_DAY)
+    home, landing = postgres_home(root), s3_server.uri(f"celery-landing-{os.getpid()}")
+    write_sample_days(root / "landing-files", DAYS, EVENTS_PER_DAY)
+    with mock.patch.dict(os.environ, s3_server.env()):
+        upload(root / "landing-files", landing)  # as a log shipper would
     variables = {
         **postgres.env(postgres.create_database("dagster_celery")),
         **s3_server.env(),
-        # The state's shared-truth files (request and near-duplicate indexes) have one copy on one
-        # machine, as on a cluster until they move to a shared database (README, "Object storage").
-        "RAG_SFT_STATE_DIR": str(root / "state"),
+        # The shared truth (request and near-duplicate indexes, erasure ledger) in one database;
+        # every process keeps its local state (caches, spool) in a folder of its own.
+        "RAG_SFT_STATE_URL": postgres.url(postgres.create_database("rag_sft_state")),
+        "RAG_SFT_STATE_DIR": str(root / "dagster-dev-state"),
         "DAGSTER_HOME": str(home),
         "RAG_SFT_EXECUTOR": "celery",
         "RAG_SFT_CELERY_BROKER": redis.url(),
+        "RAG_SFT_TRAINING_QUEUE": TRAINING_QUEUE,
         "RAG_SFT_DATA_DIR": data_location,
-        "RAG_SFT_LANDING_DIR": str(landing),
+        "RAG_SFT_LANDING_DIR": landing,
         "RAG_SFT_AUTOMATION": "off",  # the backfills are the subject
-        "RAG_SFT_MIN_NEW_SAMPLES": "1000000",  # no training run competes for the 2 cores
+        "RAG_SFT_SENSOR_INTERVAL_S": "3",
+        "RAG_SFT_BASE_MODEL": str(tiny_base),  # the base model is a local path on every machine, as a model cache
+        "RAG_SFT_MIN_NEW_SAMPLES": "1000",  # 7 days export ~1,500 samples
+        "RAG_SFT_TRAIN_LAST_DAYS": "0",
+        "RAG_SFT_TRAIN_MAX_LENGTH": "96",
+        "RAG_SFT_EVAL_QUESTIONS": "8",
+        "RAG_SFT_TRAIN_LEARNING_RATE": "0.005",
     }
-    with running_dagster_dev(root, home, location(data_location), landing, variables) as product:
+    with running_dagster_dev(root, home, location(data_location), location(landing), variables) as product:
+        # Off until the backfills are done, as a user switches it in the UI: no training run
+        # competes with them for the 2 cores.
+        set_training_sensor(product, running=False)
         yield product, variables, root
 
 
+SENSOR_SELECTOR = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "sensorName": SENSOR}
+SENSOR_STATE = "query($s: SensorSelector!) { sensorOrError(sensorSelector: $s) { ... on Sensor { sensorState { id status } } } }"
+STOP_SENSOR = "mutation($id: String!) { stopSensor(id: $id) { __typename ... on StopSensorMutationResult { instigationState { status } } } }"
+START_SENSOR = "mutation($s: SensorSelector!) { startSensor(sensorSelector: $s) { __typename ... on Sensor { sensorState { status } } } }"
+
+
+def set_training_sensor(product, running: bool) -> None:
+    """The training sensor switched on or off through GraphQL, as the UI's toggle does."""
+    if running:
+        started = product.graphql(START_SENSOR, {"s": SENSOR_SELECTOR})["startSensor"]
+        assert started["sensorState"]["status"] == "RUNNING", started
+        return
+    state = product.graphql(SENSOR_STATE, {"s": SENSOR_SELECTOR})["sensorOrError"]["sensorState"]
+    stopped = product.graphql(STOP_SENSOR, {"id": state["id"]})["stopSensor"]
+    assert stopped["instigationState"]["status"] == "STOPPED", stopped
+
+
 @contextmanager
-def celery_worker(root: Path, name: str, variables: dict) -> Iterator[Path]:
+def celery_worker(root: Path, name: str, variables: dict, queue: str | None = None) -> Iterator[Path]:
     """`dagster-celery worker start` as deploy/celery/README.md says, in an empty working
-    directory, with a DAGSTER_HOME of its own; yields that working directory once it is ready."""
+    directory, with a DAGSTER_HOME and a local state folder of its own; on `queue` when given
+    (else Celery's default one); yields that working directory once it is ready."""
     cwd, log = root / f"{name}-cwd", root / f"{name}.log"
     cwd.mkdir()
     home = postgres_home(root / name)
     command = [str(Path(sys.executable).with_name("dagster-celery")), "worker", "start", "-A", "dagster_celery.app",
-               "-y", str(WORKER_CONFIG), "-n", name, "--", "--pool", "solo", "--concurrency", "1"]  # fmt: skip
+               "-y", str(WORKER_CONFIG), "-n", name, *(["-q", queue] if queue else []),
+               "--", "--pool", "solo", "--concurrency", "1"]  # fmt: skip
     # The venv's bin first: the CLI starts `celery` by name.
-    env = {**os.environ, **variables, "DAGSTER_HOME": str(home), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env = {**os.environ, **variables, "DAGSTER_HOME": str(home), "RAG_SFT_STATE_DIR": str(root / f"{name}-state"),
+           "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}  # fmt: skip
     with log.open("wb") as log_file:
         worker = subprocess.Popen(command, cwd=cwd, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
     try:
@@ -148,6 +194,34 @@ def test_seven_days_on_one_worker_then_again_on_two_reconcile_and_are_byte_ident
         assert used == {"w1", "w2"}
         assert published_files(data_location) == first  # the re-run of every day, byte for byte
 
-    # Nothing was read from or written to the workers' working directories.
+    # Nothing was read from or written to the workers' working directories, and no shared truth
+    # was kept in a local state folder.
     assert list(first_cwd.iterdir()) == [] and list(second_cwd.iterdir()) == []
+    assert not [path for path in root.glob("*state/*.sqlite") if "landing-index" not in path.name]
     print(f"\n7-day backfill: 1 worker {one_worker_s:.1f} s, 2 workers {two_workers_s:.1f} s")
+
+
+def test_the_training_sensor_fires_once_and_the_model_version_lands_in_the_object_store(deployment, data_location):
+    product, variables, root = deployment
+    training_runs = dg.RunsFilter(job_name=TRAINING_JOB)
+    with celery_worker(root, "gpu", variables, queue=TRAINING_QUEUE) as gpu_cwd:
+        set_training_sensor(product, running=True)
+
+        def trained():
+            records = product.instance.get_run_records(filters=training_runs)
+            return records if records and all(r.dagster_run.status.value in FINISHED for r in records) else None
+
+        [record] = product.wait("the training run", trained, timeout_s=420, every_s=2)
+        assert record.dagster_run.status.value == "SUCCESS", product.log.read_text()[-3000:]
+        steps = workers_of(product.instance, record.dagster_run.run_id)
+        assert set(steps) == {"training_dataset", "lora_adapter", "model_evaluation"}
+        assert all(worker.startswith("gpu@") for worker in steps.values()), steps
+        time.sleep(10)  # more ticks: nothing new was exported, so no second run
+        assert len(product.instance.get_run_records(filters=training_runs)) == 1
+    assert list(gpu_cwd.iterdir()) == []
+
+    [version] = ModelRegistry(location(data_location) / "models").versions()  # registered in the store
+    fs, prefix = fsspec.core.url_to_fs(data_location)
+    stored = {path.removeprefix(f"{prefix}/") for path in fs.find(f"{prefix}/models")}
+    for key in ("adapter/adapter_config.json", "adapter/adapter_model.safetensors", "tokenizer/tokenizer_config.json"):
+        assert f"models/{version['version']}/{key}" in stored, key

@@ -38,7 +38,7 @@ def test_the_secrets_file_holds_placeholders_and_every_secret_the_values_name():
     assert values["global"]["postgresqlSecretName"] in documents
     assert set(documents["rag-sft-postgresql"]["stringData"]) == {"postgresql-password"}
     secrets = documents["rag-sft-secrets"]["stringData"]
-    assert {"RAG_SFT_CACHE_URL", "OPENAI_API_KEY"} <= set(secrets)
+    assert {"RAG_SFT_STATE_URL", "OPENAI_API_KEY"} <= set(secrets)
     assert all("<" in value for doc in documents.values() if doc["kind"] == "Secret" for value in doc["stringData"].values())
     assert documents["rag-sft-config"]["data"]["RAG_SFT_EXECUTOR"] in ("k8s", "in_process")
 

@@ -1,0 +1,193 @@
+"""Where the pipeline's shared truth lives: the request index, the near-duplicate index and the
+erasure ledger. By default each is a SQLite file in the local state folder (one machine, or
+hosts that take turns with that folder); with `warehouse.state_url` set to a PostgreSQL URL,
+they are tables in that database, which workers on every host share.
+
+The stores write their SQL once, with `?` placeholders and the portable subset both engines
+accept; this module holds what differs: placeholders, passing a list of values (SQLite's
+`json_each`, PostgreSQL's arrays), bulk inserts (`executemany`, `COPY`), the column types of
+the schema, and concurrent creation of the tables.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol, Self
+
+import numpy as np
+import orjson
+import sqlalchemy as sa
+
+from rag_sft.io.sources import redacted_sql_url
+
+# Workers may create the tables at once; CREATE TABLE IF NOT EXISTS alone races in PostgreSQL
+# (a unique violation in its catalog), so creators take this advisory lock first.
+_CREATE_LOCK = 0x7261675F7374  # "rag_st"
+
+
+class StateDb(Protocol):
+    def create(self, schema: str) -> None: ...
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any: ...
+    def in_list(self, column: str) -> str: ...
+    def values(self, values: Iterable[Any] | np.ndarray) -> Any: ...
+    def insert(self, table: str, rows: Iterable[Sequence[Any]], *, ignore_conflicts: bool = False) -> None: ...
+    def transaction(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class SqliteStateDb:
+    """One SQLite file (WAL), shared by the processes of one machine."""
+
+    def __init__(self, path: Path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        self._db = sqlite3.connect(path, timeout=60)
+
+    def create(self, schema: str) -> None:
+        self._db.executescript("PRAGMA journal_mode=WAL;" + schema)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> sqlite3.Cursor:
+        return self._db.execute(sql, params)
+
+    def in_list(self, column: str) -> str:
+        # The values travel as one JSON array: far cheaper than a row per value in a temp table.
+        return f"{column} IN (SELECT value FROM json_each(?))"
+
+    def values(self, values: Iterable[Any] | np.ndarray) -> str:
+        if isinstance(values, np.ndarray):
+            return orjson.dumps(values, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+        return orjson.dumps(list(values)).decode()
+
+    def insert(self, table: str, rows: Iterable[Sequence[Any]], *, ignore_conflicts: bool = False) -> None:
+        rows = iter(rows)
+        first = next(rows, None)
+        if first is None:
+            return
+        verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
+        self._db.executemany(f"{verb} INTO {table} VALUES ({','.join('?' * len(first))})", _chain(first, rows))
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._db:
+            yield
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresStateDb:
+    """The same tables in one PostgreSQL database, for workers on any host. The URL holds a
+    password: it is shown only with the password masked."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self._engine = sa.create_engine(url, poolclass=sa.NullPool, hide_parameters=True)
+        self._db = self._engine.raw_connection()  # psycopg2's own: COPY, arrays
+        self._in_transaction = False
+
+    def __repr__(self) -> str:
+        return f"PostgresStateDb({redacted_sql_url(self.url)!r})"
+
+    def create(self, schema: str) -> None:
+        with self.transaction(), self._db.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
+            for statement in filter(str.strip, _postgres_schema(schema).split(";")):
+                cursor.execute(statement)
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        cursor = self._db.cursor()  # one per statement: its rows are all fetched, and stay
+        cursor.execute(sql.replace("?", "%s"), tuple(params))
+        if not self._in_transaction:
+            self._db.commit()  # a statement outside a transaction is one (as SQLite's autocommit)
+        return cursor
+
+    def in_list(self, column: str) -> str:
+        return f"{column} = ANY(?)"
+
+    def values(self, values: Iterable[Any] | np.ndarray) -> list:
+        return values.tolist() if isinstance(values, np.ndarray) else list(values)
+
+    def insert(self, table: str, rows: Iterable[Sequence[Any]], *, ignore_conflicts: bool = False) -> None:
+        """COPY: the rows travel as one CSV stream (bytes as bytea's hex form)."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n", quoting=csv.QUOTE_NONNUMERIC)  # "" stays a string, not NULL
+        written = 0
+        for row in rows:
+            writer.writerow(["\\x" + value.hex() if isinstance(value, bytes) else value for value in row])
+            written += 1
+        if not written:
+            return
+        buffer.seek(0)
+        target = f"incoming_{table}" if ignore_conflicts else table
+        with self._db.cursor() as cursor:
+            if ignore_conflicts:  # COPY has no ON CONFLICT: through a temporary copy of the table
+                cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {target} (LIKE {table})")
+            cursor.copy_expert(f"COPY {target} FROM STDIN WITH (FORMAT csv)", buffer)
+            if ignore_conflicts:
+                cursor.execute(f"INSERT INTO {table} SELECT * FROM {target} ON CONFLICT DO NOTHING")
+                cursor.execute(f"TRUNCATE {target}")
+        if not self._in_transaction:
+            self._db.commit()
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._in_transaction = True
+        try:
+            yield
+            self._db.commit()
+        except BaseException:
+            self._db.rollback()
+            raise
+        finally:
+            self._in_transaction = False
+
+    def close(self) -> None:
+        self._db.close()
+        self._engine.dispose()
+
+
+class StateStore:
+    """A store over its own connection to the state database, closed with it."""
+
+    FILE: str  # its SQLite file in the local state folder, when there is no state database
+
+    def __init__(self, db: StateDb, schema: str):
+        self._db = db
+        db.create(schema)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_state_db(url: str, path: Path) -> StateDb:
+    """A PostgreSQL URL's database, else the SQLite file `path`."""
+    if not url:
+        return SqliteStateDb(path)
+    if url.startswith("postgresql"):
+        return PostgresStateDb(url)
+    raise ValueError(f"the state database URL must be postgresql+psycopg2://…, got {redacted_sql_url(url)}")
+
+
+def _postgres_schema(schema: str) -> str:
+    """SQLite's DDL in PostgreSQL's types: 64-bit integers, bytea, double precision, no rowid clause."""
+    schema = re.sub(r"--[^\n]*", "", schema)
+    for sqlite_type, postgres_type in (("INTEGER", "BIGINT"), ("BLOB", "BYTEA"), ("REAL", "DOUBLE PRECISION")):
+        schema = re.sub(rf"\b{sqlite_type}\b", postgres_type, schema)
+    return re.sub(r"\bWITHOUT ROWID\b", "", schema)
+
+
+def _chain(first: Sequence[Any], rest: Iterator[Sequence[Any]]) -> Iterator[Sequence[Any]]:
+    yield first
+    yield from rest
