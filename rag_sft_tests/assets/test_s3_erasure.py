@@ -140,6 +140,8 @@ def test_erasure_on_an_s3_warehouse_reaches_every_object_and_matches_a_local_dis
     assert held == {"warehouse", "datasets", "training"}
     assert any("/datasets/versions/v001/" in key for key in before) and any(key.endswith(".parquet") for key in before)
     assert files_holding(TEXTS, state)  # the answer cache and the download hold them too
+    ids = [json.dumps(request_id) for request_id in ERASED]  # as JSON strings: req-1 is not in req-10
+    assert {key.split("/")[2] for key in objects_holding(s3_data_dir, ids)} == {"warehouse", "datasets", "training"}
     rows_before = {name: len(table(s3_server, s3_data_dir, name)) for name in TABLES}
     v001_before = versions.manifest("v001")
     training_before = json.loads((warehouse.training_dir() / training / "manifest.json").read_bytes())
@@ -152,7 +154,7 @@ def test_erasure_on_an_s3_warehouse_reaches_every_object_and_matches_a_local_dis
     # Nothing of theirs in any object (Parquet read back), nor in the local state folder (the
     # answer cache, the spool, the training dataset's download).
     assert objects_holding(s3_data_dir, TEXTS) == {}
-    assert objects_holding(s3_data_dir, [json.dumps(request_id) for request_id in ERASED]) == {}
+    assert objects_holding(s3_data_dir, ids) == {}
     assert files_holding(TEXTS, state) == {}
     for name in TABLES:
         frame = table(s3_server, s3_data_dir, name)
