@@ -44,12 +44,6 @@ def erase_requests_op(
     ids = erasure.request_ids(config.request_ids)
     if not ids:
         raise dg.Failure("no request_id to erase", allow_retries=False)
-    if warehouse.remote():  # checked before anything is erased: no half-done erasure
-        raise dg.Failure(
-            "erasure rewrites dataset versions, training datasets and model versions, kept on a local disk only: "
-            f"data_dir {warehouse.data_dir} is an object store (README, \"Object storage (S3)\")",
-            allow_retries=False,
-        )
     with warehouse.open_state(ErasureLedger) as ledger:
         new = ledger.record(ids, context.run_id)
     erased = set(ids)
@@ -94,7 +88,7 @@ def erase_requests_op(
     for name in versions.names():
         previous = versions.manifest(name)["hash"]
         manifest = versions.erase(
-            name, lambda folder: erase_io.erase_record_files(folder, erase_io.EXPORT_FILES, erased), note
+            name, lambda folder, into: erase_io.erase_record_files(folder, erase_io.EXPORT_FILES, erased, into), note
         )
         if manifest:
             removed_here = manifest["erasures"][-1]["records_removed"]
@@ -104,6 +98,8 @@ def erase_requests_op(
                 "hash": manifest["hash"],
             }
     training = erase_io.erase_training_datasets(warehouse.training_dir(), erased, note)
+    for name in training:  # a host's download of it holds the records: the next reader fetches the new files
+        warehouse.forget_local_copy(warehouse.training_dir() / name)
     registry = ModelRegistry(warehouse.models_dir())
     flagged = erase_io.flag_models(registry, {name: v["records_removed"] for name, v in rewritten_versions.items()})
 

@@ -34,7 +34,7 @@ from rag_sft.core.rules import RuleSettings
 from rag_sft.io.completion_cache import AnswerCache, is_postgres_url, open_completion_cache, sqlite_cache_path
 from rag_sft.io.sources import LandingFolder, SqlTable
 from rag_sft.io.state_db import StateStore, open_state_db
-from rag_sft.io.storage import Location, is_uri, local_copy, location, remove_tree, spool_dir
+from rag_sft.io.storage import Location, forget_local_copy, is_uri, local_copy, location, remove_tree, spool_dir
 from rag_sft.io.warehouse import staged_name, staging_dir
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
 
@@ -341,6 +341,10 @@ class Warehouse(dg.ConfigurableResource):
         reads files (training, generation): itself on a disk, downloaded once into the state folder
         from a store."""
         return local_copy(folder, self.state_dir() / "downloads")
+
+    def forget_local_copy(self, folder: Location) -> None:
+        """Drop the download of a folder rewritten since (an erasure); nothing on a disk."""
+        forget_local_copy(folder, self.state_dir() / "downloads")
 
     def preferences_path(self, day: str) -> Location:
         """Preference pairs (prompt, chosen, rejected) of the day's LLM-corrected records."""

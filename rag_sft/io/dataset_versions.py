@@ -7,7 +7,9 @@ rename, so the version keeps the bytes it was made of) and copies otherwise; a v
 in a hidden folder and renamed into place, under a lock, so two runs cannot write the same name.
 On an object store the version is built in the local spool and uploaded, its manifest last: a
 version exists once its manifest does, and a prefix without one (an interrupted upload) is
-ignored, then overwritten by the next version made (`storage.publish_folder`).
+ignored, then overwritten by the next version made (`storage.publish_folder`). Only an erasure
+rewrites a version, under its name (`erase`): on a disk swapped whole, on a store file by file,
+its manifest last.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rag_sft.core.versions import DayEntry, label_counts, next_version_name, version_hash, version_manifest
-from rag_sft.io.storage import Location, copy_in, ensure_dir, publish_folder, spool_dir
+from rag_sft.io.storage import Location, copy_in, ensure_dir, publish_folder, replace_files, spool_dir
 
 MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"
@@ -91,7 +93,7 @@ class DatasetVersions:
             raise VersionConflict(f"{source / RECORDS} is missing: the day is not exported (held back or not materialized)")
         for path in files:
             copy_in(path, target / path.name)
-        entry = _day_entry(day, target, checks)
+        entry = _day_entry(day, _files(target), checks)
         if entry.sha256 != sha256:
             raise VersionConflict(
                 f"{source / RECORDS} has sha256 {entry.sha256[:12]}, not {sha256[:12]}: the day was re-materialized since it "
@@ -99,35 +101,36 @@ class DatasetVersions:
             )
         return entry
 
-    def erase(self, name: str, erase_day: Callable[[Path], int], note: dict) -> dict | None:
-        """Rewrite version `name` without erased records: `erase_day` rewrites a copy of each day's
-        folder and returns the records it removed. When any were, the copy replaces the version
-        under its new hash, its manifest listing the erasure (`note`, the previous hash, the
-        records removed), and the old files are deleted (a file still linked from a day's export
-        keeps its bytes there until that day is erased too). Returns the new manifest, or None
-        when the version held none of them."""
+    def erase(self, name: str, erase_day: Callable[[Location, Path], int], note: dict) -> dict | None:
+        """Rewrite version `name` without erased records: `erase_day(day folder, into)` writes the
+        day's files it changes into the local folder `into` and returns the records it removed.
+        When any were, the changed files replace the version's under its name (`storage.replace_files`:
+        on a disk the folder swapped whole, the old files deleted, a file still linked from a day's
+        export keeping its bytes there until that day is erased too; on a store each file replaced,
+        then the manifest), its new manifest listing the erasure (`note`, the previous hash, the
+        records removed). Returns the new manifest, or None when the version held none of them."""
         with self._lock():
             old = self.manifest(name)
-            staging = self.root / f".{name}.erasing-{uuid.uuid4().hex}"
+            folder = self.root / name
+            changes = spool_dir(self.root) / f".{name}.erasing-{uuid.uuid4().hex}"
             try:
-                # Links, not copies: erase_day replaces the files it changes by new ones.
-                shutil.copytree(self.root / name, staging, copy_function=copy_in)
-                removed = sum(erase_day(staging / f"date={entry['day']}") for entry in old["days"])
+                removed = 0
+                for entry in old["days"]:
+                    (changes / f"date={entry['day']}").mkdir(parents=True)
+                    removed += erase_day(folder / f"date={entry['day']}", changes / f"date={entry['day']}")
                 if not removed:
-                    shutil.rmtree(staging)
+                    shutil.rmtree(changes)
                     return None
-                entries = [_day_entry(entry["day"], staging / f"date={entry['day']}", entry["checks"]) for entry in old["days"]]
+                entries = [_erased_day_entry(entry, folder, changes) for entry in old["days"]]
                 manifest = version_manifest(name, entries, old["created"])
                 erasure = {**note, "previous_hash": old["hash"], "records_removed": removed}
                 manifest["erasures"] = [*old.get("erasures", []), erasure]
-                (staging / MANIFEST).unlink()  # a link to the old manifest: write a new file
-                (staging / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
-                retired = self.root / f".{name}.erased-{uuid.uuid4().hex}"
-                (self.root / name).rename(retired)
-                staging.rename(self.root / name)
-                shutil.rmtree(retired)
+                (changes / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+                # Each day's records file after the files that follow it, so that an erasure stopped
+                # in between finds the records again (`erase_record_files`); the manifest last.
+                replace_files(folder, changes, last=[*(entry["file"] for entry in old["days"]), MANIFEST])
             except BaseException:
-                shutil.rmtree(staging, ignore_errors=True)
+                shutil.rmtree(changes, ignore_errors=True)
                 raise
             return manifest
 
@@ -145,10 +148,25 @@ class DatasetVersions:
                 fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def _day_entry(day: str, folder: Path, checks: dict) -> DayEntry:
-    """A day of a version as its folder holds it: the records' hash and counts, the other files' hashes."""
-    data = (folder / RECORDS).read_bytes()
+def _day_entry(day: str, files: Mapping[str, Location], checks: dict) -> DayEntry:
+    """A day of a version as its files (name -> file) hold it: the records' hash and counts, the other files' hashes."""
+    data = files[RECORDS].read_bytes()
     records, labels = label_counts(data)
-    others = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.name != RECORDS}
+    others = {name: hashlib.sha256(files[name].read_bytes()).hexdigest() for name in sorted(files) if name != RECORDS}
     return DayEntry(day, f"date={day}/{RECORDS}", hashlib.sha256(data).hexdigest(), records, labels, dict(checks), others)
+
+
+def _erased_day_entry(entry: dict, folder: Location, changes: Path) -> DayEntry:
+    """A day of a version after an erasure: as its manifest has it when none of its files changed,
+    else read from the changed files and the version's others."""
+    day = f"date={entry['day']}"
+    changed = _files(changes / day)
+    if not changed:
+        return DayEntry(entry["day"], entry["file"], entry["sha256"], entry["records"], entry["labels"],
+                        entry["checks"], entry["other_files"])  # fmt: skip
+    return _day_entry(entry["day"], {**_files(folder / day), **changed}, entry["checks"])
+
+
+def _files(folder: Location) -> dict[str, Location]:
+    return {path.name: path for path in folder.iterdir() if path.is_file() and not path.name.startswith(".")}
 

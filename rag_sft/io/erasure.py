@@ -1,13 +1,15 @@
-"""Erasure on disk: each artefact that holds an erased request rewritten without it.
+"""Erasure in the warehouse, on a disk or an object store (`rag_sft.io.storage`): each artefact
+that holds an erased request rewritten without it.
 
 - Parquet partitions (`raw_events`, `rejected_events`, `annotated_samples`, `sft_records`):
   the days holding an id are found from the `request_id` column alone (and, for dead-letter
   rows without one, their raw text); each such day is rewritten row group by row group through
-  `PartitionWriter`, which swaps the day in whole, so readers never see half a day.
+  `PartitionWriter`, which replaces the day's file whole, so readers never see half a day.
 - Record files (a day's export, a dataset version's days, a training dataset's splits): the
   records file loses the erased lines, its trainer exports the same line numbers, preference
-  pairs their own erased lines; each file is replaced by rename (`StagedFile`), so a version's
-  hard link to the old file keeps its bytes until the version is rewritten too.
+  pairs their own erased lines; each file is replaced whole (`StagedFile`: a rename on a disk,
+  so a version's hard link to the old file keeps its bytes until the version is rewritten too;
+  one PUT on a store).
 - The model registry: versions trained on a dataset version that held erased records are
   flagged (`trained_on_erased`, `erased_records`); they stay usable.
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 import orjson
 import pyarrow as pa
@@ -26,6 +27,7 @@ import pyarrow.parquet as pq
 from rag_sft.core import erasure, llm, tables
 from rag_sft.core.exports import FORMATS, file_name
 from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.io.storage import Location, listed_files, open_input, remote
 from rag_sft.io.warehouse import PART_FILE, PartitionWriter, StagedFile, partition_dir, row_groups
 
 TABLES = ("raw_events", "rejected_events", "annotated_samples", "sft_records")
@@ -36,31 +38,33 @@ EXPORT_FILES = {RECORDS: [file_name(name) for name in FORMATS], PREFERENCES: []}
 TRAINING_FILES = {f"{split}.jsonl": [file_name(name, split) for name in FORMATS] for split in ("train", "eval")}
 
 
-def days_holding(table_dir: Path, erased: Sequence[str]) -> list[str]:
+def days_holding(table_dir: Location, erased: Sequence[str]) -> list[str]:
     """The days of a table with a row of an erased request, read column by column."""
     ids = pa.array(erased, pa.string())
     quoted = erasure.quoted(erased)
     days = []
-    for path in sorted(table_dir.glob(f"date=*/{PART_FILE}")):
-        names = pq.read_schema(path).names
-        table = pq.read_table(path, columns=["request_id"])
-        if "raw_text" in names and table.column("request_id").null_count:
-            table = pq.read_table(path, columns=["request_id", "raw_text"])
+    parts = listed_files(table_dir, (PART_FILE,)) if table_dir.is_dir() else {}
+    for path in (path for path in parts if path.parent.name.startswith("date=")):
+        with open_input(path) as handle:
+            parquet = pq.ParquetFile(handle, pre_buffer=remote(path))
+            table = parquet.read(columns=["request_id"])
+            if "raw_text" in parquet.schema_arrow.names and table.column("request_id").null_count:
+                table = parquet.read(columns=["request_id", "raw_text"])
         if pc.any(erasure.erased_mask(table, ids, quoted)).as_py():
             days.append(path.parent.name.removeprefix("date="))
     return days
 
 
-def rewrite_partition(table_dir: Path, day: str, erased: Sequence[str], compression: str) -> pa.Table:
+def rewrite_partition(table_dir: Location, day: str, erased: Sequence[str], compression: str) -> pa.Table:
     """Rewrite the day without the erased rows (the file's own schema); returns those rows."""
     ids = pa.array(erased, pa.string())
     quoted = erasure.quoted(erased)
     groups = row_groups(table_dir, day)
-    schema = (
-        groups[0].metadata.schema.to_arrow_schema()
-        if groups
-        else pq.read_schema(partition_dir(table_dir, day) / PART_FILE)
-    )
+    if groups:
+        schema = groups[0].metadata.schema.to_arrow_schema()
+    else:
+        with open_input(partition_dir(table_dir, day) / PART_FILE) as handle:
+            schema = pq.read_schema(handle)
     removed = []
     with PartitionWriter(table_dir, day, schema, compression, tables.FREE_TEXT) as writer:
         for group in groups:
@@ -72,10 +76,16 @@ def rewrite_partition(table_dir: Path, day: str, erased: Sequence[str], compress
     return pa.Table.from_batches(removed, schema)
 
 
-def erase_record_files(folder: Path, files: Mapping[str, Sequence[str]], erased: set[str]) -> int:
+def erase_record_files(
+    folder: Location, files: Mapping[str, Sequence[str]], erased: set[str], into: Location | None = None
+) -> int:
     """Remove the erased records from the folder's record files and the same lines from the
-    files following each; returns the records removed (from the first records file: the
-    others, such as preference pairs, repeat some of them)."""
+    files following each, writing the changed files into `into` (by default over the old ones);
+    returns the records removed (from the first records file: the others, such as preference
+    pairs, repeat some of them). The followers are replaced before their records file, and a
+    follower already shorter by the erased lines is left as it is: an erasure stopped between two
+    files (a store down, a killed process) is finished by the next."""
+    into = folder if into is None else into
     removed = 0
     for records_name, followers in files.items():
         records = folder / records_name
@@ -87,32 +97,43 @@ def erase_record_files(folder: Path, files: Mapping[str, Sequence[str]], erased:
             continue
         if records_name == next(iter(files)):
             removed += len(drop)
-        for name in (records_name, *followers):
+        count = len(data.splitlines())
+        for name in (*followers, records_name):
             path = folder / name
-            if path.is_file():
-                lines = path.read_bytes()
-                if name != records_name and len(lines.splitlines()) != len(data.splitlines()):
+            if not path.is_file():
+                continue
+            lines = path.read_bytes()
+            if name != records_name:
+                if len(lines.splitlines()) == count - len(drop):
+                    continue
+                if len(lines.splitlines()) != count:
                     raise ValueError(f"{path} does not follow {records} line for line: erase it by hand")
-                with StagedFile(path) as staged:
-                    staged.write([erasure.drop_lines(lines, drop)])
-                    staged.publish()
+            with StagedFile(into / name) as staged:
+                staged.write([erasure.drop_lines(lines, drop)])
+                staged.publish()
     return removed
 
 
-def erase_training_datasets(training_root: Path, erased: set[str], note: dict) -> dict[str, int]:
-    """Each training dataset folder without the erased records, its manifest noting it; returns
-    folder name -> records removed, for the folders that held any."""
+def erase_training_datasets(training_root: Location, erased: set[str], note: dict) -> dict[str, int]:
+    """Each training dataset folder without the erased records, its manifest noting it, after
+    its files; returns folder name -> records removed, for the folders that held any. A folder
+    without a manifest (an upload to a store that stopped) loses the records too but gets no
+    manifest: that would make it look finished."""
     rewritten = {}
-    for folder in sorted(path for path in training_root.glob("*") if path.is_dir() and not path.name.startswith(".")):
-        removed = erase_record_files(folder, TRAINING_FILES, erased)
-        if removed:
-            manifest_path = folder / "manifest.json"
-            manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    folders = sorted(training_root.iterdir()) if training_root.is_dir() else []
+    for folder in (path for path in folders if not path.name.startswith(".") and path.is_dir()):
+        # Each split on its own: their records are distinct, both count.
+        removed = sum(erase_record_files(folder, {split: files}, erased) for split, files in TRAINING_FILES.items())
+        if not removed:
+            continue
+        manifest_path = folder / "manifest.json"
+        if manifest_path.is_file():
+            manifest = json.loads(manifest_path.read_bytes())
             manifest["erasures"] = [*manifest.get("erasures", []), {**note, "records_removed": removed}]
             with StagedFile(manifest_path) as staged:
                 staged.write([orjson.dumps(manifest, option=orjson.OPT_INDENT_2)])
                 staged.publish()
-            rewritten[folder.name] = removed
+        rewritten[folder.name] = removed
     return rewritten
 
 

@@ -24,7 +24,7 @@ import mmap
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -399,6 +399,36 @@ def publish_folder(staged: Path, final: Location, last: str | None = None) -> bo
     return True
 
 
+def replace_files(folder: Location, changes: Path, last: Sequence[str]) -> None:
+    """Replace files of the finished folder `folder` by those of the local folder `changes` (the
+    same names under it); `changes` is gone afterwards. On a disk the folder is swapped whole, so
+    a reader sees the old folder or the new one: a copy made of hard links to its files takes the
+    changed ones, is renamed into its place, and the old folder is deleted. A store cannot swap a
+    prefix: each changed file is uploaded over its object (one PUT: the old file or the new one,
+    never a part), those named in `last` (the files that describe others: records files, then the
+    manifest) after all the others, in that order."""
+    order = {name: n for n, name in enumerate(last)}
+    names = sorted(path.relative_to(changes).as_posix() for path in changes.rglob("*") if path.is_file())
+    names = sorted(names, key=lambda name: order.get(name, -1))  # stable: the others keep their order, first
+    if isinstance(folder, ObjectPath):
+        for name in names:
+            publish(changes / name, folder / name)
+        shutil.rmtree(changes, ignore_errors=True)
+        return
+    staging = folder.parent / f".{folder.name}.rewriting-{uuid.uuid4().hex}"
+    retired = folder.parent / f".{folder.name}.replaced-{uuid.uuid4().hex}"
+    try:
+        copy_in(folder, staging)
+        for name in names:
+            os.replace(changes / name, staging / name)  # a new file over the link: the old bytes stay the old folder's
+        folder.rename(retired)
+        staging.rename(folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(changes, ignore_errors=True)
+    shutil.rmtree(retired)
+
+
 def replace_bytes(final: Location, data: bytes) -> None:
     """Replace a small file whole (a registry, a manifest): written beside it and renamed on a
     disk, one PUT on a store."""
@@ -427,11 +457,14 @@ def pointed(link: Location) -> str | None:
 
 
 def copy_in(source: Location, target: Path) -> None:
-    """A file of the store or a disk at `target` on this disk: a hard link where the disk allows
-    (files the project publishes are replaced by rename, never rewritten, so the link keeps its
-    bytes), a copy across disks, a download from a store."""
+    """A file or folder of the store or a disk at `target` on this disk: hard links where the disk
+    allows (files the project publishes are replaced by rename, never rewritten, so a link keeps
+    its bytes), copies across disks, a download from a store."""
     if isinstance(source, ObjectPath):
         _download(source, target)
+        return
+    if os.path.isdir(source):  # copytree hands each file back as a str
+        shutil.copytree(source, target, copy_function=copy_in)
         return
     try:
         os.link(source, target)
@@ -456,6 +489,13 @@ def local_copy(folder: Location, downloads: Path) -> Path:
     except OSError:  # another process downloaded it meanwhile
         shutil.rmtree(staged, ignore_errors=True)
     return target
+
+
+def forget_local_copy(folder: Location, downloads: Path) -> None:
+    """The download `local_copy` made of `folder`, removed once the folder was rewritten (an
+    erasure): the next reader downloads it again. Nothing on a disk, where the folder is its own copy."""
+    if isinstance(folder, ObjectPath):
+        shutil.rmtree(downloads / folder.key, ignore_errors=True)
 
 
 def _download(source: ObjectPath, target: Path) -> None:
