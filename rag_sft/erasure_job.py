@@ -21,6 +21,8 @@ from rag_sft.io.erasure_ledger import ErasureLedger
 from rag_sft.io.export_ledger import update_ledger
 from rag_sft.io.llm_completion import redacted_url
 from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.io.near_duplicate_index import NearDuplicateIndex
+from rag_sft.io.request_index import RequestIndex
 from rag_sft.io.warehouse import PART_FILE, partition_dir
 from rag_sft.resources import Completions, Warehouse, day_lock
 
@@ -56,6 +58,7 @@ def erase_requests_op(
     days = sorted({day for table in erase_io.TABLES for day in erase_io.days_holding(warehouse.table_dir(table), ids)})
 
     removed_rows: dict[str, dict[str, int]] = {}
+    erased_samples: dict[str, list[str]] = {}
     keys: list[str] = []
     answers: list[str] = []
     endpoint = redacted_url(completions.base_url)
@@ -74,9 +77,17 @@ def erase_requests_op(
             _erase_day_export(context, warehouse, day, erased, exportable)
         if "sft_records" in removed:
             records = removed["sft_records"]
+            erased_samples[day] = records.column("sample_id").to_pylist()
             keys += erase_io.cache_keys(records, removed.get("annotated_samples"), endpoint, completions.llm_settings())
             answers += erase_io.llm_answers(records)
         removed_rows[day] = {table: rows.num_rows for table, rows in removed.items()}
+
+    # The cross-day indexes: a later copy of an erased request is not "first seen" on a day that
+    # no longer holds it, and no later question is set aside for an erased sample.
+    with warehouse.open_state(RequestIndex) as requests:
+        index_rows = requests.erase(ids)
+    with warehouse.open_state(NearDuplicateIndex) as near_duplicates:
+        index_rows += near_duplicates.erase(erased_samples)
 
     cache_entries = 0
     if warehouse.has_completion_cache():
@@ -108,6 +119,7 @@ def erase_requests_op(
         "new_in_ledger": len(new),
         "days": removed_rows,
         "cache_entries_removed": cache_entries,
+        "index_rows_removed": index_rows,
         "dataset_versions_rewritten": rewritten_versions,
         "training_datasets_rewritten": training,
         "models_trained_on_erased": {

@@ -92,3 +92,14 @@ class NearDuplicateIndex(StateStore):
             if stale > live:
                 db.execute("DELETE FROM band_keys WHERE kept NOT IN (SELECT id FROM kept)")
                 db.execute("UPDATE band_key_rows SET stale = 0")
+
+    def erase(self, sample_ids_by_day: dict[str, list[str]]) -> int:
+        """Forget these samples (their requests were erased), so no later question is set aside as
+        a near-duplicate of a sample that no longer exists; returns the samples deleted. Their
+        band keys are left to the sweep (a look-up joins them to `kept`: never seen again)."""
+        db = self._db
+        with db.transaction():
+            return sum(
+                db.execute(f"DELETE FROM kept WHERE day = ? AND {db.in_list('sample_id')}", (day, db.values(ids))).rowcount
+                for day, ids in sample_ids_by_day.items()
+            )

@@ -53,3 +53,9 @@ class RequestIndex(StateStore):
             self._db.execute("DELETE FROM request_days WHERE day = ?", (day,))
             # Each once, in key order: the B-tree is filled page by page.
             self._db.insert("request_days", ((request_id, day) for request_id in sorted(set(request_ids))))
+
+    def erase(self, request_ids: list[str]) -> int:
+        """Forget these requests (erased on request); returns the rows deleted."""
+        db = self._db
+        with db.transaction():
+            return db.execute(f"DELETE FROM request_days WHERE {db.in_list('request_id')}", (db.values(request_ids),)).rowcount

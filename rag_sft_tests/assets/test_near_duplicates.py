@@ -3,6 +3,7 @@
 
 import pandas as pd
 
+from rag_sft.erasure_job import ERASE_OP, erase_requests_job
 from rag_sft_tests.helpers import event, write_lines
 
 DAY1, DAY2 = "2026-11-18", "2026-11-19"
@@ -101,3 +102,26 @@ def test_a_request_is_a_duplicate_of_the_day_that_exported_it_not_of_a_held_back
     day2 = pipeline.materialize(DAY2)  # and day 2, run again, ships it no more
     assert pipeline.metadata(day2, "raw_events")["duplicates"] == 1
     assert "a1" not in pd.read_json(pipeline.jsonl(DAY2), lines=True)["request_id"].tolist()
+
+
+def test_after_an_erasure_a_question_like_an_erased_one_is_exported_and_a_late_copy_is_erased(pipeline):
+    first = distinct_events(DAY1, "a")
+    write_lines(pipeline.landing / "day1.jsonl", first)
+    asked_again = {**first[2], "request_id": "b-again", "timestamp": f"{DAY2}T08:00:00Z", "question": "会员积分的具体规则是什么"}
+    late_copy = {**first[1], "timestamp": f"{DAY2}T09:00:00Z"}  # request a1 shipped again the next day
+    write_lines(pipeline.landing / "day2.jsonl", [asked_again, late_copy])
+    pipeline.materialize(DAY1)
+    erased = erase_requests_job.execute_in_process(
+        run_config={"ops": {ERASE_OP: {"config": {"request_ids": ["a1", "a2"]}}}},
+        resources=pipeline.resources(),
+        instance=pipeline.instance,
+    )
+    # Each had a row in the request index and a kept sample in the near-duplicate index.
+    assert erased.output_for_node(ERASE_OP)["index_rows_removed"] == 4
+
+    day2 = pipeline.materialize(DAY2)
+    # Not set aside for a2's sample, which no longer exists; a1's copy is erased, not a duplicate.
+    assert pipeline.metadata(day2, "sft_records")["near_duplicates"]["across_days"] == 0
+    assert pd.read_parquet(pipeline.data / "warehouse" / "sft_records").set_index("request_id").loc["b-again"].status == "exported"
+    raw = pipeline.metadata(day2, "raw_events")
+    assert (raw["duplicates"], raw["erased"]) == (0, 1)
