@@ -85,6 +85,8 @@ class NearDuplicateIndex(StateStore):
             flat_keys, owners = keys.ravel(), np.repeat(ids, keys.shape[1])
             order = np.argsort(flat_keys, kind="stable")
             db.insert("band_keys", zip(flat_keys[order].tolist(), owners[order].tolist()))
+            db.grew("kept", len(sample_ids))
+            db.grew("band_keys", len(flat_keys))
             (live, stale) = db.execute(
                 "UPDATE band_key_rows SET live = live + ? - ?, stale = stale + ? RETURNING live, stale",
                 (len(flat_keys), replaced, replaced),

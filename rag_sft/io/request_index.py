@@ -52,7 +52,9 @@ class RequestIndex(StateStore):
         with self._db.transaction():
             self._db.execute("DELETE FROM request_days WHERE day = ?", (day,))
             # Each once, in key order: the B-tree is filled page by page.
-            self._db.insert("request_days", ((request_id, day) for request_id in sorted(set(request_ids))))
+            unique = sorted(set(request_ids))
+            self._db.insert("request_days", ((request_id, day) for request_id in unique))
+            self._db.grew("request_days", len(unique))
 
     def erase(self, request_ids: list[str]) -> int:
         """Forget these requests (erased on request); returns the rows deleted."""

@@ -23,6 +23,7 @@ from typing import Any, Protocol, Self
 import numpy as np
 import orjson
 import sqlalchemy as sa
+from psycopg2.extensions import AsIs
 
 from rag_sft.io.sources import redacted_sql_url
 
@@ -37,6 +38,7 @@ class StateDb(Protocol):
     def in_list(self, column: str) -> str: ...
     def values(self, values: Iterable[Any] | np.ndarray) -> Any: ...
     def insert(self, table: str, rows: Iterable[Sequence[Any]], *, ignore_conflicts: bool = False) -> None: ...
+    def grew(self, table: str, rows: int) -> None: ...
     def transaction(self) -> Any: ...
     def close(self) -> None: ...
 
@@ -71,6 +73,9 @@ class SqliteStateDb:
             return
         verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
         self._db.executemany(f"{verb} INTO {table} VALUES ({','.join('?' * len(first))})", _chain(first, rows))
+
+    def grew(self, table: str, rows: int) -> None:
+        """Nothing to do: SQLite's planner takes the primary key's index without statistics."""
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -108,10 +113,15 @@ class PostgresStateDb:
         return cursor
 
     def in_list(self, column: str) -> str:
-        return f"{column} = ANY(?)"
+        # A join with the unnested list: one index probe per value, whatever the table's size
+        # (`= ANY` is planned as a scan of the whole table once it is large next to the list).
+        return f"{column} IN (SELECT unnest(?))"
 
-    def values(self, values: Iterable[Any] | np.ndarray) -> list:
-        return values.tolist() if isinstance(values, np.ndarray) else list(values)
+    def values(self, values: Iterable[Any] | np.ndarray) -> Any:
+        listed = values.tolist() if isinstance(values, np.ndarray) else list(values)
+        if not listed:  # an empty array literal has no type for unnest: give it the column's
+            return AsIs("ARRAY[]::bigint[]" if isinstance(values, np.ndarray) else "ARRAY[]::text[]")
+        return listed
 
     def insert(self, table: str, rows: Iterable[Sequence[Any]], *, ignore_conflicts: bool = False) -> None:
         """COPY: the rows travel as one CSV stream (bytes as bytea's hex form)."""
@@ -132,6 +142,19 @@ class PostgresStateDb:
             if ignore_conflicts:
                 cursor.execute(f"INSERT INTO {table} SELECT * FROM {target} ON CONFLICT DO NOTHING")
                 cursor.execute(f"TRUNCATE {target}")
+        if not self._in_transaction:
+            self._db.commit()
+
+    def grew(self, table: str, rows: int) -> None:
+        """Statistics for the planner once `rows` new rows at least doubled the table (ANALYZE
+        samples a bounded number of rows): without them it scans whole tables for look-ups that
+        the index answers. So they are taken a logarithmic number of times; autovacuum keeps
+        them afterwards."""
+        with self._db.cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (table,))
+            (counted,) = cursor.fetchone()
+            if counted < rows:  # -1: never analyzed
+                cursor.execute(f"ANALYZE {table}")
         if not self._in_transaction:
             self._db.commit()
 

@@ -112,6 +112,7 @@ def test_ids_of_any_shape_travel_unchanged(state_db):
     with RequestIndex(state_db("requests")) as index:
         index.replace_day("2026-11-18", ODD_IDS)
         assert index.first_days("2026-11-19", [*ODD_IDS, "absent"]) == dict.fromkeys(ODD_IDS, "2026-11-18")
+        assert index.first_days("2026-11-19", []) == {}  # an empty list too
     with ErasureLedger(state_db("ledger")) as ledger:
         assert ledger.record(ODD_IDS, "run-1") == ODD_IDS
         assert ledger.request_ids() == sorted(ODD_IDS)
