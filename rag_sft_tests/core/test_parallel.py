@@ -114,3 +114,55 @@ def test_workers_see_the_environment_of_the_process_that_starts_their_pool(monke
     monkeypatch.setenv("RAG_SFT_TEST_LATE_VARIABLE", "set after the server started")
     found = [value for _, value in parallel.ordered_map(variable, ["RAG_SFT_TEST_LATE_VARIABLE"] * 2, 2, None)]
     assert found == ["set after the server started"] * 2
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Live processes whose environment holds `marker` (a NAME=value entry)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker.encode() in (entry / "environ").read_bytes().split(b"\0") and alive(int(entry.name)):
+                    found.append(int(entry.name))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pidfd_open is Linux's")
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM, "group SIGTERM"])
+def test_no_helper_process_outlives_the_process_that_started_the_pool(tmp_path, how):
+    """Not only the workers: the forkserver and multiprocessing's resource tracker end with the
+    process that started the pool too, whether it is killed alone or with its process group (as
+    stopping `dagster dev` does), within seconds."""
+    pids, code = tmp_path / "pids", tmp_path / "code"
+    pids.mkdir(), code.mkdir()
+    (code / "slow_items.py").write_text(SLOW_ITEMS)
+    (code / "slow_map.py").write_text(SLOW_MAP)
+    marker = f"RAG_SFT_POOL_TEST={tmp_path.name}"
+    env = {**os.environ, "RAG_SFT_POOL_TEST": tmp_path.name}
+    parent = subprocess.Popen([sys.executable, str(code / "slow_map.py"), str(pids), str(code)], env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        helpers = [pid for pid in marked_processes(marker) if pid != parent.pid]
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in helpers]
+        # Two workers, the forkserver and the resource tracker.
+        assert sum(b"forkserver" in command for command in commands) == 3, commands
+        assert sum(b"resource_tracker" in command for command in commands) == 1, commands
+    finally:
+        if how == "group SIGTERM":
+            os.killpg(parent.pid, signal.SIGTERM)
+        else:
+            parent.send_signal(how)
+        parent.wait()
+    deadline = time.monotonic() + 10
+    while marked_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = marked_processes(marker)
+    try:
+        assert left == [], [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in left]
+    finally:
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)

@@ -346,9 +346,30 @@ def test_the_training_sensor_fires_once_and_only_once(product):
 
 
 def test_stopping_dagster_dev_leaves_no_process_behind(product):
-    assert _processes_of(product.home)  # the webserver, the daemon, code servers
+    at_stop = {pid: _describe(pid) for pid in _processes_of(product.home)}
+    assert at_stop  # the webserver, the daemon, code servers
     product.stop()
     deadline = time.monotonic() + 30
     while _processes_of(product.home) and time.monotonic() < deadline:
         time.sleep(0.5)
-    assert _processes_of(product.home) == []
+    survivors = _processes_of(product.home)
+    assert survivors == [], (
+        "still alive 30 s after dagster dev stopped:\n  "
+        + "\n  ".join(map(_describe, survivors))
+        + "\nalive when it was stopped:\n  "
+        + "\n  ".join(at_stop.values())
+    )
+
+
+def _describe(pid: int) -> str:
+    """A process's pid, parent, state and command line (without Dagster's long instance
+    reference), as /proc shows them, or that it is gone."""
+    proc = Path("/proc") / str(pid)
+    try:
+        status = dict(line.split(":", 1) for line in (proc / "status").read_text().splitlines() if ":" in line)
+        command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return f"pid {pid}: gone"
+    command = command.split(" --instance-ref ")[0].strip()
+    command = command if len(command) <= 240 else command[:240] + "..."
+    return f"pid {pid} ppid {status['PPid'].strip()} {status['State'].strip()}: {command}"
