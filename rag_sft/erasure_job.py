@@ -24,7 +24,7 @@ from rag_sft.io.model_registry import ModelRegistry
 from rag_sft.io.near_duplicate_index import NearDuplicateIndex
 from rag_sft.io.request_index import RequestIndex
 from rag_sft.io.warehouse import PART_FILE, partition_dir
-from rag_sft.resources import Completions, Warehouse, day_lock
+from rag_sft.resources import Completions, Warehouse
 
 ERASE_JOB = "erase_requests"
 ERASE_OP = "erase_everywhere"  # run config: ops.erase_everywhere.config.request_ids
@@ -64,7 +64,7 @@ def erase_requests_op(
     endpoint = redacted_url(completions.base_url)
     for day in days:
         # A run of the day waits (or is waited for): it ingests without the ids from here on.
-        with day_lock(warehouse.state_dir() / "locks" / f"{day}.lock", context.log, day):
+        with warehouse.day_lock(day, context.log):
             removed = {}
             for table in erase_io.TABLES:
                 if (partition_dir(warehouse.table_dir(table), day) / PART_FILE).exists():

@@ -7,14 +7,14 @@ import dagster as dg
 from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
+from rag_sft.resources import EXECUTOR_ENV
 
 DAILY_JOB = "daily_sft_job"
 # The source fingerprint a run was launched for: the change sensor compares it with the day's now.
 FINGERPRINT_TAG = "rag_sft/source_fingerprint"
-# Where the daily job's steps run: in_process (the default), celery (deploy/celery/README.md) or
-# k8s (a pod per step; deploy/k8s, not run here).
-# Read when the definitions load, so the schedule, the sensors and backfills all use it.
-EXECUTOR_ENV = "RAG_SFT_EXECUTOR"
+# RAG_SFT_EXECUTOR, where the daily job's steps run: in_process (the default), celery
+# (deploy/celery/README.md) or k8s (a pod per step; deploy/k8s, not run here). Read when the
+# definitions load, so the schedule, the sensors and backfills all use it.
 # The Celery broker, e.g. redis://host:6379/0; it also carries the steps' results back.
 CELERY_BROKER_ENV = "RAG_SFT_CELERY_BROKER"
 # The Celery queue of the training job's steps: the queue that the worker on the GPU machine

@@ -32,8 +32,8 @@ from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.completion_cache import AnswerCache, is_postgres_url, open_completion_cache, sqlite_cache_path
-from rag_sft.io.sources import LandingFolder, SqlTable
-from rag_sft.io.state_db import StateStore, open_state_db
+from rag_sft.io.sources import LandingFolder, SqlTable, redacted_sql_url
+from rag_sft.io.state_db import LOCAL_STATE, StateStore, StateUnavailable, open_state_db
 from rag_sft.io.storage import Location, forget_local_copy, is_uri, local_copy, location, remove_tree, spool_dir
 from rag_sft.io.warehouse import staged_name, staging_dir
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
@@ -47,6 +47,8 @@ SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
 SQL_URL_ENV = "RAG_SFT_SQL_URL"
 CACHE_URL_ENV = "RAG_SFT_CACHE_URL"
 STATE_URL_ENV = "RAG_SFT_STATE_URL"
+# Where the daily job's steps run (rag_sft/jobs.py): celery and k8s put them on several machines.
+EXECUTOR_ENV = "RAG_SFT_EXECUTOR"
 LABEL_BALANCE_SEVERITY_ENV = "RAG_SFT_LABEL_BALANCE_SEVERITY"
 REBALANCE_ENV = "RAG_SFT_REBALANCE"
 NEAR_DUPLICATES_ENV = "RAG_SFT_NEAR_DUPLICATES"
@@ -237,9 +239,10 @@ class Warehouse(dg.ConfigurableResource):
     state_url: str = Field(
         default_factory=secret_from_env(STATE_URL_ENV),
         description="The database of the pipeline's shared truth (the request and near-duplicate indexes, the "
-        "erasure ledger): empty for SQLite files in the local state folder (one machine), "
-        "postgresql+psycopg2://user:pw@host/db for workers on several hosts. Default: the secret "
-        "$RAG_SFT_STATE_URL, else empty.",
+        "erasure and training ledgers): empty for SQLite files in the local state folder (one machine), "
+        "postgresql+psycopg2://user:pw@host/db for workers on several hosts, 'local' for SQLite files with "
+        "RAG_SFT_EXECUTOR=celery or k8s (workers sharing one machine). Default: the secret $RAG_SFT_STATE_URL, "
+        "else empty.",
     )
 
     @contextmanager
@@ -263,7 +266,45 @@ class Warehouse(dg.ConfigurableResource):
     def open_state(self, store: type[Store]) -> Store:
         """One of the shared-truth stores (`io/state_db.py`), on its own connection: in the state
         database, else its SQLite file in the local state folder. Close it (or use it in a with)."""
-        return store(open_state_db(resolved(self.state_url) or "", self.state_dir() / store.FILE))
+        url, local = self._state_url(), self.state_dir() / store.FILE
+        if url and local.exists():
+            # Starting empty would let erased requests back in and count every sample as new.
+            raise StateUnavailable(
+                f"{local} holds this machine's {store.__name__}, not in the state database "
+                f"{redacted_sql_url(url)} yet: run `rag-sft state-import` on this machine first "
+                "(it copies every local store into the database), or remove the file"
+            )
+        return store(open_state_db(url, local))
+
+    def _state_url(self) -> str:
+        url = resolved(self.state_url) or ""
+        executor = os.environ.get(EXECUTOR_ENV, "")
+        if not url and executor in ("celery", "k8s"):
+            raise StateUnavailable(
+                f"RAG_SFT_EXECUTOR={executor} runs steps on several machines, but the shared truth (request and "
+                "near-duplicate indexes, erasure and training ledgers) has no state database: set RAG_SFT_STATE_URL="
+                "postgresql+psycopg2://… on every machine, or RAG_SFT_STATE_URL=local where all workers share one "
+                "machine and its RAG_SFT_STATE_DIR"
+            )
+        return "" if url == LOCAL_STATE else url
+
+    @contextmanager
+    def day_lock(self, day: str, log) -> Iterator[None]:
+        """One writer of a day at a time: a run of the day, or an erasure rewriting it. A `flock`
+        among this machine's processes, and with a state database a lock in it, across machines."""
+        with day_lock(self.state_dir() / "locks" / f"{day_name(day)}.lock", log, day):
+            url = self._state_url()
+            if not url:
+                yield
+                return
+            db = open_state_db(url, Path())
+            try:
+                with db.hold(f"rag_sft day {day_name(day)}") as waited:
+                    if waited and log is not None:
+                        log.info(f"a run of {day} on another machine was writing it: waited for it to finish")
+                    yield
+            finally:
+                db.close()
 
     def worker_count(self) -> int:
         return parallel.resolve_workers(self.workers)
@@ -279,7 +320,7 @@ class Warehouse(dg.ConfigurableResource):
             if day is None:
                 yield self
                 return
-            with day_lock(self.state_dir() / "locks" / f"{day_name(day)}.lock", context.log, day):
+            with self.day_lock(day, context.log):
                 yield self
 
     @contextmanager

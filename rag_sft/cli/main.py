@@ -292,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--params", default="", help="params.yaml: its train.resources settings as run config (DVC)")
     train.set_defaults(func=lambda args: _versions().cmd_train(args))
 
-    from rag_sft.cli import erase, models
+    from rag_sft.cli import erase, models, state
 
     models.add_parser(sub)
     erase.add_parser(sub)
+    state.add_parser(sub)
 
     tiny = sub.add_parser("tiny-base", help="build the tiny demo base model from the exported JSONL")
     tiny.add_argument("--out", default=None, help="default: <data>/models/base/tiny-llama")

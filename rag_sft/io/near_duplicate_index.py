@@ -31,6 +31,7 @@ INSERT INTO band_key_rows SELECT 0, 0, 1 WHERE NOT EXISTS (SELECT 1 FROM band_ke
 
 class NearDuplicateIndex(StateStore):
     FILE = "near-duplicates.sqlite"  # in the local state folder, without a state database
+    COUNTERS = ("band_key_rows",)
 
     def __init__(self, db: StateDb):
         super().__init__(db, _SCHEMA)
@@ -98,10 +99,14 @@ class NearDuplicateIndex(StateStore):
     def erase(self, sample_ids_by_day: dict[str, list[str]]) -> int:
         """Forget these samples (their requests were erased), so no later question is set aside as
         a near-duplicate of a sample that no longer exists; returns the samples deleted. Their
-        band keys are left to the sweep (a look-up joins them to `kept`: never seen again)."""
+        band keys go too (derived from the erased question): a scan of `band_keys`, which has
+        no index by sample, paid only by an erasure."""
         db = self._db
+        deleted = 0
         with db.transaction():
-            return sum(
-                db.execute(f"DELETE FROM kept WHERE day = ? AND {db.in_list('sample_id')}", (day, db.values(ids))).rowcount
-                for day, ids in sample_ids_by_day.items()
-            )
+            for day, ids in sample_ids_by_day.items():
+                erased = f"SELECT id FROM kept WHERE day = ? AND {db.in_list('sample_id')}"
+                keys = db.execute(f"DELETE FROM band_keys WHERE kept IN ({erased})", (day, db.values(ids))).rowcount
+                db.execute("UPDATE band_key_rows SET live = live - ?", (keys,))
+                deleted += db.execute(f"DELETE FROM kept WHERE day = ? AND {db.in_list('sample_id')}", (day, db.values(ids))).rowcount
+        return deleted

@@ -1,5 +1,5 @@
-"""Where the pipeline's shared truth lives: the request index, the near-duplicate index and the
-erasure ledger. By default each is a SQLite file in the local state folder (one machine, or
+"""Where the pipeline's shared truth lives: the request index, the near-duplicate index, the
+erasure ledger and the training sensor's ledger. By default each is a SQLite file in the local state folder (one machine, or
 hosts that take turns with that folder); with `warehouse.state_url` set to a PostgreSQL URL,
 they are tables in that database, which workers on every host share.
 
@@ -27,6 +27,8 @@ from psycopg2.extensions import AsIs
 
 from rag_sft.io.sources import redacted_sql_url
 
+# `state_url` saying so explicitly: SQLite files in the local state folder, on a distributed executor.
+LOCAL_STATE = "local"
 # Workers may create the tables at once; CREATE TABLE IF NOT EXISTS alone races in PostgreSQL
 # (a unique violation in its catalog), so creators take this advisory lock first.
 _CREATE_LOCK = 0x7261675F7374  # "rag_st"
@@ -43,13 +45,18 @@ class StateDb(Protocol):
     def close(self) -> None: ...
 
 
+class StateUnavailable(RuntimeError):
+    """The state database cannot be used as configured (named without its password)."""
+
+
 class SqliteStateDb:
     """One SQLite file (WAL), shared by the processes of one machine."""
 
     def __init__(self, path: Path):
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._db = sqlite3.connect(path, timeout=60)
+        # Autocommit outside `transaction()`, as a PostgreSQL connection here: a statement alone is one.
+        self._db = sqlite3.connect(path, timeout=60, isolation_level=None)
 
     def create(self, schema: str) -> None:
         self._db.executescript("PRAGMA journal_mode=WAL;" + schema)
@@ -79,8 +86,13 @@ class SqliteStateDb:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self._db:
+        self._db.execute("BEGIN")
+        try:
             yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
 
     def close(self) -> None:
         self._db.close()
@@ -100,17 +112,37 @@ class PostgresStateDb:
         return f"PostgresStateDb({redacted_sql_url(self.url)!r})"
 
     def create(self, schema: str) -> None:
+        # Most opens find everything there: checked without a lock, since CREATE INDEX IF NOT
+        # EXISTS locks its table (waiting for any writer) before it looks.
+        names = re.findall(r"CREATE (?:TABLE|INDEX) IF NOT EXISTS (\w+)", schema)
+        with self._statement() as cursor:
+            cursor.execute("SELECT bool_and(to_regclass(name) IS NOT NULL) FROM unnest(%s) AS name", (names,))
+            if cursor.fetchone()[0]:
+                return
         with self.transaction(), self._db.cursor() as cursor:
             cursor.execute("SELECT pg_advisory_xact_lock(%s)", (_CREATE_LOCK,))
             for statement in filter(str.strip, _postgres_schema(schema).split(";")):
                 cursor.execute(statement)
 
     def execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
-        cursor = self._db.cursor()  # one per statement: its rows are all fetched, and stay
-        cursor.execute(sql.replace("?", "%s"), tuple(params))
-        if not self._in_transaction:
-            self._db.commit()  # a statement outside a transaction is one (as SQLite's autocommit)
+        with self._statement() as cursor:  # one cursor per statement: its rows are all fetched, and stay
+            cursor.execute(sql.replace("?", "%s"), tuple(params) or None)
         return cursor
+
+    @contextmanager
+    def _statement(self) -> Iterator[Any]:
+        """A cursor; outside a transaction its statement is one of its own: committed, or rolled
+        back on error (a connection left in a failed transaction refuses everything after)."""
+        cursor = self._db.cursor()
+        if self._in_transaction:
+            yield cursor
+            return
+        try:
+            yield cursor
+        except BaseException:
+            self._db.rollback()
+            raise
+        self._db.commit()
 
     def in_list(self, column: str) -> str:
         # A join with the unnested list: one index probe per value, whatever the table's size
@@ -135,28 +167,39 @@ class PostgresStateDb:
             return
         buffer.seek(0)
         target = f"incoming_{table}" if ignore_conflicts else table
-        with self._db.cursor() as cursor:
+        with self._statement() as cursor:
             if ignore_conflicts:  # COPY has no ON CONFLICT: through a temporary copy of the table
                 cursor.execute(f"CREATE TEMPORARY TABLE IF NOT EXISTS {target} (LIKE {table})")
             cursor.copy_expert(f"COPY {target} FROM STDIN WITH (FORMAT csv)", buffer)
             if ignore_conflicts:
                 cursor.execute(f"INSERT INTO {table} SELECT * FROM {target} ON CONFLICT DO NOTHING")
                 cursor.execute(f"TRUNCATE {target}")
-        if not self._in_transaction:
-            self._db.commit()
 
     def grew(self, table: str, rows: int) -> None:
         """Statistics for the planner once `rows` new rows at least doubled the table (ANALYZE
         samples a bounded number of rows): without them it scans whole tables for look-ups that
         the index answers. So they are taken a logarithmic number of times; autovacuum keeps
         them afterwards."""
-        with self._db.cursor() as cursor:
+        with self._statement() as cursor:
             cursor.execute("SELECT reltuples FROM pg_class WHERE oid = %s::regclass", (table,))
             (counted,) = cursor.fetchone()
             if counted < rows:  # -1: never analyzed
                 cursor.execute(f"ANALYZE {table}")
-        if not self._in_transaction:
-            self._db.commit()
+
+    @contextmanager
+    def hold(self, name: str) -> Iterator[bool]:
+        """A lock named `name` held by this connection until the block ends, excluding holders on
+        every host; yields whether it had to wait for another holder."""
+        with self._statement() as cursor:
+            cursor.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (name,))
+            waited = not cursor.fetchone()[0]
+            if waited:
+                cursor.execute("SELECT pg_advisory_lock(hashtext(%s))", (name,))
+        try:
+            yield waited
+        finally:
+            with self._statement() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(hashtext(%s))", (name,))
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -179,13 +222,41 @@ class StateStore:
     """A store over its own connection to the state database, closed with it."""
 
     FILE: str  # its SQLite file in the local state folder, when there is no state database
+    COUNTERS: tuple[str, ...] = ()  # one-row tables seeded at creation: replaced on import
 
     def __init__(self, db: StateDb, schema: str):
         self._db = db
-        db.create(schema)
+        self._schema = schema
+        try:
+            db.create(schema)
+        except BaseException:
+            db.close()
+            raise
 
     def close(self) -> None:
         self._db.close()
+
+    def import_file(self, path: Path, batch_rows: int = 100_000) -> dict[str, int]:
+        """The rows of this store's SQLite file copied in, in one transaction (refused where the
+        database already holds rows: nothing is merged); rows copied per table."""
+        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        copied = {}
+        try:
+            with self._db.transaction():
+                for table in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", self._schema):
+                    if table in self.COUNTERS:
+                        self._db.execute(f"DELETE FROM {table}")
+                    elif self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():
+                        raise StateUnavailable(f"the state database's table {table} already holds rows: {path} is not imported")
+                    rows = source.execute(f"SELECT * FROM {table}")
+                    copied[table] = 0
+                    while batch := rows.fetchmany(batch_rows):
+                        self._db.insert(table, batch)
+                        copied[table] += len(batch)
+                    self._db.grew(table, copied[table])
+        finally:
+            source.close()
+        return copied
 
     def __enter__(self) -> Self:
         return self

@@ -219,6 +219,8 @@ def test_the_training_sensor_fires_once_and_the_model_version_lands_in_the_objec
         time.sleep(10)  # more ticks: nothing new was exported, so no second run
         assert len(product.instance.get_run_records(filters=training_runs)) == 1
     assert list(gpu_cwd.iterdir()) == []
+    # The sensor's ledger is in the state database, not on the daemon's machine.
+    assert not [path for path in root.glob("*state/*.sqlite") if "landing-index" not in path.name]
 
     [version] = ModelRegistry(location(data_location) / "models").versions()  # registered in the store
     fs, prefix = fsspec.core.url_to_fs(data_location)

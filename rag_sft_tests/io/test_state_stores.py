@@ -5,6 +5,8 @@ ledger, and days written from several processes at once."""
 
 import subprocess
 import sys
+import threading
+import time
 import uuid
 
 import dagster as dg
@@ -17,7 +19,7 @@ from rag_sft.io.completion_cache import PostgresCompletionCache
 from rag_sft.io.erasure_ledger import ErasureLedger
 from rag_sft.io.near_duplicate_index import NearDuplicateIndex
 from rag_sft.io.request_index import RequestIndex
-from rag_sft.io.state_db import PostgresStateDb, SqliteStateDb, open_state_db
+from rag_sft.io.state_db import PostgresStateDb, SqliteStateDb, StateUnavailable, open_state_db
 from rag_sft.io.training_ledger import TrainingLedger, jsonl_sample_ids
 from rag_sft.resources import Warehouse
 
@@ -203,3 +205,86 @@ def test_the_training_ledger_counts_untrained_samples_and_outlives_its_connectio
         raise RuntimeError("a tick that fails half-way")  # changes nothing
     with TrainingLedger(state_db("ledger")) as store:
         assert store.untrained_by_day() == {"2026-11-19": 2}
+
+
+def test_a_day_written_while_another_is_half_written_gets_other_sample_ids(state_db):
+    """The first writer is held inside its transaction, its ids reserved and its rows not yet in:
+    the second waits for it, then takes the next ids."""
+    state_db("overlap").close()  # the database exists before the writers start
+    reserved, release = threading.Event(), threading.Event()
+    keys = lambda day: np.tile(np.arange(4, dtype=np.int64) + 10 * day, (50, 1))  # noqa: E731
+
+    def write(day: int, held: bool) -> None:
+        with NearDuplicateIndex(state_db("overlap")) as index:  # a connection of its own, in its thread
+            if held:
+                insert = index._db.insert
+
+                def held_insert(table, rows, **options):
+                    if table == "kept":
+                        reserved.set()
+                        release.wait(30)
+                    return insert(table, rows, **options)
+
+                index._db.insert = held_insert
+            index.replace_day(f"2026-11-{day:02d}", [f"{day}-{n}" for n in range(50)], np.zeros((50, 8), dtype=np.uint32), keys(day))
+
+    first = threading.Thread(target=write, args=(1, True))
+    first.start()
+    assert reserved.wait(30)
+    second = threading.Thread(target=write, args=(2, False))
+    second.start()
+    time.sleep(1.5)
+    assert second.is_alive()  # waiting for the first writer's transaction
+    release.set()
+    first.join(60), second.join(60)
+    with NearDuplicateIndex(state_db("overlap")) as index:
+        ids = dict(index._db.execute("SELECT sample_id, id FROM kept").fetchall())
+        assert len(ids) == 100 and len(set(ids.values())) == 100
+        assert set(index.earlier("2026-11-30", keys(1)[0]).sample_ids) == {f"1-{n}" for n in range(50)}
+        assert set(index.earlier("2026-11-30", keys(2)[0]).sample_ids) == {f"2-{n}" for n in range(50)}
+
+
+def test_an_erased_sample_leaves_no_row_and_no_band_key(state_db):
+    with NearDuplicateIndex(state_db("index")) as index:
+        for day in ("2026-11-17", "2026-11-18"):
+            materialize(index, day)
+        keys = nd.band_keys(nd.signatures(DAYS["2026-11-18"], [DOCS, DOCS]), BANDING)
+        assert index.erase({"2026-11-18": ["2026-11-18-1_factuality_error", "absent"]}) == 1
+        assert index.earlier("2026-11-19", keys[1:]).sample_ids == []
+        (left,) = index._db.execute("SELECT COUNT(*) FROM band_keys b JOIN kept k ON k.id = b.kept").fetchone()
+        (every,) = index._db.execute("SELECT COUNT(*) FROM band_keys").fetchone()
+        assert left == every == BANDING.bands  # 2026-11-17-0's (2026-11-18-0 was set aside as its near-duplicate)
+    with RequestIndex(state_db("requests")) as requests:
+        requests.replace_day("2026-11-18", ["r1", "r2"])
+        assert requests.erase(["r1", "r9"]) == 1
+        assert requests.first_days("2026-11-19", ["r1", "r2"]) == {"r2": "2026-11-18"}
+
+
+def test_a_distributed_executor_without_a_state_database_is_refused(monkeypatch, tmp_path):
+    monkeypatch.setenv("RAG_SFT_EXECUTOR", "celery")
+    monkeypatch.delenv("RAG_SFT_STATE_URL", raising=False)
+    with pytest.raises(StateUnavailable, match="RAG_SFT_STATE_URL=postgresql"):
+        Warehouse(data_dir=str(tmp_path / "data")).open_state(RequestIndex)
+    with Warehouse(data_dir=str(tmp_path / "data"), state_url="local").open_state(RequestIndex) as index:
+        index.replace_day("2026-11-18", ["r1"])  # workers sharing one machine: said explicitly
+    assert (tmp_path / "data" / "state" / RequestIndex.FILE).exists()
+
+
+def test_a_day_is_written_by_one_machine_at_a_time(postgres, tmp_path):
+    url = postgres.url(postgres.create_database(f"locks_{uuid.uuid4().hex[:8]}"))
+    host_a = Warehouse(data_dir=str(tmp_path / "data"), local_state_dir=str(tmp_path / "a"), state_url=url)
+    host_b = Warehouse(data_dir=str(tmp_path / "data"), local_state_dir=str(tmp_path / "b"), state_url=url)
+    entered = []
+
+    def write(warehouse, day):
+        with warehouse.day_lock(day, None):
+            entered.append(day)
+
+    with host_a.day_lock("2026-11-18", None):
+        same_day, other_day = (threading.Thread(target=write, args=(host_b, day)) for day in ("2026-11-18", "2026-11-19"))
+        same_day.start(), other_day.start()
+        other_day.join(30)
+        time.sleep(1)
+        assert entered == ["2026-11-19"] and same_day.is_alive()  # host B waits for host A's run of the day
+    same_day.join(30)
+    assert entered == ["2026-11-19", "2026-11-18"]

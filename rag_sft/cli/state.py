@@ -1,0 +1,53 @@
+"""`rag-sft state-import`: this machine's shared-truth SQLite files copied into the state
+database (`RAG_SFT_STATE_URL`), once, when a deployment moves to it; each file is then renamed
+`*.imported`, so the stores open the database from then on."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def import_local_state(warehouse) -> dict[str, dict[str, int]]:
+    """Every store's local file imported into the warehouse's state database: rows per table."""
+    from rag_sft.io.completion_cache import is_postgres_url
+    from rag_sft.io.erasure_ledger import ErasureLedger
+    from rag_sft.io.near_duplicate_index import NearDuplicateIndex
+    from rag_sft.io.request_index import RequestIndex
+    from rag_sft.io.state_db import StateUnavailable, open_state_db
+    from rag_sft.io.training_ledger import TrainingLedger
+    from rag_sft.resources import resolved
+
+    url = resolved(warehouse.state_url) or ""
+    if not is_postgres_url(url):
+        raise StateUnavailable("RAG_SFT_STATE_URL (warehouse.state_url) names no PostgreSQL database to import into")
+    imported = {}
+    for store in (RequestIndex, NearDuplicateIndex, ErasureLedger, TrainingLedger):
+        local = warehouse.state_dir() / store.FILE
+        if not local.exists():
+            continue
+        with store(open_state_db(url, local)) as opened:
+            imported[store.FILE] = opened.import_file(local)
+        for part in (local, local.with_name(f"{local.name}-wal"), local.with_name(f"{local.name}-shm")):
+            if part.exists():
+                part.rename(part.with_name(f"{part.name}.imported"))
+    return imported
+
+
+def cmd_state_import(args: argparse.Namespace) -> int:
+    from rag_sft.definitions import defs
+    from rag_sft.io.state_db import StateUnavailable
+
+    try:
+        imported = import_local_state(defs.resources["warehouse"])
+    except StateUnavailable as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    print(json.dumps(imported))
+    return 0
+
+
+def add_parser(sub) -> None:
+    state = sub.add_parser("state-import", help="copy this machine's shared-truth SQLite files into the state database")
+    state.set_defaults(func=cmd_state_import)
