@@ -21,8 +21,7 @@ import hashlib
 import sqlite3
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
 from rag_sft.io.sources import EPOCH, UNDATED, day_of_file, line_days, out_of_range, source_name
+from rag_sft.io.state_db import sqlite_transaction
 from rag_sft.io.storage import Location, read_range, version
 
 _TAIL_BYTES = 4096  # the bytes before the end of a scan that must be unchanged for an append
@@ -250,15 +250,8 @@ class LandingIndex:
                 (self.root, source, day.isoformat(), change),
             )
 
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def _transaction(self):
+        return sqlite_transaction(self._db, "BEGIN IMMEDIATE")
 
 
 def _scan_range_task(task: tuple[Location, int, int], valid: tuple[date, date] | None) -> _Scan:

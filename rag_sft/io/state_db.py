@@ -84,15 +84,8 @@ class SqliteStateDb:
     def grew(self, table: str, rows: int) -> None:
         """Nothing to do: SQLite's planner takes the primary key's index without statistics."""
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        self._db.execute("BEGIN")
-        try:
-            yield
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
+    def transaction(self):
+        return sqlite_transaction(self._db)
 
     def close(self) -> None:
         self._db.close()
@@ -263,6 +256,19 @@ class StateStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+@contextmanager
+def sqlite_transaction(db: sqlite3.Connection, begin: str = "BEGIN") -> Iterator[None]:
+    """A transaction on an autocommit connection (isolation_level=None): committed when the
+    block ends, else rolled back. `BEGIN IMMEDIATE` takes the write lock at once."""
+    db.execute(begin)
+    try:
+        yield
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
 
 
 def open_state_db(url: str, path: Path) -> StateDb:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import date
 
 import dagster as dg
 import orjson
@@ -23,7 +22,6 @@ import pytest
 import s3fs
 
 from rag_sft.core.exports import FORMATS, TRL_PROMPT_COMPLETION, file_name
-from rag_sft.core.generator import GeneratorSettings, day_lines
 from rag_sft.erasure_job import ERASE_OP, erase_requests_job
 from rag_sft.io.dataset_versions import DatasetVersions
 from rag_sft.io.erasure import EXPORT_FILES, erase_record_files
@@ -33,6 +31,7 @@ from rag_sft.resources import Completions, LoraTraining, TrainerExports
 from rag_sft.testing.openai_server import running_stub
 from rag_sft_tests.assets.test_s3_warehouse import objects
 from rag_sft_tests.cli.test_erasure import TABLES, files_holding, secret
+from rag_sft_tests.cli.test_erasure import landing_days as write_landing_days
 from rag_sft_tests.conftest import Pipeline
 from rag_sft_tests.sensors.test_training_sensor import FAST
 
@@ -45,21 +44,8 @@ KEY = "test-key"
 def landing_days(pipeline: Pipeline) -> None:
     """Three days of events; the erased requests' events carry their own question and answer text
     (a search for it finds them and nothing else), the first twice (a duplicate), the second also
-    as a damaged line whose request_id cannot be read."""
-    for day in DAYS:
-        lines = list(day_lines(date.fromisoformat(day), GeneratorSettings(events_per_day=50, seed=3)))
-        for n, request_id in enumerate(ERASED):
-            if ERASED[request_id] != day:
-                continue
-            at = next(i for i, line in enumerate(lines) if orjson.loads(line)["evaluation"]["score"] >= 0.5)
-            event = orjson.loads(lines[at])
-            event.update(request_id=request_id, question=secret("Q", n), answer=secret("A", n))
-            lines[at] = orjson.dumps(event) + b"\n"
-            if n == 0:
-                lines.append(lines[at])
-            if n == 1:
-                lines.append(orjson.dumps(event)[:-30] + b"\n")
-        (pipeline.landing / f"events-{day}.jsonl").write_bytes(b"".join(lines))
+    as a damaged line whose request_id cannot be read (as in the local erasure test)."""
+    write_landing_days(pipeline.landing, ERASED, DAYS)
 
 
 def objects_holding(uri: str, needles: list[str]) -> dict[str, list[str]]:

@@ -36,11 +36,11 @@ def secret(kind: str, n: int) -> str:
     return f"{kind}SECRET{n}zq what about my own account number 4417"
 
 
-def landing_days(landing: Path, erased: dict[str, str]) -> None:
-    """Seven days of events; the events of `erased` (request_id -> day) get their own question and
-    answer text (so a search for it finds them and nothing else)."""
-    landing.mkdir(parents=True)
-    for day in DAYS:
+def landing_days(landing: Path, erased: dict[str, str], days: list[str] = DAYS) -> None:
+    """A landing file of events per day; the events of `erased` (request_id -> day) get their own
+    question and answer text (so a search for it finds them and nothing else)."""
+    landing.mkdir(parents=True, exist_ok=True)
+    for day in days:
         lines = list(day_lines(date.fromisoformat(day), GeneratorSettings(events_per_day=50, seed=3)))
         for n, request_id in enumerate(erased):
             if erased[request_id] != day:
