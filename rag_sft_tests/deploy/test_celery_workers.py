@@ -4,7 +4,7 @@ the project's wheels), the landing folder and the warehouse on the tests' S3 ser
 truth in a PostgreSQL state database, workers started in empty working directories with local
 state folders of their own: they share no disk. A 7-day backfill on one worker, then the same 7
 days again with a second worker: every run succeeds, every day reconciles, the steps ran in the
-workers, the re-run is byte-identical. Then the training sensor, switched on as in the UI, fires
+workers, the re-run is byte-identical, pandas and DuckDB read all days from the store. Then the training sensor, switched on as in the UI, fires
 once; the training run's steps run in a third worker on the training queue (the GPU machine's),
 and the model version lands in the object store. The wall times of both backfills are printed
 (`-s`) for the README."""
@@ -23,11 +23,13 @@ from unittest import mock
 
 import dagster as dg
 import fsspec
+import pandas as pd
 import pytest
 
 from rag_sft.io.model_registry import ModelRegistry
 from rag_sft.io.storage import location
 from rag_sft.sensors.training import TRAINING_JOB
+from rag_sft_tests.assets.test_s3_warehouse import duckdb_on
 from rag_sft_tests.deploy.test_production_setup import (
     EVENTS_PER_DAY,
     FINISHED,
@@ -176,7 +178,7 @@ def assert_every_day_succeeded_and_reconciles(product, records) -> None:
         _assert_reconciles(_day_counts(product.instance, day))
 
 
-def test_seven_days_on_one_worker_then_again_on_two_reconcile_and_are_byte_identical(deployment, data_location):
+def test_seven_days_on_one_worker_then_again_on_two_reconcile_and_are_byte_identical(deployment, data_location, s3_server):
     product, variables, root = deployment
     with celery_worker(root, "w1", variables) as first_cwd:
         records, one_worker_s = backfill_all_days(product)
@@ -193,6 +195,13 @@ def test_seven_days_on_one_worker_then_again_on_two_reconcile_and_are_byte_ident
         used = {w.split("@")[0] for r in records for w in workers_of(product.instance, r.dagster_run.run_id).values()}
         assert used == {"w1", "w2"}
         assert published_files(data_location) == first  # the re-run of every day, byte for byte
+
+    # Analysts read all 7 days from the store, as from a local warehouse: pandas (s3fs) and DuckDB (httpfs).
+    accepted = {day: _day_counts(product.instance, day)["sft_records"]["accepted"] for day in DAYS}
+    frame = pd.read_parquet(f"{data_location}/warehouse/sft_records", storage_options=s3_server.storage_options())
+    assert frame.groupby(frame["date"].astype(str)).size().to_dict() == accepted
+    query = f"SELECT date, count(*) FROM read_parquet('{data_location}/warehouse/sft_records/*/*.parquet', hive_partitioning = true) GROUP BY date"
+    assert {str(day): count for day, count in duckdb_on(s3_server).execute(query).fetchall()} == accepted
 
     # Nothing was read from or written to the workers' working directories, and no shared truth
     # was kept in a local state folder.
