@@ -12,9 +12,10 @@ from rag_sft.resources import EXECUTOR_ENV
 DAILY_JOB = "daily_sft_job"
 # The source fingerprint a run was launched for: the change sensor compares it with the day's now.
 FINGERPRINT_TAG = "rag_sft/source_fingerprint"
-# RAG_SFT_EXECUTOR, where the daily job's steps run: in_process (the default), celery
-# (deploy/celery/README.md) or k8s (a pod per step; deploy/k8s, not run here). Read when the
-# definitions load, so the schedule, the sensors and backfills all use it.
+# RAG_SFT_EXECUTOR (EXECUTOR_ENV), where the daily job's steps run: in_process (the default),
+# celery (deploy/celery/README.md) or k8s (a pod per step; deploy/k8s, not run here). Read when
+# the definitions load, so the schedule, the sensors and backfills all use it.
+
 # The Celery broker, e.g. redis://host:6379/0; it also carries the steps' results back.
 CELERY_BROKER_ENV = "RAG_SFT_CELERY_BROKER"
 # The Celery queue of the training job's steps: the queue that the worker on the GPU machine
@@ -34,10 +35,7 @@ def daily_executor(choice: str) -> dg.ExecutorDefinition:
     if choice == "in_process":
         return dg.in_process_executor
     if choice == "celery":
-        from dagster_celery import celery_executor  # the `celery` extra
-
-        broker = {"env": CELERY_BROKER_ENV}
-        return celery_executor.configured({"broker": broker, "backend": broker}, name="celery_executor")
+        return _celery_executor("celery_executor", queue="")
     if choice == "k8s":
         from dagster_k8s import k8s_job_executor  # the `k8s` extra
 
@@ -49,15 +47,19 @@ def training_executor(choice: str, queue: str) -> dg.ExecutorDefinition | None:
     """On Celery, the training job's steps go to `queue` (all three: the snapshot, the training
     and the evaluation run where the GPU is). Elsewhere the job keeps Dagster's default executor:
     on Kubernetes the run is one pod on the GPU pool (its run launcher tag), locally a process."""
-    if choice != "celery":
-        return None
+    return _celery_executor("celery_training_executor", queue) if choice == "celery" else None
+
+
+def _celery_executor(name: str, queue: str) -> dg.ExecutorDefinition:
+    """dagster-celery's executor (the `celery` extra) on the broker, which also carries the
+    results back; its steps go to `queue`, empty: Celery's default queue."""
     from dagster_celery import celery_executor
 
     broker = {"env": CELERY_BROKER_ENV}
     config = {"broker": broker, "backend": broker}
     if queue:
         config["config_source"] = {"task_default_queue": queue}
-    return celery_executor.configured(config, name="celery_training_executor")
+    return celery_executor.configured(config, name=name)
 
 
 daily_sft_job = dg.define_asset_job(

@@ -1,7 +1,8 @@
 """Where the pipeline's shared truth lives: the request index, the near-duplicate index, the
-erasure ledger and the training sensor's ledger. By default each is a SQLite file in the local state folder (one machine, or
-hosts that take turns with that folder); with `warehouse.state_url` set to a PostgreSQL URL,
-they are tables in that database, which workers on every host share.
+erasure ledger and the training sensor's ledger. By default each is a SQLite file in the local
+state folder (one machine, or hosts that take turns with that folder); with
+`warehouse.state_url` set to a PostgreSQL URL, they are tables in that database, which workers
+on every host share.
 
 The stores write their SQL once, with `?` placeholders and the portable subset both engines
 accept; this module holds what differs: placeholders, passing a list of values (SQLite's
@@ -17,6 +18,7 @@ import re
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -25,6 +27,7 @@ import orjson
 import sqlalchemy as sa
 from psycopg2.extensions import AsIs
 
+from rag_sft.io.completion_cache import is_postgres_url
 from rag_sft.io.sources import redacted_sql_url
 
 # `state_url` saying so explicitly: SQLite files in the local state folder, on a distributed executor.
@@ -79,7 +82,7 @@ class SqliteStateDb:
         if first is None:
             return
         verb = "INSERT OR IGNORE" if ignore_conflicts else "INSERT"
-        self._db.executemany(f"{verb} INTO {table} VALUES ({','.join('?' * len(first))})", _chain(first, rows))
+        self._db.executemany(f"{verb} INTO {table} VALUES ({','.join('?' * len(first))})", chain((first,), rows))
 
     def grew(self, table: str, rows: int) -> None:
         """Nothing to do: SQLite's planner takes the primary key's index without statistics."""
@@ -275,7 +278,7 @@ def open_state_db(url: str, path: Path) -> StateDb:
     """A PostgreSQL URL's database, else the SQLite file `path`."""
     if not url:
         return SqliteStateDb(path)
-    if url.startswith("postgresql"):
+    if is_postgres_url(url):
         return PostgresStateDb(url)
     raise ValueError(f"the state database URL must be postgresql+psycopg2://…, got {redacted_sql_url(url)}")
 
@@ -286,8 +289,3 @@ def _postgres_schema(schema: str) -> str:
     for sqlite_type, postgres_type in (("INTEGER", "BIGINT"), ("BLOB", "BYTEA"), ("REAL", "DOUBLE PRECISION")):
         schema = re.sub(rf"\b{sqlite_type}\b", postgres_type, schema)
     return re.sub(r"\bWITHOUT ROWID\b", "", schema)
-
-
-def _chain(first: Sequence[Any], rest: Iterator[Sequence[Any]]) -> Iterator[Sequence[Any]]:
-    yield first
-    yield from rest

@@ -392,8 +392,7 @@ def publish_folder(staged: Path, final: Location, last: str | None = None) -> bo
         shutil.rmtree(staged, ignore_errors=True)
         return False
     remove_tree(final)
-    names = sorted(path.relative_to(staged).as_posix() for path in staged.rglob("*") if path.is_file())
-    for name in sorted(names, key=lambda name: name == last):  # stable: `last` moves to the end
+    for name in _files_last(staged, (last,) if last else ()):
         publish(staged / name, final / name)
     shutil.rmtree(staged, ignore_errors=True)
     return True
@@ -407,9 +406,7 @@ def replace_files(folder: Location, changes: Path, last: Sequence[str]) -> None:
     prefix: each changed file is uploaded over its object (one PUT: the old file or the new one,
     never a part), those named in `last` (the files that describe others: records files, then the
     manifest) after all the others, in that order."""
-    order = {name: n for n, name in enumerate(last)}
-    names = sorted(path.relative_to(changes).as_posix() for path in changes.rglob("*") if path.is_file())
-    names = sorted(names, key=lambda name: order.get(name, -1))  # stable: the others keep their order, first
+    names = _files_last(changes, last)
     if isinstance(folder, ObjectPath):
         for name in names:
             publish(changes / name, folder / name)
@@ -427,6 +424,14 @@ def replace_files(folder: Location, changes: Path, last: Sequence[str]) -> None:
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(changes, ignore_errors=True)
     shutil.rmtree(retired)
+
+
+def _files_last(folder: Path, last: Sequence[str]) -> list[str]:
+    """The files under a local folder (relative names, sorted), those named in `last` at the end
+    in that order: the order of their uploads, so a reader finds the describing file last."""
+    order = {name: n for n, name in enumerate(last)}
+    names = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_file())
+    return sorted(names, key=lambda name: order.get(name, -1))  # stable: the others first, in name order
 
 
 def replace_bytes(final: Location, data: bytes) -> None:

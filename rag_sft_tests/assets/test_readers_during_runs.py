@@ -29,14 +29,29 @@ def _setup(tmp_path, events: int):
     return env, data
 
 
-def _poll(data) -> dict[str, int]:
-    """Rows per table by the README's query (hive-partitioned glob over every day)."""
+def _poll(data, connection=duckdb) -> dict[str, int]:
+    """Rows per table by the README's query (hive-partitioned glob over every day), under the
+    data folder or prefix `data`."""
     return {
-        table: duckdb.sql(
+        table: connection.sql(
             f"SELECT count(*) FROM read_parquet('{data}/warehouse/{table}/*/*.parquet', hive_partitioning = true)"
         ).fetchall()[0][0]
         for table in TABLES
     }
+
+
+def polled_while_running(run: subprocess.Popen, poll, complete: dict[str, int]) -> tuple[list[str], int]:
+    """The readers' query repeated until `run` ends, each answer the whole day as `complete` (the
+    old day or the new one, the same input); the DuckDB errors met, and how many answers came."""
+    errors, polls = [], 0
+    while run.poll() is None:
+        try:
+            seen = poll()
+            polls += 1
+            assert seen == complete, seen
+        except duckdb.Error as error:
+            errors.append(str(error))
+    return errors, polls
 
 
 def _hidden_or_staged(data) -> list:
@@ -51,15 +66,8 @@ def test_the_documented_query_never_fails_during_a_rerun_or_after_a_kill(tmp_pat
     complete = _poll(data)
     assert all(complete.values())
 
-    errors, polls = [], 0
     rerun = subprocess.Popen([sys.executable, "-c", run_day_script(DAY)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    while rerun.poll() is None:
-        try:
-            seen = _poll(data)
-            polls += 1
-            assert seen == complete, seen  # the old day or the new one, whole (the same input)
-        except duckdb.Error as error:
-            errors.append(str(error))
+    errors, polls = polled_while_running(rerun, lambda: _poll(data), complete)
     assert rerun.returncode == 0
     assert errors == [] and polls >= 10, (errors[:3], polls)
 

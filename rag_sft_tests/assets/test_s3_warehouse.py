@@ -171,7 +171,7 @@ def test_on_s3_trainer_exports_publish_beside_the_jsonl_and_a_held_back_day_leav
 
 
 def test_the_documented_duckdb_query_on_s3_never_fails_during_a_rerun_or_after_a_kill(s3_server, s3_data_dir, tmp_path):
-    from rag_sft_tests.assets.test_readers_during_runs import DAY, TABLES, _setup
+    from rag_sft_tests.assets.test_readers_during_runs import DAY, _poll, _setup, polled_while_running
     from rag_sft_tests.helpers import run_day_script
 
     env, _ = _setup(tmp_path, 3000)
@@ -180,12 +180,7 @@ def test_the_documented_duckdb_query_on_s3_never_fails_during_a_rerun_or_after_a
     connection = duckdb_on(s3_server)
 
     def poll() -> dict[str, int]:
-        return {
-            table: connection.execute(
-                f"SELECT count(*) FROM read_parquet('{s3_data_dir}/warehouse/{table}/*/*.parquet', hive_partitioning = true)"
-            ).fetchall()[0][0]
-            for table in TABLES
-        }
+        return _poll(s3_data_dir, connection)
 
     def run_day() -> subprocess.Popen:
         return subprocess.Popen([sys.executable, "-c", run_day_script(DAY)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -194,15 +189,8 @@ def test_the_documented_duckdb_query_on_s3_never_fails_during_a_rerun_or_after_a
     complete = poll()
     assert all(complete.values())
 
-    errors, polls = [], 0
     rerun = run_day()
-    while rerun.poll() is None:
-        try:
-            seen = poll()
-            polls += 1
-            assert seen == complete, seen  # the old day or the new one, whole (the same input)
-        except duckdb.Error as error:
-            errors.append(str(error))
+    errors, polls = polled_while_running(rerun, poll, complete)
     assert rerun.returncode == 0
     assert errors == [] and polls >= 5, (errors[:3], polls)
 
