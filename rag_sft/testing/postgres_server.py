@@ -11,6 +11,7 @@ else `nobody`, which every Linux has.
 from __future__ import annotations
 
 import glob
+import hashlib
 import importlib.util
 import os
 import pwd
@@ -113,11 +114,43 @@ def _run(command: list[str], account: pwd.struct_passwd | None) -> subprocess.Co
     return subprocess.run(command, capture_output=True, text=True, check=False, **as_account)
 
 
+def reachable_binaries(binaries: Path, account: pwd.struct_passwd | None) -> Path:
+    """The binaries where `account` can run them: where they are, or else a copy, made once in
+    the shared temporary folder, of the wheel's installation and the libraries it links
+    (`$ORIGIN/../../../pgserver.libs`: the copy keeps the layout under site-packages). A project
+    checked out under a private folder (0700, as `mktemp -d` makes) keeps its .venv, and the
+    wheel's binaries, out of the server account's reach."""
+    if account is None:
+        return binaries
+    try:
+        _run([str(binaries / "pg_ctl"), "--version"], account)
+        return binaries
+    except PermissionError:
+        pass
+    site = binaries.parents[2]  # site-packages/pgserver/pginstall/bin
+    parts = [binaries.parent.relative_to(site), *(Path(libs.name) for libs in site.glob("pgserver*.libs"))]
+    copy = Path(tempfile.gettempdir()) / f"rag_sft_pginstall_{hashlib.sha256(str(site).encode()).hexdigest()[:12]}"
+    if not copy.is_dir():
+        staged = Path(tempfile.mkdtemp(prefix="rag_sft_pginstall_"))
+        os.chmod(staged, 0o755)
+        for part in parts:
+            shutil.copytree(site / part, staged / part)  # modes too: readable and runnable by all
+            for folder in (staged / part).parents:  # the folders made on the way: traversable
+                if folder == staged:
+                    break
+                os.chmod(folder, 0o755)
+        try:
+            staged.rename(copy)
+        except OSError:  # another test process made it meanwhile
+            shutil.rmtree(staged, ignore_errors=True)
+    return copy / binaries.relative_to(site)
+
+
 def start_postgres(user: str = "rag_sft", password: str = "rag-sft-test-pw") -> PostgresServer:
-    binaries = find_binaries()
+    account = server_account() if os.geteuid() == 0 else None
+    binaries = reachable_binaries(find_binaries(), account)
     # Not under pytest's own (0700) temp folders: the server user must reach its data.
     root = Path(tempfile.mkdtemp(prefix="rag_sft_pg_"))
-    account = server_account() if os.geteuid() == 0 else None
     password_file = root / "pw"
     password_file.write_text(password)
     if account:

@@ -1,6 +1,7 @@
 """The servers the tests start come from the project's own environment (wheels), not the machine."""
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -64,3 +65,25 @@ def test_a_stopped_redis_server_frees_its_port_and_folder():
     assert not server.root.exists()
     with socket.socket() as probe:
         assert probe.connect_ex((server.host, server.port)) != 0
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="only root hands the server to another account")
+def test_the_server_account_runs_the_wheels_binaries_from_a_private_checkout(tmp_path):
+    """A clone under a 0700 folder (`mktemp -d`): the account cannot reach the venv's binaries,
+    so it runs a copy of the installation with its libraries."""
+    from rag_sft.testing.postgres_server import _run, reachable_binaries, server_account
+
+    site = find_binaries().parents[2]
+    private = tmp_path / "checkout" / "site-packages"  # pytest's own folders are 0700
+    for part in ("pgserver/pginstall", *(libs.name for libs in site.glob("pgserver*.libs"))):
+        shutil.copytree(site / part, private / part)
+    account = server_account()
+    with pytest.raises(PermissionError):
+        _run([str(private / "pgserver/pginstall/bin/pg_ctl"), "--version"], account)
+    runnable = reachable_binaries(private / "pgserver/pginstall/bin", account)
+    try:
+        assert not runnable.is_relative_to(tmp_path)
+        done = _run([str(runnable / "initdb"), "--version"], account)
+        assert (done.returncode, "initdb (PostgreSQL) 16" in done.stdout) == (0, True), done.stderr
+    finally:
+        shutil.rmtree(runnable.parents[2])  # this test's copy (a checkout's is kept for its next servers)
