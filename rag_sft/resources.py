@@ -32,7 +32,7 @@ from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
 from rag_sft.io.completion_cache import AnswerCache, is_postgres_url, open_completion_cache, sqlite_cache_path
-from rag_sft.io.sources import LandingFolder, SqlTable, redacted_sql_url
+from rag_sft.io.sources import DEFAULT_LANDING_PATTERN, LandingFolder, SqlTable, redacted_sql_url
 from rag_sft.io.state_db import LOCAL_STATE, StateStore, StateUnavailable, open_state_db
 from rag_sft.io.storage import Location, forget_local_copy, is_uri, local_copy, location, remove_tree, spool_dir
 from rag_sft.io.warehouse import staged_name, staging_dir
@@ -142,6 +142,13 @@ class EventSource(dg.ConfigurableResource):
         description="Folder searched recursively for *.jsonl, local or s3://bucket/prefix. Default: "
         "$RAG_SFT_LANDING_DIR, else <data_dir>/landing.",
     )
+    landing_pattern: str = Field(
+        default_factory=from_env("RAG_SFT_LANDING_PATTERN", DEFAULT_LANDING_PATTERN),
+        description="Regular expression searched in each file name of landing_dir: the files it matches are "
+        "read, the others are listed as ignored in each day's metadata and the run summary. The default takes "
+        "*.jsonl and *.ndjson in any case, rotated copies (events.jsonl.1) and .gz/.zst. Default: "
+        "$RAG_SFT_LANDING_PATTERN.",
+    )
     sql_url: str = Field(
         default_factory=default_sql_url,
         description="SQLAlchemy URL of the database holding the events table (kind='sql'). Default: the secret "
@@ -159,7 +166,8 @@ class EventSource(dg.ConfigurableResource):
             return SqlTable(url, self.sql_table, counts_path, valid)
         # The placement of out-of-range events depends on the first day: one index per start date.
         key = _key(str(location(self.landing_dir).absolute()), valid[0].isoformat())
-        return LandingFolder(self.landing_dir, state_dir / f"landing-index-{key}.sqlite" if state_dir else None, valid)
+        index = state_dir / f"landing-index-{key}.sqlite" if state_dir else None
+        return LandingFolder(self.landing_dir, index, valid, self.landing_pattern)
 
 
 @contextmanager

@@ -3,20 +3,49 @@
 from datetime import date
 
 import dagster as dg
+from pydantic import Field
 
 from rag_sft.assets.metadata import DATA_OWNERS, PIPELINE_CODE_VERSION, column_schema, count_table, percent
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import erasure, ingest, tables
 from rag_sft.core.invariants import require
 from rag_sft.io.erasure_ledger import ErasureLedger
+from rag_sft.io.landing_scan import LandingChanged
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.request_index import RequestIndex
-from rag_sft.io.sources import SourceUnavailable
+from rag_sft.io.sources import LandingFolder, SourceUnavailable
 from rag_sft.io.warehouse import PartitionWriter
 from rag_sft.resources import EventSource, SftRules, Warehouse
 
 RAW_EVENTS = dg.AssetKey("raw_events")
 REJECTED_EVENTS = dg.AssetKey("rejected_events")
+ACCEPT_LOSS_COMMAND = "rag-sft landing accept-loss"
+
+
+class RawEventsConfig(dg.Config):
+    accept_source_loss: bool = Field(
+        default=False,
+        description="Materialize the day even though files of the landing folder that held its events went "
+        "away or lost lines (its outputs then have fewer events than before). Off: such a day fails with the "
+        f"files named, and keeps its outputs. The same as `{ACCEPT_LOSS_COMMAND} DAY`.",
+    )
+
+
+def refuse_lost_lines(source, day: date, accept: bool) -> None:
+    """A day whose landing files went away or shrank is not re-published smaller unless a person
+    said so (`accept`): a rotated-away or deleted file is not "a day with fewer events"."""
+    if not isinstance(source, LandingFolder):
+        return
+    if accept:
+        source.accept_loss(day)
+        return
+    lost = source.loss(day)
+    if lost is not None:
+        raise dg.Failure(
+            description=f"{lost.describe()}. The day's outputs are kept as they were. Restore the files, or accept "
+            f"the loss: `{ACCEPT_LOSS_COMMAND} {day}` (or accept_source_loss: true in raw_events' config).",
+            allow_retries=False,
+        )
 
 
 @dg.multi_asset(
@@ -42,10 +71,20 @@ REJECTED_EVENTS = dg.AssetKey("rejected_events")
     ],
     partitions_def=daily_partitions,
 )
-def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, warehouse: Warehouse, sft_rules: SftRules):
+def raw_events(
+    context: dg.AssetExecutionContext,
+    config: RawEventsConfig,
+    event_source: EventSource,
+    warehouse: Warehouse,
+    sft_rules: SftRules,
+):
     day = context.partition_key
     try:
         source = event_source.open(warehouse.state_dir())
+        refuse_lost_lines(source, date.fromisoformat(day), config.accept_source_loss)
+        ignored = source.ignored_files() if isinstance(source, LandingFolder) else []
+        if ignored:
+            context.log.warning(f"{len(ignored)} files of the landing folder are not JSON Lines by name and were not read: {ignored[:20]}")
         counts = ingest.IngestCounts()
         with warehouse.open_state(ErasureLedger) as ledger:
             erased = ledger.request_ids()  # requests erased on request never come back
@@ -70,7 +109,7 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
                     dead.write(batch.dead_letter)
             raw_path = accepted.commit()
             dead_path = dead.commit()
-    except SourceUnavailable as error:
+    except (SourceUnavailable, LandingChanged) as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
 
     require(counts.reconciles(), f"{day}: read {counts.read} != accepted {counts.accepted} + duplicates "
@@ -94,6 +133,8 @@ def raw_events(context: dg.AssetExecutionContext, event_source: EventSource, war
             "rejected_share_pct": percent(counts.rejected / counts.read) if counts.read else 0.0,
             "duplicate_share_pct": percent(counts.duplicates / counts.read) if counts.read else 0.0,
             "counts_by_outcome": count_table(outcome_counts, "outcome", counts.read),
+            "ignored_landing_files": len(ignored),
+            **({"ignored_landing_file_names": dg.MetadataValue.json(ignored[:100])} if ignored else {}),
             "path": dg.MetadataValue.path(str(raw_path)),
         },
     )

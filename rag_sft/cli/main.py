@@ -118,7 +118,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     source = defs.resources["event_source"]
     if source.kind == "landing":
-        landing = LandingFolder(source.landing_dir)
+        landing = LandingFolder(source.landing_dir, pattern=source.landing_pattern)
         try:
             has_events = landing.has_events()
         except StorageUnavailable as error:  # a landing prefix whose bucket or store is not there
@@ -136,7 +136,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 # A user's folder that is still empty must not be filled with made-up events that
                 # would then be trained on as if they were real.
                 print(
-                    f"error: landing folder {landing.root} holds no events (*.jsonl, *.jsonl.gz, *.jsonl.zst); "
+                    f"error: landing folder {landing.root} holds no events (*.jsonl, *.ndjson, also .gz and .zst); "
                     f"sample events are only generated into the project's own folder {sample_folder} "
                     "(unset RAG_SFT_LANDING_DIR to try them)",
                     file=sys.stderr,
@@ -148,6 +148,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     try:
         opened = source.open(defs.resources["warehouse"].state_dir())
         days_found = opened.days_present()
+        if isinstance(opened, LandingFolder):
+            # A day whose files went away is run too: its run refuses and says so.
+            days_found.update({loss.day: 0 for loss in opened.index().losses()})
+            ignored = opened.ignored_files()
+            if ignored:
+                print(f"warning: {len(ignored)} files in the landing folder are not JSON Lines by name and are not read "
+                      f"(RAG_SFT_LANDING_PATTERN): {', '.join(ignored[:20])}")
     except (SourceUnavailable, StorageUnavailable) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -259,6 +266,15 @@ def cmd_llm_stub(args: argparse.Namespace) -> int:
     return 0
 
 
+def iso_day(text: str) -> str:
+    """An argparse type: a calendar day as YYYY-MM-DD, refused with its text otherwise (exit 2),
+    so a typo never reads as a range with no events."""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rag-sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = sub.add_parser("generate", help="write realistic sample quality events as JSON Lines")
     gen.add_argument("--out", default=os.environ.get("RAG_SFT_LANDING_DIR", "data/landing"))
     gen.add_argument("--days", type=int, default=7, help="the N whole UTC days before today")
-    gen.add_argument("--date", action="append", help="a specific day (repeatable); overrides --days")
+    gen.add_argument("--date", action="append", type=iso_day, help="a specific day (repeatable); overrides --days")
     gen.add_argument("--events-per-day", type=int, default=1500)
     gen.add_argument("--english-share", type=float, default=0.15)
     gen.add_argument("--malformed-share", type=float, default=0.0, help="share of malformed lines mixed in")
@@ -277,8 +293,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="materialize every day present in the source, then let the training sensor decide")
     run.add_argument("--skip-training", action="store_true", help="only materialize the days")
-    run.add_argument("--start", default="", help="first day to materialize (YYYY-MM-DD); default: the first in the source")
-    run.add_argument("--end", default="", help="last day to materialize; default: the last in the source")
+    run.add_argument("--start", default=None, type=iso_day, help="first day to materialize (YYYY-MM-DD); default: the first in the source")
+    run.add_argument("--end", default=None, type=iso_day, help="last day to materialize; default: the last in the source")
     run.add_argument("--params", default="", help="params.yaml: its export.resources settings as run config (DVC)")
     run.set_defaults(func=cmd_run)
 
@@ -292,11 +308,12 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("--params", default="", help="params.yaml: its train.resources settings as run config (DVC)")
     train.set_defaults(func=lambda args: _versions().cmd_train(args))
 
-    from rag_sft.cli import erase, models, state
+    from rag_sft.cli import erase, landing, models, state
 
     models.add_parser(sub)
     erase.add_parser(sub)
     state.add_parser(sub)
+    landing.add_parser(sub)
 
     tiny = sub.add_parser("tiny-base", help="build the tiny demo base model from the exported JSONL")
     tiny.add_argument("--out", default=None, help="default: <data>/models/base/tiny-llama")

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
@@ -62,10 +63,20 @@ class RangeResult:
     leading: list[tuple[int, dict]] = field(default_factory=list)  # undated lines before any dated one
 
 
+class LandingChanged(Exception):
+    """Files of the day changed while it was read: nothing of the day is replaced."""
+
+
 def plan_ranges(folder: LandingFolder, day: date, range_bytes: int = DEFAULT_RANGE_BYTES, workers: int = 1) -> list[ByteRange]:
     """The spans of the files that hold `day` (from the landing index, refreshed first) cut into
-    ranges of about `range_bytes`, each ending at a line end: the day reads only its own bytes."""
+    ranges of about `range_bytes`, each ending at a line end: the day reads only its own bytes.
+    A file whose bytes no longer match its spans (rewritten with its size and mtime kept) is
+    indexed again first."""
     paths = folder.refresh_index(workers)
+    stale = folder.index().unverified(day, paths)
+    if stale:
+        folder.index().invalidate(stale)
+        paths = folder.refresh_index(workers)
     order = {source: position for position, source in enumerate(paths)}
     ranges = []
     for source, span in sorted(folder.index().spans_of(day), key=lambda item: order[item[0]]):
@@ -164,6 +175,10 @@ def judged_chunks(
     day_so_far: dict[str, date] = {}  # the day of the last dated line of the file so far
     waiting: dict[str, list[tuple[int, dict]]] = {}  # undated lines before any dated one
     tasks = plan_ranges(folder, day, range_bytes, workers)
+    promised = Counter()  # the day's lines in each file, as indexed
+    for source, span in folder.index().spans_of(day):
+        promised[source] += span.lines
+    read = Counter()
     results = ordered_map(
         scan_range, tasks, workers, day, max_field_chars, str(scratch), folder.valid_days, process_setup=retain_freed_memory
     )
@@ -186,7 +201,17 @@ def judged_chunks(
                     dead = settled_lines + dead
         if result.last_day is not None:
             day_so_far[task.source] = result.last_day
-        yield _chunk(task, result, base, dead)
+        chunk = _chunk(task, result, base, dead)
+        read[task.source] += chunk.read
+        yield chunk
+    if read != promised:
+        differ = sorted(source for source in promised.keys() | read.keys() if read[source] != promised[source])
+        folder.index().invalidate(differ)
+        raise LandingChanged(
+            f"{day}: the landing files changed while the day was read ({', '.join(differ[:10])}: "
+            f"{sum(read[s] for s in differ)} lines of the day read where the index held {sum(promised[s] for s in differ)}); "
+            "nothing was replaced: run the day again"
+        )
 
 
 def _chunk(task: ByteRange, result: RangeResult, base: int, dead: list[tuple[int, dict]]) -> JudgedChunk:

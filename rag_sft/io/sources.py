@@ -49,17 +49,35 @@ _READ_BUFFER = 1 << 20
 def quick_line_date(raw: bytes) -> date | None:
     """The day of a line from its `"timestamp"` text without decoding the whole line.
 
-    Only used when the key occurs exactly once, so it cannot be a nested key; inside JSON
-    strings quotes are escaped, so the pattern cannot match text inside a value either.
-    None means "decode the line to find out".
+    Only a key of the line's outermost object places it: the key must occur exactly once and
+    stand at depth 1. Inside JSON strings quotes are escaped, so the pattern cannot match text
+    inside a value. None means "decode the line to find out".
     """
     start = raw.find(_TIMESTAMP_KEY)
     if start < 0 or raw.find(_TIMESTAMP_KEY, start + len(_TIMESTAMP_KEY)) >= 0:
         return None
     match = _TIMESTAMP_VALUE.match(raw, start)
-    if match is None:
+    if match is None or not _at_top_level(raw, start):
         return None
     return timestamp_date(match.group(1).decode("ascii"))
+
+
+_BRACKET = re.compile(rb"[{}\[\]]")
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def _at_top_level(raw: bytes, start: int) -> bool:
+    """Whether the key at `start` belongs to the outermost object (a nested `"timestamp"`, in
+    `evaluation` or a doc, places nothing). Cheap when nothing but the opening brace comes
+    before it; else the brackets outside strings (removed in C by one `re.sub`) are counted,
+    which holds for a broken line too, as far as it goes."""
+    opening = len(raw) - len(raw.lstrip())
+    if raw[opening : opening + 1] != b"{":
+        return False
+    if _BRACKET.search(raw, opening + 1, start) is None:
+        return True
+    outside = _JSON_STRING.sub(b"", raw[opening:start])
+    return outside.count(b"{") + outside.count(b"[") - outside.count(b"}") - outside.count(b"]") == 1
 
 
 def line_date(line: SourceLine) -> date | None:
@@ -145,19 +163,31 @@ def _decoded_date(decoded: Any) -> date | None:
     return None
 
 
+# JSON Lines by name: *.jsonl or *.ndjson in any case, a rotated log's copies (events.jsonl.1,
+# events.jsonl.2.gz, as logrotate names them), plain or compressed.
+DEFAULT_LANDING_PATTERN = r"(?i)\.(jsonl|ndjson)(\.\d+)?(\.gz|\.zst)?$"
+
+
 class LandingFolder:
-    """Every `*.jsonl` file under `root` (a local folder or an `s3://bucket/prefix`), recursively,
-    in path order.
+    """Every JSON Lines file under `root` (a local folder or an `s3://bucket/prefix`), recursively,
+    in path order: the names `pattern` matches (searched in the name).
 
     `index_path`: where the landing index (which files hold which days) is kept between runs;
     None keeps it in memory, so every use reads the folder once.
     """
 
-    def __init__(self, root: str | Location, index_path: Path | None = None, valid_days: tuple[date, date] | None = None):
+    def __init__(
+        self,
+        root: str | Location,
+        index_path: Path | None = None,
+        valid_days: tuple[date, date] | None = None,
+        pattern: str = DEFAULT_LANDING_PATTERN,
+    ):
         """`valid_days`: the first and last day an event may have (see `out_of_range`); None: any."""
         self.root = location(root)
         self.index_path = index_path
         self.valid_days = valid_days
+        self.pattern = re.compile(pattern)
         self._index = None
         self._scratch: tempfile.TemporaryDirectory | None = None
 
@@ -179,11 +209,19 @@ class LandingFolder:
         return list(self.listing())
 
     def listing(self) -> dict[Location, FileVersion]:
-        """Landing files in path order with their versions: `*.jsonl`, and `*.jsonl.gz` /
-        `*.jsonl.zst` as logs are shipped; hidden names (a shipper's file being written) are not
+        """Landing files in path order with their versions (see `pattern`; compressed as `.gz` or
+        `.zst` as logs are shipped); hidden names (a shipper's file being written) are not
         landing files (see `storage.listed_files`: one listing in an object store)."""
+        return self._listed(lambda name: self.pattern.search(name) is not None)
+
+    def ignored_files(self) -> list[str]:
+        """The other files of the folder (hidden ones aside): named so that a person sees that
+        `events.json` or `events.csv` was not read, and can rename it or widen the pattern."""
+        return [source_name(path, self.root) for path in self._listed(lambda name: self.pattern.search(name) is None)]
+
+    def _listed(self, wanted) -> dict[Location, FileVersion]:
         try:
-            return listed_files(self.root, LANDING_SUFFIXES)
+            return listed_files(self.root, wanted)
         except FileNotFoundError:
             raise SourceUnavailable(
                 f"landing folder {self.root} does not exist or is not a folder; "
@@ -195,7 +233,7 @@ class LandingFolder:
         (made once per version of the file, under the index's local folder, an object's too;
         same name less the compression suffix and same modification time, so the file-date
         fallback is unchanged). `status`: the file's version when a listing gave it already."""
-        suffix = path.suffix
+        suffix = path.suffix.lower()
         if suffix not in _DECOMPRESSORS:
             return path
         status = status or version(path)
@@ -221,7 +259,7 @@ class LandingFolder:
         folder = self._decompressed_dir()
         if not folder.is_dir():
             return
-        compressed = {path: status for path, status in listing.items() if path.suffix in _DECOMPRESSORS}
+        compressed = {path: status for path, status in listing.items() if path.suffix.lower() in _DECOMPRESSORS}
         current = {self.readable(path, status).parent for path, status in compressed.items()}
         for entry in folder.iterdir():
             if entry not in current:
@@ -249,6 +287,15 @@ class LandingFolder:
     def fingerprint(self, day: date) -> str:
         """Changes whenever the day's lines do (the index must be fresh: see `changes_after`)."""
         return self.index().fingerprint(day)
+
+    def loss(self, day: date):
+        """The day's lines lost with files that went away or shrank, not yet accepted (or None)."""
+        self.refresh_index()
+        return self.index().loss(day)
+
+    def accept_loss(self, day: date):
+        self.refresh_index()
+        return self.index().accept_loss(day)
 
     def lines_for_day(self, day: date) -> Iterator[SourceLine]:
         for path in self.files():
@@ -292,9 +339,6 @@ class LandingFolder:
             fallback = day_of_file(path)
             for line in waiting:
                 yield fallback, line
-
-
-LANDING_SUFFIXES = (".jsonl", ".jsonl.gz", ".jsonl.zst")
 
 
 def _open_zstd(compressed):

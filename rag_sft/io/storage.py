@@ -24,7 +24,7 @@ import mmap
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -256,9 +256,9 @@ def naming_errors(path: Location, action: str) -> Iterator[None]:
         raise StorageUnavailable(f"{path.store.describe(path.key)} failed while {action} {path}: {error}") from error
 
 
-def listed_files(folder: Location, suffixes: tuple[str, ...] = ("",)) -> dict[Location, FileVersion]:
-    """Every file under `folder` whose name ends with one of `suffixes`, recursively and in path
-    order, with its version; hidden names (a leading dot, a shipper's file being written) and
+def listed_files(folder: Location, wanted: tuple[str, ...] | Callable[[str], bool] = ("",)) -> dict[Location, FileVersion]:
+    """Every file under `folder` whose name ends with one of the suffixes `wanted` (or that the
+    test `wanted` accepts), recursively and in path order, with its version; hidden names (a leading dot, a shipper's file being written) and
     what is under hidden folders left out.
 
     On a disk, links to folders are followed (each real folder once, so a link loop ends), a file
@@ -266,8 +266,14 @@ def listed_files(folder: Location, suffixes: tuple[str, ...] = ("",)) -> dict[Lo
     one listing (no request per file), a prefix with nothing under it is an empty folder, and a
     missing bucket a StorageUnavailable.
     """
+    if isinstance(wanted, tuple):
+        suffixes = wanted
+
+        def wanted(name: str) -> bool:
+            return name.endswith(suffixes)
+
     if isinstance(folder, Path):
-        return _listed_local_files(folder, suffixes)
+        return _listed_local_files(folder, wanted)
     with naming_errors(folder, "listing"):
         filesystem = folder.store.filesystem()
         bucket = folder.key.split("/", 1)[0]
@@ -277,12 +283,12 @@ def listed_files(folder: Location, suffixes: tuple[str, ...] = ("",)) -> dict[Lo
     found = {}
     for info in infos:
         hidden = any(part.startswith(".") for part in info.path[len(folder.key) + 1 :].split("/"))
-        if info.type == pafs.FileType.File and not hidden and info.path.endswith(suffixes):
+        if info.type == pafs.FileType.File and not hidden and wanted(info.base_name):
             found[replace(folder, key=info.path)] = FileVersion(info.size, info.mtime_ns)
     return dict(sorted(found.items()))
 
 
-def _listed_local_files(folder: Path, suffixes: tuple[str, ...]) -> dict[Location, FileVersion]:
+def _listed_local_files(folder: Path, wanted: Callable[[str], bool]) -> dict[Location, FileVersion]:
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder} does not exist or is not a folder")
     found, visited = [], set()
@@ -293,7 +299,7 @@ def _listed_local_files(folder: Path, suffixes: tuple[str, ...]) -> dict[Locatio
             continue
         visited.add(real)
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
-        files = (Path(parent) / name for name in names if not name.startswith(".") and name.endswith(suffixes))
+        files = (Path(parent) / name for name in names if not name.startswith(".") and wanted(name))
         found.extend(path for path in files if path.is_file())
     listing: dict[Location, FileVersion] = {}
     for path in sorted(found):
