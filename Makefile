@@ -44,8 +44,8 @@ dvc: $(DVC)  ## the DVC environment: then `.venv-dvc/bin/dvc repro` (after make 
 test: $(STAMP) $(DVC)  ## the whole test suite
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
-bench: $(STAMP)  ## one day of 200,000 realistic events through all assets
-	$(BIN)/rag-sft bench --events $${BENCH_EVENTS:-200000}
+bench: $(STAMP)  ## one day of 200,000 realistic events through all assets, in one file and in 20,000
+	$(BIN)/rag-sft bench --events $${BENCH_EVENTS:-200000} --many-files $${BENCH_FILES:-20000}
 
 bench-s3: $(STAMP)  ## the bench day with the warehouse on an S3 server started for it (SeaweedFS, from the dev extras)
 	$(BIN)/rag-sft bench --events $${BENCH_EVENTS:-50000} --local-s3

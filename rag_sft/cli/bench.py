@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -19,9 +18,12 @@ from pathlib import Path
 from rag_sft.core.generator import GeneratorSettings, recent_days
 
 
-def run_bench(events: int, workdir: Path | None, keep: bool, data_dir: str | None = None) -> int:
+def run_bench(
+    events: int, workdir: Path | None, keep: bool, data_dir: str | None = None, many_files: int = 0
+) -> int:
     """`data_dir`: where the warehouse goes (a folder or an object store URI; default <workdir>/data);
-    the pipeline's local state is in <workdir>/state either way."""
+    the pipeline's local state is in <workdir>/state either way. `many_files`: also run the same
+    events split into that many files (a shipper that writes one small file per batch)."""
     from rag_sft.cli.main import write_days
 
     root = workdir or Path(tempfile.mkdtemp(prefix="rag_sft_bench_"))
@@ -35,33 +37,64 @@ def run_bench(events: int, workdir: Path | None, keep: bool, data_dir: str | Non
             write_days(landing, [day], GeneratorSettings(events_per_day=events, malformed_share=0.001, duplicate_share=0.001))
             print(f"generated {events} events ({expected.stat().st_size / 2**30:.2f} GiB) "
                   f"in {time.perf_counter() - started:.1f}s", flush=True)
-        env = dict(os.environ)
-        env.update(
-            RAG_SFT_LANDING_DIR=str(landing),
-            RAG_SFT_DATA_DIR=data_dir or str(root / "data"),
-            RAG_SFT_STATE_DIR=str(root / "state"),
-            RAG_SFT_SOURCE="landing",
-            DAGSTER_HOME=str(root / "dagster_home"),
-        )
-        started = time.perf_counter()
-        child = subprocess.run(
-            [sys.executable, "-m", "rag_sft.cli.bench", day.isoformat()], env=env, capture_output=True, text=True, check=False
-        )
-        wall = time.perf_counter() - started
-        peak_rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        if child.returncode != 0:
-            print(child.stdout, child.stderr, sep="\n", file=sys.stderr)
+        single = _run_day(day.isoformat(), landing, root / "one-file", data_dir)
+        if single is None:
             return 1
-        result = json.loads(child.stdout.strip().splitlines()[-1])
-        run_s = result["run_seconds"]
-        print(f"run: {run_s:.1f}s for {result['events_read']} events "
-              f"(process with Python and Dagster start-up: {wall:.1f}s)")
-        print(f"counts: {json.dumps(result['counts'])}")
-        print(f"events_per_s={result['events_read'] / run_s:.0f} peak_rss_mib={peak_rss_mib:.0f}")
+        if many_files > 1:
+            split = root / f"landing-{many_files}-files"
+            if not split.exists():
+                _split_lines(expected, split, many_files)
+            many = _run_day(day.isoformat(), split, root / "many-files", f"{data_dir}-many" if data_dir else None)
+            if many is None:
+                return 1
+            print(f"many_files={many_files} events_per_s={many[0]:.0f} peak_rss_mib={many[1]:.0f} "
+                  f"(one file: {single[0]:.0f} events/s)")
+        print(f"events_per_s={single[0]:.0f} peak_rss_mib={single[1]:.0f}")
         return 0
     finally:
         if workdir is None and not keep:
             shutil.rmtree(root, ignore_errors=True)
+
+
+def _split_lines(source: Path, folder: Path, parts: int) -> None:
+    """The file's lines dealt into `parts` files of consecutive lines, as a shipper writes them."""
+    with source.open("rb") as handle:
+        lines = handle.readlines()
+    folder.mkdir(parents=True)
+    per_file = max(1, -(-len(lines) // parts))
+    for number, start in enumerate(range(0, len(lines), per_file)):
+        (folder / f"part-{number:06d}.jsonl").write_bytes(b"".join(lines[start : start + per_file]))
+
+
+def _run_day(day: str, landing: Path, work: Path, data_dir: str | None) -> tuple[float, float] | None:
+    """(events per second, peak RSS MiB of the run's process) of the day through every asset on
+    a fresh instance, in a child process so its memory is its own."""
+    env = dict(os.environ)
+    env.update(
+        RAG_SFT_LANDING_DIR=str(landing),
+        RAG_SFT_DATA_DIR=data_dir or str(work / "data"),
+        RAG_SFT_STATE_DIR=str(work / "state"),
+        RAG_SFT_SOURCE="landing",
+        DAGSTER_HOME=str(work / "dagster_home"),
+    )
+    started = time.perf_counter()
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        child = subprocess.Popen([sys.executable, "-m", "rag_sft.cli.bench", day], env=env, stdout=out, stderr=err)
+        _, status, usage = os.wait4(child.pid, 0)  # this child's own peak RSS, not the largest child's
+        wall = time.perf_counter() - started
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read(), err.read()
+    peak_rss_mib = usage.ru_maxrss / 1024
+    if os.waitstatus_to_exitcode(status) != 0:
+        print(stdout, stderr, sep="\n", file=sys.stderr)
+        return None
+    result = json.loads(stdout.strip().splitlines()[-1])
+    run_s = result["run_seconds"]
+    print(f"{landing.name}: {run_s:.1f}s for {result['events_read']} events "
+          f"(process with Python and Dagster start-up: {wall:.1f}s)")
+    print(f"counts: {json.dumps(result['counts'])}", flush=True)
+    return result["events_read"] / run_s, peak_rss_mib
 
 
 def _child(day: str) -> None:

@@ -235,7 +235,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     workdir = Path(args.workdir) if args.workdir else None
     if not args.local_s3:
-        return run_bench(args.events, workdir, args.keep, args.data_dir)
+        return run_bench(args.events, workdir, args.keep, args.data_dir, args.many_files)
     from rag_sft.testing.s3_server import start_s3_server
 
     server = start_s3_server()
@@ -327,6 +327,9 @@ def main(argv: list[str] | None = None) -> int:
 
     bench = sub.add_parser("bench", help="one day of N realistic events through all assets")
     bench.add_argument("--events", type=int, default=200_000)
+    bench.add_argument(
+        "--many-files", type=int, default=0, help="also run the same events split into this many files (make bench: 20000)"
+    )
     bench.add_argument("--workdir", default=None, help="keep inputs and outputs here (default: a temp folder)")
     bench.add_argument("--keep", action="store_true", help="do not delete the temp folder")
     bench.add_argument(
