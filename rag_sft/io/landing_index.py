@@ -315,20 +315,19 @@ class LandingIndex:
             )
             if date.fromisoformat(day) in days
         }
-        with self._transaction():
-            for day in sorted(days):
-                high, lost = marks.get(day, (0, set()))
-                if now[day] >= high:
-                    high, lost = now[day], set()
-                elif day in shrunk:
-                    lost |= shrunk[day]
-                elif not lost:
-                    high = now[day]
-                self._db.execute(
-                    "INSERT INTO day_marks (root, day, lines_high, lost_from) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT (root, day) DO UPDATE SET lines_high = excluded.lines_high, lost_from = excluded.lost_from",
-                    (self.root, day.isoformat(), high, json.dumps(sorted(lost)) if lost else None),
-                )
+        for day in sorted(days):
+            high, lost = marks.get(day, (0, set()))
+            if now[day] >= high:
+                high, lost = now[day], set()
+            elif day in shrunk:
+                lost |= shrunk[day]
+            elif not lost:
+                high = now[day]
+            self._db.execute(
+                "INSERT INTO day_marks (root, day, lines_high, lost_from) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (root, day) DO UPDATE SET lines_high = excluded.lines_high, lost_from = excluded.lost_from",
+                (self.root, day.isoformat(), high, json.dumps(sorted(lost)) if lost else None),
+            )
 
     # --- verifying -----------------------------------------------------------------------------
     def unverified(self, day: date, paths: dict[str, Location]) -> set[str]:
@@ -381,8 +380,10 @@ class LandingIndex:
             scans.setdefault(str(path), []).append(scan)
         changed: set[date] = set()
         shrunk: dict[date, set[str]] = {}  # days that files which went away or lost lines held
+        entries = []
         for path, source, size, file_size, mtime_ns, old, resume in todo:
             entry = _folded(path, source, size, file_size, mtime_ns, resume, scans.get(str(path), []), valid)
+            entries.append((entry, old))
             changed |= {day for day, span in entry.days.items() if old is None or old.days.get(day) != span}
             if old is not None:
                 changed |= set(old.days) - set(entry.days)
@@ -390,14 +391,18 @@ class LandingIndex:
                     for day, span in old.days.items():
                         if entry.days.get(day) is None or entry.days[day].lines < span.lines:
                             shrunk.setdefault(day, set()).add(source)
-            self._store(entry, old)
         for source, entry in known.items():  # files that are gone
             changed |= set(entry.days)
             for day in entry.days:
                 shrunk.setdefault(day, set()).add(source)
-            self._forget(source, entry)
-        if changed:
-            self._mark_days(changed, shrunk)
+        if entries or known:
+            with self._transaction():  # one commit for the whole refresh (20,000 small files: one fsync)
+                change = self._next_change()
+                for entry, old in entries:
+                    self._store(entry, old, change)
+                for source, entry in known.items():
+                    self._forget(source, entry, change)
+                self._mark_days(changed, shrunk)
         return changed
 
     def _next_change(self) -> int:
@@ -407,39 +412,35 @@ class LandingIndex:
         )
         return self.change_counter()
 
-    def _store(self, entry: FileEntry, old: FileEntry | None) -> None:
-        with self._transaction():
-            change = self._next_change()
+    def _store(self, entry: FileEntry, old: FileEntry | None, change: int) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                self.root,
+                entry.source,
+                entry.size,
+                entry.mtime_ns,
+                entry.lines,
+                _text(entry.last_day),
+                entry.tail,
+                *(_text(day) for day in entry.dated or (None, None)),
+                *(_text(day) for day in entry.valid or (None, None)),
+            ),
+        )
+        for day, span in entry.days.items():
+            if old is not None and old.days.get(day) == span:
+                continue
             self._db.execute(
-                "INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    self.root,
-                    entry.source,
-                    entry.size,
-                    entry.mtime_ns,
-                    entry.lines,
-                    _text(entry.last_day),
-                    entry.tail,
-                    *(_text(day) for day in entry.dated or (None, None)),
-                    *(_text(day) for day in entry.valid or (None, None)),
-                ),
+                "INSERT OR REPLACE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.root, entry.source, day.isoformat(), span.lines, span.start, span.end, span.lines_before,
+                 span.version, change, span.digest),
             )
-            for day, span in entry.days.items():
-                if old is not None and old.days.get(day) == span:
-                    continue
-                self._db.execute(
-                    "INSERT OR REPLACE INTO spans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (self.root, entry.source, day.isoformat(), span.lines, span.start, span.end, span.lines_before,
-                     span.version, change, span.digest),
-                )
-            gone = set(old.days) - set(entry.days) if old is not None else set()
-            self._mark_gone(entry.source, gone, change)
+        gone = set(old.days) - set(entry.days) if old is not None else set()
+        self._mark_gone(entry.source, gone, change)
 
-    def _forget(self, source: str, entry: FileEntry) -> None:
-        with self._transaction():
-            change = self._next_change()
-            self._db.execute("DELETE FROM files WHERE root = ? AND source = ?", (self.root, source))
-            self._mark_gone(source, set(entry.days), change)
+    def _forget(self, source: str, entry: FileEntry, change: int) -> None:
+        self._db.execute("DELETE FROM files WHERE root = ? AND source = ?", (self.root, source))
+        self._mark_gone(source, set(entry.days), change)
 
     def _mark_gone(self, source: str, days: Iterable[date], change: int) -> None:
         """A day that left a file keeps an empty span, so `days_changed_after` still sees it."""

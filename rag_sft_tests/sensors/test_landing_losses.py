@@ -81,3 +81,10 @@ def launch_without_raising(pipeline, request: dg.RunRequest) -> dg.ExecuteInProc
     return job.execute_in_process(
         partition_key=request.partition_key, instance=pipeline.instance, tags=request.tags, raise_on_error=False
     )
+
+
+def test_a_rotated_copy_beside_its_original_counts_its_events_once(pipeline):
+    write_lines(pipeline.landing / "events.jsonl", [event(f"a{i}", f"{DAY}T10:00:00Z") for i in range(5)])
+    (pipeline.landing / "events.jsonl.1").write_bytes((pipeline.landing / "events.jsonl").read_bytes())
+    metadata = pipeline.metadata(pipeline.materialize(DAY, selection=["raw_events", "rejected_events"]), "raw_events")
+    assert (metadata["events_read"], metadata["accepted"], metadata["duplicates"]) == (10, 5, 5)
