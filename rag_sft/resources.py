@@ -705,12 +705,28 @@ class LoraTraining(dg.ConfigurableResource):
         description="Passes over the training split. Default: $RAG_SFT_TRAIN_EPOCHS, else 1.",
     )
     max_length: int = Field(
-        default_factory=from_env("RAG_SFT_TRAIN_MAX_LENGTH", 512, int),
+        default_factory=from_env("RAG_SFT_TRAIN_MAX_LENGTH", 2048, int),
         validate_default=True,
         ge=16,
-        description="Tokens per sample (prompt cut from the left). Default: $RAG_SFT_TRAIN_MAX_LENGTH, else 512.",
+        description="Tokens per sample. A longer prompt keeps its instruction and question; its documents share "
+        "the room left, the lowest-ranked dropped first (counted as truncated_samples). Default: "
+        "$RAG_SFT_TRAIN_MAX_LENGTH, else 2048.",
     )
-    batch_size: int = Field(default=8, ge=1, description="Samples per step.")
+    batch_size: int = Field(default=8, ge=1, description="Samples per micro-batch.")
+    gradient_accumulation_steps: int = Field(
+        default=1, ge=1, description="Micro-batches per optimizer step: the effective batch is batch_size x this."
+    )
+    warmup_ratio: float = Field(
+        default=0.03, ge=0, lt=1, description="Share of the optimizer steps with a linear learning-rate warm-up; "
+        "cosine decay to 0 follows."
+    )
+    max_grad_norm: float = Field(default=1.0, gt=0, description="Gradients are clipped to this norm before each step.")
+    quantization: Literal["none", "4bit"] = Field(
+        default_factory=from_env("RAG_SFT_TRAIN_QUANTIZATION", "none"),
+        validate_default=True,
+        description="'4bit': QLoRA, the base loaded in 4-bit NF4 (needs a CUDA GPU and bitsandbytes; refused with "
+        "a clear error elsewhere, never ignored). Default: $RAG_SFT_TRAIN_QUANTIZATION, else none.",
+    )
     seed: int = Field(default=0, description="Seed of initialisation and shuffling.")
     max_label_regression: float = Field(
         default=0.05, ge=0, description="Gate: largest rise of any label's eval loss (nats) a promoted version may have."
@@ -730,6 +746,10 @@ class LoraTraining(dg.ConfigurableResource):
             max_length=self.max_length,
             batch_size=self.batch_size,
             seed=self.seed,
+            gradient_accumulation_steps=self.gradient_accumulation_steps,
+            warmup_ratio=self.warmup_ratio,
+            max_grad_norm=self.max_grad_norm,
+            quantization=self.quantization,
         )
 
 

@@ -223,6 +223,9 @@ def lora_adapter(context: dg.AssetExecutionContext, warehouse: Warehouse, lora_t
         config = {"base_model": lora_training.base_model, **settings.__dict__, "target_modules": list(settings.target_modules)}
         metrics = {
             "train_losses": result.train_losses,
+            "train_losses_unweighted": result.unweighted_train_losses,
+            "learning_rates": result.learning_rates,
+            "truncated_samples": result.truncated_samples,
             "epochs": result.history,
             "tokens": result.tokens,
             "tokens_per_second": round(result.tokens_per_second, 1),
@@ -256,16 +259,28 @@ def lora_adapter(context: dg.AssetExecutionContext, warehouse: Warehouse, lora_t
         metadata={
             "version": version,
             "train_loss_per_step": dg.MetadataValue.table(
-                records=[dg.TableRecord({"step": step, "loss": loss}) for step, loss in enumerate(result.train_losses, 1)],
-                schema=dg.TableSchema([dg.TableColumn("step", "int"), dg.TableColumn("loss", "float")]),
+                records=[
+                    dg.TableRecord({"step": step, "loss": loss, "loss_unweighted": plain, "learning_rate": rate})
+                    for step, (loss, plain, rate) in enumerate(
+                        zip(result.train_losses, result.unweighted_train_losses, result.learning_rates), 1
+                    )
+                ],
+                schema=dg.TableSchema(
+                    [dg.TableColumn("step", "int"), dg.TableColumn("loss", "float"),
+                     dg.TableColumn("loss_unweighted", "float"), dg.TableColumn("learning_rate", "float")]
+                ),
             ),
             "loss_per_epoch": dg.MetadataValue.table(
                 records=[dg.TableRecord(epoch) for epoch in result.history],
                 schema=dg.TableSchema(
-                    [dg.TableColumn("epoch", "int"), dg.TableColumn("train_loss", "float"), dg.TableColumn("eval_loss", "float")]
+                    [dg.TableColumn("epoch", "int"), dg.TableColumn("train_loss", "float"),
+                     dg.TableColumn("train_loss_unweighted", "float"), dg.TableColumn("eval_loss", "float")]
                 ),
             ),
+            # Weighted (what the optimizer minimizes) and unweighted (comparable with the eval loss).
             "final_train_loss": dg.MetadataValue.float(final["train_loss"]),
+            "final_train_loss_unweighted": dg.MetadataValue.float(final["train_loss_unweighted"]),
+            "truncated_samples": result.truncated_samples,
             "final_eval_loss": dg.MetadataValue.float(final["eval_loss"]),
             "steps": len(result.train_losses),
             "tokens_per_second": round(result.tokens_per_second, 1),

@@ -188,6 +188,26 @@ def build_prompt(
     return PROMPT_SEPARATOR.join(parts)
 
 
+_DOC_START = re.compile(r"(?:^|\n\n)(?=\[(?:文档|Document )\d+\] )")
+
+
+def prompt_parts(prompt: str) -> tuple[list[str], str]:
+    """A rule-5 prompt cut into its documents (each with its tag, best-ranked first) and the rest
+    (the instruction and the question), so that a length budget can drop documents, not words of
+    the question. A prompt of another shape is all rest."""
+    heading = min((i for h in QUESTION_HEADING.values() if (i := prompt.find(f"{PROMPT_SEPARATOR}{h}\n")) >= 0), default=-1)
+    if heading < 0:
+        return [], prompt
+    instruction = prompt.rfind(PROMPT_SEPARATOR, 0, heading)  # instructions hold no blank line
+    region = prompt[:instruction] if instruction >= 0 else ""
+    starts = [m.end() for m in _DOC_START.finditer(region)]
+    if not starts or starts[0] != 0:
+        return [], prompt
+    documents = [region[start : (starts[n + 1] - len(PROMPT_SEPARATOR)) if n + 1 < len(starts) else len(region)]
+                 for n, start in enumerate(starts)]
+    return documents, prompt[instruction + len(PROMPT_SEPARATOR) :]
+
+
 # Rule 6, naive strategy -----------------------------------------------------------------------
 NAIVE_PREFIXES = {
     ZH: {FACTUALITY_ERROR: "【纠正】", INCOMPLETE_ANSWER: "【补充】", OVERCONFIDENCE: "【调整】", None: "【重述】"},

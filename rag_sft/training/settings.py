@@ -15,6 +15,10 @@ class LoraSettings:
     target_modules: tuple[str, ...] = DEFAULT_TARGET_MODULES
     learning_rate: float = 2e-4
     epochs: int = 1
-    max_length: int = 512
+    max_length: int = 2048
     batch_size: int = 8
     seed: int = 0
+    gradient_accumulation_steps: int = 1  # effective batch size: batch_size x this
+    warmup_ratio: float = 0.03  # share of the optimizer steps with a linear warm-up
+    max_grad_norm: float = 1.0
+    quantization: str = "none"  # "4bit": QLoRA (CUDA and bitsandbytes)
