@@ -1,6 +1,7 @@
 """The checks that gate a day's export, declared on the assets that emit them (`check_specs`).
 
-Confidence and label balance run inside `sft_records`, export format inside `sft_jsonl`. Each
+Confidence and the label-mix monitor (`label_balance`, WARN only) run inside `sft_records`, export
+format inside `sft_jsonl`. Each
 evaluation belongs to its day: the specs carry the daily partitions (a preview API in Dagster
 1.13, and the only one that records a check result with its partition; without it the result
 is stored without a partition beside a phantom "Skipped" row for the day, and a held-back day
@@ -43,8 +44,9 @@ CONFIDENCE = _daily_check(
 LABEL_BALANCE = _daily_check(
     checks.LABEL_BALANCE,
     "sft_records",
-    "No label above max_label_share of the exported records and the most / least frequent label ratio at most "
-    "max_imbalance_ratio (days under min_records_for_balance are not judged). At ERROR it holds the day back.",
+    "A monitor, never a gate: the day's label mix against the trailing label_mix_days days'; warns when a label's "
+    "share moved by more than max_label_mix_change (the evaluator or the service changed). Skewed traffic is "
+    "exported whole: the training set caps it (train_label_balance).",
 )
 EXPORT_FORMAT = _daily_check(
     checks.EXPORT_FORMAT,
