@@ -89,7 +89,10 @@ def _metadata_entry(key: str, value) -> tuple[str, dg.MetadataValue]:
     if key.endswith("share") and isinstance(value, float):
         return f"{key}_pct", dg.MetadataValue.float(percent(value))
     if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
-        rows = [{_pct_key(name): (percent(cell) if name.endswith("share") else cell) for name, cell in row.items()} for row in value]
+        rows = [
+            {_pct_key(name): (percent(cell) if name.endswith("share") and cell is not None else cell) for name, cell in row.items()}
+            for row in value
+        ]
         columns = [dg.TableColumn(name, _column_type(rows[0][name])) for name in rows[0]]
         return key, dg.MetadataValue.table(records=[dg.TableRecord(row) for row in rows], schema=dg.TableSchema(columns=columns))
     return key, _metadata_value(value)
