@@ -145,7 +145,10 @@ def training_dataset(
     split = training_data.split_window(window, lora_training.eval_share, similarity, lora_training.balance_settings())
     chosen = {"train": split.train, "eval": split.eval}
     counts = {name: Counter(window[index].label for index in indexes) for name, indexes in chosen.items()}
-    texts = {name: {key: [rows[index][key] for index in indexes] for key in ("prompt", "completion")} for name, indexes in chosen.items()}
+    texts = {
+        name: {key: [rows[index][key] for index in indexes] for key in ("prompt", "completion")}
+        for name, indexes in chosen.items()
+    }
     for name, indexes in chosen.items():
         (tmp / f"{name}.jsonl").write_bytes(b"".join(lines[index] + b"\n" for index in indexes))
     write_trainer_exports(tmp, texts, trainer_exports, f"rag_sft_{content_hash[:16]}")
