@@ -24,6 +24,7 @@ from pydantic import ConfigDict, Field, field_validator
 
 from rag_sft.assets.partitions import event_days
 from rag_sft.core import parallel
+from rag_sft.core.balance import BalanceSettings
 from rag_sft.core.checks import CheckSettings
 from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
 from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
@@ -49,8 +50,6 @@ CACHE_URL_ENV = "RAG_SFT_CACHE_URL"
 STATE_URL_ENV = "RAG_SFT_STATE_URL"
 # Where the daily job's steps run (rag_sft/jobs.py): celery and k8s put them on several machines.
 EXECUTOR_ENV = "RAG_SFT_EXECUTOR"
-LABEL_BALANCE_SEVERITY_ENV = "RAG_SFT_LABEL_BALANCE_SEVERITY"
-REBALANCE_ENV = "RAG_SFT_REBALANCE"
 NEAR_DUPLICATES_ENV = "RAG_SFT_NEAR_DUPLICATES"
 BASE_MODEL_ENV = "RAG_SFT_BASE_MODEL"
 EXPORT_FORMATS_ENV = "RAG_SFT_EXPORT_FORMATS"
@@ -471,37 +470,26 @@ class SftRules(dg.ConfigurableResource):
 class ExportChecks(dg.ConfigurableResource):
     """Thresholds and severities of the checks that gate a day's export (README, "Asset checks").
 
-    ERROR holds a failing day back (no JSONL, the run fails); WARN lets it through flagged.
+    ERROR holds a failing day back (no JSONL, the run fails); WARN lets it through flagged. The
+    label mix only warns: balance is the training set's (`LoraTraining.max_label_share`).
     The confidence floor is `sft_rules.min_confidence`, the same number the filter uses.
     """
 
     max_filtered_share: float = Field(
         default=0.5, description="Warn when more than this share of accepted events is filtered for low confidence."
     )
-    max_label_share: float = Field(default=0.6, description="Largest share one label may have of a day's records.")
-    max_imbalance_ratio: float = Field(
-        default=10.0, description="Most frequent label count / least frequent label count, at most."
+    max_label_mix_change: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="label_balance warns when a label's share of the day moved by more than this (0.2 = 20 points) "
+        "against the trailing days': the evaluator or the service changed. A monitor: it never holds a day back.",
     )
-    min_records_for_balance: int = Field(
-        default=50, description="Days with fewer exported records pass label balance with a note."
-    )
-    min_label_count: int = Field(
-        default=5, ge=1, description="Labels with fewer exported records are reported, not judged for the imbalance ratio."
-    )
-    rebalance: bool = Field(
-        default_factory=from_env(REBALANCE_ENV, True, parse_bool),
-        validate_default=True,
-        description="Before the checks, cap each label at what max_label_share and max_imbalance_ratio allow (the "
-        "surplus, chosen by a hash of sample_id, is filtered as label_cap), so a skewed day exports a balanced subset. "
-        "Default: $RAG_SFT_REBALANCE, else true.",
+    label_mix_days: int = Field(default=7, ge=1, description="Trailing days the day's label mix is compared with.")
+    min_records_for_label_mix: int = Field(
+        default=50, ge=1, description="A day (or trailing window) with fewer exported records is not compared."
     )
     confidence_severity: Literal["ERROR", "WARN"] = Field(default="ERROR", description="Severity of a confidence failure.")
-    label_balance_severity: Literal["ERROR", "WARN"] = Field(
-        default_factory=from_env(LABEL_BALANCE_SEVERITY_ENV, "ERROR"),
-        validate_default=True,
-        description="Severity of a label-balance failure (WARN for naturally skewed traffic). Default: "
-        "$RAG_SFT_LABEL_BALANCE_SEVERITY, else ERROR.",
-    )
     export_format_severity: Literal["ERROR", "WARN"] = Field(
         default="ERROR", description="Severity of a malformed JSONL line."
     )
@@ -510,12 +498,10 @@ class ExportChecks(dg.ConfigurableResource):
         return CheckSettings(
             min_confidence=min_confidence,
             max_filtered_share=self.max_filtered_share,
-            max_label_share=self.max_label_share,
-            max_imbalance_ratio=self.max_imbalance_ratio,
-            min_records_for_balance=self.min_records_for_balance,
-            min_label_count=self.min_label_count,
+            max_label_mix_change=self.max_label_mix_change,
+            label_mix_days=self.label_mix_days,
+            min_records_for_label_mix=self.min_records_for_label_mix,
             confidence_severity=self.confidence_severity,
-            label_balance_severity=self.label_balance_severity,
             export_format_severity=self.export_format_severity,
         )
 
@@ -685,7 +671,14 @@ class LoraTraining(dg.ConfigurableResource):
         ge=0,
         description="Train on the latest K exportable days; 0 = all of them. Default: $RAG_SFT_TRAIN_LAST_DAYS, else 0.",
     )
-    eval_share: float = Field(default=0.1, gt=0, lt=1, description="Share of questions (by hash) held out for eval.")
+    eval_share: float = Field(
+        default=0.1,
+        gt=0,
+        lt=1,
+        description="Share of the window's question groups (retyped variants and near-duplicates are one group) held "
+        "out for eval, drawn from each day and label in proportion (largest remainder), chosen by a hash of the "
+        "normalized question; one record per group. 0.1 of 1,000 questions: 100 eval questions.",
+    )
     max_attempts: int = Field(default=3, ge=1, description="Failed runs on the same data before the sensor gives up.")
     r: int = Field(default=8, description="LoRA rank.")
     alpha: int = Field(default=16, description="LoRA alpha.")
@@ -734,6 +727,28 @@ class LoraTraining(dg.ConfigurableResource):
     max_label_weight: float = Field(
         default=5.0, gt=0, description="Cap of the label weights computed over the training split (rule 9)."
     )
+    # Balance belongs to the training set (SPEC rule 12): the train split is capped to these, then checked.
+    max_label_share: float = Field(
+        default=0.6, gt=0, le=1, description="Largest share one label may have of the training split (a dominant "
+        "label's surplus is set aside as label_cap, chosen by a hash of sample_id)."
+    )
+    max_imbalance_ratio: float = Field(
+        default=10.0, ge=1, description="Most frequent / least frequent label count of the training split, at most."
+    )
+    min_records_for_balance: int = Field(
+        default=50, ge=1, description="A training split with fewer records is neither capped nor judged for balance."
+    )
+    min_label_count: int = Field(
+        default=5, ge=1, description="Labels with fewer training records are reported, not judged for the imbalance ratio."
+    )
+
+    def balance_settings(self) -> BalanceSettings:
+        return BalanceSettings(
+            max_label_share=self.max_label_share,
+            max_imbalance_ratio=self.max_imbalance_ratio,
+            min_records_for_balance=self.min_records_for_balance,
+            min_label_count=self.min_label_count,
+        )
 
     def lora_settings(self) -> LoraSettings:
         return LoraSettings(
@@ -788,7 +803,8 @@ class Evaluator(dg.ConfigurableResource):
     eval_questions: int = Field(
         default_factory=from_env(EVAL_QUESTIONS_ENV, 64, int),
         ge=1,
-        description="Held-out questions answered by each model (the first by hash). Default: $RAG_SFT_EVAL_QUESTIONS, else 64.",
+        description="Held-out questions answered by each model: the first of eval.jsonl, ordered so that any prefix draws "
+        "from every day and label in proportion. Default: $RAG_SFT_EVAL_QUESTIONS, else 64.",
     )
     max_new_tokens: int = Field(default=128, ge=1, description="Longest generated answer.")
     generation_batch_size: int = Field(default=8, ge=1, description="Prompts generated at once.")

@@ -93,3 +93,22 @@ def run_day_script(day: str) -> str:
         "print(report.success, report.failure)\n"
         "sys.exit(0 if report.success else 1)\n"
     )
+
+
+HELD_BACK_BY_TEST = "confidence: failed on purpose by the test"
+
+
+def hold_back_days(monkeypatch) -> None:
+    """Every day's confidence check fails at ERROR from now on, so the day is held back. The
+    filter keeps low-confidence records out and the label mix only warns (SPEC rule 12): no
+    realistic day fails a check at ERROR, yet the gate must still hold one back if it did."""
+    import dataclasses
+
+    from rag_sft.core import checks
+
+    real = checks.confidence_verdict
+
+    def failing(*args, **kwargs):
+        return dataclasses.replace(real(*args, **kwargs), passed=False, severity=checks.ERROR, description=HELD_BACK_BY_TEST)
+
+    monkeypatch.setattr(checks, "confidence_verdict", failing)

@@ -17,7 +17,10 @@ def test_definitions_load_with_every_asset_check_job_and_sensor():
         "training_dataset", "lora_adapter", "model_evaluation",
     }
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
-    assert checks == {("sft_records", "confidence"), ("sft_records", "label_balance"), ("sft_jsonl", "export_format")}
+    assert checks == {
+        ("sft_records", "confidence"), ("sft_records", "label_balance"), ("sft_jsonl", "export_format"),
+        ("training_dataset", "train_label_balance"), ("training_dataset", "eval_leakage"),
+    }  # fmt: skip
     assert definitions.defs.resolve_job_def("lora_training_job") is not None
     for name in ("lora_training_sensor", "source_change_sensor"):
         assert definitions.defs.resolve_sensor_def(name).default_status == dg.DefaultSensorStatus.RUNNING

@@ -20,7 +20,6 @@ CASES = {
         {"RAG_SFT_DATA_DIR": "{tmp}/data", "RAG_SFT_CACHE_URL": "postgresql+psycopg2://u:cache-pw@db/cache"},
         {"batch_size": 1000},
     ),
-    "export_checks": ({"RAG_SFT_LABEL_BALANCE_SEVERITY": "WARN", "RAG_SFT_REBALANCE": "false"}, {"max_label_share": 0.9}),
     "completions": (
         {
             "RAG_SFT_COMPLETION_STRATEGY": "llm",
@@ -96,7 +95,6 @@ def expected_fields(key: str, tmp: str) -> dict:
     return {
         "event_source": {"kind": "sql", "landing_dir": f"{tmp}/landing", "sql_url": True, "sql_table": "events_v2"},
         "warehouse": {"data_dir": f"{tmp}/data", "batch_size": 1000, "cache_url": True},
-        "export_checks": {"label_balance_severity": "WARN", "rebalance": False, "max_label_share": 0.9},
         "completions": {
             "strategy": "llm", "base_url": "http://127.0.0.1:8199/v1", "model": "teacher", "api_key": True,
             "max_concurrent_requests": 4,
@@ -117,21 +115,13 @@ def test_environment_settings_survive_a_run_config_that_changes_another_field(ru
     assert SECRET_KEY not in runs[key]["launchpad"] and "cache-pw" not in runs[key]["launchpad"]
 
 
-def test_rebalancing_and_near_duplicates_are_on_unless_the_environment_turns_them_off(monkeypatch):
-    from rag_sft.resources import ExportChecks, SftRules
+def test_near_duplicates_are_on_unless_the_environment_turns_them_off(monkeypatch):
+    from rag_sft.resources import SftRules
 
     monkeypatch.delenv("RAG_SFT_NEAR_DUPLICATES", raising=False)
     assert SftRules().near_duplicates is True
     monkeypatch.setenv("RAG_SFT_NEAR_DUPLICATES", "false")
     assert SftRules().near_duplicates is False
-    monkeypatch.delenv("RAG_SFT_REBALANCE", raising=False)
-    assert ExportChecks().rebalance is True
-    for value, expected in (("false", False), ("0", False), ("off", False), ("true", True), ("1", True)):
-        monkeypatch.setenv("RAG_SFT_REBALANCE", value)
-        assert ExportChecks().rebalance is expected
-    monkeypatch.setenv("RAG_SFT_REBALANCE", "maybe")
-    with pytest.raises(ValueError, match="expected true or false"):
-        ExportChecks()
 
 
 RUN_CONFIG_WITH_A_KEY = {"resources": {"completions": {"config": {"api_key": "sk-literal"}}}}

@@ -20,10 +20,10 @@ from rag_sft.assets.metadata import (
 )
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
-from rag_sft.core import balance, checks, near_duplicates, pii, rules, samples, tables
+from rag_sft.core import checks, near_duplicates, pii, rules, samples, tables
 from rag_sft.core.invariants import require
 from rag_sft.core.parallel import ordered_map
-from rag_sft.io.export_ledger import export_status
+from rag_sft.io.export_ledger import export_status, trailing_label_counts
 from rag_sft.io.memory import streaming_day
 from rag_sft.io.near_duplicate_index import NearDuplicateIndex
 from rag_sft.io.request_index import RequestIndex
@@ -122,31 +122,19 @@ def sft_records(
     settings = sft_rules.settings()
     annotated_dir = warehouse.table_dir("annotated_samples")
 
-    # Near-duplicates first (they would skew the label counts), then the label caps.
+    # Near-duplicates first: they would skew the label counts. A day is never capped for balance
+    # (SPEC rule 12: the training set is); its label mix is compared with the trailing days'.
     near, disagreements = None, []
     if sft_rules.near_duplicates:
         near = _near_duplicates(day, annotated_dir, warehouse, settings, sft_rules.near_duplicate_similarity)
         disagreements = _differing_suggestions(day, annotated_dir, near.set_aside, warehouse.batch_size)
     set_aside = near.set_aside if near else None
 
-    # Label weights and caps depend on the whole day's label counts, so count first (few columns).
+    # Label weights depend on the whole day's label counts, so count first (few columns).
     eligible_labels: Counter = Counter()
     for batch in read_batches(annotated_dir, day, ["sample_id", "label", "confidence"], warehouse.batch_size):
         eligible_labels.update(tables.exported_label_counts(tables.without(batch, set_aside), settings))
     gate = export_checks.settings(sft_rules.min_confidence)
-    rebalanced = "off"
-    if export_checks.rebalance:
-        caps = checks.label_caps(eligible_labels, gate)
-        rebalanced = balance.summary(eligible_labels, caps)
-        capped = balance.over_cap(eligible_labels, caps) if caps is not None else {}
-        if capped:  # only a skewed day reads its sample_ids again
-            candidates = (
-                tables.without(batch, set_aside)
-                for batch in read_batches(annotated_dir, day, ["sample_id", "label", "confidence"], warehouse.batch_size)
-            )
-            surplus = balance.label_cap_surplus(candidates, capped, settings.min_confidence)
-            set_aside = pa.concat_tables([set_aside, surplus]) if set_aside is not None else surplus
-            eligible_labels = Counter({**eligible_labels, **capped})  # what the day will export of each label
     label_weights = samples.label_weights_for(eligible_labels, settings)
 
     exported_labels: Counter = Counter()
@@ -178,6 +166,7 @@ def sft_records(
             completion_figures = strategy.metadata()
 
         # The checks judge the records that would be exported, before a hold-back relabels them.
+        trailing_labels, trailing_days = trailing_label_counts(context.instance, day, gate.label_mix_days)
         would_export = sum(exported_labels.values())
         filtered_count = sum(filter_reasons.values())
         require(would_export + filtered_count == writer.rows, f"{day}: exported {would_export} + filtered "
@@ -186,7 +175,7 @@ def sft_records(
             checks.confidence_verdict(
                 pa.chunked_array(confidences, pa.float64()).to_pylist(), writer.rows, filter_reasons[rules.LOW_CONFIDENCE], gate
             ),
-            checks.label_balance_verdict(exported_labels, label_weights, gate),
+            checks.label_mix_verdict(exported_labels, trailing_labels, trailing_days, label_weights, gate),
         ]
         held_back = [verdict for verdict in verdicts if verdict.holds_back]
         if near is not None:
@@ -223,7 +212,8 @@ def sft_records(
             **share_numbers("label_share_pct", exported_labels, rules.LABEL_PRIORITY),
             **{f"label_weight/{label}": round(weight, 4) for label, weight in sorted(label_weights.items())},
             **stat_numbers("confidence", confidence_summary(confidences)),
-            "rebalance": rebalanced,
+            # What the day exported of each label: the trailing days' mix for the days after it.
+            "label_counts": dg.MetadataValue.json({} if held_back else dict(sorted(exported_labels.items()))),
             "near_duplicates": dg.MetadataValue.json(
                 {
                     "within_day": near.within_day,

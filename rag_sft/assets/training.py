@@ -26,7 +26,8 @@ from pydantic import Field
 
 from rag_sft.assets.metadata import ML_OWNERS, TRAINING_CODE_VERSION, count_table
 from rag_sft.assets.versions import SFT_DATASET_VERSION, make_version, version_metadata
-from rag_sft.core import training_data
+from rag_sft.checks import export_gate
+from rag_sft.core import balance, training_data
 from rag_sft.core.names import dataset_hash_name, dataset_version_name, day_name
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.model_comparison import (
@@ -64,11 +65,30 @@ class TrainingDatasetConfig(dg.Config):
 
 TRAINING_DATASET = dg.AssetKey("training_dataset")
 LORA_ADAPTER = dg.AssetKey("lora_adapter")
+# How train and eval are drawn (core.training_data): part of a training folder's name.
+_SPLIT_METHOD = "question-groups, stratified by day and label"
 
 
 @dg.asset(
     # Training reads a dataset version's files: the edge shows which exports feed it.
     deps=[SFT_DATASET_VERSION],
+    check_specs=[
+        dg.AssetCheckSpec(
+            balance.TRAIN_LABEL_BALANCE,
+            asset=TRAINING_DATASET,
+            blocking=True,
+            description="The train split, after its label caps: no label above max_label_share and the most / least "
+            "frequent label at most max_imbalance_ratio (lora_training settings; under min_records_for_balance records "
+            "not judged). Fails when no subset can pass (e.g. one label only); the adapter is not trained.",
+        ),
+        dg.AssetCheckSpec(
+            training_data.EVAL_LEAKAGE,
+            asset=TRAINING_DATASET,
+            blocking=True,
+            description="No eval question has the same normalized question or a near-duplicate in the train split "
+            "(pairs across the splits = 0); the adapter is not trained otherwise.",
+        ),
+    ],
     group_name="training",
     kinds={"json"},
     owners=ML_OWNERS,
@@ -82,8 +102,10 @@ def training_dataset(
     trainer_exports: TrainerExports,
     sft_rules: SftRules,
 ) -> dg.MaterializeResult:
-    """A snapshot of exportable days split into train and eval by a hash of the question, with
-    the label weights of the training split (rule 9 over the split, capped)."""
+    """A snapshot of exportable days split into train and eval by question group (retyped
+    variants and near-duplicates together), eval stratified by day and label; the train split's
+    dominant labels capped (SPEC rule 12), then its label weights (rule 9 over the split, capped).
+    Its blocking checks: train_label_balance and eval_leakage."""
     try:  # names from run config become paths: refused when they could leave their folder
         version_name = config.version if config.version in ("", "latest") else dataset_version_name(config.version)
         days = {day_name(day): dataset_hash_name(sha256) for day, sha256 in config.days.items()}
@@ -115,20 +137,31 @@ def training_dataset(
     training_root = warehouse.training_dir()
     tmp = spool_dir(training_root) / f".{staged_name()}.tmp"
     tmp.mkdir(parents=True)
-    counts = {"train": Counter(), "eval": Counter()}
-    texts: dict[str, dict[str, list[str]]] = {split: {"prompt": [], "completion": []} for split in counts}
-    with (tmp / "train.jsonl").open("wb") as train, (tmp / "eval.jsonl").open("wb") as held_out:
-        for entry in manifest["days"]:
-            for line in (version_dir / entry["file"]).read_bytes().splitlines():
-                record = orjson.loads(line)
-                split = "eval" if training_data.is_eval(record["question"], lora_training.eval_share) else "train"
-                (held_out if split == "eval" else train).write(line + b"\n")
-                counts[split][record["label"]] += 1
-                texts[split]["prompt"].append(record["prompt"])
-                texts[split]["completion"].append(record["completion"])
+    # The whole window is read first: groups, strata and label caps are decided over all of it.
+    lines = [line for entry in manifest["days"] for line in (version_dir / entry["file"]).read_bytes().splitlines()]
+    rows = [orjson.loads(line) for line in lines]
+    window = [training_data.WindowRecord(r["sample_id"], r["question"], r["label"], r["date"]) for r in rows]
+    similarity = sft_rules.near_duplicate_similarity
+    split = training_data.split_window(window, lora_training.eval_share, similarity, lora_training.balance_settings())
+    chosen = {"train": split.train, "eval": split.eval}
+    counts = {name: Counter(window[index].label for index in indexes) for name, indexes in chosen.items()}
+    texts = {
+        name: {key: [rows[index][key] for index in indexes] for key in ("prompt", "completion")}
+        for name, indexes in chosen.items()
+    }
+    for name, indexes in chosen.items():
+        (tmp / f"{name}.jsonl").write_bytes(b"".join(lines[index] + b"\n" for index in indexes))
     write_trainer_exports(tmp, texts, trainer_exports, f"rag_sft_{content_hash[:16]}")
     weights = training_data.training_label_weights(counts["train"], sft_rules.settings(), lora_training.max_label_weight)
     weights = {label: round(weight, 6) for label, weight in weights.items()}
+    eval_composition = training_data.composition([window[index] for index in split.eval])
+    label_capped = Counter(window[index].label for index in split.label_capped)
+    verdicts = [
+        balance.balance_verdict(counts["train"], weights, lora_training.balance_settings()),
+        training_data.leakage_verdict(
+            [window[index].question for index in split.train], [window[index].question for index in split.eval], similarity
+        ),
+    ]
     (tmp / "manifest.json").write_bytes(
         orjson.dumps(
             {
@@ -137,12 +170,15 @@ def training_dataset(
                 "days": wanted,
                 "eval_share": lora_training.eval_share,
                 "label_weights": weights,
+                "label_cap": dict(sorted(label_capped.items())),
+                "eval_composition": eval_composition,
             },
             option=orjson.OPT_INDENT_2,
         )
     )
     shape = {"dataset_hash": content_hash, "eval_share": lora_training.eval_share, "label_weights": weights,
-             "formats": sorted(trainer_exports.formats)}  # fmt: skip
+             "formats": sorted(trainer_exports.formats), "split": _SPLIT_METHOD, "similarity": similarity,
+             "balance": lora_training.balance_settings().__dict__}  # fmt: skip
     folder = training_root / hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     # The same folder may exist already (built by an earlier or a concurrent run): it is kept.
     publish_folder(tmp, folder, last="manifest.json")
@@ -155,13 +191,28 @@ def training_dataset(
             "day_count": len(wanted),
             "train_records": sum(counts["train"].values()),
             "eval_records": sum(counts["eval"].values()),
+            "question_groups": split.question_groups,
+            # Retyped variants of the eval questions: neither trained on nor judged.
+            "held_out_variants": len(split.held_out_variants),
             "train_labels": count_table(counts["train"], "label"),
             "eval_labels": count_table(counts["eval"], "label"),
+            "eval_composition": _composition_table(eval_composition),
+            # Train records set aside over their label's cap (SPEC rule 12), by label.
+            "label_cap": sum(label_capped.values()),
+            "label_cap_by_label": count_table(label_capped, "label"),
+            "balance": split.caps,
             **{f"label_weight/{label}": weight for label, weight in sorted(weights.items())},
             "path": dg.MetadataValue.path(str(folder)),
             **{f"trainer_export/{name}": dg.MetadataValue.path(str(folder / file_name(name, "train"))) for name in trainer_exports.formats},
-        }
+        },
+        check_results=[export_gate.check_result(verdict) for verdict in verdicts],
     )
+
+
+def _composition_table(rows: list[dict]) -> dg.MetadataValue:
+    """Eval records by day and label, as a table."""
+    columns = [dg.TableColumn("day", "string"), dg.TableColumn("label", "string"), dg.TableColumn("count", "int")]
+    return dg.MetadataValue.table([dg.TableRecord(row) for row in rows], dg.TableSchema(columns))
 
 
 def _materialized_folder(context: dg.AssetExecutionContext, key: dg.AssetKey, warehouse: Warehouse) -> Location:
@@ -320,7 +371,11 @@ def model_evaluation(
     settings = lora_training.lora_settings()
     rows = [orjson.loads(line) for line in (dataset_dir / "eval.jsonl").read_bytes().splitlines()]
     held_out = _records(dataset_dir / "eval.jsonl", {})
+    # eval.jsonl is ordered so that its first questions draw from every day and label in proportion.
     questions = rows[: evaluator.eval_questions]
+    eval_composition = training_data.composition(
+        [training_data.WindowRecord(row["sample_id"], row["question"], row["label"], row["date"]) for row in questions]
+    )
     generation = GenerationSettings(
         max_new_tokens=evaluator.max_new_tokens,
         batch_size=evaluator.generation_batch_size,
@@ -371,6 +426,7 @@ def model_evaluation(
         "ab_table": format_table(table),
         "judge_kappa": kappa,
         "answers_per_s": throughput,
+        "eval_composition": eval_composition,
     }
     registry.update(version, **record)
     if decision.promote:
@@ -403,6 +459,9 @@ def model_evaluation(
             "base_eval_loss": record["base_eval_loss"],
             "in_use_eval_loss": record["in_use_eval_loss"],
             "eval_samples": losses["candidate"].samples,
+            # Which days and labels the A/B questions came from.
+            "eval_questions": len(questions),
+            "eval_composition": _composition_table(eval_composition),
             "judge_kappa": dg.MetadataValue.json(kappa) if kappa is not None else "no audit set",
             "promoted": decision.promote,
             "decision": decision.reason,

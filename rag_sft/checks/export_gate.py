@@ -1,6 +1,7 @@
 """The checks that gate a day's export, declared on the assets that emit them (`check_specs`).
 
-Confidence and label balance run inside `sft_records`, export format inside `sft_jsonl`. Each
+Confidence and the label-mix monitor (`label_balance`, WARN only) run inside `sft_records`, export
+format inside `sft_jsonl`. Each
 evaluation belongs to its day: the specs carry the daily partitions (a preview API in Dagster
 1.13, and the only one that records a check result with its partition; without it the result
 is stored without a partition beside a phantom "Skipped" row for the day, and a held-back day
@@ -43,8 +44,9 @@ CONFIDENCE = _daily_check(
 LABEL_BALANCE = _daily_check(
     checks.LABEL_BALANCE,
     "sft_records",
-    "No label above max_label_share of the exported records and the most / least frequent label ratio at most "
-    "max_imbalance_ratio (days under min_records_for_balance are not judged). At ERROR it holds the day back.",
+    "A monitor, never a gate: the day's label mix against the trailing label_mix_days days'; warns when a label's "
+    "share moved by more than max_label_mix_change (the evaluator or the service changed). Skewed traffic is "
+    "exported whole: the training set caps it (train_label_balance).",
 )
 EXPORT_FORMAT = _daily_check(
     checks.EXPORT_FORMAT,
@@ -87,7 +89,10 @@ def _metadata_entry(key: str, value) -> tuple[str, dg.MetadataValue]:
     if key.endswith("share") and isinstance(value, float):
         return f"{key}_pct", dg.MetadataValue.float(percent(value))
     if isinstance(value, list) and value and all(isinstance(row, dict) for row in value):
-        rows = [{_pct_key(name): (percent(cell) if name.endswith("share") else cell) for name, cell in row.items()} for row in value]
+        rows = [
+            {_pct_key(name): (percent(cell) if name.endswith("share") and cell is not None else cell) for name, cell in row.items()}
+            for row in value
+        ]
         columns = [dg.TableColumn(name, _column_type(rows[0][name])) for name in rows[0]]
         return key, dg.MetadataValue.table(records=[dg.TableRecord(row) for row in rows], schema=dg.TableSchema(columns=columns))
     return key, _metadata_value(value)

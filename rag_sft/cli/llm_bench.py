@@ -56,7 +56,7 @@ def run_llm_bench(samples: int, latency: float, concurrency: int, workdir: Path 
             "warehouse": Warehouse(data_dir=str(root / "data")),
             # Every accepted event becomes a sample that needs a correction.
             "sft_rules": SftRules(min_confidence=0.0),
-            "export_checks": ExportChecks(label_balance_severity="WARN", confidence_severity="WARN"),
+            "export_checks": ExportChecks(confidence_severity="WARN"),
         }
         with dg.instance_for_test() as instance:
             dg.materialize([raw_events, annotated_samples], partition_key=day.isoformat(), instance=instance,

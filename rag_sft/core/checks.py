@@ -2,12 +2,12 @@
 
 Each rule returns a `Verdict`: passed or not, the severity it fails with, a description that
 names the rule, the numbers and the threshold, and plain metadata for the UI. A verdict that
-fails at ERROR holds the day back; at WARN the day goes through with a warning.
+fails at ERROR holds the day back; at WARN the day goes through with a warning. The label mix
+is a monitor (WARN only): balance belongs to the training set (`core.balance`).
 """
 
 from __future__ import annotations
 
-import math
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -30,12 +30,10 @@ EXPORT_FORMAT = "export_format"
 class CheckSettings:
     min_confidence: float = 0.6  # the filter's threshold (SftRules.min_confidence)
     max_filtered_share: float = 0.5
-    max_label_share: float = 0.6
-    max_imbalance_ratio: float = 10.0
-    min_records_for_balance: int = 50
-    min_label_count: int = 5  # rarer labels are reported, not held against the imbalance ratio
+    max_label_mix_change: float = 0.2  # a label's share against the trailing days', in share points
+    label_mix_days: int = 7  # trailing days the day's label mix is compared with
+    min_records_for_label_mix: int = 50  # fewer records (the day's, or the trailing days'): not compared
     confidence_severity: Severity = ERROR
-    label_balance_severity: Severity = ERROR
     export_format_severity: Severity = ERROR
 
 
@@ -112,116 +110,84 @@ def confidence_verdict(
     )
 
 
-def _share_passes(top_count: int, total: int, settings: CheckSettings) -> bool:
-    return top_count / total <= settings.max_label_share
-
-
-def _ratio_passes(top_count: int, rare_count: int, settings: CheckSettings) -> bool:
-    return top_count / rare_count <= settings.max_imbalance_ratio
-
-
-def _ratio_judged(counts: Mapping[str, int], settings: CheckSettings) -> dict[str, int]:
-    """The labels the imbalance ratio is judged on: a handful of stray records of a label must
-    not hold back a healthy day (300 times a label seen once)."""
-    return {label: count for label, count in counts.items() if count >= settings.min_label_count}
-
-
-def label_caps(label_counts: Mapping[str, int], settings: CheckSettings) -> dict[str, int] | None:
-    """The most records of each label a day may export and pass `label_balance_verdict`: the
-    dominant labels are cut down to a common cap (and to max_imbalance_ratio times the rarest
-    judged label). The counts themselves when the day passes or is too small to judge; None when
-    no subset of at least min_records_for_balance records passes (the day stays held back)."""
-    counts = {label: count for label, count in label_counts.items() if count > 0}
+def _shares(counts: Mapping[str, int]) -> dict[str, float]:
     total = sum(counts.values())
-    if total < settings.min_records_for_balance or label_balance_verdict(counts, {}, settings).passed:
-        return counts
-    judged = _ratio_judged(counts, settings)
-    ratio_cap = math.floor(settings.max_imbalance_ratio * min(judged.values())) if judged else total
-    capped = [min(count, ratio_cap) for count in counts.values()]
-
-    def share_passes_at(cap: int) -> bool:  # the labels above a common cap, cut down to it
-        return _share_passes(cap, sum(min(count, cap) for count in capped), settings)
-
-    # share(X) = X / sum(min(count, X)) only grows with X (each step adds at most one X per label
-    # above it), so the common caps that pass are 1..X*: the largest is found by bisection.
-    low, high = 0, max(capped)
-    while low < high:
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if share_passes_at(middle) else (low, middle - 1)
-    cap = low
-    caps = {label: min(count, ratio_cap, cap) for label, count in counts.items()}
-    balanced = {label: count for label, count in caps.items() if count > 0}
-    if sum(balanced.values()) < settings.min_records_for_balance or not label_balance_verdict(balanced, {}, settings).passed:
-        return None
-    return caps
+    return {label: count / total for label, count in counts.items()} if total else {}
 
 
-def label_balance_verdict(
-    label_counts: Mapping[str, int], label_weights: Mapping[str, float], settings: CheckSettings
+def label_mix_verdict(
+    label_counts: Mapping[str, int],
+    trailing_counts: Mapping[str, int],
+    trailing_days: int,
+    label_weights: Mapping[str, float],
+    settings: CheckSettings,
 ) -> Verdict:
-    """No label above max_label_share of the exported records, and the most frequent label at
-    most max_imbalance_ratio times the least frequent one with at least min_label_count records
-    (rarer labels are reported); small days are not judged."""
+    """A monitor, never a gate (SPEC rule 12): the day's label mix against the trailing days'
+    (`trailing_counts`, summed over `trailing_days` days). A label whose share moved by more than
+    max_label_mix_change warns: the evaluator or the service changed. Skewed traffic is normal
+    (the training set caps it); days or trailing windows under min_records_for_label_mix are
+    not compared."""
     counts = {label: count for label, count in label_counts.items() if count > 0}
-    total = sum(counts.values())
+    trailing = {label: count for label, count in trailing_counts.items() if count > 0}
+    total, trailing_total = sum(counts.values()), sum(trailing.values())
+    shares, trailing_shares = _shares(counts), _shares(trailing)
+    compared = total >= settings.min_records_for_label_mix and trailing_total >= settings.min_records_for_label_mix
+    changes = {
+        label: shares.get(label, 0.0) - trailing_shares.get(label, 0.0) for label in sorted({*counts, *trailing})
+    } if compared else {}
     labels = [
-        {"label": label, "count": count, "share": round(count / total, 4), "label_weight": label_weights.get(label)}
-        for label, count in sorted(counts.items(), key=lambda item: (-item[1], item[0]))
+        {
+            "label": label,
+            "count": counts.get(label, 0),
+            "share": round(shares.get(label, 0.0), 4),
+            "trailing_share": round(trailing_shares[label], 4) if label in trailing_shares else None,
+            "label_weight": label_weights.get(label),
+        }
+        for label in sorted({*counts, *trailing}, key=lambda label: (-counts.get(label, 0), label))
     ]
     metadata: dict = {
         "records": total,
         "labels": labels,
-        "max_label_share": settings.max_label_share,
-        "max_imbalance_ratio": settings.max_imbalance_ratio,
-        "min_records_for_balance": settings.min_records_for_balance,
-        "min_label_count": settings.min_label_count,
+        "trailing_days": trailing_days,
+        "trailing_records": trailing_total,
+        "max_label_mix_change": settings.max_label_mix_change,
+        "min_records_for_label_mix": settings.min_records_for_label_mix,
     }
-    if total < settings.min_records_for_balance:
+    mix = ", ".join(f"{row['label']} {row['share']:.1%}" for row in labels if row["count"])
+    if total < settings.min_records_for_label_mix:
         return Verdict(
             LABEL_BALANCE,
             True,
-            settings.label_balance_severity,
-            f"label_balance: not judged, {total} exported records is fewer than min_records_for_balance "
-            f"{settings.min_records_for_balance} (the day is too small to judge)",
+            WARN,
+            f"label_balance: not compared, {total} exported records is fewer than min_records_for_label_mix "
+            f"{settings.min_records_for_label_mix} (the day is too small to judge)",
             metadata,
         )
-    top_label, top_count = max(counts.items(), key=lambda item: (item[1], item[0]))
-    top_share = top_count / total
-    judged = _ratio_judged(counts, settings)
-    rare = {label: count for label, count in counts.items() if label not in judged}
-    metadata.update(top_label=top_label, top_share=round(top_share, 4), rare_labels=dict(sorted(rare.items())))
-    problems = []
-    if not _share_passes(top_count, total, settings):
-        problems.append(
-            f"{top_label} is {top_share:.1%} of {total} exported records, above max_label_share {settings.max_label_share:.0%}"
-        )
-    ratio_text = "imbalance ratio not judged (no label has min_label_count records)"
-    if judged:
-        rare_label, rare_count = min(judged.items(), key=lambda item: (item[1], item[0]))
-        ratio = top_count / rare_count
-        metadata.update(imbalance_ratio=round(ratio, 2))
-        ratio_text = f"imbalance ratio {ratio:.1f}"
-        if not _ratio_passes(top_count, rare_count, settings):
-            problems.append(
-                f"{top_label} ({top_count}) is {ratio:.1f} times {rare_label} ({rare_count}), "
-                f"above max_imbalance_ratio {settings.max_imbalance_ratio:g}"
-            )
-    rare_text = ""
-    if rare:
-        listed = ", ".join(f"{label} ({count})" for label, count in sorted(rare.items(), key=lambda item: (item[1], item[0])))
-        rare_text = f"; under min_label_count {settings.min_label_count}, not judged for the ratio: {listed}"
-    if problems:
+    if not compared:
         return Verdict(
-            LABEL_BALANCE, False, settings.label_balance_severity, "label_balance: " + "; ".join(problems) + rare_text, metadata
+            LABEL_BALANCE,
+            True,
+            WARN,
+            f"label_balance: {total} records ({mix}); not compared: the {trailing_days} trailing days exported "
+            f"{trailing_total} records, fewer than min_records_for_label_mix {settings.min_records_for_label_mix}",
+            metadata,
         )
-    return Verdict(
-        LABEL_BALANCE,
-        True,
-        settings.label_balance_severity,
-        f"label_balance: {len(counts)} labels over {total} records, largest {top_label} {top_share:.1%}, "
-        f"{ratio_text}{rare_text}",
-        metadata,
+    moved, change = max(changes.items(), key=lambda item: (abs(item[1]), item[0]))
+    metadata.update(largest_change_label=moved, largest_change_points=round(100 * change, 2))
+    against = (
+        f"{moved} {shares.get(moved, 0.0):.1%} of {total} records against {trailing_shares.get(moved, 0.0):.1%} over the "
+        f"{trailing_days} trailing days ({trailing_total} records), {100 * change:+.1f} points"
     )
+    if abs(change) > settings.max_label_mix_change:
+        return Verdict(
+            LABEL_BALANCE,
+            False,
+            WARN,
+            f"label_balance: the label mix jumped: {against}, more than max_label_mix_change "
+            f"{100 * settings.max_label_mix_change:g} points (did the evaluator or the service change?); the day is exported",
+            metadata,
+        )
+    return Verdict(LABEL_BALANCE, True, WARN, f"label_balance: {total} records ({mix}); largest change {against}", metadata)
 
 
 # --- export format ----------------------------------------------------------------------------

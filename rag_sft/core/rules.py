@@ -23,7 +23,7 @@ EN = "en"
 LANGUAGES = (ZH, EN)
 
 LOW_CONFIDENCE = "low_confidence"
-LABEL_CAP = "label_cap"  # over its label's share of a skewed day (SPEC rule 12)
+LABEL_CAP = "label_cap"  # over its label's cap in a training set (SPEC rule 12)
 NEAR_DUPLICATE = "near_duplicate"  # repeats a kept sample of the day or an earlier day (SPEC rule 13)
 # A sample whose completion could not be written: "completion_" + why (core/llm.py reasons);
 # it is asked again on the next materialization.

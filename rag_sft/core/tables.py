@@ -316,7 +316,7 @@ def records_batch(
     """`ANNOTATED_SAMPLES` -> `SFT_RECORDS`: prompt, completion, weights and export status.
 
     `set_aside` (`SET_ASIDE`) names samples the day's selection filters before any completion is
-    written (`near_duplicate`, `label_cap`); the confidence filter comes first.
+    written (`near_duplicate`); the confidence filter comes first.
     """
     rows = annotated.num_rows
     confidence = annotated.column("confidence")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import date, timedelta
+
 import dagster as dg
 from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
@@ -38,6 +41,22 @@ def hold_back_reasons(instance: dg.DagsterInstance, day: str) -> str:
     latest = dg.AssetRecordsFilter(asset_key=SFT_RECORDS, asset_partitions=[day])
     result = instance.fetch_materializations(latest, limit=1)
     return next((_hold_back_reasons(record.asset_materialization.metadata) for record in result.records), "")
+
+
+def trailing_label_counts(instance: dg.DagsterInstance, day: str, days: int) -> tuple[Counter, int]:
+    """What the `days` days before `day` exported of each label, from each one's latest
+    `sft_records` materialization (a held-back day exported none), and how many of those days
+    have one on this instance."""
+    counts: Counter = Counter()
+    seen = 0
+    first = date.fromisoformat(day)
+    for back in range(1, days + 1):
+        earlier = (first - timedelta(days=back)).isoformat()
+        latest = dg.AssetRecordsFilter(asset_key=SFT_RECORDS, asset_partitions=[earlier])
+        for record in instance.fetch_materializations(latest, limit=1).records:
+            seen += 1
+            counts.update(_value(record.asset_materialization.metadata.get("label_counts"), {}))
+    return counts, seen
 
 
 def update_ledger(instance: dg.DagsterInstance, ledger: ExportLedger) -> ExportLedger:

@@ -4,7 +4,7 @@
 import pandas as pd
 
 from rag_sft.erasure_job import ERASE_OP, erase_requests_job
-from rag_sft_tests.helpers import event, write_lines
+from rag_sft_tests.helpers import event, hold_back_days, write_lines
 
 DAY1, DAY2 = "2026-11-18", "2026-11-19"
 TOPICS = ["退款", "发票", "会员积分", "实名认证", "收货地址", "优惠券", "提现", "订单取消", "物流查询", "账号注销"]
@@ -83,15 +83,16 @@ def test_a_group_whose_members_disagree_on_the_correct_answer_is_reported(pipeli
     assert {tuple(pair) for pair in pairs} == {(kept.iloc[0].sample_id, rows.loc[r].sample_id) for r in disagreeing}
 
 
-def test_a_request_is_a_duplicate_of_the_day_that_exported_it_not_of_a_held_back_day(pipeline):
+def test_a_request_is_a_duplicate_of_the_day_that_exported_it_not_of_a_held_back_day(pipeline, monkeypatch):
     first = distinct_events(DAY1, "a")
     write_lines(pipeline.landing / "day1.jsonl", first)
     re_emitted = {**first[1], "timestamp": f"{DAY2}T09:00:00Z"}  # request a1 shipped again the next day
     write_lines(pipeline.landing / "day2.jsonl", [*distinct_events(DAY2, "b", LATER_TOPICS), re_emitted])
 
-    # All factuality errors: judged on balance (and not rebalanced), day 1 is held back.
-    held = pipeline.materialize(DAY1, checks={"rebalance": False, "min_records_for_balance": 5})
-    assert pipeline.instance.get_run_by_id(held.run_id).tags["rag_sft/held_back"] == "label_balance"
+    with monkeypatch.context() as patched:  # day 1 fails a check at ERROR: held back
+        hold_back_days(patched)
+        held = pipeline.materialize(DAY1)
+    assert pipeline.instance.get_run_by_id(held.run_id).tags["rag_sft/held_back"] == "confidence"
     day2 = pipeline.materialize(DAY2)
     # Day 1 exported nothing: the request's copy on day 2 is the one trained on.
     assert pipeline.metadata(day2, "raw_events")["duplicates"] == 0

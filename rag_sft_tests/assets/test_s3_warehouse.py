@@ -22,6 +22,7 @@ from rag_sft.resources import EventSource, TrainerExports
 from rag_sft.testing.s3_server import start_s3_server
 from rag_sft_tests.assets.test_pipeline import generate
 from rag_sft_tests.conftest import Pipeline
+from rag_sft_tests.helpers import hold_back_days
 
 DAYS = ["2026-11-17", "2026-11-18", "2026-11-19"]
 
@@ -152,7 +153,9 @@ def test_no_secret_reaches_the_run_config_or_metadata(s3_server, s3_data_dir, tm
     assert secret not in stored
 
 
-def test_on_s3_trainer_exports_publish_beside_the_jsonl_and_a_held_back_day_leaves_none(s3_server, s3_data_dir, tmp_path, instance):
+def test_on_s3_trainer_exports_publish_beside_the_jsonl_and_a_held_back_day_leaves_none(
+    s3_server, s3_data_dir, tmp_path, instance, monkeypatch
+):
     pipeline = Pipeline(tmp_path, instance, data_dir=s3_data_dir)
     day = DAYS[2]
     generate(pipeline, days=[day], events_per_day=300)
@@ -161,9 +164,9 @@ def test_on_s3_trainer_exports_publish_beside_the_jsonl_and_a_held_back_day_leav
     assert [path.name for path in folder.iterdir()] == ["alpaca.jsonl", "dataset_info.json", "records.jsonl"]
     assert json.loads((folder / "dataset_info.json").read_bytes())[f"rag_sft_{day}"]["file_name"] == "alpaca.jsonl"
 
-    generate(pipeline, days=[day], events_per_day=300, factuality_share=0.95)  # too skewed to balance
+    hold_back_days(monkeypatch)  # a check fails at ERROR
     result = pipeline.materialize(day, raise_on_error=False)
-    assert instance.get_run_by_id(result.run_id).tags["rag_sft/held_back"] == "label_balance"
+    assert instance.get_run_by_id(result.run_id).tags["rag_sft/held_back"] == "confidence"
     assert not folder.exists()
     s3fs.S3FileSystem.clear_instance_cache()
     rows = pd.read_parquet(f"{s3_data_dir}/warehouse/sft_records", storage_options=s3_server.storage_options())

@@ -41,48 +41,46 @@ def test_a_day_with_nothing_exported_passes_confidence():
     assert verdict.passed and verdict.metadata["mean_exported_confidence"] is None
 
 
-# --- label balance ----------------------------------------------------------------------------
+# --- label mix (a monitor: WARN, never holds a day back) --------------------------------------
 WEIGHTS = {"factuality_error": 1.7, "incomplete_answer": 1.9, "low_relevance": 2.2}
+# Real traffic: about 90% of the low scores are factuality errors.
+SKEWED = {"factuality_error": 900, "incomplete_answer": 60, "low_relevance": 40}
+BALANCED = {"factuality_error": 400, "incomplete_answer": 350, "low_relevance": 250}
 
 
-def test_a_balanced_day_passes_and_shows_counts_shares_and_weights():
-    counts = {"factuality_error": 40, "incomplete_answer": 35, "low_relevance": 25}
-    verdict = checks.label_balance_verdict(counts, WEIGHTS, DEFAULTS)
-    assert verdict.passed
-    assert verdict.metadata["labels"][0] == {"label": "factuality_error", "count": 40, "share": 0.4, "label_weight": 1.7}
-    assert verdict.metadata["imbalance_ratio"] == 1.6
+def test_a_day_skewed_like_real_traffic_passes_with_its_numbers_and_never_holds_back():
+    first = checks.label_mix_verdict(SKEWED, {}, 0, WEIGHTS, DEFAULTS)  # no trailing day yet
+    assert first.passed and not first.holds_back and first.severity == checks.WARN
+    assert "factuality_error 90.0%" in first.description and "not compared" in first.description
+    usual = checks.label_mix_verdict(SKEWED, {"factuality_error": 2600, "incomplete_answer": 250, "low_relevance": 150}, 3, WEIGHTS, DEFAULTS)
+    assert usual.passed and not usual.holds_back, usual.description
+    assert usual.metadata["labels"][0] == {
+        "label": "factuality_error", "count": 900, "share": 0.9, "trailing_share": 0.8667, "label_weight": 1.7
+    }
 
 
-def test_a_day_skewed_like_real_traffic_is_held_back():
-    counts = {"factuality_error": 950, "incomplete_answer": 30, "low_relevance": 20}
-    verdict = checks.label_balance_verdict(counts, WEIGHTS, DEFAULTS)
-    assert verdict.holds_back
-    assert "factuality_error is 95.0% of 1000 exported records, above max_label_share 60%" in verdict.description
-    assert "47.5 times low_relevance (20), above max_imbalance_ratio 10" in verdict.description
-
-
-def test_imbalance_ratio_alone_fails_the_day():
-    counts = {"factuality_error": 60, "incomplete_answer": 45, "citation_missing": 5}
-    verdict = checks.label_balance_verdict(counts, WEIGHTS, DEFAULTS)
-    assert not verdict.passed and "max_label_share" not in verdict.description
-    assert "12.0 times citation_missing (5)" in verdict.description
-
-
-def test_skewed_traffic_with_the_warn_setting_goes_through_flagged():
-    settings = CheckSettings(label_balance_severity=checks.WARN)
-    verdict = checks.label_balance_verdict({"factuality_error": 95, "low_relevance": 5}, WEIGHTS, settings)
+def test_a_jump_of_the_mix_against_the_trailing_days_warns_with_the_numbers():
+    verdict = checks.label_mix_verdict(SKEWED, BALANCED, 7, WEIGHTS, DEFAULTS)
     assert not verdict.passed and verdict.severity == checks.WARN and not verdict.holds_back
+    assert "factuality_error 90.0% of 1000 records against 40.0% over the 7 trailing days (1000 records), +50.0 points" in (
+        verdict.description
+    )
+    assert "max_label_mix_change 20 points" in verdict.description
+    assert verdict.metadata["largest_change_label"] == "factuality_error"
+    assert verdict.metadata["largest_change_points"] == 50.0
+    # Configurable: a larger tolerance lets the same change through.
+    assert checks.label_mix_verdict(SKEWED, BALANCED, 7, WEIGHTS, CheckSettings(max_label_mix_change=0.6)).passed
+
+
+def test_a_label_that_disappears_counts_as_a_change():
+    verdict = checks.label_mix_verdict({"factuality_error": 100}, {"factuality_error": 50, "low_relevance": 50}, 1, {}, DEFAULTS)
+    assert not verdict.passed and not verdict.holds_back
+    assert (verdict.metadata["largest_change_label"], verdict.metadata["largest_change_points"]) == ("low_relevance", -50.0)
 
 
 def test_a_small_day_passes_with_a_note():
-    verdict = checks.label_balance_verdict({"factuality_error": 40, "low_relevance": 1}, WEIGHTS, DEFAULTS)
+    verdict = checks.label_mix_verdict({"factuality_error": 40, "low_relevance": 1}, BALANCED, 7, WEIGHTS, DEFAULTS)
     assert verdict.passed and "too small to judge" in verdict.description and "41" in verdict.description
-
-
-def test_thresholds_are_configurable():
-    counts = {"factuality_error": 70, "low_relevance": 30}
-    assert not checks.label_balance_verdict(counts, WEIGHTS, DEFAULTS).passed
-    assert checks.label_balance_verdict(counts, WEIGHTS, CheckSettings(max_label_share=0.75)).passed
 
 
 # --- export format ----------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from rag_sft.sensors.training import TRAINING_JOB, lora_training_sensor
 from rag_sft_tests.assets.test_pipeline import generate
 from rag_sft_tests.assets.test_s3_warehouse import objects
 from rag_sft_tests.conftest import Pipeline
-from rag_sft_tests.helpers import event, write_lines
+from rag_sft_tests.helpers import event, hold_back_days, write_lines
 
 FAST = {"learning_rate": 5e-3, "epochs": 2, "max_length": 96, "batch_size": 16}
 
@@ -31,7 +31,7 @@ def evaluate(pipeline, cursor, **settings):
         return result, context.cursor
 
 
-def test_the_sensor_fires_once_per_dataset_and_failed_training_does_not_consume(pipeline, tiny_base):
+def test_the_sensor_fires_once_per_dataset_and_failed_training_does_not_consume(pipeline, tiny_base, monkeypatch):
     generate(pipeline, days=["2026-11-18", "2026-11-19"], events_per_day=150)
     exported = {}
     for day in ("2026-11-18", "2026-11-19"):
@@ -73,8 +73,10 @@ def test_the_sensor_fires_once_per_dataset_and_failed_training_does_not_consume(
 
     # Re-materializing a day with the same content brings nothing new; a held-back day counts for nothing.
     pipeline.materialize("2026-11-19")
-    generate(pipeline, days=["2026-11-20"], events_per_day=300, factuality_share=0.95)
-    assert pipeline.metadata(pipeline.materialize("2026-11-20"), "sft_records")["day_held_back"] == 1
+    generate(pipeline, days=["2026-11-20"], events_per_day=300)
+    with monkeypatch.context() as patched:  # a check fails at ERROR on that day
+        hold_back_days(patched)
+        assert pipeline.metadata(pipeline.materialize("2026-11-20"), "sft_records")["day_held_back"] == 1
     still, cursor = evaluate(pipeline, cursor, min_new_samples=100)
     assert still.skip_message == "0 of 100 new samples in all 2 exportable days"
 
