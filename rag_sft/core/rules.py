@@ -208,6 +208,28 @@ def prompt_parts(prompt: str) -> tuple[list[str], str]:
     return documents, prompt[instruction + len(PROMPT_SEPARATOR) :]
 
 
+# Rule 17: what the service itself asks its model, with no hint of what went wrong.
+SERVED_INSTRUCTION = {ZH: "请根据文档内容回答问题。", EN: "Answer the question based on the documents."}
+
+
+def served_prompt(prompt: str, template: str = "") -> str:
+    """The prompt the RAG service sends for the same documents and question: a rule-5 training
+    prompt with its label-specific correction instruction replaced. `template`: the service's own,
+    with `{documents}` (the numbered documents) and `{question}`; empty: the rule-5 layout with
+    the plain `SERVED_INSTRUCTION`. A prompt of another shape is returned as it is."""
+    documents, rest = prompt_parts(prompt)
+    language, heading = next(
+        ((language, h) for language, h in QUESTION_HEADING.items() if f"{PROMPT_SEPARATOR}{h}\n" in f"{PROMPT_SEPARATOR}{rest}"),
+        (None, None),
+    )
+    if language is None:
+        return prompt
+    question = rest[rest.index(f"{heading}\n") + len(heading) + 1 :]
+    if template:
+        return template.format(documents=PROMPT_SEPARATOR.join(documents), question=question)
+    return PROMPT_SEPARATOR.join([*documents, SERVED_INSTRUCTION[language], f"{heading}\n{question}"])
+
+
 # Rule 6, naive strategy -----------------------------------------------------------------------
 NAIVE_PREFIXES = {
     ZH: {FACTUALITY_ERROR: "【纠正】", INCOMPLETE_ANSWER: "【补充】", OVERCONFIDENCE: "【调整】", None: "【重述】"},
