@@ -13,6 +13,7 @@ copy (`Warehouse.local_copy`).
 
 import contextlib
 import hashlib
+import math
 import shutil
 import time
 import uuid
@@ -26,7 +27,7 @@ from pydantic import Field
 
 from rag_sft.assets.metadata import ML_OWNERS, TRAINING_CODE_VERSION, count_table
 from rag_sft.assets.versions import SFT_DATASET_VERSION, make_version, version_metadata
-from rag_sft.core import training_data
+from rag_sft.core import corrections, training_data
 from rag_sft.core.names import dataset_hash_name, dataset_version_name, day_name
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.model_comparison import (
@@ -36,7 +37,9 @@ from rag_sft.core.model_comparison import (
     ModelRun,
     compare,
     format_table,
+    judge_warnings,
     judged_gate,
+    paired_test,
     prompt_documents,
     summarize,
     table_rows,
@@ -45,12 +48,15 @@ from rag_sft.core.promotion import Decision, promotion_decision
 from rag_sft.core.trigger import ExportLedger, training_window
 from rag_sft.io.dataset_versions import DatasetVersions
 from rag_sft.io.export_ledger import update_ledger
+from rag_sft.io.corrections import read_corrections
 from rag_sft.io.model_registry import ModelRegistry
 from rag_sft.io.storage import Location, publish_folder, remove_tree, spool_dir
 from rag_sft.io.warehouse import staged_name
-from rag_sft.resources import Evaluator, LoraTraining, SftRules, TrainerExports, Warehouse
+from rag_sft.resources import TRAIN_ON_NAIVE_ENV, Evaluator, LoraTraining, SftRules, TrainerExports, Warehouse
 
 DATASET_TAG = "rag_sft/dataset"
+# How a user opts in to naive completions, as the sensor and the training dataset say it.
+NAIVE_OPT_IN = f"lora_training.train_on_naive_completions (${TRAIN_ON_NAIVE_ENV}=1)"
 
 
 class TrainingDatasetConfig(dg.Config):
@@ -117,15 +123,30 @@ def training_dataset(
     tmp.mkdir(parents=True)
     counts = {"train": Counter(), "eval": Counter()}
     texts: dict[str, dict[str, list[str]]] = {split: {"prompt": [], "completion": []} for split in counts}
+    try:
+        human_corrections = read_corrections(warehouse.corrections_dir())
+    except ValueError as error:
+        raise dg.Failure(str(error), allow_retries=False) from None
+    strategies, left_out = Counter(), Counter()  # the completions taken, and those that cannot be right
     with (tmp / "train.jsonl").open("wb") as train, (tmp / "eval.jsonl").open("wb") as held_out:
         for entry in manifest["days"]:
             for line in (version_dir / entry["file"]).read_bytes().splitlines():
-                record = orjson.loads(line)
+                record = corrections.corrected(orjson.loads(line), human_corrections)
+                strategy = record.get("completion_strategy")
+                if not corrections.can_train(strategy, lora_training.train_on_naive_completions):
+                    left_out[strategy] += 1
+                    continue
+                if strategy == corrections.HUMAN:
+                    line = orjson.dumps(record)
+                strategies[strategy] += 1
                 split = "eval" if training_data.is_eval(record["question"], lora_training.eval_share) else "train"
                 (held_out if split == "eval" else train).write(line + b"\n")
                 counts[split][record["label"]] += 1
                 texts[split]["prompt"].append(record["prompt"])
                 texts[split]["completion"].append(record["completion"])
+    if not strategies:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise dg.Failure(corrections.nothing_to_train_on(left_out, NAIVE_OPT_IN), allow_retries=False)
     write_trainer_exports(tmp, texts, trainer_exports, f"rag_sft_{content_hash[:16]}")
     weights = training_data.training_label_weights(counts["train"], sft_rules.settings(), lora_training.max_label_weight)
     weights = {label: round(weight, 6) for label, weight in weights.items()}
@@ -137,12 +158,15 @@ def training_dataset(
                 "days": wanted,
                 "eval_share": lora_training.eval_share,
                 "label_weights": weights,
+                "completion_strategies": dict(sorted(strategies.items())),
+                "left_out": dict(sorted(left_out.items())),
             },
             option=orjson.OPT_INDENT_2,
         )
     )
     shape = {"dataset_hash": content_hash, "eval_share": lora_training.eval_share, "label_weights": weights,
-             "formats": sorted(trainer_exports.formats)}  # fmt: skip
+             "formats": sorted(trainer_exports.formats), "train_on_naive": lora_training.train_on_naive_completions,
+             "corrections": hashlib.sha256(orjson.dumps(human_corrections, option=orjson.OPT_SORT_KEYS)).hexdigest()}  # fmt: skip
     folder = training_root / hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     # The same folder may exist already (built by an earlier or a concurrent run): it is kept.
     publish_folder(tmp, folder, last="manifest.json")
@@ -157,6 +181,9 @@ def training_dataset(
             "eval_records": sum(counts["eval"].values()),
             "train_labels": count_table(counts["train"], "label"),
             "eval_labels": count_table(counts["eval"], "label"),
+            "completion_strategies": count_table(strategies, "completion_strategy"),
+            # Exported, kept for inspection, and not trained on: completions that cannot be right.
+            "left_out_completions": count_table(left_out, "completion_strategy"),
             **{f"label_weight/{label}": weight for label, weight in sorted(weights.items())},
             "path": dg.MetadataValue.path(str(folder)),
             **{f"trainer_export/{name}": dg.MetadataValue.path(str(folder / file_name(name, "train"))) for name in trainer_exports.formats},
@@ -330,7 +357,8 @@ def model_evaluation(
     in_use_key = in_use or "base"
     judged = _judge(evaluator, warehouse, questions, answers, in_use_key) if evaluator.configured() else None
     if judged is None:
-        decision = promotion_decision(
+        # A lower eval loss only says the candidate imitates the completions better: a person decides.
+        losses_compared = promotion_decision(
             losses[in_use_key].overall,
             losses["candidate"].overall,
             losses[in_use_key].by_label,
@@ -338,12 +366,18 @@ def model_evaluation(
             lora_training.max_label_regression,
             in_use=in_use_name,
         )
-        decision = Decision(decision.promote, f"no judge configured: eval loss against {in_use_name}: {decision.reason}")
+        decision = Decision(
+            False,
+            f"no judge configured: left a candidate for review (rag-sft model promote {version}); "
+            f"eval loss against {in_use_name}: {losses_compared.reason}",
+            review=True,
+        )
         summaries = [summarize(ModelRun(name, [None] * len(a), [g.latency_s for g in a], [g.tokens for g in a])) for name, a in answers.items()]
-        differences, kappa = {}, None
+        differences, kappa, test = {}, None, None
     else:
-        summaries, differences, kappa, decision = judged
-    table = table_rows(summaries, differences)
+        summaries, differences, kappa, test, decision = judged
+    warnings = judge_warnings(evaluator.model, questions) if evaluator.configured() else []
+    table = table_rows(summaries, differences, test)
     record = {
         "eval_loss": round(losses["candidate"].overall, 5),
         "base_eval_loss": round(losses["base"].overall, 5),
@@ -355,14 +389,19 @@ def model_evaluation(
         "ab_change": {label: d.__dict__ for label, d in differences.items()},
         "ab_table": format_table(table),
         "judge_kappa": kappa,
+        "gate_test": test.summary() if test else None,
+        "judge_warnings": warnings,
         "answers_per_s": throughput,
     }
     registry.update(version, **record)
     if decision.promote:
         registry.promote(version, decision.reason)
+    elif decision.review:
+        registry.update(version, reason=decision.reason)  # still a candidate
     else:
         registry.reject(version, decision.reason)
-    context.log.info(f"{version}: {'promoted' if decision.promote else 'rejected'}: {decision.reason}\n{record['ab_table']}")
+    outcome = "promoted" if decision.promote else "left a candidate for review" if decision.review else "rejected"
+    context.log.info(f"{version}: {outcome}: {decision.reason}\n{record['ab_table']}")
     columns = [dg.TableColumn(name, "string") for name in table[0]]
     plottable = {
         f"{summary['model']}/{label}_rate": summary[label]["rate"]
@@ -389,7 +428,20 @@ def model_evaluation(
             "in_use_eval_loss": record["in_use_eval_loss"],
             "eval_samples": losses["candidate"].samples,
             "judge_kappa": dg.MetadataValue.json(kappa) if kappa is not None else "no audit set",
+            **(
+                {
+                    "exact_test_p_value": dg.MetadataValue.float(test.p_value),
+                    "fixed": test.fixed,
+                    "broken": test.broken,
+                    "judged_coverage": dg.MetadataValue.float(round(test.coverage, 4)),
+                    "judged_pairs": test.pairs,
+                }
+                if test
+                else {}
+            ),
+            "judge_warnings": dg.MetadataValue.json(warnings),
             "promoted": decision.promote,
+            "status": registry.get(version)["status"],
             "decision": decision.reason,
             "current_version": registry.current() or "none",
         }
@@ -397,8 +449,8 @@ def model_evaluation(
 
 
 def _judge(evaluator: Evaluator, warehouse: Warehouse, questions: list[dict], answers: dict, in_use_key: str):
-    """The A/B table's columns, the candidate minus the model in use, the judge's kappa on the
-    audit set (None without one) and the gate's decision."""
+    """The A/B table's columns, the candidate minus the model in use, the judge's agreement with
+    the audit set (None without one), the exact test of the primary metric and the gate's decision."""
     from rag_sft.io.judge import JudgeItem, audit_agreement, judged_run, read_audit_set
 
     with evaluator.open(warehouse) as client:
@@ -410,16 +462,27 @@ def _judge(evaluator: Evaluator, warehouse: Warehouse, questions: list[dict], an
                     row["question"],
                     tuple(prompt_documents(row["prompt"])),
                     answer.text,
-                    row["completion"] if row.get("completion_strategy") == "llm" else None,  # a corrected answer
+                    row["completion"] if row.get("completion_strategy") in corrections.CAN_BE_RIGHT else None,  # a corrected answer
                 )
                 for row, answer in zip(questions, generated)
             ]
             runs[name] = judged_run(client, name, items, [g.latency_s for g in generated], [g.tokens for g in generated])
     price = JudgePrice(evaluator.prompt_price_per_mtok, evaluator.completion_price_per_mtok)
     differences = compare(runs["candidate"], runs[in_use_key], evaluator.bootstrap_resamples)
-    gate = GateSettings(evaluator.primary_metric, evaluator.max_label_rise, evaluator.min_kappa)
-    decision = judged_gate(differences, "the base model" if in_use_key == "base" else in_use_key, gate, kappa)
-    return [summarize(run, price) for run in runs.values()], differences, kappa, decision
+    gate = GateSettings(
+        primary_metric=evaluator.primary_metric,
+        alpha=evaluator.alpha,
+        min_judged_pairs=evaluator.min_judged_pairs,
+        min_judged_coverage=evaluator.min_judged_coverage,
+        non_inferiority_margin=evaluator.non_inferiority_margin,
+        min_kappa=evaluator.min_kappa,
+        min_audit_per_label=evaluator.min_audit_per_label,
+    )
+    test = paired_test(runs["candidate"], runs[in_use_key], gate.primary_metric)
+    decision = judged_gate(test, differences, "the base model" if in_use_key == "base" else in_use_key, gate, kappa)
+    # An undefined kappa (a label the audit set never shows) is stored as null, not NaN.
+    agreement = {label: {**a.__dict__, "kappa": None if math.isnan(a.kappa) else a.kappa} for label, a in kappa.items()} if kappa is not None else None
+    return [summarize(run, price) for run in runs.values()], differences, agreement, test, decision
 
 
 def _records(path: Path, label_weights: dict[str, float]):
