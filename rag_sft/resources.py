@@ -710,7 +710,9 @@ class LoraTraining(dg.ConfigurableResource):
     batch_size: int = Field(default=8, ge=1, description="Samples per step.")
     seed: int = Field(default=0, description="Seed of initialisation and shuffling.")
     max_label_regression: float = Field(
-        default=0.05, ge=0, description="Gate: largest rise of any label's eval loss (nats) a promoted version may have."
+        default=0.05, ge=0,
+        description="No judge: the largest rise of a label's eval loss (nats) the eval-loss comparison accepts; its verdict "
+        "is recorded for the reviewer, it promotes nothing.",
     )
     max_label_weight: float = Field(
         default=5.0, gt=0, description="Cap of the label weights computed over the training split (rule 9)."
