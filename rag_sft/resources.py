@@ -683,6 +683,16 @@ class LoraTraining(dg.ConfigurableResource):
         description="Train on the latest K exportable days; 0 = all of them. Default: $RAG_SFT_TRAIN_LAST_DAYS, else 0.",
     )
     eval_share: float = Field(default=0.1, gt=0, lt=1, description="Share of questions (by hash) held out for eval.")
+    replay_share: float = Field(
+        default=0.05, ge=0, lt=1,
+        description="Share of questions (by a hash of the normalized question, so retyped variants go together) never "
+        "trained on: their failures form the replay set each candidate must fix. 0: no replay set.",
+    )
+    max_replay_failures: int = Field(
+        default=256, ge=1,
+        description="The replay set grows with each training dataset (the previous set, then the new failures); the most "
+        "recent this many are kept.",
+    )
     max_attempts: int = Field(default=3, ge=1, description="Failed runs on the same data before the sensor gives up.")
     r: int = Field(default=8, description="LoRA rank.")
     alpha: int = Field(default=16, description="LoRA alpha.")

@@ -27,7 +27,7 @@ from pydantic import Field
 
 from rag_sft.assets.metadata import ML_OWNERS, TRAINING_CODE_VERSION, count_table
 from rag_sft.assets.versions import SFT_DATASET_VERSION, make_version, version_metadata
-from rag_sft.core import corrections, training_data
+from rag_sft.core import corrections, replay, training_data
 from rag_sft.core.names import dataset_hash_name, dataset_version_name, day_name
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.model_comparison import (
@@ -38,7 +38,9 @@ from rag_sft.core.model_comparison import (
     compare,
     format_table,
     judge_warnings,
+    fixed_rate,
     judged_gate,
+    paired_flags_test,
     paired_test,
     prompt_documents,
     summarize,
@@ -55,6 +57,7 @@ from rag_sft.io.warehouse import staged_name
 from rag_sft.resources import TRAIN_ON_NAIVE_ENV, Evaluator, LoraTraining, SftRules, TrainerExports, Warehouse
 
 DATASET_TAG = "rag_sft/dataset"
+REPLAY_FILE = "replay.jsonl"
 # How a user opts in to naive completions, as the sensor and the training dataset say it.
 NAIVE_OPT_IN = f"lora_training.train_on_naive_completions (${TRAIN_ON_NAIVE_ENV}=1)"
 
@@ -128,10 +131,14 @@ def training_dataset(
     except ValueError as error:
         raise dg.Failure(str(error), allow_retries=False) from None
     strategies, left_out = Counter(), Counter()  # the completions taken, and those that cannot be right
+    replayed: list[dict] = []  # failures set aside, never trained on
     with (tmp / "train.jsonl").open("wb") as train, (tmp / "eval.jsonl").open("wb") as held_out:
         for entry in manifest["days"]:
             for line in (version_dir / entry["file"]).read_bytes().splitlines():
                 record = corrections.corrected(orjson.loads(line), human_corrections)
+                if replay.is_replay(record["question"], lora_training.replay_share):
+                    replayed.append(record)  # a failure, whatever its completion
+                    continue
                 strategy = record.get("completion_strategy")
                 if not corrections.can_train(strategy, lora_training.train_on_naive_completions):
                     left_out[strategy] += 1
@@ -148,6 +155,9 @@ def training_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise dg.Failure(corrections.nothing_to_train_on(left_out, NAIVE_OPT_IN), allow_retries=False)
     write_trainer_exports(tmp, texts, trainer_exports, f"rag_sft_{content_hash[:16]}")
+    replay_set = replay.grown(_previous_replay_set(context, warehouse), replayed, lora_training.max_replay_failures)
+    replay_bytes = b"".join(orjson.dumps(record) + b"\n" for record in replay_set)
+    (tmp / REPLAY_FILE).write_bytes(replay_bytes)
     weights = training_data.training_label_weights(counts["train"], sft_rules.settings(), lora_training.max_label_weight)
     weights = {label: round(weight, 6) for label, weight in weights.items()}
     (tmp / "manifest.json").write_bytes(
@@ -160,13 +170,16 @@ def training_dataset(
                 "label_weights": weights,
                 "completion_strategies": dict(sorted(strategies.items())),
                 "left_out": dict(sorted(left_out.items())),
+                "replay_share": lora_training.replay_share,
+                "replay_failures": {"new": len(replayed), "total": len(replay_set)},
             },
             option=orjson.OPT_INDENT_2,
         )
     )
     shape = {"dataset_hash": content_hash, "eval_share": lora_training.eval_share, "label_weights": weights,
              "formats": sorted(trainer_exports.formats), "train_on_naive": lora_training.train_on_naive_completions,
-             "corrections": hashlib.sha256(orjson.dumps(human_corrections, option=orjson.OPT_SORT_KEYS)).hexdigest()}  # fmt: skip
+             "corrections": hashlib.sha256(orjson.dumps(human_corrections, option=orjson.OPT_SORT_KEYS)).hexdigest(),
+             "replay_share": lora_training.replay_share, "replay": hashlib.sha256(replay_bytes).hexdigest()}  # fmt: skip
     folder = training_root / hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     # The same folder may exist already (built by an earlier or a concurrent run): it is kept.
     publish_folder(tmp, folder, last="manifest.json")
@@ -184,11 +197,22 @@ def training_dataset(
             "completion_strategies": count_table(strategies, "completion_strategy"),
             # Exported, kept for inspection, and not trained on: completions that cannot be right.
             "left_out_completions": count_table(left_out, "completion_strategy"),
+            "replay_new_failures": len(replayed),
+            "replay_failures": len(replay_set),
             **{f"label_weight/{label}": weight for label, weight in sorted(weights.items())},
             "path": dg.MetadataValue.path(str(folder)),
             **{f"trainer_export/{name}": dg.MetadataValue.path(str(folder / file_name(name, "train"))) for name in trainer_exports.formats},
         }
     )
+
+
+def _previous_replay_set(context: dg.AssetExecutionContext, warehouse: Warehouse) -> list[dict]:
+    """The replay set of the latest training dataset (none before the first, or before replay sets existed)."""
+    latest = context.instance.get_latest_materialization_event(TRAINING_DATASET)
+    if latest is None or latest.asset_materialization is None or "path" not in latest.asset_materialization.metadata:
+        return []
+    path = warehouse.at(str(latest.asset_materialization.metadata["path"].value)) / REPLAY_FILE
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.is_file() else []
 
 
 def _materialized_folder(context: dg.AssetExecutionContext, key: dg.AssetKey, warehouse: Warehouse) -> Location:
@@ -333,6 +357,8 @@ def model_evaluation(
     rows = [orjson.loads(line) for line in (dataset_dir / "eval.jsonl").read_bytes().splitlines()]
     held_out = _records(dataset_dir / "eval.jsonl", {})
     questions = rows[: evaluator.eval_questions]
+    replay_path = dataset_dir / REPLAY_FILE
+    replayed = [orjson.loads(line) for line in replay_path.read_bytes().splitlines()] if replay_path.is_file() else []
     generation = GenerationSettings(
         max_new_tokens=evaluator.max_new_tokens,
         batch_size=evaluator.generation_batch_size,
@@ -346,16 +372,18 @@ def model_evaluation(
         trained_from = orjson.loads((registry.root / in_use / "training_config.json").read_bytes())["base_model"]
         models[in_use] = (trained_from, warehouse.local_copy(registry.root / in_use) / "adapter")
     models["base"] = (lora_training.base_model, None)
-    answers, losses, throughput = {}, {}, {}
+    in_use_key = in_use or "base"
+    answers, replay_answers, losses, throughput = {}, {}, {}, {}
     for name, (base_model, adapter) in models.items():
         model, tokenizer = sft.load_adapter(base_model, adapter) if adapter else sft.load_base(base_model)
         losses[name] = sft.evaluate(model, sft.encode(tokenizer, held_out, settings.max_length), settings.batch_size, tokenizer.pad_token_id)
         started = time.perf_counter()
         answers[name] = generate_answers(model, tokenizer, [row["prompt"] for row in questions], generation)
         throughput[name] = round(len(questions) / (time.perf_counter() - started), 3)
+        if replayed and evaluator.configured() and name in ("candidate", in_use_key):  # the replay row compares these two
+            replay_answers[name] = generate_answers(model, tokenizer, [row["prompt"] for row in replayed], generation)
         del model
-    in_use_key = in_use or "base"
-    judged = _judge(evaluator, warehouse, questions, answers, in_use_key) if evaluator.configured() else None
+    judged = _judge(evaluator, warehouse, questions, answers, in_use_key, replayed, replay_answers) if evaluator.configured() else None
     if judged is None:
         # A lower eval loss only says the candidate imitates the completions better: a person decides.
         losses_compared = promotion_decision(
@@ -373,11 +401,11 @@ def model_evaluation(
             review=True,
         )
         summaries = [summarize(ModelRun(name, [None] * len(a), [g.latency_s for g in a], [g.tokens for g in a])) for name, a in answers.items()]
-        differences, kappa, test = {}, None, None
+        differences, kappa, test, replay_result = {}, None, None, None
     else:
-        summaries, differences, kappa, test, decision = judged
+        summaries, differences, kappa, test, replay_result, decision = judged
     warnings = judge_warnings(evaluator.model, questions) if evaluator.configured() else []
-    table = table_rows(summaries, differences, test)
+    table = table_rows(summaries, differences, test, replay_result)
     record = {
         "eval_loss": round(losses["candidate"].overall, 5),
         "base_eval_loss": round(losses["base"].overall, 5),
@@ -390,6 +418,7 @@ def model_evaluation(
         "ab_table": format_table(table),
         "judge_kappa": kappa,
         "gate_test": test.summary() if test else None,
+        "replay_test": replay_result[0].summary() if replay_result else None,
         "judge_warnings": warnings,
         "answers_per_s": throughput,
     }
@@ -439,6 +468,16 @@ def model_evaluation(
                 if test
                 else {}
             ),
+            **(
+                {
+                    "replay_failures": replay_result[0].questions,
+                    "replay_fixed": replay_result[0].fixed,
+                    "replay_broken": replay_result[0].broken,
+                    "replay_p_value": dg.MetadataValue.float(replay_result[0].p_value),
+                }
+                if replay_result
+                else {}
+            ),
             "judge_warnings": dg.MetadataValue.json(warnings),
             "promoted": decision.promote,
             "status": registry.get(version)["status"],
@@ -448,15 +487,23 @@ def model_evaluation(
     )
 
 
-def _judge(evaluator: Evaluator, warehouse: Warehouse, questions: list[dict], answers: dict, in_use_key: str):
+def _judge(
+    evaluator: Evaluator,
+    warehouse: Warehouse,
+    questions: list[dict],
+    answers: dict,
+    in_use_key: str,
+    replayed: list[dict],
+    replay_answers: dict,
+):
     """The A/B table's columns, the candidate minus the model in use, the judge's agreement with
-    the audit set (None without one), the exact test of the primary metric and the gate's decision."""
+    the audit set (None without one), the exact test of the primary metric, the replay set's
+    test and fixed rates (None without a replay set) and the gate's decision."""
     from rag_sft.io.judge import JudgeItem, audit_agreement, judged_run, read_audit_set
 
     with evaluator.open(warehouse) as client:
         kappa = audit_agreement(client, read_audit_set(Path(evaluator.audit_path))) if evaluator.audit_path else None
-        runs = {}
-        for name, generated in answers.items():
+        def judged_answers(name: str, rows: list[dict], generated: list) -> ModelRun:
             items = [
                 JudgeItem(
                     row["question"],
@@ -464,9 +511,12 @@ def _judge(evaluator: Evaluator, warehouse: Warehouse, questions: list[dict], an
                     answer.text,
                     row["completion"] if row.get("completion_strategy") in corrections.CAN_BE_RIGHT else None,  # a corrected answer
                 )
-                for row, answer in zip(questions, generated)
+                for row, answer in zip(rows, generated)
             ]
-            runs[name] = judged_run(client, name, items, [g.latency_s for g in generated], [g.tokens for g in generated])
+            return judged_run(client, name, items, [g.latency_s for g in generated], [g.tokens for g in generated])
+
+        runs = {name: judged_answers(name, questions, generated) for name, generated in answers.items()}
+        replay_runs = {name: judged_answers(name, replayed, generated) for name, generated in replay_answers.items()}
     price = JudgePrice(evaluator.prompt_price_per_mtok, evaluator.completion_price_per_mtok)
     differences = compare(runs["candidate"], runs[in_use_key], evaluator.bootstrap_resamples)
     gate = GateSettings(
@@ -479,10 +529,17 @@ def _judge(evaluator: Evaluator, warehouse: Warehouse, questions: list[dict], an
         min_audit_per_label=evaluator.min_audit_per_label,
     )
     test = paired_test(runs["candidate"], runs[in_use_key], gate.primary_metric)
-    decision = judged_gate(test, differences, "the base model" if in_use_key == "base" else in_use_key, gate, kappa)
+    replay_result = None
+    if replay_runs:
+        labels = [row["label"] for row in replayed]
+        failing = {name: replay.still_failing(labels, run.verdicts) for name, run in replay_runs.items()}
+        replay_test = paired_flags_test("replay", failing["candidate"], failing[in_use_key])
+        replay_result = (replay_test, {name: fixed_rate(flags) for name, flags in failing.items()})
+    in_use_name = "the base model" if in_use_key == "base" else in_use_key
+    decision = judged_gate(test, differences, in_use_name, gate, kappa, replay_result[0] if replay_result else None)
     # An undefined kappa (a label the audit set never shows) is stored as null, not NaN.
     agreement = {label: {**a.__dict__, "kappa": None if math.isnan(a.kappa) else a.kappa} for label, a in kappa.items()} if kappa is not None else None
-    return [summarize(run, price) for run in runs.values()], differences, agreement, test, decision
+    return [summarize(run, price) for run in runs.values()], differences, agreement, test, replay_result, decision
 
 
 def _records(path: Path, label_weights: dict[str, float]):

@@ -219,10 +219,15 @@ class PairedTest:
 
 def paired_test(candidate: ModelRun, in_use: ModelRun, label: str) -> PairedTest:
     """The exact McNemar test of `label` between the candidate and the model in use."""
-    pairs = [(a, b) for a, b in zip(candidate.flags(label), in_use.flags(label)) if a is not None and b is not None]
+    return paired_flags_test(label, candidate.flags(label), in_use.flags(label))
+
+
+def paired_flags_test(name: str, candidate: Sequence[bool | None], in_use: Sequence[bool | None]) -> PairedTest:
+    """The exact McNemar test on per-question failures (True: failed; None: not judged)."""
+    pairs = [(a, b) for a, b in zip(candidate, in_use) if a is not None and b is not None]
     fixed = sum(1 for a, b in pairs if b and not a)
     broken = sum(1 for a, b in pairs if a and not b)
-    return PairedTest(label, len(candidate.verdicts), len(pairs), fixed, broken, exact_mcnemar_p(fixed, broken))
+    return PairedTest(name, len(candidate), len(pairs), fixed, broken, exact_mcnemar_p(fixed, broken))
 
 
 @dataclass(frozen=True)
@@ -252,10 +257,12 @@ def judged_gate(
     in_use: str,
     settings: GateSettings,
     audit: Mapping[str, LabelAgreement] | None = None,
+    replay: PairedTest | None = None,
 ) -> Decision:
     """Reject unless enough questions were judged for both models, the exact test finds the
-    candidate better on the primary metric at `alpha`, and every other label is non-inferior.
-    Then promote when the audit set shows the judge can be trusted on every label; otherwise
+    candidate better on the primary metric at `alpha`, every other label is non-inferior, and
+    (with a replay set) the same test finds it fixes more of the replayed failures than the
+    model in use. Then promote when the audit set shows the judge can be trusted on every label; otherwise
     the candidate waits for a person's review (the numbers are sound, the judge is unproven)."""
     if test.pairs == 0:
         return Decision(False, f"no question was judged for both the candidate and {in_use}")
@@ -281,6 +288,15 @@ def judged_gate(
         listed = ", ".join(f"{label} rate {_signed(d.value)} (95% CI upper bound {_signed(d.high)})" for label, d in sorted(inferior.items()))
         return Decision(False, f"{stated}, but {listed} vs {in_use}: not under the margin {settings.non_inferiority_margin}")
     passed = f"better than the model in use: {stated}; every other label under the margin {settings.non_inferiority_margin}"
+    if replay is not None:
+        replayed = f"replay set: {replay.fixed} fixed, {replay.broken} broken vs {in_use} on {replay.pairs} of {replay.questions} failures"
+        if not (replay.fixed > replay.broken and replay.p_value < settings.alpha):
+            return Decision(
+                False,
+                f"{stated}, but it does not fix the failures it was trained for: {replayed}, "
+                f"exact McNemar p = {replay.p_value:.4g}, not under alpha {settings.alpha}",
+            )
+        passed += f"; {replayed}, exact McNemar p = {replay.p_value:.4g}"
     distrust = judge_distrust(audit, settings)
     if distrust:
         return Decision(False, f"{passed}; but {distrust}: left a candidate for review", review=True)
@@ -342,7 +358,21 @@ def audit_kappa(human: Sequence[frozenset[str]], judge: Sequence[Verdict | None]
     }
 
 
-def table_rows(summaries: Sequence[dict], differences: Mapping[str, Difference], test: PairedTest | None = None) -> list[dict]:
+def fixed_rate(still_failing: Sequence[bool | None]) -> tuple[float, float, float] | None:
+    """The share of replayed failures a model fixed, with its 95% Wilson interval (None: none judged)."""
+    judged = [flag for flag in still_failing if flag is not None]
+    if not judged:
+        return None
+    fixed = sum(1 for flag in judged if not flag)
+    return (_r(fixed / len(judged)), *(_r(bound) for bound in wilson_interval(fixed, len(judged))))
+
+
+def table_rows(
+    summaries: Sequence[dict],
+    differences: Mapping[str, Difference],
+    test: PairedTest | None = None,
+    replay: tuple[PairedTest, Mapping[str, tuple[float, float, float] | None]] | None = None,
+) -> list[dict]:
     """The A/B table of the source articles: one row per metric, one column per model, then the
     candidate minus the model in use with its interval; with the gate's exact test, its counts,
     p-value and judged coverage."""
@@ -354,6 +384,14 @@ def table_rows(summaries: Sequence[dict], differences: Mapping[str, Difference],
             row[summary["model"]] = None if cell["rate"] is None else f"{cell['rate']:.3f} [{cell['low']:.3f}, {cell['high']:.3f}]"
         d = differences.get(label)
         row["change"] = None if d is None or not d.pairs else f"{_signed(d.value)} [{_signed(d.low)}, {_signed(d.high)}]"
+        rows.append(row)
+    if replay is not None:
+        test_row, rates = replay
+        row = {"metric": "replay failures fixed"}
+        for summary in summaries:
+            rate = rates.get(summary["model"])
+            row[summary["model"]] = None if rate is None else f"{rate[0]:.3f} [{rate[1]:.3f}, {rate[2]:.3f}]"
+        row["change"] = f"{test_row.fixed} fixed, {test_row.broken} broken, p = {test_row.p_value:.4g}"
         rows.append(row)
     if test is not None:
         blank = {s["model"]: None for s in summaries}

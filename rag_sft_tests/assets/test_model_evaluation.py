@@ -47,6 +47,11 @@ def test_the_candidate_is_judged_against_the_version_in_use_and_rollback_restore
         assert evaluation["exact_test_p_value"] == test["p_value"] and evaluation["judged_coverage"] == 1.0
         assert (evaluation["fixed"], evaluation["broken"]) == (test["fixed"], test["broken"])
         assert "factuality_error exact McNemar" in [r.data["metric"] for r in table.records]
+        # The replay set's failures, never trained on, answered by the candidate and the model in use.
+        replayed = pipeline.metadata(first, "training_dataset")["replay_failures"]
+        assert replayed > 0 and entry["replay_test"]["questions"] == evaluation["replay_failures"] == replayed
+        replay_row = next(r.data for r in table.records if r.data["metric"] == "replay failures fixed")
+        assert replay_row["change"].startswith(f"{evaluation['replay_fixed']} fixed, {evaluation['replay_broken']} broken, p = ")
         assert stub.state.stats()["answered"] >= 6  # the judge was asked over HTTP
 
         registry.promote("v0001", "by hand, for the test")
