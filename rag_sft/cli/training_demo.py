@@ -212,7 +212,10 @@ def format_training(report: TrainingReport) -> str:
         "  generation (greedy, batched): " + ", ".join(f"{name} {rate} answers/s" for name, rate in (v.get("answers_per_s") or {}).items()),
     ]
     if v.get("ab_table"):
-        lines += ["  A/B table (rates with 95% intervals; change = candidate - model in use, paired bootstrap):"]
+        lines += [
+            "  A/B table (rates with 95% intervals; change = candidate - model in use, paired bootstrap; "
+            "the gate's rows: fixed and broken questions, exact McNemar p):"
+        ]
         lines += [f"    {line}" for line in v["ab_table"].splitlines()]
     lines.append(f"  gate: {v.get('status')}: {v.get('reason')}")
     return "\n".join(lines)
