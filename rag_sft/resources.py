@@ -54,6 +54,7 @@ NEAR_DUPLICATES_ENV = "RAG_SFT_NEAR_DUPLICATES"
 BASE_MODEL_ENV = "RAG_SFT_BASE_MODEL"
 EXPORT_FORMATS_ENV = "RAG_SFT_EXPORT_FORMATS"
 COMPLETION_STRATEGY_ENV = "RAG_SFT_COMPLETION_STRATEGY"
+TRAIN_ON_NAIVE_ENV = "RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS"
 LLM_MODEL_ENV = "RAG_SFT_LLM_MODEL"
 # The openai client's own variables, so a user's usual environment just works.
 OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
@@ -380,6 +381,10 @@ class Warehouse(dg.ConfigurableResource):
         """Model versions and their registry."""
         return self.root() / "models"
 
+    def corrections_dir(self) -> Location:
+        """A person's corrected answers by sample_id (`io/corrections.py`), used by training datasets."""
+        return self.root() / "corrections"
+
     def at(self, path: str) -> Location:
         """A path this warehouse wrote (a materialization's `path`), as a Path or an object store path."""
         return location(path, spool=self.state_dir() / "spool")
@@ -679,6 +684,16 @@ class LoraTraining(dg.ConfigurableResource):
         "out for eval, drawn from each day and label in proportion (largest remainder), chosen by a hash of the "
         "normalized question; one record per group. 0.1 of 1,000 questions: 100 eval questions.",
     )
+    replay_share: float = Field(
+        default=0.05, ge=0, lt=1,
+        description="Share of questions (by a hash of the normalized question, so retyped variants go together) never "
+        "trained on: their failures form the replay set each candidate must fix. 0: no replay set.",
+    )
+    max_replay_failures: int = Field(
+        default=256, ge=1,
+        description="The replay set grows with each training dataset (the previous set, then the new failures); the most "
+        "recent this many are kept.",
+    )
     max_attempts: int = Field(default=3, ge=1, description="Failed runs on the same data before the sensor gives up.")
     r: int = Field(default=8, description="LoRA rank.")
     alpha: int = Field(default=16, description="LoRA alpha.")
@@ -722,10 +737,18 @@ class LoraTraining(dg.ConfigurableResource):
     )
     seed: int = Field(default=0, description="Seed of initialisation and shuffling.")
     max_label_regression: float = Field(
-        default=0.05, ge=0, description="Gate: largest rise of any label's eval loss (nats) a promoted version may have."
+        default=0.05, ge=0,
+        description="No judge: the largest rise of a label's eval loss (nats) the eval-loss comparison accepts; its verdict "
+        "is recorded for the reviewer, it promotes nothing.",
     )
     max_label_weight: float = Field(
         default=5.0, gt=0, description="Cap of the label weights computed over the training split (rule 9)."
+    )
+    train_on_naive_completions: bool = Field(
+        default_factory=from_env(TRAIN_ON_NAIVE_ENV, False, lambda value: value == "1"),
+        description="Also train on naive completions (a label prefix + the original, wrong answer): the model then "
+        "learns to repeat the answers users complained about. Off: a training dataset holds llm and human "
+        "corrections only, and the sensor does not train when there are none. Default: $RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS=1.",
     )
     # Balance belongs to the training set (SPEC rule 12): the train split is capped to these, then checked.
     max_label_share: float = Field(
@@ -809,14 +832,36 @@ class Evaluator(dg.ConfigurableResource):
     max_new_tokens: int = Field(default=128, ge=1, description="Longest generated answer.")
     generation_batch_size: int = Field(default=8, ge=1, description="Prompts generated at once.")
     temperature: float = Field(default=0.0, ge=0, description="Generation temperature; 0 = greedy.")
-    primary_metric: str = Field(default="factuality_error", description="The label rate that must fall significantly.")
-    max_label_rise: float = Field(default=0.05, ge=0, description="Largest rise of another label's rate allowed.")
+    # A closed choice: a misspelt metric is refused when the resource is built, before any answer is generated.
+    primary_metric: Literal["factuality_error", "incomplete_answer", "low_relevance", "overconfidence"] = Field(
+        default="factuality_error",
+        description="The label whose rate the candidate must lower: decided by an exact McNemar test on the questions "
+        "one model got right and the other wrong.",
+    )
+    alpha: float = Field(default=0.05, gt=0, lt=1, description="Significance level of the exact test (two-sided).")
+    min_judged_pairs: int = Field(
+        default=30, ge=1, description="The gate refuses when fewer questions were judged for both models."
+    )
+    min_judged_coverage: float = Field(
+        default=0.9, ge=0, le=1,
+        description="The gate refuses when a smaller share of the eval questions was judged for both models (judge failures).",
+    )
+    non_inferiority_margin: float = Field(
+        default=0.05, ge=0,
+        description="Every other label's rate may rise, at worst (the upper bound of the 95% paired bootstrap interval "
+        "of its change), by less than this.",
+    )
     bootstrap_resamples: int = Field(default=2000, ge=100, description="Resamples of the paired bootstrap.")
     audit_path: str = Field(
         default_factory=from_env(JUDGE_AUDIT_ENV, ""),
         description="JSONL of answers with human labels (the judge's audit set); empty: none. Default: $RAG_SFT_JUDGE_AUDIT.",
     )
-    min_kappa: float = Field(default=0.6, description="Promotion is blocked when the judge's kappa on any label is lower.")
+    min_kappa: float = Field(default=0.6, description="Automatic promotion needs the judge's kappa on every label at least this.")
+    min_audit_per_label: int = Field(
+        default=10, ge=1,
+        description="Audited answers a human gave each label before its kappa counts; fewer (or no audit set): a "
+        "version that passes the tests is left a candidate for review, not promoted.",
+    )
 
     @field_validator("api_key", mode="before")
     @classmethod

@@ -192,3 +192,13 @@ def test_a_landing_dir_in_an_object_store_stays_a_uri(monkeypatch, tmp_path):
     folder = EventSource(landing_dir=default_landing_dir()).open(tmp_path)
     assert isinstance(folder.root, ObjectPath) and str(folder.root) == "s3://events/landing"
     assert folder.index_path.parent == tmp_path  # its index is local
+
+
+def test_the_gate_metric_is_a_closed_choice_refused_before_any_generation():
+    import pydantic
+
+    from rag_sft.resources import Evaluator
+
+    with pytest.raises(pydantic.ValidationError):
+        Evaluator(primary_metric="factuality")  # a typo: today it fails only after every answer is generated
+    assert Evaluator(primary_metric="overconfidence").primary_metric == "overconfidence"

@@ -13,6 +13,7 @@ copy (`Warehouse.local_copy`).
 
 import contextlib
 import hashlib
+import math
 import shutil
 import time
 import uuid
@@ -27,7 +28,7 @@ from pydantic import Field
 from rag_sft.assets.metadata import ML_OWNERS, TRAINING_CODE_VERSION, count_table
 from rag_sft.assets.versions import SFT_DATASET_VERSION, make_version, version_metadata
 from rag_sft.checks import export_gate
-from rag_sft.core import balance, training_data
+from rag_sft.core import balance, corrections, replay, training_data
 from rag_sft.core.names import dataset_hash_name, dataset_version_name, day_name
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.model_comparison import (
@@ -37,7 +38,11 @@ from rag_sft.core.model_comparison import (
     ModelRun,
     compare,
     format_table,
+    judge_warnings,
+    fixed_rate,
     judged_gate,
+    paired_flags_test,
+    paired_test,
     prompt_documents,
     summarize,
     table_rows,
@@ -46,12 +51,16 @@ from rag_sft.core.promotion import Decision, promotion_decision
 from rag_sft.core.trigger import ExportLedger, training_window
 from rag_sft.io.dataset_versions import DatasetVersions
 from rag_sft.io.export_ledger import update_ledger
+from rag_sft.io.corrections import read_corrections
 from rag_sft.io.model_registry import ModelRegistry
 from rag_sft.io.storage import Location, publish_folder, remove_tree, spool_dir
 from rag_sft.io.warehouse import staged_name
-from rag_sft.resources import Evaluator, LoraTraining, SftRules, TrainerExports, Warehouse
+from rag_sft.resources import TRAIN_ON_NAIVE_ENV, Evaluator, LoraTraining, SftRules, TrainerExports, Warehouse
 
 DATASET_TAG = "rag_sft/dataset"
+REPLAY_FILE = "replay.jsonl"
+# How a user opts in to naive completions, as the sensor and the training dataset say it.
+NAIVE_OPT_IN = f"lora_training.train_on_naive_completions (${TRAIN_ON_NAIVE_ENV}=1)"
 
 
 class TrainingDatasetConfig(dg.Config):
@@ -137,21 +146,50 @@ def training_dataset(
     training_root = warehouse.training_dir()
     tmp = spool_dir(training_root) / f".{staged_name()}.tmp"
     tmp.mkdir(parents=True)
-    # The whole window is read first: groups, strata and label caps are decided over all of it.
-    lines = [line for entry in manifest["days"] for line in (version_dir / entry["file"]).read_bytes().splitlines()]
-    rows = [orjson.loads(line) for line in lines]
-    window = [training_data.WindowRecord(r["sample_id"], r["question"], r["label"], r["date"]) for r in rows]
+    try:
+        human_corrections = read_corrections(warehouse.corrections_dir())
+    except ValueError as error:
+        raise dg.Failure(str(error), allow_retries=False) from None
+    # The whole window is read first: groups, strata, the replay set and label caps are decided over all of it.
+    rows = [
+        corrections.corrected(orjson.loads(line), human_corrections)
+        for entry in manifest["days"]
+        for line in (version_dir / entry["file"]).read_bytes().splitlines()
+    ]
     similarity = sft_rules.near_duplicate_similarity
+    # A share of the question groups never trained on, whatever their completion: their failures
+    # are the replay set each candidate must fix (a near-duplicate goes with its group).
+    keys = training_data.question_keys([row["question"] for row in rows])
+    groups = training_data.question_groups(keys, similarity)
+    replayed, trainable = [], []
+    strategies, left_out = Counter(), Counter()  # the completions taken, and those that cannot be right
+    for row, key in zip(rows, keys):
+        if replay.is_replay(groups[key], lora_training.replay_share):
+            replayed.append(row)  # a failure, whatever its completion
+            continue
+        strategy = row.get("completion_strategy")
+        if corrections.can_train(strategy, lora_training.train_on_naive_completions):
+            strategies[strategy] += 1
+            trainable.append(row)
+        else:
+            left_out[strategy] += 1
+    if not strategies:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise dg.Failure(corrections.nothing_to_train_on(left_out, NAIVE_OPT_IN), allow_retries=False)
+    window = [training_data.WindowRecord(r["sample_id"], r["question"], r["label"], r["date"]) for r in trainable]
     split = training_data.split_window(window, lora_training.eval_share, similarity, lora_training.balance_settings())
     chosen = {"train": split.train, "eval": split.eval}
     counts = {name: Counter(window[index].label for index in indexes) for name, indexes in chosen.items()}
     texts = {
-        name: {key: [rows[index][key] for index in indexes] for key in ("prompt", "completion")}
+        name: {key: [trainable[index][key] for index in indexes] for key in ("prompt", "completion")}
         for name, indexes in chosen.items()
     }
     for name, indexes in chosen.items():
-        (tmp / f"{name}.jsonl").write_bytes(b"".join(lines[index] + b"\n" for index in indexes))
+        (tmp / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(trainable[index]) + b"\n" for index in indexes))
     write_trainer_exports(tmp, texts, trainer_exports, f"rag_sft_{content_hash[:16]}")
+    replay_set = replay.grown(_previous_replay_set(context, warehouse), replayed, lora_training.max_replay_failures)
+    replay_bytes = b"".join(orjson.dumps(record) + b"\n" for record in replay_set)
+    (tmp / REPLAY_FILE).write_bytes(replay_bytes)
     weights = training_data.training_label_weights(counts["train"], sft_rules.settings(), lora_training.max_label_weight)
     weights = {label: round(weight, 6) for label, weight in weights.items()}
     eval_composition = training_data.composition([window[index] for index in split.eval])
@@ -172,13 +210,19 @@ def training_dataset(
                 "label_weights": weights,
                 "label_cap": dict(sorted(label_capped.items())),
                 "eval_composition": eval_composition,
+                "completion_strategies": dict(sorted(strategies.items())),
+                "left_out": dict(sorted(left_out.items())),
+                "replay_share": lora_training.replay_share,
+                "replay_failures": {"new": len(replayed), "total": len(replay_set)},
             },
             option=orjson.OPT_INDENT_2,
         )
     )
     shape = {"dataset_hash": content_hash, "eval_share": lora_training.eval_share, "label_weights": weights,
              "formats": sorted(trainer_exports.formats), "split": _SPLIT_METHOD, "similarity": similarity,
-             "balance": lora_training.balance_settings().__dict__}  # fmt: skip
+             "balance": lora_training.balance_settings().__dict__, "train_on_naive": lora_training.train_on_naive_completions,
+             "corrections": hashlib.sha256(orjson.dumps(human_corrections, option=orjson.OPT_SORT_KEYS)).hexdigest(),
+             "replay_share": lora_training.replay_share, "replay": hashlib.sha256(replay_bytes).hexdigest()}  # fmt: skip
     folder = training_root / hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     # The same folder may exist already (built by an earlier or a concurrent run): it is kept.
     publish_folder(tmp, folder, last="manifest.json")
@@ -201,6 +245,11 @@ def training_dataset(
             "label_cap": sum(label_capped.values()),
             "label_cap_by_label": count_table(label_capped, "label"),
             "balance": split.caps,
+            "completion_strategies": count_table(strategies, "completion_strategy"),
+            # Exported, kept for inspection, and not trained on: completions that cannot be right.
+            "left_out_completions": count_table(left_out, "completion_strategy"),
+            "replay_new_failures": len(replayed),
+            "replay_failures": len(replay_set),
             **{f"label_weight/{label}": weight for label, weight in sorted(weights.items())},
             "path": dg.MetadataValue.path(str(folder)),
             **{f"trainer_export/{name}": dg.MetadataValue.path(str(folder / file_name(name, "train"))) for name in trainer_exports.formats},
@@ -213,6 +262,15 @@ def _composition_table(rows: list[dict]) -> dg.MetadataValue:
     """Eval records by day and label, as a table."""
     columns = [dg.TableColumn("day", "string"), dg.TableColumn("label", "string"), dg.TableColumn("count", "int")]
     return dg.MetadataValue.table([dg.TableRecord(row) for row in rows], dg.TableSchema(columns))
+
+
+def _previous_replay_set(context: dg.AssetExecutionContext, warehouse: Warehouse) -> list[dict]:
+    """The replay set of the latest training dataset (none before the first, or before replay sets existed)."""
+    latest = context.instance.get_latest_materialization_event(TRAINING_DATASET)
+    if latest is None or latest.asset_materialization is None or "path" not in latest.asset_materialization.metadata:
+        return []
+    path = warehouse.at(str(latest.asset_materialization.metadata["path"].value)) / REPLAY_FILE
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()] if path.is_file() else []
 
 
 def _materialized_folder(context: dg.AssetExecutionContext, key: dg.AssetKey, warehouse: Warehouse) -> Location:
@@ -376,6 +434,8 @@ def model_evaluation(
     eval_composition = training_data.composition(
         [training_data.WindowRecord(row["sample_id"], row["question"], row["label"], row["date"]) for row in questions]
     )
+    replay_path = dataset_dir / REPLAY_FILE
+    replayed = [orjson.loads(line) for line in replay_path.read_bytes().splitlines()] if replay_path.is_file() else []
     generation = GenerationSettings(
         max_new_tokens=evaluator.max_new_tokens,
         batch_size=evaluator.generation_batch_size,
@@ -389,18 +449,21 @@ def model_evaluation(
         trained_from = orjson.loads((registry.root / in_use / "training_config.json").read_bytes())["base_model"]
         models[in_use] = (trained_from, warehouse.local_copy(registry.root / in_use) / "adapter")
     models["base"] = (lora_training.base_model, None)
-    answers, losses, throughput = {}, {}, {}
+    in_use_key = in_use or "base"
+    answers, replay_answers, losses, throughput = {}, {}, {}, {}
     for name, (base_model, adapter) in models.items():
         model, tokenizer = sft.load_adapter(base_model, adapter) if adapter else sft.load_base(base_model)
         losses[name] = sft.evaluate(model, sft.encode(tokenizer, held_out, settings.max_length), settings.batch_size, tokenizer.pad_token_id)
         started = time.perf_counter()
         answers[name] = generate_answers(model, tokenizer, [row["prompt"] for row in questions], generation)
         throughput[name] = round(len(questions) / (time.perf_counter() - started), 3)
+        if replayed and evaluator.configured() and name in ("candidate", in_use_key):  # the replay row compares these two
+            replay_answers[name] = generate_answers(model, tokenizer, [row["prompt"] for row in replayed], generation)
         del model
-    in_use_key = in_use or "base"
-    judged = _judge(evaluator, warehouse, questions, answers, in_use_key) if evaluator.configured() else None
+    judged = _judge(evaluator, warehouse, questions, answers, in_use_key, replayed, replay_answers) if evaluator.configured() else None
     if judged is None:
-        decision = promotion_decision(
+        # A lower eval loss only says the candidate imitates the completions better: a person decides.
+        losses_compared = promotion_decision(
             losses[in_use_key].overall,
             losses["candidate"].overall,
             losses[in_use_key].by_label,
@@ -408,12 +471,18 @@ def model_evaluation(
             lora_training.max_label_regression,
             in_use=in_use_name,
         )
-        decision = Decision(decision.promote, f"no judge configured: eval loss against {in_use_name}: {decision.reason}")
+        decision = Decision(
+            False,
+            f"no judge configured: left a candidate for review (rag-sft model promote {version}); "
+            f"eval loss against {in_use_name}: {losses_compared.reason}",
+            review=True,
+        )
         summaries = [summarize(ModelRun(name, [None] * len(a), [g.latency_s for g in a], [g.tokens for g in a])) for name, a in answers.items()]
-        differences, kappa = {}, None
+        differences, kappa, test, replay_result = {}, None, None, None
     else:
-        summaries, differences, kappa, decision = judged
-    table = table_rows(summaries, differences)
+        summaries, differences, kappa, test, replay_result, decision = judged
+    warnings = judge_warnings(evaluator.model, questions) if evaluator.configured() else []
+    table = table_rows(summaries, differences, test, replay_result)
     record = {
         "eval_loss": round(losses["candidate"].overall, 5),
         "base_eval_loss": round(losses["base"].overall, 5),
@@ -425,15 +494,21 @@ def model_evaluation(
         "ab_change": {label: d.__dict__ for label, d in differences.items()},
         "ab_table": format_table(table),
         "judge_kappa": kappa,
+        "gate_test": test.summary() if test else None,
+        "replay_test": replay_result[0].summary() if replay_result else None,
+        "judge_warnings": warnings,
         "answers_per_s": throughput,
         "eval_composition": eval_composition,
     }
     registry.update(version, **record)
     if decision.promote:
         registry.promote(version, decision.reason)
+    elif decision.review:
+        registry.update(version, reason=decision.reason)  # still a candidate
     else:
         registry.reject(version, decision.reason)
-    context.log.info(f"{version}: {'promoted' if decision.promote else 'rejected'}: {decision.reason}\n{record['ab_table']}")
+    outcome = "promoted" if decision.promote else "left a candidate for review" if decision.review else "rejected"
+    context.log.info(f"{version}: {outcome}: {decision.reason}\n{record['ab_table']}")
     columns = [dg.TableColumn(name, "string") for name in table[0]]
     plottable = {
         f"{summary['model']}/{label}_rate": summary[label]["rate"]
@@ -463,37 +538,89 @@ def model_evaluation(
             "eval_questions": len(questions),
             "eval_composition": _composition_table(eval_composition),
             "judge_kappa": dg.MetadataValue.json(kappa) if kappa is not None else "no audit set",
+            **(
+                {
+                    "exact_test_p_value": dg.MetadataValue.float(test.p_value),
+                    "fixed": test.fixed,
+                    "broken": test.broken,
+                    "judged_coverage": dg.MetadataValue.float(round(test.coverage, 4)),
+                    "judged_pairs": test.pairs,
+                }
+                if test
+                else {}
+            ),
+            **(
+                {
+                    "replay_failures": replay_result[0].questions,
+                    "replay_fixed": replay_result[0].fixed,
+                    "replay_broken": replay_result[0].broken,
+                    "replay_p_value": dg.MetadataValue.float(replay_result[0].p_value),
+                }
+                if replay_result
+                else {}
+            ),
+            "judge_warnings": dg.MetadataValue.json(warnings),
             "promoted": decision.promote,
+            "status": registry.get(version)["status"],
             "decision": decision.reason,
             "current_version": registry.current() or "none",
         }
     )
 
 
-def _judge(evaluator: Evaluator, warehouse: Warehouse, questions: list[dict], answers: dict, in_use_key: str):
-    """The A/B table's columns, the candidate minus the model in use, the judge's kappa on the
-    audit set (None without one) and the gate's decision."""
+def _judge(
+    evaluator: Evaluator,
+    warehouse: Warehouse,
+    questions: list[dict],
+    answers: dict,
+    in_use_key: str,
+    replayed: list[dict],
+    replay_answers: dict,
+):
+    """The A/B table's columns, the candidate minus the model in use, the judge's agreement with
+    the audit set (None without one), the exact test of the primary metric, the replay set's
+    test and fixed rates (None without a replay set) and the gate's decision."""
     from rag_sft.io.judge import JudgeItem, audit_agreement, judged_run, read_audit_set
 
     with evaluator.open(warehouse) as client:
         kappa = audit_agreement(client, read_audit_set(Path(evaluator.audit_path))) if evaluator.audit_path else None
-        runs = {}
-        for name, generated in answers.items():
+        def judged_answers(name: str, rows: list[dict], generated: list) -> ModelRun:
             items = [
                 JudgeItem(
                     row["question"],
                     tuple(prompt_documents(row["prompt"])),
                     answer.text,
-                    row["completion"] if row.get("completion_strategy") == "llm" else None,  # a corrected answer
+                    row["completion"] if row.get("completion_strategy") in corrections.CAN_BE_RIGHT else None,  # a corrected answer
                 )
-                for row, answer in zip(questions, generated)
+                for row, answer in zip(rows, generated)
             ]
-            runs[name] = judged_run(client, name, items, [g.latency_s for g in generated], [g.tokens for g in generated])
+            return judged_run(client, name, items, [g.latency_s for g in generated], [g.tokens for g in generated])
+
+        runs = {name: judged_answers(name, questions, generated) for name, generated in answers.items()}
+        replay_runs = {name: judged_answers(name, replayed, generated) for name, generated in replay_answers.items()}
     price = JudgePrice(evaluator.prompt_price_per_mtok, evaluator.completion_price_per_mtok)
     differences = compare(runs["candidate"], runs[in_use_key], evaluator.bootstrap_resamples)
-    gate = GateSettings(evaluator.primary_metric, evaluator.max_label_rise, evaluator.min_kappa)
-    decision = judged_gate(differences, "the base model" if in_use_key == "base" else in_use_key, gate, kappa)
-    return [summarize(run, price) for run in runs.values()], differences, kappa, decision
+    gate = GateSettings(
+        primary_metric=evaluator.primary_metric,
+        alpha=evaluator.alpha,
+        min_judged_pairs=evaluator.min_judged_pairs,
+        min_judged_coverage=evaluator.min_judged_coverage,
+        non_inferiority_margin=evaluator.non_inferiority_margin,
+        min_kappa=evaluator.min_kappa,
+        min_audit_per_label=evaluator.min_audit_per_label,
+    )
+    test = paired_test(runs["candidate"], runs[in_use_key], gate.primary_metric)
+    replay_result = None
+    if replay_runs:
+        labels = [row["label"] for row in replayed]
+        failing = {name: replay.still_failing(labels, run.verdicts) for name, run in replay_runs.items()}
+        replay_test = paired_flags_test("replay", failing["candidate"], failing[in_use_key])
+        replay_result = (replay_test, {name: fixed_rate(flags) for name, flags in failing.items()})
+    in_use_name = "the base model" if in_use_key == "base" else in_use_key
+    decision = judged_gate(test, differences, in_use_name, gate, kappa, replay_result[0] if replay_result else None)
+    # An undefined kappa (a label the audit set never shows) is stored as null, not NaN.
+    agreement = {label: {**a.__dict__, "kappa": None if math.isnan(a.kappa) else a.kappa} for label, a in kappa.items()} if kappa is not None else None
+    return [summarize(run, price) for run in runs.values()], differences, agreement, test, replay_result, decision
 
 
 def _records(path: Path, label_weights: dict[str, float]):

@@ -199,7 +199,7 @@ def _train(instance) -> int:
     if built:
         print(f"\nBuilt the tiny demo base model (random Llama, tokenizer trained on the corpus): {built}")
     print("Starting the Dagster daemon: its training sensor decides whether to train ...", flush=True)
-    report = train_through_sensor(instance, Path(os.environ["DAGSTER_HOME"]) / "daemon.log")
+    report = train_through_sensor(instance, Path(os.environ["DAGSTER_HOME"]) / "daemon.log", local_data_dir())
     print(format_training(report))
     return 1 if report.outcome in ("failed", "timed out") else 0
 

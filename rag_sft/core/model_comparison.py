@@ -1,11 +1,13 @@
-"""The A/B comparison of models on the RAG metrics (SPEC.md rule 11), free of I/O.
+"""The A/B comparison of models on the RAG metrics (SPEC.md rules 11, 17), free of I/O.
 
 A judge labels each answer with the RAG evaluator's labels; per model this gives each label's
 rate with a 95% Wilson interval, latency (mean, p50, p90), tokens per answer and the judge's
-cost. The candidate is compared with the model in use on the same questions by a paired
-bootstrap of the rate difference, and the gate promotes only on a significant improvement of
-the primary metric with no other label rising beyond a tolerance. The judge's own agreement
-with human labels (an audit set) is Cohen's kappa per label.
+cost. The gate (README, "The model gate") decides on the questions judged for both models: the
+primary metric by an exact McNemar test on the discordant pairs (the questions one model got
+right and the other wrong), the other labels by non-inferiority (the upper bound of the paired
+bootstrap interval of their change under a margin). It refuses when too few questions were
+judged for both, and promotes automatically only when an audit set shows the judge agrees with
+human labels (Cohen's kappa per label, on enough audited examples of each label).
 """
 
 from __future__ import annotations
@@ -180,51 +182,157 @@ def compare(candidate: ModelRun, in_use: ModelRun, resamples: int = 2000, seed: 
     return differences
 
 
+def exact_mcnemar_p(fixed: int, broken: int) -> float:
+    """The two-sided exact McNemar test: under "no difference" each discordant question is as
+    likely fixed as broken, so `fixed` is Binomial(fixed + broken, 1/2); the p-value doubles the
+    smaller tail (the distribution is symmetric). No discordant question: p = 1."""
+    n = fixed + broken
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(fixed, broken) + 1)) / 2**n
+    return min(1.0, 2 * tail)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    """One label on the questions judged for both models. `fixed`: the model in use's answer had
+    the label and the candidate's not; `broken`: the reverse. The concordant questions say
+    nothing about which model is better, so the exact test reads the discordant ones only."""
+
+    label: str
+    questions: int  # asked of both models
+    pairs: int  # judged for both
+    fixed: int
+    broken: int
+    p_value: float
+
+    @property
+    def coverage(self) -> float:
+        return self.pairs / self.questions if self.questions else 0.0
+
+    def summary(self) -> dict:
+        return {
+            "label": self.label, "questions": self.questions, "judged_pairs": self.pairs, "judged_coverage": _r(self.coverage),
+            "fixed": self.fixed, "broken": self.broken, "p_value": _r(self.p_value, 6),
+        }  # fmt: skip
+
+
+def paired_test(candidate: ModelRun, in_use: ModelRun, label: str) -> PairedTest:
+    """The exact McNemar test of `label` between the candidate and the model in use."""
+    return paired_flags_test(label, candidate.flags(label), in_use.flags(label))
+
+
+def paired_flags_test(name: str, candidate: Sequence[bool | None], in_use: Sequence[bool | None]) -> PairedTest:
+    """The exact McNemar test on per-question failures (True: failed; None: not judged)."""
+    pairs = [(a, b) for a, b in zip(candidate, in_use) if a is not None and b is not None]
+    fixed = sum(1 for a, b in pairs if b and not a)
+    broken = sum(1 for a, b in pairs if a and not b)
+    return PairedTest(name, len(candidate), len(pairs), fixed, broken, exact_mcnemar_p(fixed, broken))
+
+
+@dataclass(frozen=True)
+class LabelAgreement:
+    """The judge against the audit set's human labels on one label: kappa, over `items` audited
+    answers of which `positives` a human gave that label."""
+
+    kappa: float
+    positives: int
+    items: int
+
+
 @dataclass(frozen=True)
 class GateSettings:
     primary_metric: str = rules.FACTUALITY_ERROR
-    max_label_rise: float = 0.05  # the largest rise of another label's rate (absolute) allowed
+    alpha: float = 0.05  # the exact test's two-sided significance level
+    min_judged_pairs: int = 30  # questions judged for both models, at least
+    min_judged_coverage: float = 0.9  # share of the questions judged for both models, at least
+    non_inferiority_margin: float = 0.05  # another label's rate may rise by less than this (upper bound of its 95% interval)
     min_kappa: float = 0.6  # the judge's agreement with the audit set, per label
+    min_audit_per_label: int = 10  # audited answers a human gave each label, before its kappa counts
 
 
 def judged_gate(
+    test: PairedTest,
     differences: Mapping[str, Difference],
     in_use: str,
     settings: GateSettings,
-    kappa: Mapping[str, float] | None = None,
+    audit: Mapping[str, LabelAgreement] | None = None,
+    replay: PairedTest | None = None,
 ) -> Decision:
-    """Promote when the primary metric's rate is lower than the model in use's with the 95%
-    interval of the difference below zero, no other label's rate rises by more than the
-    tolerance, and the judge agrees with the human audit labels (kappa) where an audit set exists."""
-    untrusted = {label: k for label, k in (kappa or {}).items() if not k >= settings.min_kappa}
-    if untrusted:
-        listed = ", ".join(f"{label} {k:.2f}" for label, k in sorted(untrusted.items()))
-        return Decision(False, f"the judge is not trusted: Cohen's kappa with the audit set under {settings.min_kappa} ({listed})")
-    primary = differences[settings.primary_metric]
-    stated = (
-        f"{settings.primary_metric} rate {_signed(primary.value)} vs {in_use} "
-        f"(95% CI [{_signed(primary.low)}, {_signed(primary.high)}], {primary.pairs} questions)"
-    )
-    if primary.pairs == 0:
+    """Reject unless enough questions were judged for both models, the exact test finds the
+    candidate better on the primary metric at `alpha`, every other label is non-inferior, and
+    (with a replay set) the same test finds it fixes more of the replayed failures than the
+    model in use. Then promote when the audit set shows the judge can be trusted on every label; otherwise
+    the candidate waits for a person's review (the numbers are sound, the judge is unproven)."""
+    if test.pairs == 0:
         return Decision(False, f"no question was judged for both the candidate and {in_use}")
-    if primary.low > 0:
+    coverage = f"{test.pairs} of {test.questions} questions judged for both models ({test.coverage:.0%})"
+    if test.pairs < settings.min_judged_pairs:
+        return Decision(False, f"too few judged questions: {coverage}, under the minimum of {settings.min_judged_pairs}")
+    if test.coverage < settings.min_judged_coverage:
+        return Decision(False, f"judged coverage too low: {coverage}, under the floor of {settings.min_judged_coverage:.0%}")
+    stated = (
+        f"{test.label}: {test.fixed} fixed, {test.broken} broken vs {in_use} on {test.pairs} questions, "
+        f"exact McNemar p = {test.p_value:.4g}"
+    )
+    if test.broken > test.fixed and test.p_value < settings.alpha:
         return Decision(False, f"worse than the model in use: {stated}")
-    if not primary.high < 0:
-        return Decision(False, f"no significant improvement: {stated}; the interval includes 0")
-    rises = {
-        label: d.value
+    if not (test.fixed > test.broken and test.p_value < settings.alpha):
+        return Decision(False, f"no significant improvement: {stated}, not under alpha {settings.alpha}")
+    inferior = {
+        label: d
         for label, d in differences.items()
-        if label != settings.primary_metric and d.pairs and d.value > settings.max_label_rise
+        if label != test.label and d.pairs and not d.high < settings.non_inferiority_margin
     }
-    if rises:
-        listed = ", ".join(f"{label} rate {_signed(rise)}" for label, rise in sorted(rises.items()))
-        return Decision(False, f"{stated}, but {listed} vs {in_use}: above the tolerance {settings.max_label_rise}")
-    return Decision(True, f"better than the model in use: {stated}; no other label rises above {settings.max_label_rise}")
+    if inferior:
+        listed = ", ".join(f"{label} rate {_signed(d.value)} (95% CI upper bound {_signed(d.high)})" for label, d in sorted(inferior.items()))
+        return Decision(False, f"{stated}, but {listed} vs {in_use}: not under the margin {settings.non_inferiority_margin}")
+    passed = f"better than the model in use: {stated}; every other label under the margin {settings.non_inferiority_margin}"
+    if replay is not None:
+        replayed = f"replay set: {replay.fixed} fixed, {replay.broken} broken vs {in_use} on {replay.pairs} of {replay.questions} failures"
+        if not (replay.fixed > replay.broken and replay.p_value < settings.alpha):
+            return Decision(
+                False,
+                f"{stated}, but it does not fix the failures it was trained for: {replayed}, "
+                f"exact McNemar p = {replay.p_value:.4g}, not under alpha {settings.alpha}",
+            )
+        passed += f"; {replayed}, exact McNemar p = {replay.p_value:.4g}"
+    distrust = judge_distrust(audit, settings)
+    if distrust:
+        return Decision(False, f"{passed}; but {distrust}: left a candidate for review", review=True)
+    return Decision(True, passed)
+
+
+def judge_distrust(audit: Mapping[str, LabelAgreement] | None, settings: GateSettings) -> str:
+    """Why the judge's verdicts may not promote by themselves ("" when they may): no audit set,
+    a label with too few audited examples (its kappa says nothing), or a kappa under the minimum."""
+    if audit is None:
+        return "the judge has no audit set (human labels to measure its agreement on)"
+    reasons = []
+    for label in JUDGED_LABELS:
+        agreement = audit.get(label)
+        if agreement is None or agreement.positives < settings.min_audit_per_label:
+            reasons.append(f"{label}: {agreement.positives if agreement else 0} audited examples, under {settings.min_audit_per_label}")
+        elif not agreement.kappa >= settings.min_kappa:
+            reasons.append(f"{label}: kappa {agreement.kappa:.2f}")
+    if not reasons:
+        return ""
+    return f"the judge is not trusted (Cohen's kappa with the audit set, minimum {settings.min_kappa}): {'; '.join(reasons)}"
+
+
+def judge_warnings(judge_model: str, eval_rows: Sequence[Mapping]) -> list[str]:
+    """What weakens the judge's verdicts: grading with the model that wrote the corrected answers
+    (the references) favours answers that sound like its own."""
+    writers = {row.get("completion_model") for row in eval_rows if row.get("completion_strategy") == "llm"}
+    if judge_model in writers:
+        return [f"the judge model {judge_model} also wrote the corrected answers (the references): it may favour its own style"]
+    return []
 
 
 def cohen_kappa(rater_a: Sequence[bool], rater_b: Sequence[bool]) -> float:
     """Cohen's kappa of two binary raters. When chance agreement is certain (both always say
-    the same class), kappa is 1 if they agree on every item and 0 otherwise."""
+    the same class, e.g. a label no audited answer has), it is undefined (NaN): agreeing on
+    nothing but "absent" says nothing about how the judge spots the label."""
     a = np.asarray(rater_a, dtype=bool)
     b = np.asarray(rater_b, dtype=bool)
     if len(a) == 0:
@@ -232,23 +340,42 @@ def cohen_kappa(rater_a: Sequence[bool], rater_b: Sequence[bool]) -> float:
     observed = float(np.mean(a == b))
     expected = float(a.mean() * b.mean() + (1 - a.mean()) * (1 - b.mean()))
     if expected >= 1.0:
-        return 1.0 if observed == 1.0 else 0.0
+        return math.nan
     return (observed - expected) / (1 - expected)
 
 
-def audit_kappa(human: Sequence[frozenset[str]], judge: Sequence[Verdict | None]) -> dict[str, float]:
-    """Kappa per label between the audit set's human labels and the judge's verdicts (items the
-    judge failed on are left out)."""
+def audit_kappa(human: Sequence[frozenset[str]], judge: Sequence[Verdict | None]) -> dict[str, LabelAgreement]:
+    """Kappa per label between the audit set's human labels and the judge's verdicts, with the
+    number of audited answers a human gave the label (items the judge failed on are left out)."""
     pairs = [(h, v.labels) for h, v in zip(human, judge) if v is not None]
     return {
-        label: _r(cohen_kappa([label in h for h, _ in pairs], [label in j for _, j in pairs]))
+        label: LabelAgreement(
+            _r(cohen_kappa([label in h for h, _ in pairs], [label in j for _, j in pairs])),
+            sum(label in h for h, _ in pairs),
+            len(pairs),
+        )
         for label in JUDGED_LABELS
     }
 
 
-def table_rows(summaries: Sequence[dict], differences: Mapping[str, Difference]) -> list[dict]:
+def fixed_rate(still_failing: Sequence[bool | None]) -> tuple[float, float, float] | None:
+    """The share of replayed failures a model fixed, with its 95% Wilson interval (None: none judged)."""
+    judged = [flag for flag in still_failing if flag is not None]
+    if not judged:
+        return None
+    fixed = sum(1 for flag in judged if not flag)
+    return (_r(fixed / len(judged)), *(_r(bound) for bound in wilson_interval(fixed, len(judged))))
+
+
+def table_rows(
+    summaries: Sequence[dict],
+    differences: Mapping[str, Difference],
+    test: PairedTest | None = None,
+    replay: tuple[PairedTest, Mapping[str, tuple[float, float, float] | None]] | None = None,
+) -> list[dict]:
     """The A/B table of the source articles: one row per metric, one column per model, then the
-    candidate minus the model in use with its interval."""
+    candidate minus the model in use with its interval; with the gate's exact test, its counts,
+    p-value and judged coverage."""
     rows = []
     for label in JUDGED_LABELS:
         row = {"metric": f"{label} rate"}
@@ -258,6 +385,18 @@ def table_rows(summaries: Sequence[dict], differences: Mapping[str, Difference])
         d = differences.get(label)
         row["change"] = None if d is None or not d.pairs else f"{_signed(d.value)} [{_signed(d.low)}, {_signed(d.high)}]"
         rows.append(row)
+    if replay is not None:
+        test_row, rates = replay
+        row = {"metric": "replay failures fixed"}
+        for summary in summaries:
+            rate = rates.get(summary["model"])
+            row[summary["model"]] = None if rate is None else f"{rate[0]:.3f} [{rate[1]:.3f}, {rate[2]:.3f}]"
+        row["change"] = f"{test_row.fixed} fixed, {test_row.broken} broken, p = {test_row.p_value:.4g}"
+        rows.append(row)
+    if test is not None:
+        blank = {s["model"]: None for s in summaries}
+        rows.append({"metric": f"{test.label} exact McNemar", **blank, "change": f"{test.fixed} fixed, {test.broken} broken, p = {test.p_value:.4g}"})
+        rows.append({"metric": "judged for both", **blank, "change": f"{test.pairs}/{test.questions} ({test.coverage:.0%})"})
     for metric, read in (
         ("latency mean s", lambda s: s["latency_s"]["mean"]),
         ("latency p50 s", lambda s: s["latency_s"]["p50"]),

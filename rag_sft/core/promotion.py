@@ -1,5 +1,7 @@
-"""The eval-loss gate: the fallback when no judge is configured (`core/model_comparison.py`
-judges answers instead). The comparison is with the model in use, never the base alone."""
+"""The eval-loss comparison: what is measured when no judge is configured (`core/model_comparison.py`
+judges answers instead). The comparison is with the model in use, never the base alone. A lower
+eval loss says the candidate imitates the held-out completions better, not that its answers are
+right, so without a judge nothing is promoted automatically: the version waits for review."""
 
 from __future__ import annotations
 
@@ -11,6 +13,8 @@ from dataclasses import dataclass
 class Decision:
     promote: bool
     reason: str
+    # Neither promoted nor rejected: left a candidate for a person (`rag-sft model promote VERSION`).
+    review: bool = False
 
 
 def promotion_decision(

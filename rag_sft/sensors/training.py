@@ -9,11 +9,15 @@ pending dataset.
 
 import json
 import os
+from collections import Counter
 
 import dagster as dg
+import msgspec
 
-from rag_sft.assets.training import DATASET_TAG, lora_adapter, model_evaluation, training_dataset
-from rag_sft.core import trigger
+from rag_sft.assets.training import DATASET_TAG, NAIVE_OPT_IN, lora_adapter, model_evaluation, training_dataset
+from rag_sft.core import corrections, trigger
+from rag_sft.io.corrections import read_corrections
+from rag_sft.io.storage import open_lines
 from rag_sft.io.export_ledger import update_ledger
 from rag_sft.jobs import TRAINING_QUEUE_ENV, executor_choice, training_executor
 from rag_sft.io.training_ledger import TrainingLedger, trained_sample_ids
@@ -86,6 +90,8 @@ def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: Lor
             min_new_samples=lora_training.min_new_samples,
             max_attempts=lora_training.max_attempts,
         )
+    if isinstance(decision, trigger.Request):
+        decision = _something_to_train_on(decision, warehouse, lora_training.train_on_naive_completions)
     # A request supersedes a pending dataset that never trained.
     requested = decision.dataset_hash if isinstance(decision, trigger.Request) else pending
     context.update_cursor(trigger.Cursor(ledger.after, requested).to_json())
@@ -98,6 +104,33 @@ def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: Lor
         run_config={"ops": {"training_dataset": {"config": {"days": decision.days}}}},
         tags={DATASET_TAG: decision.dataset_hash, "rag_sft/new_samples": str(decision.new_samples)},
     )
+
+
+class _Completion(msgspec.Struct):  # a JSONL record: only what says whether it may be trained on
+    sample_id: str
+    completion_strategy: str | None = None
+
+
+_COMPLETION = msgspec.json.Decoder(_Completion)
+
+
+def _something_to_train_on(request: trigger.Request, warehouse: Warehouse, train_on_naive: bool) -> trigger.Request | trigger.Skip:
+    """The request, or a skip when no record of its days may be trained on (naive completions
+    only, with no opt-in): training would fail on an empty dataset, or teach the wrong answers.
+    Read only when the threshold is met, and stopped at the first trainable record."""
+    human_corrections = read_corrections(warehouse.corrections_dir())
+    strategies = Counter()
+    for day in request.days:
+        with open_lines(warehouse.jsonl_path(day)) as lines:
+            for line in lines:
+                if not line.strip():
+                    continue
+                record = _COMPLETION.decode(line)
+                strategy = corrections.HUMAN if record.sample_id in human_corrections else record.completion_strategy
+                if corrections.can_train(strategy, train_on_naive):
+                    return request
+                strategies[strategy] += 1
+    return trigger.Skip(f"{request.new_samples} new samples, but {corrections.nothing_to_train_on(strategies, NAIVE_OPT_IN)}")
 
 
 def _run_statuses(instance: dg.DagsterInstance, dataset: str) -> list[str]:

@@ -81,7 +81,7 @@ def test_training_records_the_dataset_version_and_the_registry_shows_it(pipeline
     generate(pipeline, days=DAYS[:1], events_per_day=150)
     pipeline.materialize(DAYS[0])
     assert version(pipeline)["dataset_version"] == "v001"
-    fast = LoraTraining(base_model=str(tiny_base), max_length=64, batch_size=16)
+    fast = LoraTraining(base_model=str(tiny_base), max_length=64, batch_size=16, train_on_naive_completions=True)  # naive fixtures
     result = pipeline.train(fast)  # the exportable days: the same contents as v001
     assert result.success
     dataset = pipeline.metadata(result, "training_dataset")

@@ -7,18 +7,21 @@ from pathlib import Path
 import dagster as dg
 import orjson
 
+from rag_sft.cli.main import main
 from rag_sft.io.model_registry import ModelRegistry
 from rag_sft.resources import Evaluator, LoraTraining
 from rag_sft.testing.openai_server import running_stub
 from rag_sft_tests.assets.test_pipeline import generate
 
-FAST = {"learning_rate": 5e-3, "epochs": 1, "max_length": 96, "batch_size": 16}
+# The fixtures' completions are naive: these tests check the training mechanics, so they opt in.
+FAST = {"learning_rate": 5e-3, "epochs": 1, "max_length": 96, "batch_size": 16, "train_on_naive_completions": True}
 LABELS = ("factuality_error", "incomplete_answer", "low_relevance", "overconfidence")
 
 
 def judge_at(stub, **settings) -> Evaluator:
+    # 6 questions, all of them allowed to count: the gate's decision is reached, not refused for size.
     return Evaluator(base_url=stub.base_url, api_key=dg.EnvVar("RAG_SFT_TEST_JUDGE_KEY"), model="stand-in", stand_in=True,
-                     eval_questions=6, max_new_tokens=8, bootstrap_resamples=200, **settings)
+                     eval_questions=6, max_new_tokens=8, bootstrap_resamples=200, min_judged_pairs=6, **settings)
 
 
 def test_the_candidate_is_judged_against_the_version_in_use_and_rollback_restores_it(pipeline, tiny_base, monkeypatch):
@@ -38,6 +41,17 @@ def test_the_candidate_is_judged_against_the_version_in_use_and_rollback_restore
         assert [column["model"] for column in entry["ab"]] == ["candidate", "base"]
         assert all(column["judged"] == 6 and column["tokens_per_answer"] > 0 for column in entry["ab"])
         assert entry["ab_change"]["factuality_error"]["pairs"] == 6 and entry["reason"]
+        # The gate's exact test, with its counts and judged coverage, in the metadata and the registry.
+        test = entry["gate_test"]
+        assert test["judged_pairs"] == 6 and test["judged_coverage"] == 1.0 and test["label"] == "factuality_error"
+        assert evaluation["exact_test_p_value"] == test["p_value"] and evaluation["judged_coverage"] == 1.0
+        assert (evaluation["fixed"], evaluation["broken"]) == (test["fixed"], test["broken"])
+        assert "factuality_error exact McNemar" in [r.data["metric"] for r in table.records]
+        # The replay set's failures, never trained on, answered by the candidate and the model in use.
+        replayed = pipeline.metadata(first, "training_dataset")["replay_failures"]
+        assert replayed > 0 and entry["replay_test"]["questions"] == evaluation["replay_failures"] == replayed
+        replay_row = next(r.data for r in table.records if r.data["metric"] == "replay failures fixed")
+        assert replay_row["change"].startswith(f"{evaluation['replay_fixed']} fixed, {evaluation['replay_broken']} broken, p = ")
         assert stub.state.stats()["answered"] >= 6  # the judge was asked over HTTP
 
         registry.promote("v0001", "by hand, for the test")
@@ -57,14 +71,25 @@ def test_the_candidate_is_judged_against_the_version_in_use_and_rollback_restore
     assert registry.history()[-1]["reason"] == "v0002 answers worse in production"
 
 
-def test_without_a_judge_the_gate_says_so_and_compares_eval_loss_with_the_model_in_use(pipeline, tiny_base):
+def test_without_a_judge_the_version_is_a_candidate_for_review_never_promoted(pipeline, tiny_base, monkeypatch, capsys):
     generate(pipeline, days=["2026-11-19"], events_per_day=150)
     pipeline.materialize("2026-11-19")
     result = pipeline.train(LoraTraining(base_model=str(tiny_base), max_label_weight=2.0, **FAST))
     assert result.success
     evaluation = pipeline.metadata(result, "model_evaluation")
-    assert evaluation["decision"].startswith("no judge configured: eval loss against the base model: ")
+    assert evaluation["decision"].startswith("no judge configured: left a candidate for review (rag-sft model promote v0001); "
+                                             "eval loss against the base model: ")
     assert evaluation["judge"] == "none: the eval-loss gate"
+    assert evaluation["eval_loss"] < evaluation["base_eval_loss"]  # a lower eval loss promotes nothing by itself
+    assert not evaluation["promoted"] and evaluation["status"] == "candidate"
+    registry = ModelRegistry(pipeline.data / "models")
+    assert registry.get("v0001")["status"] == "candidate" and registry.current() is None
+    # A person reviews it: `rag-sft model list` shows the candidate, `promote` puts it in use.
+    monkeypatch.setenv("RAG_SFT_DATA_DIR", str(pipeline.data))
+    assert main(["model", "list"]) == 0
+    assert "  v0001    candidate   v001" in capsys.readouterr().out
+    assert main(["model", "promote", "v0001", "--reason", "read its answers"]) == 0
+    assert registry.current() == "v0001" and registry.get("v0001")["status"] == "promoted"
     # The label weights are the training split's, capped; the day's JSONL keeps its own.
     dataset = pipeline.metadata(result, "training_dataset")
     weights = {key.removeprefix("label_weight/"): value for key, value in dataset.items() if key.startswith("label_weight/")}

@@ -79,7 +79,7 @@ def test_training_datasets_carry_the_exports_and_trl_trains_on_them(pipeline, ti
 
     generate(pipeline, days=[DAY], events_per_day=150)
     pipeline.materialize(DAY)
-    fast = LoraTraining(base_model=str(tiny_base), max_length=64, batch_size=16)
+    fast = LoraTraining(base_model=str(tiny_base), max_length=64, batch_size=16, train_on_naive_completions=True)  # naive fixtures
     result = pipeline.train(fast, trainer_exports=ALL)
     assert result.success
     dataset = pipeline.metadata(result, "training_dataset")

@@ -1,17 +1,24 @@
 """Run config that becomes paths in training: traversal refused; split settings never overwrite
 a training dataset that a model names."""
 
+from pathlib import Path
+
 import dagster as dg
+import orjson
 import pytest
 
 from rag_sft.assets.training import training_dataset
+from rag_sft.core.replay import is_replay
 from rag_sft.resources import LoraTraining, SftRules, TrainerExports
 from rag_sft_tests.assets.test_pipeline import generate
+from rag_sft_tests.helpers import write_lines
 
 DAY = "2026-11-19"
 
 
 def freeze(pipeline, run_config: dict | None = None, **training) -> dg.ExecuteInProcessResult:
+    # The fixtures' completions are naive: the path tests opt in, the completion test says otherwise.
+    training = {"train_on_naive_completions": True, **training}
     return dg.materialize(
         [training_dataset],
         instance=pipeline.instance,
@@ -55,3 +62,52 @@ def test_another_eval_share_makes_another_folder(pipeline):
         paths.append(event.event_specific_data.materialization.metadata["path"].value)
     assert paths[0] != paths[1] and paths[0] == paths[2]
     assert [p.name for p in (pipeline.data / "training").iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_training_dataset_holds_only_completions_that_can_be_right(pipeline):
+    generate(pipeline, days=[DAY], events_per_day=150)
+    pipeline.materialize(DAY)
+    exported = [orjson.loads(line) for line in pipeline.jsonl(DAY).read_bytes().splitlines()]
+    assert {record["completion_strategy"] for record in exported} == {"naive"}
+    # Naive only, no opt-in: nothing to train on, and the run says why.
+    refused = freeze(pipeline, train_on_naive_completions=False, replay_share=0)  # no replay set: every record counts
+    assert not refused.success
+    assert f"no completion that can be right to train on: {len(exported)} naive" in str(refused.get_step_failure_events()[0].event_specific_data.error)
+    # A person corrects 40 answers: the dataset holds those, marked human, and leaves the naive ones out.
+    corrected = {record["sample_id"]: f"corrected answer {n}" for n, record in enumerate(exported[:40])}
+    write_lines(pipeline.data / "corrections" / "batch-1.jsonl", [{"sample_id": k, "completion": v} for k, v in corrected.items()])
+    result = freeze(pipeline, train_on_naive_completions=False, replay_share=0)
+    assert result.success
+    folder = Path(pipeline.metadata(result, "training_dataset")["path"])
+    records = [orjson.loads(line) for name in ("train.jsonl", "eval.jsonl") for line in (folder / name).read_bytes().splitlines()]
+    assert {r["sample_id"]: r["completion"] for r in records} == corrected
+    assert {r["completion_strategy"] for r in records} == {"human"}
+    manifest = orjson.loads((folder / "manifest.json").read_bytes())
+    assert manifest["completion_strategies"] == {"human": 40} and manifest["left_out"] == {"naive": len(exported) - 40}
+    # The daily export is left as it was, for inspection.
+    assert [orjson.loads(line) for line in pipeline.jsonl(DAY).read_bytes().splitlines()] == exported
+
+
+def test_replayed_failures_are_never_trained_on_and_the_replay_set_grows_bounded(pipeline):
+    generate(pipeline, days=["2026-11-18"], events_per_day=150)
+    pipeline.materialize("2026-11-18")
+    first = Path(pipeline.metadata(freeze(pipeline, replay_share=0.2), "training_dataset")["path"])
+
+    def lines(folder, name):
+        return [orjson.loads(line) for line in (folder / name).read_bytes().splitlines()]
+
+    replayed = lines(first, "replay.jsonl")
+    trained = lines(first, "train.jsonl") + lines(first, "eval.jsonl")
+    assert replayed and all(is_replay(r["question"], 0.2) for r in replayed)
+    assert not any(is_replay(r["question"], 0.2) for r in trained)  # no variant of a replayed question either
+    exported = pipeline.jsonl("2026-11-18").read_bytes().splitlines()
+    assert len(replayed) + len(trained) == len(exported)
+
+    generate(pipeline, days=["2026-11-19"], events_per_day=150)
+    pipeline.materialize("2026-11-19")
+    second = Path(pipeline.metadata(freeze(pipeline, replay_share=0.2), "training_dataset")["path"])
+    grown_set = lines(second, "replay.jsonl")
+    assert [r["sample_id"] for r in grown_set[: len(replayed)]] == [r["sample_id"] for r in replayed]  # kept, first
+    assert len(grown_set) > len(replayed)
+    bounded = Path(pipeline.metadata(freeze(pipeline, replay_share=0.2, max_replay_failures=5), "training_dataset")["path"])
+    assert [r["sample_id"] for r in lines(bounded, "replay.jsonl")] == [r["sample_id"] for r in grown_set[-5:]]

@@ -123,6 +123,7 @@ def product(postgres, tmp_path_factory, tiny_base):
         "RAG_SFT_AUTOMATION": "off",
         "RAG_SFT_BASE_MODEL": str(tiny_base),
         "RAG_SFT_MIN_NEW_SAMPLES": "1000",
+        "RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS": "1",  # the generated events\' completions are naive
         "RAG_SFT_TRAIN_LAST_DAYS": "0",  # every day counts (make exports 1 for its demo)
         "RAG_SFT_TRAIN_MAX_LENGTH": "96",
         "RAG_SFT_EVAL_QUESTIONS": "8",  # the A/B generation on a few questions: this is not the gate's test

@@ -7,7 +7,15 @@ import openai
 import orjson
 
 from rag_sft.core.llm import LlmSettings, RetryPolicy
-from rag_sft.core.model_comparison import JUDGE_RUBRIC, GateSettings, compare, judged_gate
+from rag_sft.core.model_comparison import (
+    JUDGE_RUBRIC,
+    JUDGED_LABELS,
+    GateSettings,
+    LabelAgreement,
+    compare,
+    judged_gate,
+    paired_test,
+)
 from rag_sft.io.completion_cache import CompletionCache
 from rag_sft.io.judge import JudgeItem, audit_agreement, judge, judged_run, read_audit_set
 from rag_sft.io.llm_completion import LlmCompletion
@@ -45,11 +53,20 @@ def script(stub, model: str, label: str, questions: range) -> None:
         stub.script_verdict(marker, labels, 0.2 if labels else 0.9)
 
 
+# An audit set on which the judge agrees with the humans on every label: the numbers decide.
+TRUSTED = {label: LabelAgreement(0.9, 10, 40) for label in JUDGED_LABELS}
+
+
+def gate(candidate, in_use, in_use_name="v0001", settings=GateSettings()):
+    test = paired_test(candidate, in_use, settings.primary_metric)
+    return judged_gate(test, compare(candidate, in_use), in_use_name, settings, TRUSTED)
+
+
 def decide(stub, tmp_path, settings=GateSettings()):
     with judge_client(stub, tmp_path) as client:
         candidate = judged_run(client, "candidate", items("cand"), [0.1] * N, [5] * N)
         in_use = judged_run(client, "v0001", items("cur"), [0.1] * N, [5] * N)
-    return judged_gate(compare(candidate, in_use), "v0001", settings)
+    return gate(candidate, in_use, settings=settings)
 
 
 def test_a_candidate_clearly_better_than_the_model_in_use_is_promoted(tmp_path):
@@ -58,7 +75,7 @@ def test_a_candidate_clearly_better_than_the_model_in_use_is_promoted(tmp_path):
         script(stub, "cand", "factuality_error", range(3))
         decision = decide(stub, tmp_path)
     assert decision.promote, decision.reason
-    assert decision.reason.startswith("better than the model in use: factuality_error rate -0.425 vs v0001")
+    assert decision.reason.startswith("better than the model in use: factuality_error: 17 fixed, 0 broken vs v0001 on 40 questions")
 
 
 def test_better_than_the_base_but_worse_than_current_is_rejected_naming_metric_and_interval(tmp_path):
@@ -70,10 +87,10 @@ def test_better_than_the_base_but_worse_than_current_is_rejected_naming_metric_a
             base = judged_run(client, "base", items("base"), [0.1] * N, [5] * N)
             candidate = judged_run(client, "candidate", items("cand"), [0.1] * N, [5] * N)
             current = judged_run(client, "v0001", items("cur"), [0.1] * N, [5] * N)
-    assert judged_gate(compare(candidate, base), "the base model", GateSettings()).promote
-    decision = judged_gate(compare(candidate, current), "v0001", GateSettings())
+    assert gate(candidate, base, "the base model").promote
+    decision = gate(candidate, current)
     assert not decision.promote
-    assert decision.reason.startswith("worse than the model in use: factuality_error rate +0.300 vs v0001 (95% CI [+")
+    assert decision.reason.startswith("worse than the model in use: factuality_error: 0 fixed, 12 broken vs v0001 on 40 questions, exact McNemar p = ")
 
 
 def test_a_tie_is_no_significant_improvement(tmp_path):
@@ -81,7 +98,7 @@ def test_a_tie_is_no_significant_improvement(tmp_path):
         script(stub, "cur", "factuality_error", range(10))
         script(stub, "cand", "factuality_error", range(5, 15))
         decision = decide(stub, tmp_path)
-    assert not decision.promote and decision.reason.startswith("no significant improvement: factuality_error rate +0.000")
+    assert not decision.promote and decision.reason.startswith("no significant improvement: factuality_error: 5 fixed, 5 broken")
 
 
 def test_a_label_regressing_beyond_the_tolerance_is_named(tmp_path):
@@ -90,7 +107,7 @@ def test_a_label_regressing_beyond_the_tolerance_is_named(tmp_path):
         script(stub, "cand", "overconfidence", range(20, 30))
         decision = decide(stub, tmp_path)
     assert not decision.promote
-    assert "but overconfidence rate +0.250 vs v0001: above the tolerance 0.05" in decision.reason
+    assert "but overconfidence rate +0.250 (95% CI upper bound +0.400) vs v0001: not under the margin 0.05" in decision.reason
 
 
 def test_a_malformed_verdict_is_retried_then_counted_as_a_failure_never_guessed(tmp_path):
@@ -124,8 +141,10 @@ def test_kappa_under_the_threshold_blocks_promotion(tmp_path):
             kappa = audit_agreement(client, audit_items)
             candidate = judged_run(client, "candidate", items("cand"), [0.1] * N, [5] * N)
             current = judged_run(client, "v0001", items("cur"), [0.1] * N, [5] * N)
-    differences = compare(candidate, current)
-    assert judged_gate(differences, "v0001", GateSettings()).promote  # the numbers alone would promote
-    decision = judged_gate(differences, "v0001", GateSettings(), kappa)
-    assert kappa["factuality_error"] < 0.6
-    assert not decision.promote and decision.reason.startswith("the judge is not trusted: Cohen's kappa")
+    differences, test = compare(candidate, current), paired_test(candidate, current, "factuality_error")
+    trusted = {label: LabelAgreement(0.9, 10, 20) for label in JUDGED_LABELS}
+    assert judged_gate(test, differences, "v0001", GateSettings(), trusted).promote  # the numbers alone would promote
+    decision = judged_gate(test, differences, "v0001", GateSettings(), kappa)
+    assert kappa["factuality_error"].kappa < 0.6 and kappa["factuality_error"].positives == 10
+    assert not decision.promote and decision.review
+    assert "the judge is not trusted (Cohen's kappa with the audit set, minimum 0.6): factuality_error: kappa 0.20" in decision.reason

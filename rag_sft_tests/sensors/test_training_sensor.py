@@ -20,11 +20,12 @@ from rag_sft_tests.assets.test_s3_warehouse import objects
 from rag_sft_tests.conftest import Pipeline
 from rag_sft_tests.helpers import event, hold_back_days, write_lines
 
-FAST = {"learning_rate": 5e-3, "epochs": 2, "max_length": 96, "batch_size": 16}
+# The fixtures' completions are naive: these tests check the training mechanics, so they opt in.
+FAST = {"learning_rate": 5e-3, "epochs": 2, "max_length": 96, "batch_size": 16, "train_on_naive_completions": True}
 
 
 def evaluate(pipeline, cursor, **settings):
-    lora_training = LoraTraining(**settings)
+    lora_training = LoraTraining(**{"train_on_naive_completions": True, **settings})
     resources = {"lora_training": lora_training, "warehouse": pipeline.resources()["warehouse"]}
     with dg.build_sensor_context(instance=pipeline.instance, cursor=cursor, resources=resources) as context:
         result = lora_training_sensor(context)
@@ -51,7 +52,7 @@ def test_the_sensor_fires_once_per_dataset_and_failed_training_does_not_consume(
     tags = {**request.tags, "dagster/sensor_name": "lora_training_sensor", "dagster/run_key": request.run_key}
 
     # A training run that fails (here: a base model that does not exist) consumes nothing.
-    failed = pipeline.train(LoraTraining(base_model=str(pipeline.root / "no-such-model")), request.run_config, tags)
+    failed = pipeline.train(LoraTraining(base_model=str(pipeline.root / "no-such-model"), train_on_naive_completions=True), request.run_config, tags)
     assert not failed.success
     retry, cursor = evaluate(pipeline, cursor, min_new_samples=100)
     assert isinstance(retry, dg.RunRequest) and retry.run_key != request.run_key and retry.run_key.endswith("-2")
@@ -62,9 +63,10 @@ def test_the_sensor_fires_once_per_dataset_and_failed_training_does_not_consume(
     assert trained.success
     registry = ModelRegistry(pipeline.data / "models")
     [version] = registry.versions()
-    assert version["version"] == "v0001" and version["status"] in ("promoted", "rejected") and version["reason"]
+    # No judge: a candidate for review, never promoted by the eval loss alone.
+    assert version["version"] == "v0001" and version["status"] == "candidate" and version["reason"]
     assert version["dataset_hash"] == request.tags[DATASET_TAG] and version["eval_loss"] < version["base_eval_loss"]
-    assert registry.current() == ("v0001" if version["status"] == "promoted" else None)
+    assert registry.current() is None
     for name in ("adapter/adapter_config.json", "tokenizer/tokenizer_config.json", "training_config.json", "metrics.json", "dataset.json"):
         assert (pipeline.data / "models" / "v0001" / name).exists(), name
 
@@ -195,8 +197,24 @@ def test_on_an_s3_warehouse_the_sensor_fires_once_and_the_model_version_lands_in
     registry = ModelRegistry(pipeline.resources()["warehouse"].models_dir())
     [version] = registry.versions()
     assert version["version"] == "v0001" and version["dataset_version"] == "v001"
-    assert version["dataset_hash"] == request.tags[DATASET_TAG] and version["status"] in ("promoted", "rejected")
+    assert version["dataset_hash"] == request.tags[DATASET_TAG] and version["status"] == "candidate"
     # `current` is an object naming the version in use: the model commands work on the store.
     registry.promote("v0001", "by hand: test")
     assert registry.current() == "v0001" and "* v0001" in format_versions(registry)
     assert registry.rollback("rolled back by hand: test") == ("v0001", None) and registry.current() is None
+
+
+def test_naive_completions_alone_make_the_sensor_skip_and_say_why(pipeline):
+    generate(pipeline, days=["2026-11-19"], events_per_day=150)
+    exported = pipeline.metadata(pipeline.materialize("2026-11-19"), "sft_jsonl")["dagster/row_count"]
+    skipped, cursor = evaluate(pipeline, None, min_new_samples=100, train_on_naive_completions=False)
+    assert isinstance(skipped, dg.SkipReason)
+    assert skipped.skip_message.startswith(f"{exported} new samples, but no completion that can be right to train on: {exported} naive")
+    assert "train_on_naive_completions" in skipped.skip_message and "corrections" in skipped.skip_message
+    # A person's corrected answers are completions that can be right: the sensor trains on them.
+    sample_id = orjson.loads(pipeline.jsonl("2026-11-19").read_bytes().splitlines()[0])["sample_id"]
+    write_lines(pipeline.data / "corrections" / "reviewed.jsonl", [{"sample_id": sample_id, "completion": "The documents say 30 days."}])
+    request, _ = evaluate(pipeline, cursor, min_new_samples=100, train_on_naive_completions=False)
+    assert isinstance(request, dg.RunRequest)
+    # Opting in to naive completions trains on them (explicitly).
+    assert isinstance(evaluate(pipeline, None, min_new_samples=100)[0], dg.RunRequest)
