@@ -19,7 +19,7 @@ def build(pipeline, lora_training=None):
         instance=pipeline.instance,
         resources={
             "warehouse": pipeline.resources()["warehouse"],
-            "lora_training": lora_training or LoraTraining(),
+            "lora_training": lora_training or LoraTraining(train_on_naive_completions=True),  # naive fixtures
             "trainer_exports": TrainerExports(),
             "sft_rules": SftRules(),
             "evaluator": Evaluator(),
@@ -60,7 +60,7 @@ def test_skewed_days_are_exported_and_the_training_set_is_capped_the_same_on_eve
 def test_a_training_set_that_cannot_be_balanced_fails_its_blocking_check_and_nothing_is_trained(pipeline):
     generate(pipeline, days=DAYS[:1], events_per_day=300, factuality_share=1.0)  # one label only
     pipeline.materialize(DAYS[0])
-    result = pipeline.train(LoraTraining())
+    result = pipeline.train(LoraTraining(train_on_naive_completions=True))  # naive fixtures
     balance = pipeline.check(result, "train_label_balance")
     assert not balance.passed and balance.severity == dg.AssetCheckSeverity.ERROR
     assert "factuality_error is 100.0% of" in balance.description and "above max_label_share 60%" in balance.description

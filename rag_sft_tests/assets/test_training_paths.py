@@ -8,6 +8,7 @@ import orjson
 import pytest
 
 from rag_sft.assets.training import training_dataset
+from rag_sft.core import training_data
 from rag_sft.core.replay import is_replay
 from rag_sft.resources import LoraTraining, SftRules, TrainerExports
 from rag_sft_tests.assets.test_pipeline import generate
@@ -80,8 +81,11 @@ def test_a_training_dataset_holds_only_completions_that_can_be_right(pipeline):
     assert result.success
     folder = Path(pipeline.metadata(result, "training_dataset")["path"])
     records = [orjson.loads(line) for name in ("train.jsonl", "eval.jsonl") for line in (folder / name).read_bytes().splitlines()]
-    assert {r["sample_id"]: r["completion"] for r in records} == corrected
+    assert records and all(corrected[r["sample_id"]] == r["completion"] for r in records)
     assert {r["completion_strategy"] for r in records} == {"human"}
+    # Every corrected answer is accounted for: trained, judged, or set aside with a reason.
+    metadata = pipeline.metadata(result, "training_dataset")
+    assert len(records) + metadata["held_out_variants"] + metadata["label_cap"] == 40
     manifest = orjson.loads((folder / "manifest.json").read_bytes())
     assert manifest["completion_strategies"] == {"human": 40} and manifest["left_out"] == {"naive": len(exported) - 40}
     # The daily export is left as it was, for inspection.
@@ -98,10 +102,15 @@ def test_replayed_failures_are_never_trained_on_and_the_replay_set_grows_bounded
 
     replayed = lines(first, "replay.jsonl")
     trained = lines(first, "train.jsonl") + lines(first, "eval.jsonl")
-    assert replayed and all(is_replay(r["question"], 0.2) for r in replayed)
-    assert not any(is_replay(r["question"], 0.2) for r in trained)  # no variant of a replayed question either
+    # No question of the replay set, nor a retyped variant or near-duplicate of one, is trained on or judged.
+    keys = training_data.question_keys([r["question"] for r in replayed + trained])
+    groups = training_data.question_groups(keys, SftRules().near_duplicate_similarity)
+    replayed_groups = {groups[key] for key in keys[: len(replayed)]}
+    assert replayed and all(is_replay(group, 0.2) for group in replayed_groups)
+    assert not replayed_groups & {groups[key] for key in keys[len(replayed) :]}
     exported = pipeline.jsonl("2026-11-18").read_bytes().splitlines()
-    assert len(replayed) + len(trained) == len(exported)
+    metadata = pipeline.metadata(freeze(pipeline, replay_share=0.2), "training_dataset")
+    assert len(replayed) + len(trained) + metadata["held_out_variants"] + metadata["label_cap"] == len(exported)
 
     generate(pipeline, days=["2026-11-19"], events_per_day=150)
     pipeline.materialize("2026-11-19")
