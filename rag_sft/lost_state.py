@@ -40,7 +40,9 @@ _PAGE = 100
 REBUILD = "rag-sft state rebuild"
 
 
-def require_state_describes_data(instance: dg.DagsterInstance, warehouse: Warehouse, near_duplicate_index: bool) -> None:
+def require_state_describes_data(
+    instance: dg.DagsterInstance, warehouse: Warehouse, near_duplicate_index: bool
+) -> None:
     """Fail the run (no retry) when a store is younger than data it should describe."""
     problems = younger_stores(instance, warehouse, near_duplicate_index)
     if problems:
@@ -72,7 +74,9 @@ def younger_stores(instance: dg.DagsterInstance, warehouse: Warehouse, near_dupl
         found = _exported_day_before(instance, warehouse, since, needs_near_duplicates=store is NearDuplicateIndex)
         if found is not None:
             day, at = found
-            problems.append(f"the {_NAMES[store]} was created at {_when(since)}, after {day} was exported at {_when(at)}")
+            problems.append(
+                f"the {_NAMES[store]} was created at {_when(since)}, after {day} was exported at {_when(at)}"
+            )
     return problems
 
 
@@ -159,16 +163,17 @@ def rebuild_state(instance: dg.DagsterInstance, warehouse: Warehouse, sft_rules:
         exported_requests = 0
         kept_samples = 0
         for day in days:
-            groups = [pa.Table.from_batches([group.read(["request_id", "sample_id", "status"])]) for group in row_groups(table, day)]
+            groups = [group.read(["request_id", "sample_id", "status"]) for group in row_groups(table, day)]
             if not groups:
                 continue
-            rows = pa.concat_tables(groups)
+            rows = pa.Table.from_batches(groups)
             still_there = pc.invert(pc.is_in(rows.column("request_id"), value_set=erased))
             rows = rows.filter(pc.and_(pc.equal(rows.column("status"), samples.EXPORTED), still_there))
             requests.replace_day(day, rows.column("request_id").to_pylist())
             exported_requests += rows.num_rows
             if sft_rules.near_duplicates:
-                kept_samples += _rebuild_near_duplicates(near, warehouse, day, rows.column("sample_id"), banding, min_confidence)
+                exported = rows.column("sample_id")
+                kept_samples += _rebuild_near_duplicates(near, warehouse, day, exported, banding, min_confidence)
         for store in stores:
             store.set_describes_since(0.0)
     return {
