@@ -23,11 +23,14 @@ from rag_sft.io.llm_completion import redacted_url
 from rag_sft.io.model_registry import ModelRegistry
 from rag_sft.io.near_duplicate_index import NearDuplicateIndex
 from rag_sft.io.request_index import RequestIndex
+from rag_sft.io.training_ledger import TrainingLedger
 from rag_sft.io.warehouse import PART_FILE, partition_dir
 from rag_sft.resources import Completions, Warehouse
 
 ERASE_JOB = "erase_requests"
 ERASE_OP = "erase_everywhere"  # run config: ops.erase_everywhere.config.request_ids
+# The warehouse an erase run erased in (its identity), so a state store younger than the run is found (lost_state.py).
+WAREHOUSE_TAG = "rag_sft/warehouse"
 
 
 class EraseConfig(dg.Config):
@@ -46,6 +49,7 @@ def erase_requests_op(
     ids = erasure.request_ids(config.request_ids)
     if not ids:
         raise dg.Failure("no request_id to erase", allow_retries=False)
+    context.instance.add_run_tags(context.run_id, {WAREHOUSE_TAG: warehouse.identity()})
     with warehouse.open_state(ErasureLedger) as ledger:
         new = ledger.record(ids, context.run_id)
     erased = set(ids)
@@ -88,6 +92,8 @@ def erase_requests_op(
         index_rows = requests.erase(ids)
     with warehouse.open_state(NearDuplicateIndex) as near_duplicates:
         index_rows += near_duplicates.erase(erased_samples)
+    with warehouse.open_state(TrainingLedger) as training_ledger:  # the training sensor's sample_ids
+        ledger_rows = training_ledger.erase(erased_samples)
 
     cache_entries = 0
     if warehouse.has_completion_cache():
@@ -120,6 +126,7 @@ def erase_requests_op(
         "days": removed_rows,
         "cache_entries_removed": cache_entries,
         "index_rows_removed": index_rows,
+        "training_ledger_rows_removed": ledger_rows,
         "dataset_versions_rewritten": rewritten_versions,
         "training_datasets_rewritten": training,
         "models_trained_on_erased": {

@@ -284,6 +284,15 @@ class Warehouse(dg.ConfigurableResource):
             )
         return store(open_state_db(url, local))
 
+    def state_place(self) -> str:
+        """Where the shared-truth stores are, for messages (a database URL without its password)."""
+        url = self._state_url()
+        return f"the state database {redacted_sql_url(url)}" if url else f"the state folder {self.state_dir()}"
+
+    def identity(self) -> str:
+        """This warehouse among others one Dagster instance may have seen: its root, absolute."""
+        return str(self.root().absolute())
+
     def _state_url(self) -> str:
         url = resolved(self.state_url) or ""
         executor = os.environ.get(EXECUTOR_ENV, "")

@@ -15,6 +15,7 @@ from rag_sft.io.memory import streaming_day
 from rag_sft.io.request_index import RequestIndex
 from rag_sft.io.sources import LandingFolder, SourceUnavailable
 from rag_sft.io.warehouse import PartitionWriter
+from rag_sft.lost_state import require_state_describes_data
 from rag_sft.resources import EventSource, SftRules, Warehouse
 
 RAW_EVENTS = dg.AssetKey("raw_events")
@@ -81,6 +82,8 @@ def raw_events(
     day = context.partition_key
     try:
         source = event_source.open(warehouse.state_dir())
+        # A lost state folder must not let erased requests back in, nor duplicates of earlier days.
+        require_state_describes_data(context.instance, warehouse, sft_rules.near_duplicates)
         refuse_lost_lines(source, date.fromisoformat(day), config.accept_source_loss)
         ignored = source.ignored_files() if isinstance(source, LandingFolder) else []
         if ignored:

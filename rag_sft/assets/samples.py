@@ -37,6 +37,7 @@ from rag_sft.io.warehouse import (
     publish_partition_file,
     row_groups,
 )
+from rag_sft.lost_state import require_state_describes_data
 from rag_sft.resources import Completions, ExportChecks, SftRules, Warehouse
 
 
@@ -121,6 +122,7 @@ def sft_records(
     day = context.partition_key
     settings = sft_rules.settings()
     annotated_dir = warehouse.table_dir("annotated_samples")
+    require_state_describes_data(context.instance, warehouse, sft_rules.near_duplicates)
 
     # Near-duplicates first: they would skew the label counts. A day is never capped for balance
     # (SPEC rule 12: the training set is); its label mix is compared with the trailing days'.
@@ -245,8 +247,7 @@ def _annotate_group(group: RowGroup, settings) -> tuple[pa.RecordBatch, Counter]
 
 
 def _signatures_of_group(group: RowGroup, settings) -> tuple[list[str], np.ndarray]:
-    columns = ["sample_id", "question", "confidence", "context_docs.list.element.id"]
-    return near_duplicates.batch_signatures(group.read(columns), settings.min_confidence)
+    return near_duplicates.batch_signatures(group.read(near_duplicates.SIGNATURE_COLUMNS), settings.min_confidence)
 
 
 def _records_of_group(group: RowGroup, settings, strategy, label_weights, set_aside) -> pa.RecordBatch:

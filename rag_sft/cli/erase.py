@@ -18,11 +18,13 @@ DVC_STEPS = (("commit", "--force"), ("push",), ("gc", "--workspace", "--cloud", 
 
 
 def read_ids(args: argparse.Namespace) -> list[str]:
-    """The ids of `--request-id` and of `--from-file` (one per line; blank lines and # comments skipped)."""
+    """The ids of `--request-id` and of `--from-file` (one per line; blank lines and # comments
+    skipped). The file may start with a byte order mark and end its lines with CRLF (Windows
+    editors, Excel's "UTF-8 CSV"): neither is part of the first or any id."""
     ids = list(args.request_id or [])
     if args.from_file:
-        lines = Path(args.from_file).read_text().splitlines()
-        ids += [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+        lines = (line.strip() for line in Path(args.from_file).read_text(encoding="utf-8-sig").splitlines())
+        ids += [line for line in lines if line and not line.startswith("#")]
     return ids
 
 

@@ -1,6 +1,10 @@
 """`rag-sft state-import`: this machine's shared-truth SQLite files copied into the state
 database (`RAG_SFT_STATE_URL`), once, when a deployment moves to it; each file is then renamed
-`*.imported`, so the stores open the database from then on."""
+`*.imported`, so the stores open the database from then on.
+
+`rag-sft state rebuild [--params params.yaml]`: the erasure ledger, request index and
+near-duplicate index rebuilt from the instance's erase runs and the warehouse's exported
+partitions, after the state was lost (`rag_sft/lost_state.py`)."""
 
 from __future__ import annotations
 
@@ -48,6 +52,37 @@ def cmd_state_import(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_state_rebuild(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from rag_sft.cli.main import ensure_dagster_home
+    from rag_sft.cli.versions import params_run_config
+    from rag_sft.definitions import defs
+    from rag_sft.lost_state import rebuild_state
+
+    ensure_dagster_home()
+    configured = params_run_config(args.params, "export").get("resources", {})
+    warehouse, sft_rules = (
+        type(defs.resources[name])(**configured[name]["config"]) if name in configured else defs.resources[name]
+        for name in ("warehouse", "sft_rules")
+    )
+    with dg.DagsterInstance.get() as instance:
+        report = rebuild_state(instance, warehouse, sft_rules)
+    print(json.dumps(report))
+    return 0
+
+
 def add_parser(sub) -> None:
-    state = sub.add_parser("state-import", help="copy this machine's shared-truth SQLite files into the state database")
-    state.set_defaults(func=cmd_state_import)
+    state_import = sub.add_parser(
+        "state-import", help="copy this machine's shared-truth SQLite files into the state database"
+    )
+    state_import.set_defaults(func=cmd_state_import)
+    state = sub.add_parser("state", help="the pipeline's shared truth (request and near-duplicate indexes, ledgers)")
+    actions = state.add_subparsers(dest="state_action", required=True)
+    rebuild = actions.add_parser(
+        "rebuild",
+        help="rebuild the erasure ledger and the request and near-duplicate indexes from the instance's erase runs "
+        "and the warehouse's exported partitions (after the state folder was lost; while no day is running)",
+    )
+    rebuild.add_argument("--params", default="", help="params.yaml: its export.resources settings (DVC)")
+    rebuild.set_defaults(func=cmd_state_rebuild)

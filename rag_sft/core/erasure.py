@@ -4,12 +4,14 @@ An erased request_id is looked for where each artefact keeps it: the `request_id
 Parquet tables, the `request_id` field of the record files (daily JSONL, preference pairs, the
 splits of a training dataset), and, for a dead-letter row whose request_id could not be read,
 its raw text (the id as a JSON string, quotes included, so `req-1` does not match `req-10`).
+Ids are compared stripped, as ingest strips them: `" req-1 "` in a line is request req-1.
 Trainer exports carry no request_id: their lines follow the records file line for line (both
 are the exported rows in order), so they lose the same line numbers.
 """
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 
@@ -40,25 +42,32 @@ def request_ids(values: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(value.strip() for value in values if value and value.strip()))
 
 
-def quoted(ids: Iterable[str]) -> list[str]:
-    """Each id as it appears in a JSON line: a JSON string, quotes included."""
-    return [orjson.dumps(request_id).decode() for request_id in ids]
+# Whitespace around an id inside its JSON string: as typed, or escaped (ingest strips it off).
+_PADDING = r"(?:\s|\\[tnrf])*"
 
 
-def erased_mask(batch: pa.RecordBatch | pa.Table, ids: pa.Array, quoted_ids: Sequence[str]) -> pa.Array:
-    """True for the rows of an erased request: its request_id, or for a row without one (a
+def id_pattern(ids: Iterable[str]) -> re.Pattern[bytes] | None:
+    """The ids as they appear in a JSON line: each a JSON string (quotes included, so `req-1`
+    does not match `req-10`), with or without whitespace around the id inside the quotes."""
+    forms = [re.escape(orjson.dumps(request_id)[1:-1]) for request_id in ids]
+    return re.compile(b'"' + _PADDING.encode() + b"(?:" + b"|".join(forms) + b")" + _PADDING.encode() + b'"') if forms else None
+
+
+def erased_mask(batch: pa.RecordBatch | pa.Table, ids: pa.Array, named: re.Pattern[bytes] | None) -> pa.Array:
+    """True for the rows of an erased request: its request_id (stripped: a dead-letter row
+    written before ingest stripped them keeps the spaces), or for a row without one (a
     dead-letter line whose id could not be read) its raw text naming the id."""
     request_id = batch.column("request_id")
-    mask = pc.fill_null(pc.is_in(request_id, value_set=ids), False)
-    if "raw_text" in batch.schema.names and quoted_ids:
+    mask = pc.fill_null(pc.is_in(pc.utf8_trim_whitespace(request_id), value_set=ids), False)
+    if "raw_text" in batch.schema.names and named is not None:
         unnamed = pc.is_null(request_id)
         if pc.any(unnamed).as_py():
             texts = batch.column("raw_text").to_pylist()
-            named = [
-                bool(is_unnamed) and text is not None and any(q in text for q in quoted_ids)
+            found = [
+                bool(is_unnamed) and text is not None and named.search(text.encode()) is not None
                 for is_unnamed, text in zip(unnamed.to_pylist(), texts)
             ]
-            mask = pc.or_(mask, pa.array(named, pa.bool_()))
+            mask = pc.or_(mask, pa.array(found, pa.bool_()))
     return mask
 
 
@@ -70,14 +79,14 @@ def without_erased(
     duplicates + rejected + erased, and no row of it is written anywhere (not even the dead
     letter: its raw text is what must go)."""
     ids = pa.array(erased, pa.string())
-    quoted_ids = quoted(erased)
+    named = id_pattern(erased)
     for batch in batches:
         if not erased:
             yield batch
             continue
         accepted, dead = batch.accepted, batch.dead_letter
         if accepted is not None:
-            mask = erased_mask(accepted, ids, [])
+            mask = erased_mask(accepted, ids, None)
             removed = pc.sum(mask).as_py() or 0
             if removed:
                 counts.accepted -= removed
@@ -85,7 +94,7 @@ def without_erased(
                 accepted = accepted.filter(pc.invert(mask))
                 accepted = accepted if accepted.num_rows else None
         if dead is not None:
-            mask = erased_mask(dead, ids, quoted_ids)
+            mask = erased_mask(dead, ids, named)
             gone = dead.filter(mask)
             for outcome, reason in zip(gone.column("outcome").to_pylist(), gone.column("reason").to_pylist()):
                 if outcome == "duplicate":
@@ -125,9 +134,12 @@ def counts_after_erasure(previous: Mapping[str, object], removed_rows: int, remo
 
 def record_lines_to_drop(data: bytes, erased: set[str]) -> list[int]:
     """Line numbers (0-based) of a record file whose `request_id` is erased."""
-    return [
-        n for n, line in enumerate(data.splitlines()) if line.strip() and orjson.loads(line).get("request_id") in erased
-    ]
+    return [n for n, line in enumerate(data.splitlines()) if line.strip() and _request_id(orjson.loads(line)) in erased]
+
+
+def _request_id(record: dict) -> str | None:
+    value = record.get("request_id")
+    return value.strip() if isinstance(value, str) else None
 
 
 def drop_lines(data: bytes, drop: Iterable[int]) -> bytes:

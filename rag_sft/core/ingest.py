@@ -247,9 +247,10 @@ def deduplicate(chunk: JudgedChunk, seen: set[str], counts: IngestCounts, earlie
 
 
 def _request_id_of(line: SourceLine) -> str | None:
+    """A rejected line's request_id, stripped as an accepted one is (so an erasure finds it)."""
     decoded = line.decoded
     if isinstance(decoded, dict) and isinstance(decoded.get("request_id"), str):
-        return decoded["request_id"]
+        return decoded["request_id"].strip() or None
     return None
 
 

@@ -125,6 +125,10 @@ def normalized(questions: pa.Array) -> pa.Array:
     return pc.replace_substring_regex(folded, r"[\s\p{P}]+", "")
 
 
+# What a sample's signature is made of: `batch_signatures` reads these columns of annotated_samples.
+SIGNATURE_COLUMNS = ["sample_id", "question", "confidence", "context_docs.list.element.id"]
+
+
 def batch_signatures(batch: pa.RecordBatch, min_confidence: float, chunk_rows: int = 4096) -> tuple[list[str], np.ndarray]:
     """The sample_ids and signatures of a batch's samples that pass the confidence filter; the
     batch holds `sample_id`, `question`, `confidence` and the ids of `context_docs`."""

@@ -41,7 +41,7 @@ TRAINING_FILES = {f"{split}.jsonl": [file_name(name, split) for name in FORMATS]
 def days_holding(table_dir: Location, erased: Sequence[str]) -> list[str]:
     """The days of a table with a row of an erased request, read column by column."""
     ids = pa.array(erased, pa.string())
-    quoted = erasure.quoted(erased)
+    named = erasure.id_pattern(erased)
     days = []
     parts = listed_files(table_dir, (PART_FILE,)) if table_dir.is_dir() else {}
     for path in (path for path in parts if path.parent.name.startswith("date=")):
@@ -50,7 +50,7 @@ def days_holding(table_dir: Location, erased: Sequence[str]) -> list[str]:
             table = parquet.read(columns=["request_id"])
             if "raw_text" in parquet.schema_arrow.names and table.column("request_id").null_count:
                 table = parquet.read(columns=["request_id", "raw_text"])
-        if pc.any(erasure.erased_mask(table, ids, quoted)).as_py():
+        if pc.any(erasure.erased_mask(table, ids, named)).as_py():
             days.append(path.parent.name.removeprefix("date="))
     return days
 
@@ -58,7 +58,7 @@ def days_holding(table_dir: Location, erased: Sequence[str]) -> list[str]:
 def rewrite_partition(table_dir: Location, day: str, erased: Sequence[str], compression: str) -> pa.Table:
     """Rewrite the day without the erased rows (the file's own schema); returns those rows."""
     ids = pa.array(erased, pa.string())
-    quoted = erasure.quoted(erased)
+    named = erasure.id_pattern(erased)
     groups = row_groups(table_dir, day)
     if groups:
         schema = groups[0].metadata.schema.to_arrow_schema()
@@ -69,7 +69,7 @@ def rewrite_partition(table_dir: Location, day: str, erased: Sequence[str], comp
     with PartitionWriter(table_dir, day, schema, compression, tables.FREE_TEXT) as writer:
         for group in groups:
             batch = group.read()
-            mask = erasure.erased_mask(batch, ids, quoted)
+            mask = erasure.erased_mask(batch, ids, named)
             removed.append(batch.filter(mask))
             writer.write(batch.filter(pc.invert(mask)))
         writer.commit()

@@ -110,3 +110,10 @@ class NearDuplicateIndex(StateStore):
                 db.execute("UPDATE band_key_rows SET live = live - ?", (keys,))
                 deleted += db.execute(f"DELETE FROM kept WHERE day = ? AND {db.in_list('sample_id')}", (day, db.values(ids))).rowcount
         return deleted
+
+    def clear(self) -> None:
+        """Forget every day (before a rebuild from the warehouse); kept ids are still never reused."""
+        with self._db.transaction():
+            self._db.execute("DELETE FROM band_keys")
+            self._db.execute("DELETE FROM kept")
+            self._db.execute("UPDATE band_key_rows SET live = 0, stale = 0")

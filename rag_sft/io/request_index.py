@@ -61,3 +61,7 @@ class RequestIndex(StateStore):
         db = self._db
         with db.transaction():
             return db.execute(f"DELETE FROM request_days WHERE {db.in_list('request_id')}", (db.values(request_ids),)).rowcount
+
+    def clear(self) -> None:
+        """Forget every day (before a rebuild from the warehouse)."""
+        self._db.execute("DELETE FROM request_days")

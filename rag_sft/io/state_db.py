@@ -16,6 +16,7 @@ import csv
 import io
 import re
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from itertools import chain
@@ -214,6 +215,15 @@ class PostgresStateDb:
         self._engine.dispose()
 
 
+# When each store started to describe the data: the time of its creation (a lost state folder
+# comes back empty and young), 0 for a store that describes everything before it (one found
+# holding rows when this table came in, or one rebuilt from the data: `rag-sft state rebuild`).
+# One row per store: a state database holds every store's tables.
+_BIRTH_SCHEMA = """
+CREATE TABLE IF NOT EXISTS store_birth (store TEXT PRIMARY KEY, describes_since REAL NOT NULL);
+"""
+
+
 class StateStore:
     """A store over its own connection to the state database, closed with it."""
 
@@ -222,12 +232,38 @@ class StateStore:
 
     def __init__(self, db: StateDb, schema: str):
         self._db = db
-        self._schema = schema
+        self._schema = schema.rstrip().rstrip(";") + ";\n" + _BIRTH_SCHEMA
         try:
-            db.create(schema)
+            db.create(self._schema)
+            if db.execute("SELECT 1 FROM store_birth WHERE store = ?", (self.FILE,)).fetchone() is None:
+                self._record_birth()
         except BaseException:
             db.close()
             raise
+
+    def _tables(self) -> list[str]:
+        return re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", self._schema)
+
+    def _record_birth(self) -> None:
+        """Born now when empty; a store that already holds rows (made before births were
+        recorded) has described the data all along."""
+        holds_rows = any(
+            self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone()
+            for table in self._tables()
+            if table not in (*self.COUNTERS, "store_birth")
+        )
+        # A store opened at once elsewhere keeps the first birth.
+        self._db.execute(
+            "INSERT INTO store_birth VALUES (?, ?) ON CONFLICT DO NOTHING", (self.FILE, 0.0 if holds_rows else time.time())
+        )
+
+    def describes_since(self) -> float:
+        """The time from which this store saw the data it describes (0: from the start)."""
+        return float(self._db.execute("SELECT describes_since FROM store_birth WHERE store = ?", (self.FILE,)).fetchone()[0])
+
+    def set_describes_since(self, timestamp: float) -> None:
+        """0 once rebuilt from the data: the store describes everything before."""
+        self._db.execute("UPDATE store_birth SET describes_since = ? WHERE store = ?", (timestamp, self.FILE))
 
     def close(self) -> None:
         self._db.close()
@@ -239,7 +275,13 @@ class StateStore:
         copied = {}
         try:
             with self._db.transaction():
-                for table in re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", self._schema):
+                for table in self._tables():
+                    if table == "store_birth":  # the file's birth (a file older than births: 0)
+                        self._db.execute("DELETE FROM store_birth WHERE store = ?", (self.FILE,))
+                        known = source.execute("SELECT 1 FROM sqlite_master WHERE name = 'store_birth'").fetchone()
+                        born = source.execute("SELECT * FROM store_birth WHERE store = ?", (self.FILE,)).fetchall() if known else []
+                        self._db.insert(table, born or [(self.FILE, 0.0)])
+                        continue
                     if table in self.COUNTERS:
                         self._db.execute(f"DELETE FROM {table}")
                     elif self._db.execute(f"SELECT 1 FROM {table} LIMIT 1").fetchone():

@@ -96,6 +96,24 @@ class TrainingLedger(StateStore):
             )
         return unsettled
 
+    def erase(self, sample_ids_by_day: Mapping[str, list[str]]) -> int:
+        """Forget these samples (their requests were erased): their rows of the days read and of
+        the samples trained on, the days' untrained counts recounted; returns the rows deleted."""
+        db = self._db
+        deleted = 0
+        with db.transaction():
+            for day, ids in sample_ids_by_day.items():
+                deleted += db.execute(
+                    f"DELETE FROM samples WHERE day = ? AND {db.in_list('sample_id')}", (day, db.values(ids))
+                ).rowcount
+                db.execute(
+                    "UPDATE sampled SET untrained = (SELECT count(*) FROM samples WHERE day = ? AND new = 1) WHERE day = ?",
+                    (day, day),
+                )
+            every = [sample_id for ids in sample_ids_by_day.values() for sample_id in ids]
+            deleted += db.execute(f"DELETE FROM trained WHERE {db.in_list('sample_id')}", (db.values(every),)).rowcount
+        return deleted
+
     def untrained_by_day(self) -> dict[str, int]:
         """Per day read, its samples whose sample_id was never trained on (one row per day)."""
         return dict(self._db.execute("SELECT day, untrained FROM sampled WHERE untrained > 0"))

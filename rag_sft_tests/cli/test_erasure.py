@@ -21,12 +21,18 @@ from pathlib import Path
 
 import dagster as dg
 import orjson
+import pandas as pd
 import pyarrow.parquet as pq
+import pytest
 import yaml
 
+from rag_sft.cli.main import ensure_dagster_home
 from rag_sft.core.generator import GeneratorSettings, day_lines
 from rag_sft.testing.openai_server import running_stub
+from rag_sft_tests.assets.test_near_duplicates import DAY1, distinct_events
 from rag_sft_tests.cli.test_dvc_pipeline import GIT_IDENTITY, REPO, dvc_binary
+from rag_sft_tests.conftest import Pipeline
+from rag_sft_tests.helpers import write_lines
 
 DAYS = [f"2026-11-{day:02d}" for day in range(10, 17)]
 TABLES = ("raw_events", "rejected_events", "annotated_samples", "sft_records")
@@ -210,3 +216,36 @@ def test_erase_reaches_every_artefact_the_dvc_remote_and_the_registry(tmp_path, 
         f"erase (3 ids, 7 days, with --dvc) took {erase_seconds:.1f} s wall ({output.strip().splitlines()[-1]}); "
         f"pull of the old commit: {(old.stdout + old.stderr).strip().splitlines()[-1:]}"
     )
+
+
+@pytest.fixture
+def cli_pipeline(tmp_path, monkeypatch):
+    """Days materialized in this process on the instance of DAGSTER_HOME (as `rag-sft` makes
+    it), so a `rag-sft` command run beside them (`rag_sft`) sees their runs and data."""
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster_home"))
+    ensure_dagster_home()
+    with dg.DagsterInstance.get() as instance:
+        yield Pipeline(tmp_path, instance)
+
+
+def rag_sft(pipeline: Pipeline, *command: str) -> str:
+    """A `rag-sft` command on the pipeline's instance and data folder; its output."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("RAG_SFT_")}
+    env.update(RAG_SFT_DATA_DIR=pipeline.data_dir, PYTHONPATH=str(REPO))
+    done = subprocess.run(
+        [sys.executable, "-m", "rag_sft.cli.main", *command], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, f"rag-sft {' '.join(command)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout
+
+
+def test_erase_from_a_file_with_a_byte_order_mark_and_windows_line_ends_erases_every_id(cli_pipeline, tmp_path):
+    write_lines(cli_pipeline.landing / "day1.jsonl", distinct_events(DAY1, "a"))
+    cli_pipeline.materialize(DAY1)
+    ids = tmp_path / "ids.txt"
+    ids.write_bytes("a1\r\n  a4 \r\n# a comment\r\n\r\na7\r\n".encode("utf-8-sig"))  # as Notepad or Excel save it
+
+    report = json.loads(rag_sft(cli_pipeline, "erase", "--from-file", str(ids)).split("\n}\n")[0] + "}")
+    assert report["request_ids"] == 3
+    left = set(pd.read_parquet(cli_pipeline.data / "warehouse" / "sft_records")["request_id"])
+    assert left == {f"a{n}" for n in range(10)} - {"a1", "a4", "a7"}

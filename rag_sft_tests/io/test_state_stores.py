@@ -288,3 +288,27 @@ def test_a_day_is_written_by_one_machine_at_a_time(postgres, tmp_path):
         assert entered == ["2026-11-19"] and same_day.is_alive()  # host B waits for host A's run of the day
     same_day.join(30)
     assert entered == ["2026-11-19", "2026-11-18"]
+
+
+def test_each_store_records_its_own_birth_and_a_store_from_before_births_describes_everything(state_db):
+    """A new store is born when it is created (a lost one comes back young), each store of one
+    database on its own; a store that held rows before births were recorded (an upgraded
+    deployment) has described the data all along, as has one rebuilt."""
+    old = state_db("old")  # an upgraded deployment's store: its table and rows, no birth
+    old.execute("CREATE TABLE request_days (request_id TEXT NOT NULL, day TEXT NOT NULL, PRIMARY KEY (request_id, day))")
+    old.execute("INSERT INTO request_days VALUES ('r1', '2026-11-17')")
+    old.close()
+    with RequestIndex(state_db("old")) as upgraded:
+        assert upgraded.describes_since() == 0.0
+
+    before = time.time()
+    with RequestIndex(state_db("state")) as requests, ErasureLedger(state_db("state")) as ledger:
+        born = requests.describes_since()
+        assert before <= born <= time.time() and before <= ledger.describes_since()
+        time.sleep(0.05)
+        with NearDuplicateIndex(state_db("state")) as later:
+            assert later.describes_since() > born  # its own birth, though the database was there
+        requests.set_describes_since(0.0)
+        assert (requests.describes_since(), ledger.describes_since() > 0) == (0.0, True)
+    with RequestIndex(state_db("state")) as reopened:
+        assert reopened.describes_since() == 0.0
