@@ -838,6 +838,14 @@ class Evaluator(dg.ConfigurableResource):
         description="Held-out questions answered by each model: the first of eval.jsonl, ordered so that any prefix draws "
         "from every day and label in proportion. Default: $RAG_SFT_EVAL_QUESTIONS, else 64.",
     )
+    served_prompt_template: str = Field(
+        default_factory=from_env("RAG_SFT_SERVED_PROMPT_TEMPLATE", ""),
+        description="The RAG service's own prompt, with {documents} (the numbered documents) and {question}: what "
+        "each model answers in the A/B comparison and the replay set, so candidates are judged as served, never given "
+        "the correction instruction of the failure's label. Empty: the documents, the plain instruction "
+        "('请根据文档内容回答问题。' / 'Answer the question based on the documents.') and the question. Default: "
+        "$RAG_SFT_SERVED_PROMPT_TEMPLATE.",
+    )
     max_new_tokens: int = Field(default=128, ge=1, description="Longest generated answer.")
     generation_batch_size: int = Field(default=8, ge=1, description="Prompts generated at once.")
     temperature: float = Field(default=0.0, ge=0, description="Generation temperature; 0 = greedy.")

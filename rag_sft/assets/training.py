@@ -28,7 +28,7 @@ from pydantic import Field
 from rag_sft.assets.metadata import ML_OWNERS, TRAINING_CODE_VERSION, count_table
 from rag_sft.assets.versions import SFT_DATASET_VERSION, make_version, version_metadata
 from rag_sft.checks import export_gate
-from rag_sft.core import balance, corrections, replay, training_data
+from rag_sft.core import balance, corrections, replay, rules, training_data
 from rag_sft.core.names import dataset_hash_name, dataset_version_name, day_name
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.model_comparison import (
@@ -436,6 +436,11 @@ def model_evaluation(
     )
     replay_path = dataset_dir / REPLAY_FILE
     replayed = [orjson.loads(line) for line in replay_path.read_bytes().splitlines()] if replay_path.is_file() else []
+
+    def served(rows: list[dict]) -> list[str]:
+        """What the service asks its model (SPEC rule 17): no label hint, the service's template."""
+        return [rules.served_prompt(row["prompt"], evaluator.served_prompt_template) for row in rows]
+
     generation = GenerationSettings(
         max_new_tokens=evaluator.max_new_tokens,
         batch_size=evaluator.generation_batch_size,
@@ -455,10 +460,10 @@ def model_evaluation(
         model, tokenizer = sft.load_adapter(base_model, adapter) if adapter else sft.load_base(base_model)
         losses[name] = sft.evaluate(model, sft.encode(tokenizer, held_out, settings.max_length), settings.batch_size, tokenizer.pad_token_id)
         started = time.perf_counter()
-        answers[name] = generate_answers(model, tokenizer, [row["prompt"] for row in questions], generation)
+        answers[name] = generate_answers(model, tokenizer, served(questions), generation)
         throughput[name] = round(len(questions) / (time.perf_counter() - started), 3)
         if replayed and evaluator.configured() and name in ("candidate", in_use_key):  # the replay row compares these two
-            replay_answers[name] = generate_answers(model, tokenizer, [row["prompt"] for row in replayed], generation)
+            replay_answers[name] = generate_answers(model, tokenizer, served(replayed), generation)
         del model
     judged = _judge(evaluator, warehouse, questions, answers, in_use_key, replayed, replay_answers) if evaluator.configured() else None
     if judged is None:
@@ -536,6 +541,8 @@ def model_evaluation(
             "eval_samples": losses["candidate"].samples,
             # Which days and labels the A/B questions came from.
             "eval_questions": len(questions),
+            # What each model was asked, as the service asks it (the first question's prompt).
+            "served_prompt_example": dg.MetadataValue.md(f"```\n{served(questions[:1])[0][:2000]}\n```") if questions else "",
             "eval_composition": _composition_table(eval_composition),
             "judge_kappa": dg.MetadataValue.json(kappa) if kappa is not None else "no audit set",
             **(

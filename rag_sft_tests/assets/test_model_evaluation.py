@@ -8,6 +8,7 @@ import dagster as dg
 import orjson
 
 from rag_sft.cli.main import main
+from rag_sft.core import rules
 from rag_sft.io.model_registry import ModelRegistry
 from rag_sft.resources import Evaluator, LoraTraining
 from rag_sft.testing.openai_server import running_stub
@@ -53,6 +54,11 @@ def test_the_candidate_is_judged_against_the_version_in_use_and_rollback_restore
         replay_row = next(r.data for r in table.records if r.data["metric"] == "replay failures fixed")
         assert replay_row["change"].startswith(f"{evaluation['replay_fixed']} fixed, {evaluation['replay_broken']} broken, p = ")
         assert stub.state.stats()["answered"] >= 6  # the judge was asked over HTTP
+        # Each model answered the service's prompt: the documents and the question, no correction hint.
+        example = evaluation["served_prompt_example"]
+        assert "# 问题" in example or "# Question" in example
+        instructions = {text for texts in rules.INSTRUCTIONS.values() for text in texts.values()}
+        assert not any(instruction in example for instruction in instructions)
 
         registry.promote("v0001", "by hand, for the test")
         second = pipeline.train(LoraTraining(base_model=str(tiny_base), seed=1, **FAST), evaluator=judge_at(stub))
