@@ -259,6 +259,15 @@ def cmd_llm_stub(args: argparse.Namespace) -> int:
     return 0
 
 
+def iso_day(text: str) -> str:
+    """An argparse type: a calendar day as YYYY-MM-DD, refused with its text otherwise (exit 2),
+    so a typo never reads as a range with no events."""
+    try:
+        return date.fromisoformat(text).isoformat()
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rag-sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -266,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     gen = sub.add_parser("generate", help="write realistic sample quality events as JSON Lines")
     gen.add_argument("--out", default=os.environ.get("RAG_SFT_LANDING_DIR", "data/landing"))
     gen.add_argument("--days", type=int, default=7, help="the N whole UTC days before today")
-    gen.add_argument("--date", action="append", help="a specific day (repeatable); overrides --days")
+    gen.add_argument("--date", action="append", type=iso_day, help="a specific day (repeatable); overrides --days")
     gen.add_argument("--events-per-day", type=int, default=1500)
     gen.add_argument("--english-share", type=float, default=0.15)
     gen.add_argument("--malformed-share", type=float, default=0.0, help="share of malformed lines mixed in")
@@ -277,8 +286,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="materialize every day present in the source, then let the training sensor decide")
     run.add_argument("--skip-training", action="store_true", help="only materialize the days")
-    run.add_argument("--start", default="", help="first day to materialize (YYYY-MM-DD); default: the first in the source")
-    run.add_argument("--end", default="", help="last day to materialize; default: the last in the source")
+    run.add_argument("--start", default=None, type=iso_day, help="first day to materialize (YYYY-MM-DD); default: the first in the source")
+    run.add_argument("--end", default=None, type=iso_day, help="last day to materialize; default: the last in the source")
     run.add_argument("--params", default="", help="params.yaml: its export.resources settings as run config (DVC)")
     run.set_defaults(func=cmd_run)
 
