@@ -49,17 +49,35 @@ _READ_BUFFER = 1 << 20
 def quick_line_date(raw: bytes) -> date | None:
     """The day of a line from its `"timestamp"` text without decoding the whole line.
 
-    Only used when the key occurs exactly once, so it cannot be a nested key; inside JSON
-    strings quotes are escaped, so the pattern cannot match text inside a value either.
-    None means "decode the line to find out".
+    Only a key of the line's outermost object places it: the key must occur exactly once and
+    stand at depth 1. Inside JSON strings quotes are escaped, so the pattern cannot match text
+    inside a value. None means "decode the line to find out".
     """
     start = raw.find(_TIMESTAMP_KEY)
     if start < 0 or raw.find(_TIMESTAMP_KEY, start + len(_TIMESTAMP_KEY)) >= 0:
         return None
     match = _TIMESTAMP_VALUE.match(raw, start)
-    if match is None:
+    if match is None or not _at_top_level(raw, start):
         return None
     return timestamp_date(match.group(1).decode("ascii"))
+
+
+_BRACKET = re.compile(rb"[{}\[\]]")
+_JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+
+
+def _at_top_level(raw: bytes, start: int) -> bool:
+    """Whether the key at `start` belongs to the outermost object (a nested `"timestamp"`, in
+    `evaluation` or a doc, places nothing). Cheap when nothing but the opening brace comes
+    before it; else the brackets outside strings (removed in C by one `re.sub`) are counted,
+    which holds for a broken line too, as far as it goes."""
+    opening = len(raw) - len(raw.lstrip())
+    if raw[opening : opening + 1] != b"{":
+        return False
+    if _BRACKET.search(raw, opening + 1, start) is None:
+        return True
+    outside = _JSON_STRING.sub(b"", raw[opening:start])
+    return outside.count(b"{") + outside.count(b"[") - outside.count(b"}") - outside.count(b"]") == 1
 
 
 def line_date(line: SourceLine) -> date | None:
