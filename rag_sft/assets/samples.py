@@ -255,7 +255,7 @@ def _annotate_group(group: RowGroup, settings) -> tuple[pa.RecordBatch, Counter]
 
 
 def _signatures_of_group(group: RowGroup, settings) -> tuple[list[str], np.ndarray]:
-    columns = ["sample_id", "question", "confidence", "context_docs.list.element.id"]
+    columns = ["sample_id", "question", "confidence"]
     return near_duplicates.batch_signatures(group.read(columns), settings.min_confidence)
 
 
