@@ -3,6 +3,7 @@
 name the sample kept. Different questions are never merged for sharing their documents."""
 
 import itertools
+import random
 import uuid
 
 import pandas as pd
@@ -133,7 +134,8 @@ def test_after_an_erasure_a_question_like_an_erased_one_is_exported_and_a_late_c
 
 def test_two_short_questions_over_the_same_documents_are_both_exported(pipeline):
     """Document ids are no part of the comparison: three shared UUID ids made these 0.91 alike."""
-    docs = [{"id": str(uuid.UUID(int=n)), "content": f"客服文档第{n}段。", "score": 0.9 - n / 10} for n in range(3)]
+    ids = [str(uuid.UUID(int=random.Random(n).getrandbits(128), version=4)) for n in range(3)]  # as a knowledge base names them
+    docs = [{"id": doc_id, "content": f"客服文档第{n}段。", "score": 0.9 - n / 10} for n, doc_id in enumerate(ids)]
     questions = ["退款多久到账", "发票怎么开具"]
     write_lines(pipeline.landing / "day1.jsonl", [
         event(f"q{n}", f"{DAY1}T08:00:00Z", question=question, score=0.9, docs=docs) for n, question in enumerate(questions)
