@@ -131,7 +131,9 @@ class ModelRegistry:
         try:
             state = json.loads(self.file.read_bytes())
         except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise RegistryError(f"{self.file} is not valid JSON ({error}): restore it from a backup; nothing was changed") from None
+            raise RegistryError(
+                f"{self.file} is not valid JSON ({error}): restore it from a backup; nothing was changed"
+            ) from None
         versions = state.get("versions") if isinstance(state, dict) else None
         if not isinstance(versions, list) or not all(
             isinstance(entry, dict) and isinstance(entry.get("version"), str) and isinstance(entry.get("status"), str)
@@ -142,7 +144,9 @@ class ModelRegistry:
                 "restore it from a backup; nothing was changed"
             )
         if not isinstance(state.get("history", []), list):
-            raise RegistryError(f"{self.file}: its history is not a list: restore it from a backup; nothing was changed")
+            raise RegistryError(
+                f"{self.file}: its history is not a list: restore it from a backup; nothing was changed"
+            )
         return state
 
     @contextmanager
