@@ -130,3 +130,6 @@ def test_a_start_that_is_no_day_is_refused_naming_the_argument(tmp_path):
     assert done.returncode == 2
     assert "argument --start: '2026-13-45' is not a day (YYYY-MM-DD)" in done.stderr
     assert "No events" not in done.stdout and not (tmp_path / "data").exists()
+    refused = subprocess.run([sys.executable, "-m", "rag_sft.cli.main", "run", "--end", "2026-11-31"],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert refused.returncode == 2 and "argument --end: '2026-11-31' is not a day (YYYY-MM-DD)" in refused.stderr
