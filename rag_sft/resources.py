@@ -450,8 +450,9 @@ class SftRules(dg.ConfigurableResource):
     near_duplicates: bool = Field(
         default_factory=from_env(NEAR_DUPLICATES_ENV, True, parse_bool),
         validate_default=True,
-        description="One sample per question (rule 13): samples whose question and context doc ids are near-identical "
-        "to a kept one of the day or of an earlier day are filtered as near_duplicate, naming the kept sample_id. "
+        description="One sample per question (rule 13): samples whose question (normalized; whatever documents "
+        "answered it) is near-identical to a kept one of the day or of an earlier day are filtered as "
+        "near_duplicate, naming the kept sample_id. "
         "Default: $RAG_SFT_NEAR_DUPLICATES, else true.",
     )
     near_duplicate_similarity: float = Field(

@@ -275,6 +275,11 @@ def iso_day(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r} is not a day (YYYY-MM-DD)") from None
 
 
+def optional_iso_day(text: str) -> str:
+    """`iso_day`, or "" for none (the default, as dvc.yaml passes it)."""
+    return text and iso_day(text)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rag-sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -293,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
 
     run = sub.add_parser("run", help="materialize every day present in the source, then let the training sensor decide")
     run.add_argument("--skip-training", action="store_true", help="only materialize the days")
-    run.add_argument("--start", default=None, type=iso_day, help="first day to materialize (YYYY-MM-DD); default: the first in the source")
-    run.add_argument("--end", default=None, type=iso_day, help="last day to materialize; default: the last in the source")
+    run.add_argument("--start", default="", type=optional_iso_day, help="first day to materialize (YYYY-MM-DD); default: the first in the source")
+    run.add_argument("--end", default="", type=optional_iso_day, help="last day to materialize; default: the last in the source")
     run.add_argument("--params", default="", help="params.yaml: its export.resources settings as run config (DVC)")
     run.set_defaults(func=cmd_run)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.io.model_registry import ModelRegistry, RegistryError
 
 
 def _registry() -> ModelRegistry:
@@ -32,18 +32,17 @@ def format_versions(registry: ModelRegistry) -> str:
 
 def cmd_model(args: argparse.Namespace) -> int:
     registry = _registry()
-    if args.action == "list":
-        print(format_versions(registry))
-        return 0
     try:
-        if args.action == "promote":
+        if args.action == "list":
+            print(format_versions(registry))
+        elif args.action == "promote":
             registry.get(args.version)
             registry.promote(args.version, f"by hand: {args.reason}")
             print(f"{args.version} is in use")
         else:
             rolled_back, restored = registry.rollback(f"rolled back by hand: {args.reason}")
             print(f"{rolled_back} rolled back; in use: {restored or 'the base model'}")
-    except (KeyError, ValueError) as error:
+    except (KeyError, ValueError) as error:  # RegistryError among them
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
     return 0

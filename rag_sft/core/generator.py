@@ -145,9 +145,15 @@ def event(rng: random.Random, day: date, index: int, settings: GeneratorSettings
     score = round(rng.triangular(0.15, 0.69, 0.6), 4)
     seconds = rng.randint(0, 86_399)
     timestamp = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(seconds=seconds)
+    case = rng.getrandbits(32)
+    # Each user asks about their own case (a ticket), as real users do: without it the 162
+    # question templates would be 162 questions, each trained on once (SPEC rule 13). The
+    # ticket reuses the request id's random bits, so every other drawn value is as before.
+    question = rng.choice(questions).format(t=rng.choice(topics))
+    question += f" (ticket {case:08X})" if english else f"（工单 {case:08X}）"
     return {
-        "request_id": f"req-{day:%Y%m%d}-{index:07d}-{rng.getrandbits(32):08x}",
-        "question": rng.choice(questions).format(t=rng.choice(topics)),
+        "request_id": f"req-{day:%Y%m%d}-{index:07d}-{case:08x}",
+        "question": question,
         "docs": docs,
         "answer": _text(rng, sentences, 100, 600),
         "evaluation": {

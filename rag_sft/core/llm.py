@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,9 +32,16 @@ INVALID_FORMAT = "invalid_format"  # an answer, but not in the format asked for 
 EMPTY_CHOICES = "empty_choices"
 EMPTY_COMPLETION = "empty_completion"
 TRUNCATED = "truncated"  # stopped by max_tokens: half an answer is not a correction
+TOO_LONG = "too_long"  # longer than max_tokens allows (`max_completion_chars`): the server ignored the cap
 REFUSED = "refused"
 BAD_REQUEST = "bad_request"
 BUDGET_EXHAUSTED = "budget_exhausted"
+# The model a completion is credited to when the server's reply names none.
+UNKNOWN_MODEL = "unknown"
+# A token is rarely more than 4 characters of English or 1-2 of Chinese: a reply over
+# max_tokens x 8 characters was not bounded by max_tokens at all (a gateway ignoring it, a
+# runaway repetition) and is filtered as `too_long`, whatever its finish_reason says.
+CHARS_PER_TOKEN_LIMIT = 8
 RETRYABLE = frozenset({RATE_LIMITED, SERVER_ERROR, TIMEOUT, CONNECTION_ERROR, MALFORMED_RESPONSE, INVALID_FORMAT})
 
 DEFAULT_SYSTEM_PROMPT = (
@@ -161,14 +169,55 @@ class Answer:
     completion_tokens: int
 
 
-def judge_choice(content: str | None, finish_reason: str | None, refusal: str | None) -> str | None:
-    """Why the first choice is not a usable correction, or None when it is."""
+def max_completion_chars(max_tokens: int) -> int:
+    """The longest reply accepted for a request capped at `max_tokens`."""
+    return max_tokens * CHARS_PER_TOKEN_LIMIT
+
+
+def reply_text(content: object) -> str | None:
+    """The text of a reply's `content`: a string, or the text parts of a list of parts joined
+    (gateways answering in the multi-part form, `[{"type": "text", "text": ...}, ...]`); None
+    when there is none. ValueError for any other shape, or a part that is not text (an image,
+    audio: no correction): the reply is a `malformed_response`."""
+    if content is None or isinstance(content, str):
+        return content
+    if not isinstance(content, list):
+        raise ValueError(f"content is a {type(content).__name__}, not text or a list of parts")
+    texts = []
+    for part in content:
+        if isinstance(part, dict):
+            kind, text = part.get("type"), part.get("text")
+        else:  # a parsed part object
+            kind, text = getattr(part, "type", None), getattr(part, "text", None)
+        if kind != "text" or not isinstance(text, str):
+            raise ValueError(f"content holds a part of type {kind!r}, not text")
+        texts.append(text)
+    return "".join(texts)
+
+
+# Characters that show nothing and are not whitespace to str.isspace: zero-width and other
+# format characters (category Cf: U+200B, U+200D, U+2060, U+FEFF, ...), and blank letters.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u2800\u3164\uffa0")
+
+
+def is_blank(text: str) -> bool:
+    """True when the text shows nothing: whitespace and invisible characters only."""
+    return all(ch.isspace() or ch in _BLANK_LETTERS or unicodedata.category(ch) in ("Cf", "Cc") for ch in text)
+
+
+def judge_choice(
+    content: str | None, finish_reason: str | None, refusal: str | None, max_chars: int | None = None
+) -> str | None:
+    """Why the first choice is not a usable correction, or None when it is. `max_chars`: the
+    longest text accepted (`max_completion_chars` of the request's max_tokens)."""
     if refusal or finish_reason == "content_filter":
         return REFUSED
     if finish_reason == "length":
         return TRUNCATED
-    if content is None or not content.strip():
+    if content is None or is_blank(content):
         return EMPTY_COMPLETION
+    if max_chars is not None and len(content) > max_chars:
+        return TOO_LONG
     return None
 
 

@@ -1,11 +1,14 @@
-"""One sample per question (SPEC rule 13): near-identical samples grouped by MinHash LSH.
+"""One sample per question (SPEC rule 13): near-identical questions grouped by MinHash LSH.
 
-A sample's set is the character n-grams of its question (n = 3, so Chinese works without word
-segmentation) and of the ids of its context docs (salted apart from the question's): the same
-question answered from the same documents is one sample; the same words answered from other
-documents are not. Two samples are near-duplicates when the MinHash estimate of the Jaccard
-similarity of their sets reaches the threshold (default 0.8); LSH bands (the banding `datasketch`
-chooses for the threshold) find the candidates, each confirmed on its signature.
+A sample's set is the character n-grams of its question once normalized (`normalized`: NFKC,
+lower case, no spaces or punctuation; n = 3, so Chinese works without word segmentation).
+Its documents take no part: a question retyped (case, full-width marks, spacing) is the same
+question whichever documents the service fetched for it that time, and is trained on once; two
+different questions are never merged because they were answered from the same documents (as
+ids among a short question's grams, three shared ids made "退款多久到账" and "发票怎么开具" 0.91
+alike). Two samples are near-duplicates when the MinHash estimate of the Jaccard similarity of
+their sets reaches the threshold (default 0.8); LSH bands (the banding `datasketch` chooses for
+the threshold) find the candidates, each confirmed on its signature.
 
 Signatures are computed column-wise with numpy: one 64-bit hash per n-gram, then per
 permutation the multiply-shift hash `(a * h + b) mod 2^64 >> 32` (a odd, a universal family),
@@ -29,8 +32,10 @@ NGRAM = 3
 DEFAULT_THRESHOLD = 0.8
 NUM_PERM = 64  # estimate's standard error about 0.05 at J = 0.8; half the cost of 128
 _SEED = 20261119
-_QUESTION_SALT = np.uint64(0)
-_DOC_SALT = np.uint64(0x9E3779B97F4A7C15)
+# What a signature is made of, mixed into every band key: keys stored under another scheme (the
+# question and its documents' ids, before) never match, so an earlier day indexed that way is
+# compared with nothing until it is materialized again (see README, "Near-duplicates").
+SIGNATURE_SCHEME = 2
 _PERMUTATION_CHUNK = 16  # permutations hashed at once: bounds the n-grams x permutations matrix
 
 
@@ -77,7 +82,7 @@ def _mix(values: np.ndarray) -> np.ndarray:
     return values ^ (values >> np.uint64(31))
 
 
-def _gram_hashes(texts: list[str], salt: np.uint64) -> tuple[np.ndarray, np.ndarray]:
+def _gram_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     """Each text's character n-grams as 64-bit hashes, and the text each belongs to. A text is
     padded with NULs, so one shorter than n (even an empty one) still has a gram."""
     pad = "\0" * NGRAM
@@ -91,23 +96,16 @@ def _gram_hashes(texts: list[str], salt: np.uint64) -> tuple[np.ndarray, np.ndar
         grams = np.zeros(len(positions), dtype=np.uint64)
         for offset in range(NGRAM):
             grams = grams * np.uint64(0x100000001B3) + codepoints[positions + offset]
-        return _mix(grams + salt), owner
+        return _mix(grams), owner
 
 
-def signatures(questions: list[str], doc_ids: list[list[str]], num_perm: int = NUM_PERM) -> np.ndarray:
-    """The MinHash signature (uint32, `num_perm` values) of each sample's set."""
+def signatures(questions: list[str], num_perm: int = NUM_PERM) -> np.ndarray:
+    """The MinHash signature (uint32, `num_perm` values) of each (normalized) question's grams."""
     count = len(questions)
     if count == 0:
         return np.zeros((0, num_perm), dtype=np.uint32)
-    question_grams, question_owner = _gram_hashes(questions, _QUESTION_SALT)
-    flat_ids = [doc_id for ids in doc_ids for doc_id in ids]
-    id_owner = np.repeat(np.arange(count), [len(ids) for ids in doc_ids])
-    id_grams, id_index = _gram_hashes(flat_ids, _DOC_SALT)
-    grams = np.concatenate([question_grams, id_grams])
-    owner = np.concatenate([question_owner, id_owner[id_index]])
-    order = np.argsort(owner, kind="stable")
-    grams, owner = grams[order], owner[order]
-    starts = np.searchsorted(owner, np.arange(count))  # every sample has a question gram, if only of NULs
+    grams, owner = _gram_hashes(questions)  # in question order: each question's grams together
+    starts = np.searchsorted(owner, np.arange(count))  # every question has a gram, if only of NULs
     a, b = _permutations(num_perm)
     result = np.empty((count, num_perm), dtype=np.uint32)
     with np.errstate(over="ignore"):
@@ -118,6 +116,13 @@ def signatures(questions: list[str], doc_ids: list[list[str]], num_perm: int = N
     return result
 
 
+def question_keys(questions: pa.Array) -> pa.Array:
+    """What a question is compared by: `normalized`, or the question itself where nothing is left
+    ("？？？" and "!!" are not one question for having no words)."""
+    folded = normalized(questions)
+    return pc.if_else(pc.equal(folded, ""), questions, folded)
+
+
 def normalized(questions: pa.Array) -> pa.Array:
     """What a retyped question keeps: NFKC (full-width marks and letters as half-width), lower
     case, no spaces or punctuation ("Spring Boot 怎么配置？" and "spring boot怎么配置?" are one)."""
@@ -126,19 +131,18 @@ def normalized(questions: pa.Array) -> pa.Array:
 
 
 # What a sample's signature is made of: `batch_signatures` reads these columns of annotated_samples.
-SIGNATURE_COLUMNS = ["sample_id", "question", "confidence", "context_docs.list.element.id"]
+SIGNATURE_COLUMNS = ["sample_id", "question", "confidence"]
 
 
 def batch_signatures(batch: pa.RecordBatch, min_confidence: float, chunk_rows: int = 4096) -> tuple[list[str], np.ndarray]:
     """The sample_ids and signatures of a batch's samples that pass the confidence filter; the
-    batch holds `sample_id`, `question`, `confidence` and the ids of `context_docs`."""
+    batch holds `sample_id`, `question` and `confidence`."""
     batch = batch.filter(pc.greater_equal(batch.column("confidence"), min_confidence))
     sample_ids: list[str] = batch.column("sample_id").to_pylist()
     parts = [np.zeros((0, NUM_PERM), dtype=np.uint32)]
     for start in range(0, batch.num_rows, chunk_rows):  # bounds the grams x permutations matrix
         chunk = batch.slice(start, chunk_rows)
-        questions = normalized(chunk.column("question")).to_pylist()
-        parts.append(signatures(questions, doc_id_lists(chunk.column("context_docs"))))
+        parts.append(signatures(question_keys(chunk.column("question")).to_pylist()))
     return sample_ids, np.concatenate(parts)
 
 
@@ -155,7 +159,7 @@ def band_keys(signature: np.ndarray, banding: Banding) -> np.ndarray:
         keys = np.zeros((len(signature), banding.bands), dtype=np.uint64)
         for row in range(banding.rows):
             keys = _mix(keys * np.uint64(0x100000001B3) + rows[:, :, row])
-        keys = _mix(keys + np.arange(banding.bands, dtype=np.uint64)[None, :])
+        keys = _mix(keys + np.arange(banding.bands, dtype=np.uint64)[None, :] + np.uint64(SIGNATURE_SCHEME << 32))
     return keys.view(np.int64)
 
 
@@ -199,14 +203,6 @@ def groups(signature: np.ndarray, sample_ids: list[str], banding: Banding, thres
     for index in rank:
         parent[index] = root(index)
     return parent
-
-
-def doc_id_lists(context_docs: pa.ListArray) -> list[list[str]]:
-    """The ids of each sample's context docs."""
-    ids = context_docs.flatten().field("id").to_pylist()
-    lengths = pc.list_value_length(context_docs).fill_null(0).to_numpy(zero_copy_only=False)
-    bounds = np.concatenate([[0], np.cumsum(lengths)])
-    return [ids[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
 
 
 @dataclass(frozen=True)

@@ -94,7 +94,6 @@ CHINESE_GRAMMAR_PATTERN = (
     "[的了吗呢吧啊是在和与及或有没不把被从到对给里中时后请我你它该这那哪么会能要用]"
 )
 _HAN = re.compile(HAN_PATTERN)
-_LATIN = re.compile(LATIN_PATTERN)
 _ENGLISH_GRAMMAR = re.compile(ENGLISH_GRAMMAR_PATTERN, re.ASCII)
 _CHINESE_GRAMMAR = re.compile(CHINESE_GRAMMAR_PATTERN)
 
@@ -105,17 +104,18 @@ def question_language(question: str) -> str:
     No Han character: English. Han text and no English grammar word ("Kubernetes Deployment 如何回滚?",
     "Spring Cloud Gateway 限流"): Chinese, whatever names it mentions. Both: Chinese when it has at
     least as many Chinese grammar words as English ones ("Python 里 for 循环和 while 有什么区别?"),
-    or when Han text dominates the letters (one Han character per three Latin letters: "What is
-    退款政策?"); else English ("How does Kubernetes schedule 容器?").
+    else English ("How does Kubernetes schedule 容器?", "What does 中国银行 mean?"). How many Han
+    characters it holds decides nothing once English grammar is present: an English question
+    quoting a long Chinese name is still English.
     """
-    counts = (_HAN, _LATIN, _CHINESE_GRAMMAR, _ENGLISH_GRAMMAR)
+    counts = (_HAN, _CHINESE_GRAMMAR, _ENGLISH_GRAMMAR)
     return ZH if reads_as_chinese(*(len(pattern.findall(question)) for pattern in counts)) else EN
 
 
-def reads_as_chinese(han, latin, chinese_words, english_words):
-    """The decision of `question_language` from its four counts: ints, or numpy arrays of them
+def reads_as_chinese(han, chinese_words, english_words):
+    """The decision of `question_language` from its three counts: ints, or numpy arrays of them
     (tables.question_languages), so both forms share it."""
-    return (han > 0) & ((english_words == 0) | (chinese_words >= english_words) | (han * 3 >= latin))
+    return (han > 0) & ((english_words == 0) | (chinese_words >= english_words))
 
 
 def instruction_language(question: str, setting: str = "auto") -> str:

@@ -208,15 +208,15 @@ def question_languages(questions: pa.Array, setting: str) -> pa.Array:
     if setting != "auto":
         return pa.array([rules.instruction_language("", setting)] * len(questions), pa.string())
     han = pc.count_substring_regex(questions, rules.HAN_PATTERN).to_numpy(zero_copy_only=False)
-    latin = pc.count_substring_regex(questions, rules.LATIN_PATTERN).to_numpy(zero_copy_only=False)
+    latin = pc.match_substring_regex(questions, rules.LATIN_PATTERN).to_numpy(zero_copy_only=False)
     chinese_words = np.zeros(len(questions), dtype=np.int64)
     english_words = np.zeros(len(questions), dtype=np.int64)
-    mixed = np.flatnonzero((han > 0) & (han * 3 < latin))
+    mixed = np.flatnonzero((han > 0) & latin)
     if len(mixed):
         subset = questions.take(pa.array(mixed))
         chinese_words[mixed] = pc.count_substring_regex(subset, rules.CHINESE_GRAMMAR_PATTERN).to_numpy(zero_copy_only=False)
         english_words[mixed] = pc.count_substring_regex(subset, rules.ENGLISH_GRAMMAR_PATTERN).to_numpy(zero_copy_only=False)
-    chinese = rules.reads_as_chinese(han, latin, chinese_words, english_words)
+    chinese = rules.reads_as_chinese(han, chinese_words, english_words)
     return pa.array(np.where(chinese, rules.ZH, rules.EN), pa.string())
 
 

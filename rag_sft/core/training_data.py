@@ -54,8 +54,8 @@ class Split:
 
 
 def question_keys(questions: Sequence[str]) -> list[str]:
-    """Each question as near-duplicate detection sees it (one normalizer: `near_duplicates.normalized`)."""
-    return near_duplicates.normalized(pa.array(list(questions), pa.string())).to_pylist()
+    """Each question as near-duplicate detection sees it (one home: `near_duplicates.question_keys`)."""
+    return near_duplicates.question_keys(pa.array(list(questions), pa.string())).to_pylist()
 
 
 def similar_questions(keys: Sequence[str], threshold: float) -> set[tuple[str, str]]:
@@ -64,7 +64,7 @@ def similar_questions(keys: Sequence[str], threshold: float) -> set[tuple[str, s
     distinct = sorted(set(keys))
     if len(distinct) < 2:
         return set()
-    signature = near_duplicates.signatures(distinct, [[] for _ in distinct])
+    signature = near_duplicates.signatures(distinct)
     banding = near_duplicates.Banding.for_threshold(threshold)
     band_keys = near_duplicates.band_keys(signature, banding)
     pairs: set[tuple[str, str]] = set()

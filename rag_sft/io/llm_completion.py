@@ -208,10 +208,11 @@ class LlmCompletion:
             prompt_tokens = int(usage.prompt_tokens or 0) if usage else 0
             completion_tokens = int(usage.completion_tokens or 0) if usage else 0
             first = choices[0] if choices else None
-            content = first.message.content if first else None
+            content = llm.reply_text(first.message.content) if first else None
             refusal = getattr(first.message, "refusal", None) if first else None
             finish_reason = first.finish_reason if first else None
-        except (AttributeError, TypeError, IndexError):
+            model = getattr(response, "model", None)  # absent when the server names no model
+        except (AttributeError, TypeError, IndexError, ValueError):  # ValueError: content that is not text
             return llm.MALFORMED_RESPONSE, None
         with self._lock:
             self.stats.prompt_tokens += prompt_tokens
@@ -219,10 +220,11 @@ class LlmCompletion:
             self.stats.latencies_s.append(latency)
         if first is None:
             return llm.EMPTY_CHOICES, None
-        problem = llm.judge_choice(content, finish_reason, refusal)
+        problem = llm.judge_choice(content, finish_reason, refusal, llm.max_completion_chars(self.settings.max_tokens))
         if problem:
             return problem, None
-        model = response.model or self.settings.model
+        # The model that wrote it, as the server says; never the name asked for in its place.
+        model = model if isinstance(model, str) and model.strip() else llm.UNKNOWN_MODEL
         return Answer(content.strip(), model, prompt_tokens, completion_tokens), None
 
     def _stop(self, error: openai.APIStatusError) -> None:

@@ -29,6 +29,10 @@ ROLLED_BACK = "rolled_back"
 _VERSION = re.compile(r"^v(\d{4,})$")
 
 
+class RegistryError(ValueError):
+    """The registry cannot be trusted or the change asked would leave it wrong: refused, nothing written."""
+
+
 class ModelRegistry:
     def __init__(self, root: Location):
         self.root = root
@@ -105,6 +109,12 @@ class ModelRegistry:
         return pointed(self.current_link)
 
     def _point_current_at(self, version: str) -> None:
+        # Checked inside the change: raising there writes nothing, so `current` stays as it was.
+        if not (self.root / version).is_dir():
+            raise RegistryError(
+                f"model version {version} has no folder at {self.root / version} (deleted or never uploaded): "
+                "not put in use; restore the folder first"
+            )
         point(self.current_link, version)
 
     @staticmethod
@@ -118,7 +128,26 @@ class ModelRegistry:
     def _read(self) -> dict:
         if not self.file.exists():
             return {"versions": [], "history": []}
-        return json.loads(self.file.read_bytes())
+        try:
+            state = json.loads(self.file.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RegistryError(
+                f"{self.file} is not valid JSON ({error}): restore it from a backup; nothing was changed"
+            ) from None
+        versions = state.get("versions") if isinstance(state, dict) else None
+        if not isinstance(versions, list) or not all(
+            isinstance(entry, dict) and isinstance(entry.get("version"), str) and isinstance(entry.get("status"), str)
+            for entry in versions
+        ):
+            raise RegistryError(
+                f"{self.file} holds no list of versions (each with its version and status): "
+                "restore it from a backup; nothing was changed"
+            )
+        if not isinstance(state.get("history", []), list):
+            raise RegistryError(
+                f"{self.file}: its history is not a list: restore it from a backup; nothing was changed"
+            )
+        return state
 
     @contextmanager
     def _changing(self) -> Iterator[dict]:

@@ -46,6 +46,13 @@ _DATE_IN_NAME = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
 _READ_BUFFER = 1 << 20
 
 
+class _Stamped(msgspec.Struct, gc=False):
+    timestamp: str
+
+
+_STAMP_DECODER = msgspec.json.Decoder(_Stamped)
+
+
 def quick_line_date(raw: bytes) -> date | None:
     """The day of a line from its `"timestamp"` text without decoding the whole line.
 
@@ -67,15 +74,23 @@ _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
 
 
 def _at_top_level(raw: bytes, start: int) -> bool:
-    """Whether the key at `start` belongs to the outermost object (a nested `"timestamp"`, in
-    `evaluation` or a doc, places nothing). Cheap when nothing but the opening brace comes
-    before it; else the brackets outside strings (removed in C by one `re.sub`) are counted,
-    which holds for a broken line too, as far as it goes."""
+    """Whether the only `"timestamp"` key of a line, at `start`, belongs to its outermost object
+    (a nested one, in `evaluation` or a doc, places nothing). Cheap when nothing but the opening
+    brace comes before it; else a decoder that reads only the top-level timestamp says whether
+    there is one; for a line that is not JSON, the brackets outside strings before the key are
+    counted (as far as a broken line goes)."""
     opening = len(raw) - len(raw.lstrip())
     if raw[opening : opening + 1] != b"{":
         return False
     if _BRACKET.search(raw, opening + 1, start) is None:
         return True
+    try:
+        _STAMP_DECODER.decode(raw)
+        return True
+    except msgspec.ValidationError:  # valid JSON without a top-level string timestamp
+        return False
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        pass
     outside = _JSON_STRING.sub(b"", raw[opening:start])
     return outside.count(b"{") + outside.count(b"[") - outside.count(b"}") - outside.count(b"]") == 1
 
@@ -91,13 +106,6 @@ def line_date(line: SourceLine) -> date | None:
 
 EPOCH = date(1970, 1, 1)
 UNDATED = np.iinfo(np.int64).min
-
-
-class _Stamped(msgspec.Struct, gc=False):
-    timestamp: str
-
-
-_STAMP_DECODER = msgspec.json.Decoder(_Stamped)
 
 
 def line_days(raws: list, known: tuple[list[int], np.ndarray, np.ndarray] | None = None) -> np.ndarray:

@@ -16,6 +16,11 @@ deterministic corrected answer, unless a fault is scripted for it:
     bad_request           400
     unauthorized          401
     not_json              200 with prose where a judge's JSON verdict is expected
+    parts                 200 with the answer as a list of text parts (the multi-part content form)
+    image_parts           200 with a list of parts holding an image, no text
+    huge[:characters]     200 with the answer repeated to that length (default 5,000,000), finish "stop"
+    invisible             200 with zero-width characters and whitespace only
+    no_model              200 with the answer and no `model` field
 
 `faults` maps a marker to the outcomes of successive requests whose user message contains
 it; after the list, such requests are answered normally. The marker "" matches every request.
@@ -122,7 +127,7 @@ def stand_in_verdict(content: str) -> dict:
     return {"labels": labels, "score": round(1 - 0.25 * len(labels), 2)}
 
 
-def _completion_body(model: str, content: str | None, finish_reason: str, refusal: str | None, prompt: str) -> dict:
+def _completion_body(model: str, content: str | list | None, finish_reason: str, refusal: str | None, prompt: str) -> dict:
     return {
         "id": "chatcmpl-" + hashlib.sha256(prompt.encode()).hexdigest()[:16],
         "object": "chat.completion",
@@ -137,8 +142,8 @@ def _completion_body(model: str, content: str | None, finish_reason: str, refusa
         ],
         "usage": {
             "prompt_tokens": len(prompt) // 4 + 1,
-            "completion_tokens": len(content or "") // 4 + 1,
-            "total_tokens": len(prompt) // 4 + len(content or "") // 4 + 2,
+            "completion_tokens": len(str(content or "")) // 4 + 1,
+            "total_tokens": len(prompt) // 4 + len(str(content or "")) // 4 + 2,
         },
     }
 
@@ -231,6 +236,23 @@ class _Handler(BaseHTTPRequestHandler):
             body = orjson.dumps(_completion_body(model, "The answer looks right to me.", "stop", None, prompt))
         elif kind == "refusal":
             body = orjson.dumps(_completion_body(model, None, "stop", "I can't help with that.", prompt))
+        elif kind == "parts":
+            record.answer = answer
+            half = len(answer) // 2
+            parts = [{"type": "text", "text": answer[:half]}, {"type": "text", "text": answer[half:]}]
+            body = orjson.dumps(_completion_body(model, parts, "stop", None, prompt))
+        elif kind == "image_parts":
+            parts = [{"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+            body = orjson.dumps(_completion_body(model, parts, "stop", None, prompt))
+        elif kind == "huge":
+            characters = int(argument or 5_000_000)
+            huge = (answer + " ") * (characters // (len(answer) + 1) + 1)
+            body = orjson.dumps(_completion_body(model, huge[:characters], "stop", None, prompt))
+        elif kind == "invisible":
+            body = orjson.dumps(_completion_body(model, "\u200b \u200b\n\u2060\ufeff", "stop", None, prompt))
+        elif kind == "no_model":
+            record.answer = answer
+            body = orjson.dumps({k: v for k, v in _completion_body(model, answer, "stop", None, prompt).items() if k != "model"})
         else:
             record.answer = answer
             body = orjson.dumps(_completion_body(model, answer, "stop", None, prompt))

@@ -208,3 +208,29 @@ def test_two_endpoints_serving_one_model_name_do_not_share_cached_answers(pipeli
         # Each endpoint keeps its own answers: back at the first, nothing is asked again.
         again = pipeline.metadata(pipeline.materialize(DAY, completions=llm_completions(first_server)), "sft_records")
         assert (again["llm_requests"], again["llm_cache_hits"]) == (0, 3)
+
+
+def test_a_day_whose_gateway_answers_in_parts_huge_or_blank_exports_and_counts_each_reply(pipeline, monkeypatch):
+    """One reply as a list of parts used to fail the whole day on every re-run; now text parts
+    are read and every other odd reply is filtered with its reason, counted like the others."""
+    monkeypatch.setenv("OPENAI_API_KEY", KEY)
+    faults = {
+        "Q-parts": ["parts"],
+        "Q-image": ["image_parts"] * 3,
+        "Q-huge": ["huge"],
+        "Q-blank": ["invisible"],
+        "Q-anonymous": ["no_model"],
+    }
+    write_day(pipeline, [f"问题{n}:退款需要多久?" for n in range(20)] + [f"{marker} 运费谁出?" for marker in faults])
+    with running_stub(faults=faults) as stub:
+        records = pipeline.metadata(pipeline.materialize(DAY, completions=llm_completions(stub)), "sft_records")
+    assert records["accepted"] == 25 and records["exported"] == 22 and records["completion_failed"] == 3
+    reasons = {row.data["reason"]: row.data["count"] for row in records["filter_reasons"].records}
+    assert reasons == {"completion_malformed_response": 1, "completion_too_long": 1, "completion_empty_completion": 1}
+    lines = {line["question"]: line for line in map(orjson.loads, pipeline.jsonl(DAY).read_bytes().splitlines())}
+    assert lines["Q-parts 运费谁出?"]["completion"].startswith("Corrected answer ")
+    assert lines["Q-parts 运费谁出?"]["completion"].endswith(" from the documents.")  # both parts, joined
+    assert lines["Q-anonymous 运费谁出?"]["completion_model"] == "unknown"
+    assert {line["completion_model"] for q, line in lines.items() if q != "Q-anonymous 运费谁出?"} == {"teacher"}
+    assert max(len(line["completion"]) for line in lines.values()) < 512 * 8
+    assert not {"Q-image 运费谁出?", "Q-huge 运费谁出?", "Q-blank 运费谁出?"} & set(lines)

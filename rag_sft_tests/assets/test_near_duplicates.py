@@ -1,5 +1,10 @@
 """Near-duplicates through Dagster: the same question asked again, that day or on a later one
-(a request re-emitted included), is trained on once; the others name the sample kept."""
+(a request re-emitted included), is trained on once whatever documents answered it; the others
+name the sample kept. Different questions are never merged for sharing their documents."""
+
+import itertools
+import random
+import uuid
 
 import pandas as pd
 
@@ -126,3 +131,50 @@ def test_after_an_erasure_a_question_like_an_erased_one_is_exported_and_a_late_c
     assert pd.read_parquet(pipeline.data / "warehouse" / "sft_records").set_index("request_id").loc["b-again"].status == "exported"
     raw = pipeline.metadata(day2, "raw_events")
     assert (raw["duplicates"], raw["erased"]) == (0, 1)
+
+
+def test_two_short_questions_over_the_same_documents_are_both_exported(pipeline):
+    """Document ids are no part of the comparison: three shared UUID ids made these 0.91 alike."""
+    ids = [str(uuid.UUID(int=random.Random(n).getrandbits(128), version=4)) for n in range(3)]  # as a knowledge base names them
+    docs = [{"id": doc_id, "content": f"客服文档第{n}段。", "score": 0.9 - n / 10} for n, doc_id in enumerate(ids)]
+    questions = ["退款多久到账", "发票怎么开具"]
+    write_lines(pipeline.landing / "day1.jsonl", [
+        event(f"q{n}", f"{DAY1}T08:00:00Z", question=question, score=0.9, docs=docs) for n, question in enumerate(questions)
+    ])  # fmt: skip
+    records = pipeline.metadata(pipeline.materialize(DAY1), "sft_records")
+    assert records["near_duplicates"]["within_day"] == 0
+    assert len(pipeline.jsonl(DAY1).read_text().splitlines()) == 2
+
+
+VERBS = ["reset", "change", "export", "delete", "lock", "share", "clone", "archive", "verify", "transfer"]
+OBJECTS = ["password", "invoice", "API key", "billing address", "team members", "audit log", "webhook secret",
+           "storage bucket", "SSO settings", "payment card", "phone number", "backup schedule", "DNS records",
+           "TLS certificate", "usage report"]  # fmt: skip
+LABELS = ["factuality_error", "incomplete_answer", "low_relevance", "overconfidence"]  # a day the checks pass
+RETYPED = [  # as users retype a question: the first time, in other case with full-width marks, spaced otherwise
+    lambda question: question,
+    lambda question: question.lower().replace("?", "？"),
+    lambda question: question.replace(" ", "  ").replace("?", " ?"),
+]
+
+
+def test_a_question_retyped_on_later_days_with_its_own_documents_is_trained_on_once(pipeline):
+    """SPEC rule 13: 150 questions, each retyped on three days and answered from other documents
+    each time; the first day exports them, the later days set each aside naming it."""
+    questions = [f"How do I {verb} the {thing}?" for verb, thing in itertools.product(VERBS, OBJECTS)]
+    days = ["2026-11-17", DAY1, DAY2]
+    for day, retype in zip(days, RETYPED):
+        write_lines(pipeline.landing / f"{day}.jsonl", [
+            event(f"{day}-{n}", f"{day}T08:00:00Z", question=retype(question), score=0.9, labels=[LABELS[n % 4]],
+                  docs=[{"id": f"kb-{day}-{n}-{d}", "content": f"Step {d} for {question}", "score": 0.9} for d in range(3)])
+            for n, question in enumerate(questions)
+        ])  # fmt: skip
+    counts = [pipeline.metadata(pipeline.materialize(day), "sft_records")["near_duplicates"] for day in days]
+    assert [(c["within_day"], c["across_days"], c["kept"]) for c in counts] == [(0, 0, 150), (0, 150, 0), (0, 150, 0)]
+    rows = pd.read_parquet(pipeline.data / "warehouse" / "sft_records").set_index("request_id")
+    for day in days[1:]:
+        for n in range(len(questions)):
+            row = rows.loc[f"{day}-{n}"]
+            kept = f"2026-11-17-{n}_{LABELS[n % 4]}"
+            assert (row.status, row.filter_reason, row.duplicate_of) == ("filtered", "near_duplicate", kept)
+    assert len(pipeline.jsonl("2026-11-17").read_text().splitlines()) == 150

@@ -38,8 +38,12 @@ DAYS = [f"2026-11-{day:02d}" for day in range(10, 17)]
 TABLES = ("raw_events", "rejected_events", "annotated_samples", "sft_records")
 
 
+# Three different questions: near-identical ones would be one sample (SPEC rule 13).
+OWN_WORDS = ("what about my own account number 4417", "why was my parcel 8812 sent back", "when does my refund 3090 arrive")
+
+
 def secret(kind: str, n: int) -> str:
-    return f"{kind}SECRET{n}zq what about my own account number 4417"
+    return f"{kind}SECRET{n}zq {OWN_WORDS[n]}"
 
 
 def landing_days(landing: Path, erased: dict[str, str], days: list[str] = DAYS) -> None:

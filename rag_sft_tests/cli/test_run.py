@@ -111,3 +111,19 @@ def test_a_landing_prefix_in_a_missing_bucket_is_an_error_naming_the_endpoint_an
     done = run_cli(tmp_path, RAG_SFT_LANDING_DIR="s3://no-such-bucket/landing", **s3_server.env())
     assert done.returncode == 2
     assert f"the object store at {s3_server.endpoint} (bucket 'no-such-bucket') has no such bucket" in done.stderr
+
+
+def test_a_start_that_is_no_day_is_refused_naming_the_argument(tmp_path):
+    write_days(tmp_path / "landing", [BALANCED], GeneratorSettings(events_per_day=20))
+    done = subprocess.run(
+        [sys.executable, "-m", "rag_sft.cli.main", "run", "--skip-training", "--start", "2026-13-45"],
+        env={**os.environ, "RAG_SFT_LANDING_DIR": str(tmp_path / "landing"), "RAG_SFT_DATA_DIR": str(tmp_path / "data"),
+             "DAGSTER_HOME": str(tmp_path / "dagster_home")},
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "argument --start: '2026-13-45' is not a day (YYYY-MM-DD)" in done.stderr
+    assert "No events" not in done.stdout and not (tmp_path / "data").exists()
+    refused = subprocess.run([sys.executable, "-m", "rag_sft.cli.main", "run", "--end", "2026-11-31"],
+                             capture_output=True, text=True, check=False)  # fmt: skip
+    assert refused.returncode == 2 and "argument --end: '2026-11-31' is not a day (YYYY-MM-DD)" in refused.stderr

@@ -46,6 +46,9 @@ CHINESE = [
     "Excel VLOOKUP 返回 #N/A 怎么解决",
     "Windows Update 失败 error 0x80070005",
     "RabbitMQ 消息堆积，consumer prefetch 设置多少合适",
+    # Mostly Chinese with one English product name, an English grammar word inside it.
+    "苹果手机的 Find My 功能在哪里打开？",
+    "中国银行的 Apple Pay 绑卡失败怎么办",
 ]
 
 ENGLISH = [
@@ -69,6 +72,9 @@ ENGLISH = [
     "Can the 会员积分 be transferred to another account?",
     "What happens to my data when the 试用期 ends?",
     "How can I export the 对账单 as CSV from the console?",
+    # English grammar around long Chinese names: more Han characters than Latin letters.
+    "What does 中国银行 mean?",
+    "Can I use WeChat Pay (微信支付) at 上海浦东机场?",
 ]
 
 

@@ -102,6 +102,9 @@ def test_retry_after_headers_in_seconds_milliseconds_and_http_dates():
         ("", "stop", None, llm.EMPTY_COMPLETION),
         ("   \n", "stop", None, llm.EMPTY_COMPLETION),
         (None, "stop", None, llm.EMPTY_COMPLETION),
+        ("\u200b", "stop", None, llm.EMPTY_COMPLETION),  # zero-width characters show nothing
+        (" \u200b\u200c\u200d\n\u2060\ufeff\u3000\u3164 ", "stop", None, llm.EMPTY_COMPLETION),
+        ("\u200b答\u200b", "stop", None, None),
         ("Half an ans", "length", None, llm.TRUNCATED),
         (None, "stop", "I can't help with that.", llm.REFUSED),
         ("", "content_filter", None, llm.REFUSED),
@@ -109,6 +112,22 @@ def test_retry_after_headers_in_seconds_milliseconds_and_http_dates():
 )
 def test_only_a_complete_nonempty_unrefused_answer_counts(content, finish_reason, refusal, reason):
     assert llm.judge_choice(content, finish_reason, refusal) == reason
+
+
+def test_a_reply_far_beyond_max_tokens_is_too_long():
+    limit = llm.max_completion_chars(512)
+    assert llm.judge_choice("x" * limit, "stop", None, limit) is None
+    assert llm.judge_choice("x" * (limit + 1), "stop", None, limit) == llm.TOO_LONG
+    assert llm.judge_choice("答" * 1_700_000, "stop", None, limit) == llm.TOO_LONG
+
+
+def test_a_reply_in_parts_is_its_text_parts_joined_and_other_parts_are_malformed():
+    assert llm.reply_text("plain") == "plain" and llm.reply_text(None) is None
+    assert llm.reply_text([{"type": "text", "text": "退款"}, {"type": "text", "text": "七天到账"}]) == "退款七天到账"
+    assert llm.reply_text([]) == ""
+    for content in ([{"type": "image_url", "image_url": {"url": "x"}}], [{"type": "text"}], ["text"], {"text": "x"}, 3):
+        with pytest.raises(ValueError):
+            llm.reply_text(content)
 
 
 def test_latency_percentiles_are_observed_values():

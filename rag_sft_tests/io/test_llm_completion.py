@@ -192,3 +192,31 @@ def test_a_request_budget_leaves_the_rest_for_the_next_run(tmp_path):
 def test_urls_are_shown_without_credentials():
     assert redacted_url("https://user:pw@gateway.example:8443/v1?key=abc#x") == "https://gateway.example:8443/v1"
     assert redacted_url("http://127.0.0.1:8000/v1") == "http://127.0.0.1:8000/v1"
+
+
+def test_replies_in_parts_huge_invisible_or_unnamed_are_read_or_filtered_with_their_reason(tmp_path):
+    """What gateways really send: content as a list of text parts (read), parts that are not text
+    (malformed), a reply far beyond max_tokens (too long), only zero-width characters (empty),
+    no `model` (the completion is credited to `unknown`, not to the model asked for)."""
+    cases = {
+        "Q-parts": ["parts"],
+        "Q-image": ["image_parts"] * 3,  # retried like any malformed reply, then filtered
+        "Q-huge": ["huge"],  # 5,000,000 characters for max_tokens 512
+        "Q-blank": ["invisible"],
+        "Q-anonymous": ["no_model"],
+    }
+    samples, prompts = samples_for([f"{marker} 退款?" for marker in cases])
+    retry = RetryPolicy(max_retries=2, backoff_base_s=0.01)
+    with running_stub(faults=cases) as stub, llm_strategy(stub, tmp_path / "c.sqlite", retry=retry) as strategy:
+        outcome = strategy.complete(samples, prompts)
+        figures = strategy.metadata()
+    contents = user_messages(strategy, samples, prompts)
+    assert outcome.failure_reasons == [None, llm.MALFORMED_RESPONSE, llm.TOO_LONG, llm.EMPTY_COMPLETION, None]
+    completions = outcome.completions.to_pylist()
+    assert completions[0] == corrected_answer("teacher", contents[0])  # the two text parts joined
+    assert completions[4] == corrected_answer("teacher", contents[4])
+    assert completions[1:4] == [None] * 3
+    assert outcome.models.to_pylist() == ["teacher", None, None, None, llm.UNKNOWN_MODEL]
+    assert figures["failures"] == {"malformed_response": 1, "too_long": 1, "empty_completion": 1}
+    assert figures["retries"] == {"malformed_response": 2}
+    assert llm.max_completion_chars(512) == 4096

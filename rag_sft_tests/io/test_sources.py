@@ -20,6 +20,27 @@ def test_quick_date_agrees_with_the_parsed_timestamp():
     assert quick_line_date(b'{"question": "what \\"timestamp\\": \\"2020-01-01\\"", "x": 1}') is None
 
 
+def test_a_nested_timestamp_places_no_line_only_the_top_level_key_does(tmp_path):
+    """A line without a top-level timestamp is undated, whatever its evaluation or docs hold: it
+    joins its neighbour's day (and is rejected there), and no phantom day appears."""
+    in_evaluation = event("b")
+    del in_evaluation["timestamp"]
+    in_evaluation["evaluation"]["timestamp"] = "2026-11-18T09:00:00Z"
+    in_doc = event("c")
+    del in_doc["timestamp"]
+    in_doc["docs"][1]["timestamp"] = "2026-11-20T09:00:00Z"
+    broken = b'{"request_id": "d", "evaluation": {"timestamp": "2026-11-18T09:00:00Z", "sco'
+    assert [quick_line_date(orjson.dumps(line)) for line in (in_evaluation, in_doc)] == [None, None]
+    assert quick_line_date(broken) is None
+    assert quick_line_date(b'{"question": "{[ \\" ]", "timestamp": "2026-11-19T10:00:00Z", "answ') == D19  # brackets in a string
+    assert quick_line_date(b'{"docs": [{"id": "}"}], "timestamp": "2026-11-19T10:00:00Z", "answ') == D19  # broken after it
+    write_lines(tmp_path / "events.jsonl", [event("a", "2026-11-19T08:00:00Z"), in_evaluation, in_doc, broken])
+    landing = LandingFolder(tmp_path)
+    assert landing.days_present() == {D19: 4}
+    assert [line.line for line in landing.lines_for_day(D19)] == [1, 2, 3, 4]
+    assert [line.line for day in (D18, D20) for line in landing.lines_for_day(day)] == []
+
+
 def test_lines_go_to_the_day_of_their_timestamp_and_bad_lines_to_their_neighbours(tmp_path):
     write_lines(
         tmp_path / "b" / "mixed.jsonl",

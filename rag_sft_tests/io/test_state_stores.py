@@ -11,6 +11,7 @@ import uuid
 
 import dagster as dg
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from rag_sft.core import near_duplicates as nd
@@ -24,7 +25,6 @@ from rag_sft.io.training_ledger import TrainingLedger, jsonl_sample_ids
 from rag_sft.resources import Warehouse
 
 BANDING = nd.Banding.for_threshold(0.8)
-DOCS = ["kb-1", "kb-2", "kb-3"]
 DAYS = {  # the same question retyped on three days, and one other question
     "2026-11-17": ["Nginx upstream 超时时间在哪里配置?"],
     "2026-11-18": ["Nginx upstream 超时时间在哪里配置？", "Redis Cluster 和 Sentinel 模式怎么选？"],
@@ -53,7 +53,8 @@ def materialize(index: NearDuplicateIndex, day: str) -> dict[str, str]:
     """What sft_records does for a day: dedup against earlier days, remember what it kept."""
     questions = DAYS[day]
     ids = [f"{day}-{n}_factuality_error" for n in range(len(questions))]
-    found = nd.deduplicate_day(ids, nd.signatures(questions, [DOCS] * len(questions)), lambda keys: index.earlier(day, keys), BANDING, 0.8)
+    signature = nd.signatures(nd.question_keys(pa.array(questions)).to_pylist())
+    found = nd.deduplicate_day(ids, signature, lambda keys: index.earlier(day, keys), BANDING, 0.8)
     kept = found.kept
     index.replace_day(day, [ids[i] for i in kept], found.signatures[kept], found.keys[kept])
     return dict(zip(found.set_aside.column("sample_id").to_pylist(), found.set_aside.column("duplicate_of").to_pylist()))
@@ -79,7 +80,7 @@ def test_a_rerun_of_a_day_does_not_meet_its_own_signatures(state_db):
     with NearDuplicateIndex(state_db("index")) as index:
         first = materialize(index, "2026-11-18")
         assert materialize(index, "2026-11-18") == first == {}
-        keys = nd.band_keys(nd.signatures(DAYS["2026-11-18"], [DOCS, DOCS]), BANDING)
+        keys = nd.band_keys(nd.signatures(nd.question_keys(pa.array(DAYS["2026-11-18"])).to_pylist()), BANDING)
         assert index.earlier("2026-11-18", keys).sample_ids == []
         assert set(index.earlier("2026-11-19", keys).sample_ids) == {"2026-11-18-0_factuality_error", "2026-11-18-1_factuality_error"}
 
@@ -98,7 +99,7 @@ def test_the_band_keys_of_replaced_days_are_never_seen_and_are_swept(state_db):
     with NearDuplicateIndex(state_db("index")) as index:
         for _ in range(3):  # the same day materialized three times
             materialize(index, "2026-11-17")
-        keys = nd.band_keys(nd.signatures(DAYS["2026-11-17"], [DOCS]), BANDING)
+        keys = nd.band_keys(nd.signatures(nd.question_keys(pa.array(DAYS["2026-11-17"])).to_pylist()), BANDING)
         found = index.earlier("2026-11-18", keys)
         assert set(found.sample_ids) == {"2026-11-17-0_factuality_error"} and len(found.keys) == BANDING.bands
     db = state_db("index")
@@ -134,6 +135,7 @@ def test_an_erased_request_keeps_its_first_erasure(state_db):
 WRITER = """
 import sys
 import numpy as np
+import pyarrow as pa
 from rag_sft.io.near_duplicate_index import NearDuplicateIndex
 from rag_sft.io.state_db import open_state_db
 from pathlib import Path
@@ -248,7 +250,7 @@ def test_an_erased_sample_leaves_no_row_and_no_band_key(state_db):
     with NearDuplicateIndex(state_db("index")) as index:
         for day in ("2026-11-17", "2026-11-18"):
             materialize(index, day)
-        keys = nd.band_keys(nd.signatures(DAYS["2026-11-18"], [DOCS, DOCS]), BANDING)
+        keys = nd.band_keys(nd.signatures(nd.question_keys(pa.array(DAYS["2026-11-18"])).to_pylist()), BANDING)
         assert index.erase({"2026-11-18": ["2026-11-18-1_factuality_error", "absent"]}) == 1
         assert index.earlier("2026-11-19", keys[1:]).sample_ids == []
         (left,) = index._db.execute("SELECT COUNT(*) FROM band_keys b JOIN kept k ON k.id = b.kept").fetchone()
