@@ -4,6 +4,7 @@ in raw_events (and the dead letter), or nowhere with `redact_raw`."""
 import pandas as pd
 
 from rag_sft.core import pii
+from rag_sft.erasure_job import ERASE_OP, erase_requests_job
 from rag_sft_tests.helpers import event, write_lines
 
 DAY = "2026-11-19"
@@ -97,3 +98,20 @@ def test_an_event_with_evasions_yields_records_without_the_raw_values(pipeline):
     assert exported.count("\n") == len(lines)  # every event exported, none lost to redaction
     assert TECHNICAL.format(address="<IP>") in exported  # code and versions survive, only the address goes
     assert pii.pseudonym("req-13712345678") in exported and "kb-tech" not in exported
+
+
+def test_a_request_id_exported_as_its_pseudonym_is_erased_by_the_id_the_user_gives(pipeline):
+    personal_id = "req-13712345678"
+    write_lines(pipeline.landing / "e.jsonl", [event(personal_id, score=0.9), event("r-other", question="发票怎么开？", score=0.9)])
+    pipeline.materialize(DAY)
+    assert pii.pseudonym(personal_id) in pipeline.jsonl(DAY).read_text()
+
+    erase_requests_job.execute_in_process(
+        run_config={"ops": {ERASE_OP: {"config": {"request_ids": [personal_id]}}}},
+        resources=pipeline.resources(),
+        instance=pipeline.instance,
+    )
+    exported = pipeline.jsonl(DAY).read_text()
+    assert pii.pseudonym(personal_id) not in exported and "r-other" in exported
+    for table in ("annotated_samples", "sft_records"):
+        assert pii.pseudonym(personal_id) not in texts_of(pipeline.data / "warehouse" / table), table
