@@ -105,28 +105,9 @@ def _fold_table() -> dict[int, str]:
 
 
 @functools.cache
-def _resized() -> re.Pattern:
+def _resized() -> frozenset[str]:
     """The characters whose folded form is not one character long (positions move)."""
-    return re.compile(_python_class(code for code, folded in _fold_table().items() if len(folded) != 1))
-
-
-def _python_class(codes: Iterable[int]) -> str:
-    """A Python regex class of these code points, as ranges (a long list of single characters is
-    slow to search with)."""
-    ranges: list[list[int]] = []
-    for code in sorted(codes):
-        if ranges and ranges[-1][1] == code - 1:
-            ranges[-1][1] = code
-        else:
-            ranges.append([code, code])
-    return "[" + "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges) + "]"
-
-
-@functools.cache
-def _other_digits() -> re.Pattern:
-    """Decimal digits that NFKC leaves as they are (Arabic-Indic, Devanagari, ...)."""
-    return re.compile(_python_class(code for code, folded in _fold_table().items()
-                                    if folded.isascii() and folded.isdigit() and unicodedata.normalize("NFKC", chr(code)) == chr(code)))
+    return frozenset(chr(code) for code, folded in _fold_table().items() if len(folded) != 1)
 
 
 def _re2_escape(char: str) -> str:
@@ -138,24 +119,13 @@ def fold(text: str) -> tuple[str, list[int] | None]:
     character it comes from (None: the same positions)."""
     if text.isascii():
         return text, None
-    if not _resized().search(text):
-        # One character for one: NFKC of the whole text is as fast as C (when it composes
-        # nothing, which keeps the length, it is each character's NFKC), then other scripts' digits.
-        folded = unicodedata.normalize("NFKC", text)
-        if len(folded) == len(text):
-            return (folded.translate(_fold_table()) if _other_digits().search(folded) else folded), None
     table = _fold_table()
-    folded = text.translate(table)
-    if not _resized().search(text):
-        return folded, None
+    if _resized().isdisjoint(text):
+        return text.translate(table), None
     origin: list[int] = []
-    position = 0
-    for match in _resized().finditer(text):
-        origin.extend(range(position, match.start()))
-        origin.extend([match.start()] * len(table[ord(match.group())]))
-        position = match.end()
-    origin.extend(range(position, len(text)))
-    return folded, origin
+    for index, char in enumerate(text):
+        origin.extend([index] * len(table.get(ord(char), char)))
+    return text.translate(table), origin
 
 
 # --- the rules, over folded text ---------------------------------------------------------
@@ -290,8 +260,14 @@ def _ip_valid(text: str) -> bool:
 Span = tuple[int, int]
 
 
-def _matches(pattern: re.Pattern, valid: Callable[[str], bool] | None = None, group: int = 0) -> Callable[[str], Iterator[Span]]:
+def _matches(
+    pattern: re.Pattern, valid: Callable[[str], bool] | None = None, group: int = 0, needs: str = ""
+) -> Callable[[str], Iterator[Span]]:
+    """The spans of `pattern` (its `group`) that `valid` accepts, in texts holding `needs`."""
+
     def find_spans(text: str) -> Iterator[Span]:
+        if needs not in text:
+            return
         for match in pattern.finditer(text):
             if valid is None or valid(match.group(group)):
                 yield match.span(group)
@@ -360,6 +336,8 @@ def _ssns(text: str) -> Iterator[Span]:
 
 
 def _ipv4s(text: str) -> Iterator[Span]:
+    if "." not in text:
+        return
     for match in _IPV4.finditer(text):
         if not _ip_valid(match.group()):
             continue
@@ -371,6 +349,8 @@ def _ipv4s(text: str) -> Iterator[Span]:
 
 
 def _ipv6s(text: str) -> Iterator[Span]:
+    if ":" not in text:
+        return
     for match in _IPV6.finditer(text):
         address = match.group()
         if any(c.isdigit() for c in address) and _ip_valid(address):
@@ -379,11 +359,50 @@ def _ipv6s(text: str) -> Iterator[Span]:
 
 def _phones(text: str) -> Iterator[Span]:
     """Numbers without a country code are read as mainland China's (the service's users)."""
-    if not _PHONE_HINT.search(text):
-        return  # fewer than 7 digits close together: nothing for the (slow) matcher
+    if not _could_hold_phone(text):
+        return  # nothing the (slow) matcher could find
     for match in phonenumbers.PhoneNumberMatcher(text, "CN", leniency=phonenumbers.Leniency.VALID):
         if not _glued(text, match.start, match.end):  # not part of a longer run of digits or an identifier
             yield match.start, match.end
+
+
+_DIGIT_RUN = re.compile(r"\d(?:" + _PHONE_SEPARATOR + r"{0,4}\d)*")
+_DIGITS = re.compile(r"\d+")
+@functools.cache
+def _cn_numbers() -> tuple[re.Pattern, int, int]:
+    """Any valid national number of China at the end of a text (the union of its number types'
+    patterns), and the shortest and longest."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region("CN")
+    types = ("fixed_line", "mobile", "toll_free", "premium_rate", "shared_cost", "personal_number", "voip", "pager", "uan", "voicemail")
+    patterns = [getattr(metadata, name).national_number_pattern for name in types if getattr(metadata, name, None) is not None]
+    lengths = metadata.general_desc.possible_length
+    return re.compile("(?:" + "|".join(f"(?:{p})" for p in patterns if p) + r")\Z"), min(lengths), max(lengths)
+
+
+def _could_hold_phone(text: str) -> bool:
+    """False only when libphonenumber's matcher cannot find a valid number in the text: no plus
+    sign, no international prefix (00 and a country code) and no valid national number of China
+    ending where a group of digits ends (the matcher may start a number anywhere in a run and
+    strip prefixes in front of it). The matcher costs about 20 µs a candidate, this a few; it is
+    tested to let every number the matcher finds through."""
+    if not _PHONE_HINT.search(text):
+        return False  # fewer than 7 digits close together
+    if "+" in text:
+        return True
+    pattern, shortest, longest = _cn_numbers()
+    for run in _DIGIT_RUN.findall(text):
+        groups = _DIGITS.findall(run)
+        digits = "".join(groups)
+        if len(digits) < shortest:
+            continue
+        end = 0
+        for group in groups:
+            if group.startswith("00") and digits[end + 2 : end + 3] not in ("", "0"):
+                return True  # the international prefix and a country code: another country's number
+            end += len(group)
+            if end >= shortest and pattern.search(digits, max(0, end - longest), end):
+                return True
+    return False
 
 
 def _glued(text: str, start: int, end: int) -> bool:
@@ -394,8 +413,8 @@ def _glued(text: str, start: int, end: int) -> bool:
 
 # In this order: structured kinds first, so an ID, card or IBAN number is not taken for a phone.
 _RULES: tuple[tuple[str, Callable[[str], Iterable[Span]]], ...] = (
-    (URL_SECRET, _matches(_URL_PARAMETER, group=1)),
-    (URL_SECRET, _matches(_URL_PASSWORD, group=1)),
+    (URL_SECRET, _matches(_URL_PARAMETER, group=1, needs="=")),
+    (URL_SECRET, _matches(_URL_PASSWORD, group=1, needs="://")),
     (SECRET, _secrets),
     (EMAIL, _emails),
     (IBAN, _ibans),
@@ -486,7 +505,7 @@ def candidate_pattern() -> str:
         chr(code) for code, folded in _fold_table().items() if not folded or any(c.isascii() and (c.isalnum() or c == "@") for c in folded)
     )
     colon, dot, equals, space = _raw_class(":"), _raw_class(r"\."), _raw_class("="), _raw_class(r"\s")
-    punctuation = _raw_class(_PHONE_SEPARATOR)
+    punctuation, separator = _raw_class(_PHONE_SEPARATOR), _raw_class(r"[ \-]")
     opening, closing = _raw_class(r"[\[({<]"), _raw_class(r"[\])}>]")
     pieces = [
         "[" + "".join(_re2_escape(c) for c in suspect) + "]",
@@ -496,7 +515,11 @@ def candidate_pattern() -> str:
         colon + "//[^/]*" + colon,
         "[0-9A-Fa-f]*" + colon + "[0-9A-Fa-f]*" + colon,
         "[0-9]{1,3}" + dot + "[0-9]{1,3}" + dot + "[0-9]{1,3}" + dot + "[0-9]{1,3}",
-        "[0-9](?:" + punctuation + "{0,4}[0-9]){6}",
+        # 7 digits among separators, from a digit not glued to a letter or digit before it to one
+        # not glued after it (phones, cards and SSNs are taken only whole); ID numbers may end in X.
+        "(?:^|[^A-Za-z0-9])[0-9](?:" + punctuation + "{0,4}[0-9]){6,}(?:$|[^A-Za-z0-9])",
+        "(?:^|[^A-Za-z0-9])[0-9]{6}" + separator + "?[0-9]{4}" + separator + "?[0-9]{4}" + separator + "?[0-9]{3}[0-9Xx]",
+        "(?i:ssn|social security|社会安全号)",
         "sk-",
         "AKIA|ASIA",
         "(?i:bearer)",
