@@ -524,7 +524,7 @@ def candidate_pattern() -> str:
         "AKIA|ASIA",
         "(?i:bearer)",
         "(?i:" + _TOKEN_NAMES + "|" + _PASSWORD_NAMES + ")[\"']?" + space + "*(?:" + equals + "|" + colon + ")",
-        r"(?:^|[^A-Za-z0-9])[A-Za-z]{2}[0-9]{2}(?:[ \-]?[A-Za-z0-9]){10}",  # an IBAN's start
+        "(?:^|[^A-Za-z0-9])(?i:" + "|".join(_IBAN_LENGTHS) + r")[0-9]{2}(?:[ \-]?[A-Za-z0-9]){10}",  # an IBAN's start
     ]
     return "|".join(pieces)
 
