@@ -368,6 +368,7 @@ def _phones(text: str) -> Iterator[Span]:
 
 _DIGIT_RUN = re.compile(r"\d(?:" + _PHONE_SEPARATOR + r"{0,4}\d)*")
 _DIGITS = re.compile(r"\d+")
+_EXTENSION = re.compile(phonenumberutil._EXTN_PATTERNS_FOR_MATCHING, re.IGNORECASE)
 @functools.cache
 def _cn_numbers() -> tuple[re.Pattern, int, int]:
     """Any valid national number of China at the end of a text (the union of its number types'
@@ -377,6 +378,18 @@ def _cn_numbers() -> tuple[re.Pattern, int, int]:
     patterns = [getattr(metadata, name).national_number_pattern for name in types if getattr(metadata, name, None) is not None]
     lengths = metadata.general_desc.possible_length
     return re.compile("(?:" + "|".join(f"(?:{p})" for p in patterns if p) + r")\Z"), min(lengths), max(lengths)
+
+
+@functools.cache
+def _shortest_international() -> int:
+    """The fewest digits of a country code and a valid number after it, over every region."""
+    regions = [phonenumbers.PhoneMetadata.metadata_for_region(region) for region in phonenumbers.SUPPORTED_REGIONS]
+    regions += [phonenumbers.PhoneMetadata.metadata_for_nongeo_region(code) for code in phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS]
+    return min(
+        len(str(metadata.country_code)) + min(length for length in metadata.general_desc.possible_length if length > 0)
+        for metadata in regions
+        if metadata is not None and any(length > 0 for length in metadata.general_desc.possible_length or ())
+    )
 
 
 def _could_hold_phone(text: str) -> bool:
@@ -390,17 +403,22 @@ def _could_hold_phone(text: str) -> bool:
     if "+" in text:
         return True
     pattern, shortest, longest = _cn_numbers()
-    for run in _DIGIT_RUN.findall(text):
-        groups = _DIGITS.findall(run)
-        digits = "".join(groups)
+    for run in _DIGIT_RUN.finditer(text):
+        groups = list(_DIGITS.finditer(text, run.start(), run.end()))
+        digits = "".join(group.group() for group in groups)
         if len(digits) < shortest:
             continue
         end = 0
         for group in groups:
-            if group.startswith("00") and digits[end + 2 : end + 3] not in ("", "0"):
-                return True  # the international prefix and a country code: another country's number
-            end += len(group)
-            if end >= shortest and pattern.search(digits, max(0, end - longest), end):
+            if group.group().startswith("00") and digits[end + 2 : end + 3] not in ("", "0"):
+                if len(digits) - end - 2 >= _shortest_international():
+                    return True  # the international prefix, a country code and a number: another country's
+            end += len(group.group())
+            # A number glued to a letter after it is part of an identifier (`_glued`), unless the
+            # letter starts an extension (x, ext, anexo, int).
+            after = group.end()
+            glued = after < len(text) and text[after].isascii() and text[after].isalnum() and not _EXTENSION.match(text, after)
+            if not glued and end >= shortest and pattern.search(digits, max(0, end - longest), end):
                 return True
     return False
 
