@@ -534,8 +534,9 @@ def candidate_pattern() -> str:
         "[0-9A-Fa-f]*" + colon + "[0-9A-Fa-f]*" + colon,
         "[0-9]{1,3}" + dot + "[0-9]{1,3}" + dot + "[0-9]{1,3}" + dot + "[0-9]{1,3}",
         # 7 digits among separators, from a digit not glued to a letter or digit before it to one
-        # not glued after it (phones, cards and SSNs are taken only whole); ID numbers may end in X.
-        "(?:^|[^A-Za-z0-9])[0-9](?:" + punctuation + "{0,4}[0-9]){6,}(?:$|[^A-Za-z0-9])",
+        # not glued after it but to an extension (phones, cards and SSNs are taken only whole); ID
+        # numbers may end in X.
+        "(?:^|[^A-Za-z0-9])[0-9](?:" + punctuation + "{0,4}[0-9]){6,}(?:$|[^A-Za-z0-9]|(?i:e?xt|x|int|anexo))",
         "(?:^|[^A-Za-z0-9])[0-9]{6}" + separator + "?[0-9]{4}" + separator + "?[0-9]{4}" + separator + "?[0-9]{3}[0-9Xx]",
         "(?i:ssn|social security|社会安全号)",
         "sk-",

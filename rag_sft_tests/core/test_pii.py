@@ -148,7 +148,7 @@ def test_the_column_form_agrees_with_the_row_form_on_every_hand_written_case():
 def fuzz_texts(count: int, seed: int = 9) -> list[str]:
     """Digit groups joined by the separators people and machines use, in ids and prose."""
     rng = random.Random(seed)
-    separators = [" ", "-", "", "  ", " - ", "/", ".", "(", ")", "－", "\u3000", " x ", "#", "x", "ab", "，"]
+    separators = [" ", "-", "", "  ", " - ", "/", ".", "(", ")", "－", "\u3000", " x ", "#", "x", "ab", "，", "ext", "anexo"]
     texts = []
     for _ in range(count):
         groups = ["".join(rng.choice("0123456789") for _ in range(rng.randint(1, 9))) for _ in range(rng.randint(1, 4))]
@@ -157,7 +157,7 @@ def fuzz_texts(count: int, seed: int = 9) -> list[str]:
         text = groups[0]
         for group in groups[1:]:
             text += rng.choice(separators) + group
-        texts.append(rng.choice(["", "电话", "req-", "tel ", "+", "SSN ", "a"]) + text + rng.choice(["", " 谢谢", "-ab12", "x", "X"]))
+        texts.append(rng.choice(["", "电话", "req-", "tel ", "+", "SSN ", "a"]) + text + rng.choice(["", " 谢谢", "-ab12", "x", "X", "ext12", "e", "x1", "int5"]))
     return texts + [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(count // 5)]
 
 
