@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
-from rag_sft.core import erasure
+from rag_sft.core import erasure, pii
 from rag_sft.core.trigger import ExportLedger
 from rag_sft.io import erasure as erase_io
 from rag_sft.io.dataset_versions import DatasetVersions
@@ -52,14 +52,16 @@ def erase_requests_op(
     context.instance.add_run_tags(context.run_id, {WAREHOUSE_TAG: warehouse.identity()})
     with warehouse.open_state(ErasureLedger) as ledger:
         new = ledger.record(ids, context.run_id)
-    erased = set(ids)
+    # The tables and exports name a request_id holding personal data by its pseudonym (core/pii.py).
+    stored_ids = pii.id_forms(ids)
+    erased = set(stored_ids)
     note = {
         "erasure_run": context.run_id,
         "at": datetime.now(UTC).isoformat(timespec="seconds"),
         "request_ids": len(ids),
     }
     exportable = update_ledger(context.instance, ExportLedger()).exportable()
-    days = sorted({day for table in erase_io.TABLES for day in erase_io.days_holding(warehouse.table_dir(table), ids)})
+    days = sorted({day for table in erase_io.TABLES for day in erase_io.days_holding(warehouse.table_dir(table), stored_ids)})
 
     removed_rows: dict[str, dict[str, int]] = {}
     erased_samples: dict[str, list[str]] = {}
@@ -73,7 +75,7 @@ def erase_requests_op(
             for table in erase_io.TABLES:
                 if (partition_dir(warehouse.table_dir(table), day) / PART_FILE).exists():
                     rows = erase_io.rewrite_partition(
-                        warehouse.table_dir(table), day, ids, warehouse.parquet_compression
+                        warehouse.table_dir(table), day, stored_ids, warehouse.parquet_compression
                     )
                     if rows.num_rows:
                         removed[table] = rows

@@ -444,8 +444,9 @@ class SftRules(dg.ConfigurableResource):
     default_label_base_weight: float = Field(default=1.0, description="Base weight of other labels.")
     redact_pii: bool = Field(
         default=True,
-        description="Replace personal data (phones, e-mail, ID numbers, bank cards, IPs, secrets in URLs) by typed "
-        "placeholders in annotated_samples and everything after it: prompts, LLM requests, exports (rule 14).",
+        description="Replace personal data (phones, e-mail, ID numbers, bank cards, IBANs, SSNs, IPs, API keys and "
+        "passwords) by typed placeholders in annotated_samples and everything after it: prompts, LLM requests and "
+        "replies, exports; a request_id or doc id holding any by a stable pseudonym (rule 14).",
     )
     near_duplicates: bool = Field(
         default_factory=from_env(NEAR_DUPLICATES_ENV, True, parse_bool),
@@ -460,8 +461,8 @@ class SftRules(dg.ConfigurableResource):
     )
     redact_raw: bool = Field(
         default=False,
-        description="Redact raw_events and the dead letter's raw_text too, so the raw text is kept nowhere (a "
-        "re-materialization can then no longer recover it).",
+        description="Redact raw_events and the dead letter's raw_text and detail too (ids pseudonymized), so the raw "
+        "text is kept nowhere (a re-materialization can then no longer recover it).",
     )
 
     def settings(self) -> RuleSettings:

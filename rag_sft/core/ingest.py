@@ -271,11 +271,12 @@ RAW_PERSONAL_TEXTS = ("question", "answer", "suggestion")
 
 def redacted(batch: IngestBatch) -> IngestBatch:
     """The batch with personal data replaced by placeholders (pii.redact) in the accepted events'
-    texts and docs and in the dead letter's raw text: with `redact_raw`, kept nowhere."""
+    texts, labels and docs and in the dead letter's raw text and detail, and request_ids and doc
+    ids holding personal data by their pseudonyms: with `redact_raw`, kept nowhere."""
     accepted = batch.accepted
     if accepted is not None:
-        accepted, _ = pii.redact_batch(accepted, RAW_PERSONAL_TEXTS, "docs")
+        accepted, _ = pii.redact_batch(accepted, RAW_PERSONAL_TEXTS, docs="docs", ids=("request_id",), label_lists=("labels",))
     dead_letter = batch.dead_letter
     if dead_letter is not None:
-        dead_letter, _ = pii.redact_batch(dead_letter, ("raw_text",), None)
+        dead_letter, _ = pii.redact_batch(dead_letter, ("raw_text", "detail"), ids=("request_id",))
     return IngestBatch(accepted, dead_letter)

@@ -244,17 +244,26 @@ def annotate_batch(raw: pa.RecordBatch, settings: RuleSettings) -> pa.RecordBatc
     return pa.RecordBatch.from_arrays(list(columns.values()), schema=ANNOTATED_SAMPLES)
 
 
-# Users' texts in ANNOTATED_SAMPLES that may hold personal data, besides the docs' content.
-PERSONAL_TEXTS = ("question", "original_answer", "suggestion")
+# Texts in ANNOTATED_SAMPLES that may hold personal data, besides the docs' content: users' texts
+# and the labels (free text when the evaluator's label is not a known one).
+PERSONAL_TEXTS = ("question", "original_answer", "suggestion", "label")
 
 
 def annotate_and_redact(raw: pa.RecordBatch, settings: RuleSettings) -> tuple[pa.RecordBatch, Counter]:
     """`annotate_batch`, then personal data replaced by placeholders (rule 14) in every text a
-    prompt, an LLM request or an export is made of; what was found, by kind."""
+    prompt, an LLM request or an export is made of, and a request_id or doc id holding personal
+    data replaced by its pseudonym (`pii.pseudonym`), the sample_id made again from them; what
+    was found, by kind."""
     annotated = annotate_batch(raw, settings)
     if not settings.redact_pii:
         return annotated, Counter()
-    return pii.redact_batch(annotated, PERSONAL_TEXTS, "context_docs")
+    redacted, found = pii.redact_batch(
+        annotated, PERSONAL_TEXTS, docs="context_docs", ids=("request_id",), label_lists=("labels",)
+    )
+    if found:
+        sample_id = pc.binary_join_element_wise(redacted.column("request_id"), redacted.column("label"), rules.SAMPLE_ID_SEPARATOR)
+        redacted = redacted.set_column(redacted.schema.get_field_index("sample_id"), "sample_id", sample_id)
+    return redacted, found
 
 
 # Samples a day's selection filters before completions: sample_id, reason, the kept sample_id.
@@ -340,6 +349,8 @@ def records_batch(
         position[eligible_rows] = np.arange(len(eligible_rows))
         scatter = pa.array(position, mask=position < 0)
         completions = outcome.completions.take(scatter)
+        if settings.redact_pii:  # an LLM's reply may repeat or invent personal data (rule 14)
+            completions = pii.redact_column(completions, Counter())
         failures = pa.array(outcome.failure_reasons, pa.string()).take(scatter)
         models = outcome.models.take(scatter)
     missing = pc.and_(eligible, pc.is_null(completions))

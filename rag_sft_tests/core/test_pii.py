@@ -1,13 +1,18 @@
 """Personal data is replaced by typed placeholders before any prompt is built (SPEC rule 14):
 measured on a labelled set written for the test, and checked rule by rule."""
 
+import random
+import uuid
 from collections import Counter
 
+import phonenumbers
 import pyarrow as pa
 import pytest
 
 from rag_sft.core import pii, tables
+from rag_sft.core.completion import CompletionBatch
 from rag_sft.core.rules import RuleSettings
+from rag_sft_tests.core import pii_handwritten
 from rag_sft_tests.core.pii_labelled import card_number, id_number, snippets
 from rag_sft_tests.core.test_tables import raw_batch
 
@@ -48,7 +53,8 @@ def test_precision_and_recall_on_the_labelled_set_meet_the_targets():
     report = ", ".join(f"{kind} P={p:.3f} R={r:.3f} (n={n})" for kind, (p, r, n) in measured.items())
     print(report)
     for kind, (precision, recall, count) in measured.items():
-        assert count >= 20, kind
+        # The kinds this generated set holds; IBANs, SSNs and secrets: the hand-written set.
+        assert count >= 20 or kind in (pii.SECRET, pii.IBAN, pii.SSN), kind
         assert recall >= RECALL_TARGET and precision >= PRECISION_TARGET, report
 
 
@@ -123,3 +129,115 @@ def test_annotated_samples_hold_no_personal_data_and_count_it_by_kind():
 
     untouched, nothing = tables.annotate_and_redact(raw, RuleSettings(redact_pii=False))
     assert untouched.to_pylist()[0]["question"] == questions[0] and not nothing
+
+
+@pytest.mark.parametrize(("text", "expected"), pii_handwritten.CASES)
+def test_the_hand_written_evasions_are_redacted_and_technical_text_survives(text, expected):
+    assert pii.redact(text) == expected
+
+
+def test_the_column_form_agrees_with_the_row_form_on_every_hand_written_case():
+    texts = [text for text, _ in pii_handwritten.CASES]
+    by_rows, by_column = Counter(), Counter()
+    rows = [pii.redact(text, by_rows) for text in texts]
+    assert pii.redact_column(pa.array(texts, pa.string()), by_column).to_pylist() == rows
+    assert by_column == by_rows
+    assert [pii.redact(text) for text in rows] == rows  # placeholders are left alone
+
+
+def fuzz_texts(count: int, seed: int = 9) -> list[str]:
+    """Digit groups joined by the separators people and machines use, in ids and prose."""
+    rng = random.Random(seed)
+    separators = [" ", "-", "", "  ", " - ", "/", ".", "(", ")", "－", "\u3000", " x ", "#", "x", "ab", "，", "ext", "anexo"]
+    texts = []
+    for _ in range(count):
+        groups = ["".join(rng.choice("0123456789") for _ in range(rng.randint(1, 9))) for _ in range(rng.randint(1, 4))]
+        if rng.random() < 0.3:
+            groups[0] = rng.choice(["1", "0", "86", "00", "17951", "400", "010", "13", "18"]) + groups[0]
+        text = groups[0]
+        for group in groups[1:]:
+            text += rng.choice(separators) + group
+        texts.append(rng.choice(["", "电话", "req-", "tel ", "+", "SSN ", "a"]) + text + rng.choice(["", " 谢谢", "-ab12", "x", "X", "ext12", "e", "x1", "int5"]))
+    return texts + [str(uuid.UUID(int=rng.getrandbits(128))) for _ in range(count // 5)]
+
+
+def test_the_column_form_agrees_with_the_row_form_on_digit_groups_and_ids():
+    texts = fuzz_texts(6000)
+    rows = [pii.redact(text) for text in texts]
+    assert pii.redact_column(pa.array(texts, pa.string()), Counter()).to_pylist() == rows
+    assert sum(row != text for row, text in zip(rows, texts)) > 100  # some of them are personal
+
+
+def test_the_phone_screen_lets_through_every_number_the_matcher_finds():
+    texts = fuzz_texts(6000, seed=10) + [snippet.text for snippet in snippets()]
+    for text in texts:
+        folded, _ = pii.fold(text)
+        if phonenumbers.PhoneNumberMatcher(folded, "CN", leniency=phonenumbers.Leniency.VALID).has_next():
+            assert pii._could_hold_phone(folded), text
+
+
+def test_an_id_holding_personal_data_gets_a_stable_pseudonym_and_others_stay():
+    alias = pii.pseudonym("req-13812345678")
+    assert alias == pii.pseudonym("req-13812345678") != pii.pseudonym("req-13812345679")
+    assert alias.startswith("anon-") and "13812345678" not in alias and pii.redact(alias) == alias
+    assert pii.pseudonym("req-20261119-0000001-ab12cd34") == "req-20261119-0000001-ab12cd34"
+    assert pii.pseudonym("kb-00042") == "kb-00042"
+    assert pii.id_forms(["r1", "zhang@example.com"]) == ["r1", "zhang@example.com", pii.pseudonym("zhang@example.com")]
+
+
+def _with_personal_ids_and_labels(raw: pa.RecordBatch) -> pa.RecordBatch:
+    request_ids = raw.column("request_id").to_pylist()
+    request_ids[0] = "req-13812345678"
+    labels = raw.column("labels").to_pylist()
+    labels[1] = ["用户 zhang.wei@example.com 投诉"]  # a free-text label
+    docs = raw.column("docs").to_pylist()
+    docs[2][0].update(id="kb-li.na@example.com", score=1.0)
+    raw = raw.set_column(raw.schema.get_field_index("request_id"), "request_id", pa.array(request_ids, pa.string()))
+    raw = raw.set_column(raw.schema.get_field_index("labels"), "labels", pa.array(labels, raw.schema.field("labels").type))
+    raw = raw.set_column(raw.schema.get_field_index("docs"), "docs", pa.array(docs, raw.schema.field("docs").type))
+    return raw.set_column(raw.schema.get_field_index("score"), "score", pa.array([0.9] * raw.num_rows))
+
+
+def test_request_ids_doc_ids_and_labels_holding_personal_data_reach_no_annotated_sample():
+    raw = _with_personal_ids_and_labels(raw_batch(events_per_day=40))
+    annotated, found = tables.annotate_and_redact(raw, RuleSettings())
+    text = str(annotated.to_pylist())
+    assert "13812345678" not in text and "zhang.wei@example.com" not in text and "li.na@example.com" not in text
+    rows = annotated.to_pylist()
+    assert rows[0]["request_id"] == pii.pseudonym("req-13812345678")
+    assert rows[0]["sample_id"] == f"{rows[0]['request_id']}_{rows[0]['label']}"
+    assert rows[1]["label"] == "用户 <EMAIL> 投诉" and rows[1]["labels"] == ["用户 <EMAIL> 投诉"]
+    assert {doc["id"] for doc in rows[2]["context_docs"]} >= {pii.pseudonym("kb-li.na@example.com")}
+    assert rows[3]["request_id"] == raw.column("request_id")[3].as_py()  # ids without personal data stay
+    assert found[pii.PHONE] >= 1 and found[pii.EMAIL] >= 2
+
+
+class RepeatsPersonalData:
+    """An LLM whose corrections repeat (or invent) a phone number, an e-mail and an ID number."""
+
+    name = "llm"
+
+    def complete(self, samples, prompts):
+        texts = [f"已为您核实，请致电 138 1234 5678 或发邮件至 kefu{i}@example.com，身份证 11010519491231002X 已登记。"
+                 for i in range(samples.num_rows)]
+        return CompletionBatch(pa.array(texts), [None] * len(texts), pa.array(["teacher"] * len(texts)))
+
+    def metadata(self):
+        return {}
+
+
+def test_llm_replies_are_redacted_before_records_and_preference_pairs():
+    settings = RuleSettings()
+    raw = raw_batch(events_per_day=40)
+    raw = raw.set_column(raw.schema.get_field_index("score"), "score", pa.array([0.9] * raw.num_rows))
+    annotated, _ = tables.annotate_and_redact(raw, settings)
+    records = tables.records_batch(annotated, settings, RepeatsPersonalData(), {"factuality_error": 1.0})
+    exported = bytes(tables.jsonl_chunk(records, "2026-11-19").data).decode()
+    pairs = bytes(tables.preference_chunk(records, "2026-11-19").data).decode()
+    assert exported and pairs
+    for text in (str(records.column("completion").to_pylist()), exported, pairs):
+        assert "138 1234 5678" not in text and "@example.com" not in text and "11010519491231002X" not in text
+    assert records.column("completion")[0].as_py() == "已为您核实，请致电 <PHONE> 或发邮件至 <EMAIL>，身份证 <ID_NUMBER> 已登记。"
+
+    unredacted = tables.records_batch(annotated, RuleSettings(redact_pii=False), RepeatsPersonalData(), {})
+    assert "138 1234 5678" in unredacted.column("completion")[0].as_py()  # redact_pii off: as the model wrote it
