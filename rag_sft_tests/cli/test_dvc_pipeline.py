@@ -51,7 +51,8 @@ def test_dvc_repro_push_checkout_and_pull_bring_a_version_back_byte_for_byte(tmp
             handle.writelines(day_lines(date.fromisoformat(day), GeneratorSettings(events_per_day=150)))
     env = {key: value for key, value in os.environ.items() if key not in ("RAG_SFT_DATA_DIR", "RAG_SFT_LANDING_DIR")}
     env.update(GIT_IDENTITY, DAGSTER_HOME=str(work / ".dagster_home"), RAG_SFT_BASE_MODEL=str(tiny_base),
-               RAG_SFT_TRAIN_MAX_LENGTH="64", RAG_SFT_TRAIN_LEARNING_RATE="0.005")  # fmt: skip
+               RAG_SFT_TRAIN_MAX_LENGTH="64", RAG_SFT_TRAIN_LEARNING_RATE="0.005",
+               RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS="1")  # the fixtures' completions are naive; DVC's steps are tested  # fmt: skip
 
     def run(*command: str) -> str:
         done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, check=False)
