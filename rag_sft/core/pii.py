@@ -478,8 +478,13 @@ def redact(text: str, found: Counter | None = None) -> str:
 def pseudonym(value: str, found: Counter | None = None) -> str:
     """An identifier holding personal data replaced whole by `anon-` and 20 letters (a-p) of its
     SHA-256: the same id always gives the same pseudonym, and the pseudonym holds nothing any
-    rule finds. An id without personal data is returned as it is."""
-    if not find(value):
+    rule finds. An id without personal data is returned as it is.
+
+    In an id, a phone number counts only in a form that is one beyond doubt (a `+` and a country
+    code, or a mainland mobile number of 11 digits): ids built from dates and counters
+    ("2026-11-18-10") read as valid numbers to the matcher, and renaming them would break the
+    lineage users follow by request_id."""
+    if not any(kind != PHONE or _unmistakable_phone(value[start:end]) for start, end, kind in find(value)):
         return value
     if found is not None:
         redact(value, found)
@@ -488,6 +493,12 @@ def pseudonym(value: str, found: Counter | None = None) -> str:
 
 
 _HEX_AS_LETTERS = str.maketrans("0123456789abcdef", "abcdefghijklmnop")
+_MAINLAND_MOBILE = re.compile(r"1[3-9]\d{9}")
+
+
+def _unmistakable_phone(number: str) -> bool:
+    folded = fold(number)[0]
+    return folded.lstrip().startswith("+") or _MAINLAND_MOBILE.fullmatch("".join(_DIGITS.findall(folded))) is not None
 
 
 def id_forms(ids: Iterable[str]) -> list[str]:

@@ -241,3 +241,14 @@ def test_llm_replies_are_redacted_before_records_and_preference_pairs():
 
     unredacted = tables.records_batch(annotated, RuleSettings(redact_pii=False), RepeatsPersonalData(), {})
     assert "138 1234 5678" in unredacted.column("completion")[0].as_py()  # redact_pii off: as the model wrote it
+
+
+@pytest.mark.parametrize("request_id", ["2026-11-18-10", "2026-11-17-149", "20261118-0001", "order-2026-11-18-1042"])
+def test_ids_made_of_dates_and_counters_keep_their_name(request_id):
+    """The phone matcher reads such ids as valid numbers; renaming them would break lineage."""
+    assert pii.pseudonym(request_id) == request_id
+
+
+@pytest.mark.parametrize("request_id", ["req-13812345678", "+86 138 1234 5678", "zhang.san@example.com"])
+def test_ids_holding_a_phone_beyond_doubt_or_an_email_are_pseudonymized(request_id):
+    assert pii.pseudonym(request_id).startswith("anon-")
