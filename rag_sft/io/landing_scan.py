@@ -40,9 +40,6 @@ from rag_sft.io.sources import (
 from rag_sft.io.storage import location, read_range, version
 
 _LOCATION = ["byte_offset", "byte_length"]
-# A range's accepted rows up to this size travel back through the pool's pipe; larger ones go
-# through a memory-mapped file (opening one costs more than sending a few rows: 20,000 small files).
-_SENT_BACK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -61,7 +58,6 @@ class RangeResult:
     first_day: date | None  # day of the first / last line with a readable timestamp
     last_day: date | None
     accepted_file: str | None  # Arrow IPC: RAW_EVENTS (line numbers relative) + byte location
-    accepted_batch: pa.RecordBatch | None = None  # the same, sent back whole when small
     accepted_keys: list[int] = field(default_factory=list)
     dead: list[tuple[int, dict]] = field(default_factory=list)  # of lines of the day
     leading: list[tuple[int, dict]] = field(default_factory=list)  # undated lines before any dated one
@@ -124,18 +120,15 @@ def scan_range(
     ]
     judged = ingest.with_rule_book(fast.batch, fast.positions, rest, max_field_chars)
 
-    accepted_file, accepted_batch = None, None
+    accepted_file = None
     if judged.accepted is not None:
         batch = judged.accepted.append_column(
             "byte_offset", pa.array(mapped.offsets[judged.accepted_positions] + task.start)
         )
         batch = batch.append_column("byte_length", pa.array([len(raws[p]) for p in judged.accepted_positions], pa.int64()))
-        if batch.nbytes <= _SENT_BACK_BYTES:
-            accepted_batch = batch
-        else:
-            accepted_file = os.path.join(scratch, f"{uuid.uuid4().hex}.arrow")
-            with pa.OSFile(accepted_file, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
-                writer.write_batch(batch)
+        accepted_file = os.path.join(scratch, f"{uuid.uuid4().hex}.arrow")
+        with pa.OSFile(accepted_file, "wb") as sink, pa.ipc.new_file(sink, batch.schema) as writer:
+            writer.write_batch(batch)
     keys = [numbers[p] for p in judged.accepted_positions]
     dead = [(numbers[p], ingest.dead_row(slow_lines[p], "rejected", why, request_id)) for p, why, request_id in judged.rejected]
     dead = sorted(dead + _out_of_range_rows(task, numbers, raws, slow_lines, selected & beyond, valid), key=_first)
@@ -151,7 +144,7 @@ def scan_range(
     )
     dated_days = days[dated]
     first_day, last_day = (EPOCH + timedelta(days=int(dated_days[i])) for i in (0, -1)) if len(dated_days) else (None, None)
-    return RangeResult(mapped.count, first_day, last_day, accepted_file, accepted_batch, keys, dead, leading_dead)
+    return RangeResult(mapped.count, first_day, last_day, accepted_file, keys, dead, leading_dead)
 
 
 def _out_of_range_rows(task, numbers, raws, slow_lines, mask: np.ndarray, valid) -> list[tuple[int, dict]]:
@@ -223,14 +216,11 @@ def judged_chunks(
 
 def _chunk(task: ByteRange, result: RangeResult, base: int, dead: list[tuple[int, dict]]) -> JudgedChunk:
     read = len(dead) + len(result.accepted_keys)
-    if result.accepted_batch is not None:
-        batch = result.accepted_batch
-    elif result.accepted_file is not None:
-        table = pa.ipc.open_file(pa.memory_map(result.accepted_file)).read_all()
-        os.unlink(result.accepted_file)  # the mapping keeps the data readable until it is dropped
-        batch = table.combine_chunks().to_batches()[0]
-    else:
+    if result.accepted_file is None:
         return JudgedChunk(read, None, [], lambda i: b"", dead)
+    table = pa.ipc.open_file(pa.memory_map(result.accepted_file)).read_all()
+    os.unlink(result.accepted_file)  # the mapping keeps the data readable until it is dropped
+    batch = table.combine_chunks().to_batches()[0]
     where = batch.select(_LOCATION)
     batch = batch.drop_columns(_LOCATION)
     batch = batch.set_column(
