@@ -39,7 +39,12 @@ def cmd_accept_loss(args: argparse.Namespace) -> int:
         print(f"{args.day}: no lost lines to accept", file=sys.stderr)
         return 1
     print(f"accepted: {lost.describe()}")
-    print(f"The day runs again with {lost.lines_now} lines (the change sensor takes it, or `rag-sft run --start {args.day} --end {args.day}`).")
+    again = (
+        f"`rag-sft run --start {args.day} --end {args.day}`"
+        if lost.lines_now
+        else "materializing the day in the UI: `rag-sft run` only runs days that hold events"
+    )
+    print(f"The day runs again with {lost.lines_now} lines: the change sensor takes it, or {again}.")
     return 0
 
 
