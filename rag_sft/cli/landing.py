@@ -9,10 +9,10 @@ from datetime import date
 
 
 def _landing_folder():
-    from rag_sft.definitions import defs
     from rag_sft.io.sources import LandingFolder
+    from rag_sft.resources import EventSource, Warehouse
 
-    source = defs.resources["event_source"].open(defs.resources["warehouse"].state_dir())
+    source = EventSource().open(Warehouse().state_dir())  # settings from the environment, read now
     if not isinstance(source, LandingFolder):
         raise SystemExit("error: the event source is not a landing folder (RAG_SFT_SOURCE=sql)")
     return source
