@@ -47,7 +47,8 @@ def test_a_file_rewritten_with_its_size_and_mtime_restored_is_read_as_it_is_now(
 
 def test_an_early_line_edited_then_lines_appended_is_not_taken_for_an_append(tmp_path):
     landing = tmp_path / "landing"
-    lines = fixed_length_lines("a", "2026-11-18T10:00:00Z", 10)
+    lines = fixed_length_lines("a", "2026-11-18T10:00:00Z", 40)
+    assert sum(len(line) + 1 for line in lines[1:]) > 4096  # the edit lies before the last 4 KB
     path = write_lines(landing / "log.jsonl", lines)
     folder = LandingFolder(landing, tmp_path / "index.sqlite")
     folder.index().refresh()
