@@ -230,11 +230,20 @@ class LandingIndex:
         return Counter(self._day_lines())
 
     def _day_lines(self, days: Iterable[date] | None = None) -> dict[date, int]:
+        """Lines per day: of every day present, or of `days` only (0 for one with none), which
+        reads just their spans, so a day's look-up costs the same after a year of history."""
+        if days is None:
+            rows = self._db.execute(
+                "SELECT day, SUM(lines) FROM spans WHERE root = ? GROUP BY day HAVING SUM(lines) > 0", (self.root,)
+            )
+            return {date.fromisoformat(day): total for day, total in rows}
+        wanted = [day.isoformat() for day in days]
         rows = self._db.execute(
-            "SELECT day, SUM(lines) FROM spans WHERE root = ? GROUP BY day HAVING SUM(lines) > 0", (self.root,)
+            "SELECT day, SUM(lines) FROM spans WHERE root = ? AND day IN (SELECT value FROM json_each(?)) GROUP BY day",
+            (self.root, json.dumps(wanted)),
         )
-        lines = {date.fromisoformat(day): total for day, total in rows}
-        return lines if days is None else {day: lines.get(day, 0) for day in days}
+        lines = dict(rows.fetchall())
+        return {date.fromisoformat(day): lines.get(day, 0) for day in wanted}
 
     def spans_of(self, day: date) -> list[tuple[str, DaySpan]]:
         """(source, span) of every file holding `day`, in path order."""
@@ -311,9 +320,9 @@ class LandingIndex:
         marks = {
             date.fromisoformat(day): (high, set(json.loads(lost)) if lost else set())
             for day, high, lost in self._db.execute(
-                "SELECT day, lines_high, lost_from FROM day_marks WHERE root = ?", (self.root,)
+                "SELECT day, lines_high, lost_from FROM day_marks WHERE root = ? AND day IN (SELECT value FROM json_each(?))",
+                (self.root, json.dumps([day.isoformat() for day in days])),
             )
-            if date.fromisoformat(day) in days
         }
         for day in sorted(days):
             high, lost = marks.get(day, (0, set()))
