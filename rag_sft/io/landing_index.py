@@ -359,13 +359,15 @@ class LandingIndex:
                 self._db.execute("UPDATE files SET size = -1 WHERE root = ? AND source = ?", (self.root, source))
 
     # --- refreshing ----------------------------------------------------------------------------
-    def refresh(self, workers: int = 1, range_bytes: int = DEFAULT_RANGE_BYTES) -> set[date]:
-        """Bring the index up to date with the folder; returns the days whose spans changed."""
+    def refresh(self, workers: int = 1, range_bytes: int = DEFAULT_RANGE_BYTES, listing: dict | None = None) -> set[date]:
+        """Bring the index up to date with the folder; returns the days whose spans changed.
+        `listing`: the folder's listing when the caller has just made it."""
         known = self.entries()
         valid = self.folder.valid_days
         # (path to read, source, its size, the file's size and mtime, the entry, the entry resumed)
         todo: list[tuple[Location, str, int, int, int, FileEntry | None, FileEntry | None]] = []
-        for path, status in self.folder.listing().items():  # an object store's listing: no request per file
+        listing = self.folder.listing() if listing is None else listing
+        for path, status in listing.items():  # an object store's listing: no request per file
             source = source_name(path, self.folder.root)
             entry = known.pop(source, None)
             if (

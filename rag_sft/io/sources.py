@@ -197,6 +197,7 @@ class LandingFolder:
         self.valid_days = valid_days
         self.pattern = re.compile(pattern)
         self._index = None
+        self._ignored: list[str] | None = None  # set by each listing
         self._scratch: tempfile.TemporaryDirectory | None = None
 
     def index(self):
@@ -209,7 +210,7 @@ class LandingFolder:
     def refresh_index(self, workers: int = 1) -> dict[str, Location]:
         """Bring the index up to date; returns each file's source name and path, in path order."""
         listing = self.listing()
-        self.index().refresh(workers)
+        self.index().refresh(workers, listing=listing)
         self.forget_old_copies(listing)
         return {source_name(path, self.root): path for path in listing}
 
@@ -220,21 +221,24 @@ class LandingFolder:
         """Landing files in path order with their versions (see `pattern`; compressed as `.gz` or
         `.zst` as logs are shipped); hidden names (a shipper's file being written) are not
         landing files (see `storage.listed_files`: one listing in an object store)."""
-        return self._listed(lambda name: self.pattern.search(name) is not None)
-
-    def ignored_files(self) -> list[str]:
-        """The other files of the folder (hidden ones aside): named so that a person sees that
-        `events.json` or `events.csv` was not read, and can rename it or widen the pattern."""
-        return [source_name(path, self.root) for path in self._listed(lambda name: self.pattern.search(name) is None)]
-
-    def _listed(self, wanted) -> dict[Location, FileVersion]:
         try:
-            return listed_files(self.root, wanted)
+            everything = listed_files(self.root, lambda name: True)
         except FileNotFoundError:
             raise SourceUnavailable(
                 f"landing folder {self.root} does not exist or is not a folder; "
                 "point RAG_SFT_LANDING_DIR at the folder that holds your *.jsonl quality events"
             ) from None
+        landing = {path: status for path, status in everything.items() if self.pattern.search(path.name)}
+        self._ignored = [source_name(path, self.root) for path in everything if path not in landing]
+        return landing
+
+    def ignored_files(self) -> list[str]:
+        """The other files of the folder (hidden ones aside), as the latest listing found them:
+        named so that a person sees that `events.json` or `events.csv` was not read, and can
+        rename it or widen the pattern."""
+        if self._ignored is None:
+            self.listing()
+        return self._ignored
 
     def readable(self, path: Location, status: FileVersion | None = None) -> Location:
         """The file as plain JSON Lines: itself, or for a compressed file its decompressed copy
