@@ -163,6 +163,20 @@ def band_keys(signature: np.ndarray, banding: Banding) -> np.ndarray:
     return keys.view(np.int64)
 
 
+def shared_buckets(signature: np.ndarray, banding: Banding) -> list[np.ndarray]:
+    """The candidates: for each band, the rows of every band key shared by more than one signature."""
+    count = len(signature)
+    keys = band_keys(signature, banding)
+    buckets = []
+    for band in range(banding.bands):
+        order = np.argsort(keys[:, band], kind="stable")
+        sorted_keys = keys[order, band]
+        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
+        sizes = np.diff(np.concatenate([starts, [count]]))
+        buckets.extend(order[start : start + size] for start, size in zip(starts[sizes > 1], sizes[sizes > 1]))
+    return buckets
+
+
 def groups(signature: np.ndarray, sample_ids: list[str], banding: Banding, threshold: float) -> np.ndarray:
     """For each sample, the index of the sample kept for its group (itself when it is kept).
 
@@ -175,14 +189,7 @@ def groups(signature: np.ndarray, sample_ids: list[str], banding: Banding, thres
     parent = np.arange(count)
     if count < 2:
         return parent
-    keys = band_keys(signature, banding)
-    buckets = []  # the members of every band key shared by more than one sample
-    for band in range(banding.bands):
-        order = np.argsort(keys[:, band], kind="stable")
-        sorted_keys = keys[order, band]
-        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
-        sizes = np.diff(np.concatenate([starts, [count]]))
-        buckets.extend(order[start : start + size] for start, size in zip(starts[sizes > 1], sizes[sizes > 1]))
+    buckets = shared_buckets(signature, banding)
     # Ranks only for the samples that share a bucket (most samples of a day share none).
     rank = {int(index): selection_rank(sample_ids[index]) for members in buckets for index in members}
 

@@ -19,7 +19,6 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
 
 from rag_sft.core import balance, near_duplicates
@@ -66,17 +65,12 @@ def similar_questions(keys: Sequence[str], threshold: float) -> set[tuple[str, s
         return set()
     signature = near_duplicates.signatures(distinct)
     banding = near_duplicates.Banding.for_threshold(threshold)
-    band_keys = near_duplicates.band_keys(signature, banding)
     pairs: set[tuple[str, str]] = set()
-    for band in range(banding.bands):
-        order = np.argsort(band_keys[:, band], kind="stable")
-        sorted_keys = band_keys[order, band]
-        starts = np.flatnonzero(np.concatenate([[True], sorted_keys[1:] != sorted_keys[:-1]]))
-        for start, end in zip(starts, [*starts[1:], len(order)]):
-            for left, right in itertools.combinations(order[start:end].tolist(), 2):
-                pair = (distinct[min(left, right)], distinct[max(left, right)])
-                if pair not in pairs and near_duplicates.similarity(signature[left], signature[right]) >= threshold:
-                    pairs.add(pair)
+    for members in near_duplicates.shared_buckets(signature, banding):
+        for left, right in itertools.combinations(members.tolist(), 2):
+            pair = (distinct[min(left, right)], distinct[max(left, right)])
+            if pair not in pairs and near_duplicates.similarity(signature[left], signature[right]) >= threshold:
+                pairs.add(pair)
     return pairs
 
 
