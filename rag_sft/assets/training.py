@@ -141,15 +141,15 @@ def training_dataset(
     context.log_event(dg.AssetMaterialization(SFT_DATASET_VERSION, metadata=version_metadata(version, created, manifest, warehouse)))
     version_dir = warehouse.versions_dir() / version
     content_hash = manifest["hash"]
+    try:  # before the staging folder: a bad corrections file leaves nothing behind
+        human_corrections = read_corrections(warehouse.corrections_dir())
+    except ValueError as error:
+        raise dg.Failure(str(error), allow_retries=False) from None
     # Built in a folder of this run's own, then named by what shapes it (the data and the split
     # settings): a different eval_share makes another folder, never overwrites one a model names.
     training_root = warehouse.training_dir()
     tmp = spool_dir(training_root) / f".{staged_name()}.tmp"
     tmp.mkdir(parents=True)
-    try:
-        human_corrections = read_corrections(warehouse.corrections_dir())
-    except ValueError as error:
-        raise dg.Failure(str(error), allow_retries=False) from None
     # The whole window is read first: groups, strata, the replay set and label caps are decided over all of it.
     rows = [
         corrections.corrected(orjson.loads(line), human_corrections)
