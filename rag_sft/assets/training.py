@@ -110,6 +110,7 @@ def training_dataset(
     lora_training: LoraTraining,
     trainer_exports: TrainerExports,
     sft_rules: SftRules,
+    evaluator: Evaluator,
 ) -> dg.MaterializeResult:
     """A snapshot of exportable days split into train and eval by question group (retyped
     variants and near-duplicates together), eval stratified by day and label; the train split's
@@ -180,6 +181,13 @@ def training_dataset(
     split = training_data.split_window(window, lora_training.eval_share, similarity, lora_training.balance_settings())
     chosen = {"train": split.train, "eval": split.eval}
     counts = {name: Counter(window[index].label for index in indexes) for name, indexes in chosen.items()}
+    # A share of the train records is taught on the prompt the service sends (no label hint).
+    served_prompts = 0
+    for index in split.train:
+        row = trainable[index]
+        if training_data.trains_on_served_prompt(row["sample_id"], lora_training.served_prompt_share):
+            trainable[index] = {**row, "prompt": rules.served_prompt(row["prompt"], evaluator.served_prompt_template)}
+            served_prompts += 1
     texts = {
         name: {key: [trainable[index][key] for index in indexes] for key in ("prompt", "completion")}
         for name, indexes in chosen.items()
@@ -214,6 +222,7 @@ def training_dataset(
                 "left_out": dict(sorted(left_out.items())),
                 "replay_share": lora_training.replay_share,
                 "replay_failures": {"new": len(replayed), "total": len(replay_set)},
+                "served_prompt_records": served_prompts,
             },
             option=orjson.OPT_INDENT_2,
         )
@@ -222,7 +231,8 @@ def training_dataset(
              "formats": sorted(trainer_exports.formats), "split": _SPLIT_METHOD, "similarity": similarity,
              "balance": lora_training.balance_settings().__dict__, "train_on_naive": lora_training.train_on_naive_completions,
              "corrections": hashlib.sha256(orjson.dumps(human_corrections, option=orjson.OPT_SORT_KEYS)).hexdigest(),
-             "replay_share": lora_training.replay_share, "replay": hashlib.sha256(replay_bytes).hexdigest()}  # fmt: skip
+             "replay_share": lora_training.replay_share, "replay": hashlib.sha256(replay_bytes).hexdigest(),
+             "served_prompt": [lora_training.served_prompt_share, evaluator.served_prompt_template]}  # fmt: skip
     folder = training_root / hashlib.sha256(orjson.dumps(shape, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
     # The same folder may exist already (built by an earlier or a concurrent run): it is kept.
     publish_folder(tmp, folder, last="manifest.json")
@@ -250,6 +260,8 @@ def training_dataset(
             "left_out_completions": count_table(left_out, "completion_strategy"),
             "replay_new_failures": len(replayed),
             "replay_failures": len(replay_set),
+            # Train records taught on the service's own prompt (lora_training.served_prompt_share).
+            "served_prompt_records": served_prompts,
             **{f"label_weight/{label}": weight for label, weight in sorted(weights.items())},
             "path": dg.MetadataValue.path(str(folder)),
             **{f"trainer_export/{name}": dg.MetadataValue.path(str(folder / file_name(name, "train"))) for name in trainer_exports.formats},

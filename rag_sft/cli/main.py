@@ -17,22 +17,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import nullcontext
 from datetime import date
 from pathlib import Path
 
-from rag_sft.core.generator import GeneratorSettings, day_lines, recent_days
-
-
-def write_days(out: Path, days: list[date], settings: GeneratorSettings) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for day in days:
-        path = out / f"events-{day.isoformat()}.jsonl"
-        with path.open("wb") as handle:
-            for line in day_lines(day, settings):
-                handle.write(line)
-        paths.append(path)
-    return paths
+from rag_sft.cli.sample_data import write_days
+from rag_sft.core.generator import GeneratorSettings, recent_days
 
 
 def _generator_settings(args: argparse.Namespace) -> GeneratorSettings:
@@ -110,6 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from rag_sft.cli.runner import format_summary, materialize_day, partition_days
+    from rag_sft.cli.sample_data import SAMPLE_DAYS, STAND_IN_NOTE, stand_in_corrector, wants_stand_in, write_sample_days
     from rag_sft.cli.versions import params_run_config
     from rag_sft.definitions import DAILY_JOB, defs
     from rag_sft.io.sources import LandingFolder, SourceUnavailable
@@ -142,9 +133,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            print(f"No events in {landing.root}: generating 7 days of sample events")
-            settings = GeneratorSettings(malformed_share=0.01, duplicate_share=0.005)
-            write_days(landing.root, recent_days(7), settings)
+            print(f"No events in {landing.root}: generating {SAMPLE_DAYS} days of sample events")
+            write_sample_days(landing.root, args.sample_events_per_day)
     try:
         opened = source.open(defs.resources["warehouse"].state_dir())
         days_found = opened.days_present()
@@ -168,11 +158,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 1
     instance = dg.DagsterInstance.get()
     job = defs.resolve_job_def(DAILY_JOB)
+    run_config = params_run_config(args.params, "export")
+    stand_in = source.kind == "landing" and wants_stand_in(landing.root, run_config)
     reports = []
-    for day in days:
-        print(f"materializing {day} ...", flush=True)
-        fingerprint = {FINGERPRINT_TAG: opened.fingerprint(date.fromisoformat(day))}
-        reports.append(materialize_day(job, day, instance, run_config=params_run_config(args.params, "export"), tags=fingerprint))
+    with stand_in_corrector(run_config) if stand_in else nullcontext(run_config) as run_config:
+        if stand_in:
+            print(STAND_IN_NOTE, flush=True)
+        for day in days:
+            print(f"materializing {day} ...", flush=True)
+            fingerprint = {FINGERPRINT_TAG: opened.fingerprint(date.fromisoformat(day))}
+            reports.append(materialize_day(job, day, instance, run_config=run_config, tags=fingerprint))
     print()
     print(f"Dagster instance: {os.environ['DAGSTER_HOME']} (open it with `make ui`)")
     print(format_summary(reports), flush=True)
@@ -199,7 +194,7 @@ def _train(instance) -> int:
     if built:
         print(f"\nBuilt the tiny demo base model (random Llama, tokenizer trained on the corpus): {built}")
     print("Starting the Dagster daemon: its training sensor decides whether to train ...", flush=True)
-    report = train_through_sensor(instance, Path(os.environ["DAGSTER_HOME"]) / "daemon.log", local_data_dir())
+    report = train_through_sensor(instance, Path(os.environ["DAGSTER_HOME"]) / "daemon.log")
     print(format_training(report))
     return 1 if report.outcome in ("failed", "timed out") else 0
 
@@ -301,6 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--start", default="", type=optional_iso_day, help="first day to materialize (YYYY-MM-DD); default: the first in the source")
     run.add_argument("--end", default="", type=optional_iso_day, help="last day to materialize; default: the last in the source")
     run.add_argument("--params", default="", help="params.yaml: its export.resources settings as run config (DVC)")
+    run.add_argument("--sample-events-per-day", type=int, default=1500, help="events per generated day, when the project's landing folder is empty")
     run.set_defaults(func=cmd_run)
 
     version = sub.add_parser("version", help="create (or find) the dataset version of the exportable days in a range")

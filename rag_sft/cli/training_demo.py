@@ -4,10 +4,9 @@ The Dagster daemon is started on the project's instance (as `make ui` does), its
 the new samples and launches `lora_training_job`; this waits for that run, stops the daemon
 and reports the model version, the A/B table and the gate's decision. When no judge is
 configured (RAG_SFT_JUDGE_BASE_URL), the local OpenAI-compatible stub serves as a *stand-in*
-judge for the daemon's runs: deterministic, and labelled as a stand-in wherever it shows. When
-the exported completions are all naive (the sample data's default strategy) and the user chose
-nothing, the daemon trains on them by the explicit opt-in RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS=1,
-and the report says so: a check of the loop, not a model to use.
+judge for the daemon's runs: deterministic, and labelled as a stand-in wherever it shows. The
+daemon trains only on completions that can be right (the sample days' come from the stand-in
+corrector, `cli/sample_data.py`); with none, its sensor skips and the report gives the reason.
 """
 
 from __future__ import annotations
@@ -19,7 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
@@ -36,28 +35,6 @@ class TrainingReport:
     detail: str
     run_id: str | None = None
     version: dict | None = None
-    notes: list[str] = field(default_factory=list)  # what the demo chose for the user
-
-
-NAIVE_OPT_IN_NOTE = (
-    "demo: the exported completions are all naive (a label prefix + the original, wrong answer), so this run trains "
-    "on them by the explicit opt-in {variable}=1: it checks the loop, it is not a model to use. Train on corrections "
-    "with RAG_SFT_COMPLETION_STRATEGY=llm, or a person's under <data_dir>/corrections/, and without the opt-in."
-)
-
-
-def naive_opt_in(data_dir: Path) -> dict[str, str]:
-    """The opt-in to naive completions, when the user set none and nothing exported can be right."""
-    from rag_sft.core.corrections import can_train
-    from rag_sft.resources import TRAIN_ON_NAIVE_ENV
-
-    if TRAIN_ON_NAIVE_ENV in os.environ or (data_dir / "corrections").is_dir():
-        return {}
-    for path in (data_dir / "datasets" / "sft").glob("date=*/records.jsonl"):
-        for line in path.read_bytes().splitlines():
-            if can_train(orjson.loads(line).get("completion_strategy"), train_on_naive=False):
-                return {}
-    return {TRAIN_ON_NAIVE_ENV: "1"}
 
 
 def corpus_texts(data_dir: Path, limit: int = 4000) -> list[str]:
@@ -106,12 +83,9 @@ def judge_environment() -> Iterator[dict[str, str]]:
         }
 
 
-def train_through_sensor(instance, log_path: Path, data_dir: Path, timeout_s: float = 1800) -> TrainingReport:
-    opt_in = naive_opt_in(data_dir)
+def train_through_sensor(instance, log_path: Path, timeout_s: float = 1800) -> TrainingReport:
     with judge_environment() as env:
-        report = _train_through_sensor(instance, log_path, timeout_s, {**env, **opt_in})
-    report.notes += [NAIVE_OPT_IN_NOTE.format(variable=variable) for variable in opt_in]
-    return report
+        return _train_through_sensor(instance, log_path, timeout_s, env)
 
 
 def _train_through_sensor(instance, log_path: Path, timeout_s: float, env: dict[str, str]) -> TrainingReport:
@@ -195,7 +169,6 @@ def _stop(process: subprocess.Popen) -> None:
 
 def format_training(report: TrainingReport) -> str:
     lines = ["", "Training (lora_training_sensor on the Dagster daemon):"]
-    lines += [f"  {note}" for note in report.notes]
     if report.outcome != "trained" or report.version is None:
         lines.append(f"  {report.outcome}: {report.detail}" + (f" (run {report.run_id})" if report.run_id else ""))
         return "\n".join(lines)

@@ -201,3 +201,14 @@ def training_label_weights(
     would weigh hundreds. Over the whole training set, and capped, no label drowns the others.
     """
     return {label: min(weight, max_label_weight) for label, weight in label_weights_for(train_label_counts, settings).items()}
+
+
+_SERVED_SALT = b"served-prompt\0"
+
+
+def trains_on_served_prompt(sample_id: str, share: float) -> bool:
+    """Whether a train record is taught on the service's own prompt (no label hint) instead of
+    its correction prompt: a deterministic `share` of the records, by a hash of sample_id, so the
+    adapter learns to answer as it will be asked (docs: the model gate, "Judged as served")."""
+    digest = hashlib.sha256(_SERVED_SALT + sample_id.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < share

@@ -3,7 +3,8 @@
 For the tests, the LLM benchmark and trying `RAG_SFT_COMPLETION_STRATEGY=llm` without an
 account: `rag-sft llm-stub` serves it on 127.0.0.1. It speaks the HTTP the `openai` client
 speaks (POST /v1/chat/completions, GET /v1/models) and answers each request with a
-deterministic corrected answer, unless a fault is scripted for it:
+deterministic corrected answer, the opening of the request's first document (`corrected_answer`:
+the stand-in corrector of `make run`'s sample data), unless a fault is scripted for it:
 
     rate_limit[:seconds]  429 with Retry-After (seconds, default 1)
     server_error          500
@@ -36,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import re
 import socket
 import threading
 import time
@@ -99,12 +101,24 @@ class StubState:
             }
 
 
+_FIRST_DOCUMENT = re.compile(r"\[(?:文档|Document )1\] (.+?)(?:\n\n|$)", re.S)
+_SENTENCE_END = re.compile(r"[。！？!?.](?=\s|$)|[。！？]")
+STAND_IN_ANSWER_CHARS = 200
+
+
 def corrected_answer(model: str, content: str) -> str:
-    digest = hashlib.sha256(content.encode()).hexdigest()[:12]
-    return f"Corrected answer {digest}, written by {model} from the documents."
-
-
-ABSOLUTE_WORDS = ("certainly", "definitely", "must", "always", "一定", "肯定", "绝对", "必须")
+    """The stand-in corrector's answer: the opening sentences of the request's first document
+    (the best-ranked one in a rule-5 prompt), at most about 200 characters, so that a stand-in
+    correction is grounded in what was retrieved; a request with no documents gets a placeholder
+    naming the model and the request."""
+    found = _FIRST_DOCUMENT.search(content)
+    if found is None:
+        digest = hashlib.sha256(content.encode()).hexdigest()[:12]
+        return f"Corrected answer {digest}, written by {model}."
+    document = found.group(1).strip()
+    ends = [match.end() for match in _SENTENCE_END.finditer(document)]
+    cut = max((end for end in ends if end <= STAND_IN_ANSWER_CHARS), default=min(ends, default=len(document)))
+    return document[:cut].strip()
 
 
 def stand_in_verdict(content: str) -> dict:
