@@ -121,6 +121,9 @@ def corrected_answer(model: str, content: str) -> str:
     return document[:cut].strip()
 
 
+ABSOLUTE_WORDS = ("certainly", "definitely", "must", "always", "一定", "肯定", "绝对", "必须")
+
+
 def stand_in_verdict(content: str) -> dict:
     """The stand-in judge: labels from the overlap of the answer's character bigrams with the
     documents and the question, its length and its wording. Deterministic."""
