@@ -27,6 +27,7 @@ LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"
 QUOTED = r"""(?:\\?"[^"\\\n]+(?:\n[ \t]*#?[ \t]*[^"\\\n]+)*\\?"|'[^'\n]+')"""
 CITATION = re.compile(rf"(?<![\w/.-])(README(?:\.md)?|docs/[\w-]+\.md),((?:,? (?:and )?{QUOTED})+)")
 NAME = re.compile(QUOTED)
+PAGE = re.compile(r"(?<![\w/.-])docs/[\w-]+\.md")
 
 
 def repository_files() -> list[Path]:
@@ -116,13 +117,18 @@ def test_every_relative_link_and_anchor_resolves():
 
 
 def test_cited_sections_exist():
-    """Code, configuration and docs cite sections by name (`docs/spec.md, "Rule 4: Confidence"`):
-    every page cited exists and holds a heading of every name cited."""
+    """Code, configuration and docs cite pages (`docs/training.md`) and their sections by name
+    (`docs/spec.md, "Rule 4: Confidence"`): every page cited exists and holds a heading of every
+    name cited."""
     problems, cited = [], 0
     for path in repository_files():
         text = text_of(path)
         if text is None:
             continue
+        for match in PAGE.finditer(text):
+            if not (ROOT / match.group(0)).is_file():
+                line = text.count("\n", 0, match.start()) + 1
+                problems.append(f"{path.relative_to(ROOT)}:{line}: {match.group(0)} does not exist")
         for match in CITATION.finditer(text):
             page = ROOT / ("README.md" if match.group(1).startswith("README") else match.group(1))
             line = text.count("\n", 0, match.start()) + 1
