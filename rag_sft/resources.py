@@ -212,7 +212,7 @@ def _key(*parts: str) -> str:
 class Warehouse(dg.ConfigurableResource):
     """The data folder: Parquet tables under warehouse/, daily JSONL under datasets/sft/. It may
     be a prefix in an object store; the pipeline's own bookkeeping (SQLite files, locks) stays
-    on the local disk, under `local_state_dir` (README, "Object storage (S3)")."""
+    on the local disk, under `local_state_dir` (docs/s3.md, "What stays local: warehouse.local_state_dir")."""
 
     data_dir: str = Field(
         default_factory=default_data_dir,
@@ -421,7 +421,7 @@ class Warehouse(dg.ConfigurableResource):
 
 
 class SftRules(dg.ConfigurableResource):
-    """The numbers of SPEC.md's rules; every default is the articles' value."""
+    """The numbers of the rules (docs/spec.md, "Rules"); every default is the articles' value."""
 
     top_k: int = Field(default=3, description="Context docs kept, by score (rule 2).")
     doc_max_chars: int = Field(default=500, description="Characters of each doc in the prompt (rule 5).")
@@ -484,7 +484,7 @@ class SftRules(dg.ConfigurableResource):
 
 
 class ExportChecks(dg.ConfigurableResource):
-    """Thresholds and severities of the checks that gate a day's export (README, "Asset checks").
+    """Thresholds and severities of the checks that gate a day's export (docs/checks.md, "Asset checks").
 
     ERROR holds a failing day back (no JSONL, the run fails); WARN lets it through flagged. The
     label mix only warns: balance is the training set's (`LoraTraining.max_label_share`).
@@ -555,7 +555,7 @@ class JudgeKeyFromEnv(ApiKeyFromEnv):
 
 
 class Completions(dg.ConfigurableResource):
-    """How completions are written (SPEC.md rule 6; README, "Corrected answers from an LLM")."""
+    """How completions are written (docs/spec.md, "Rule 6: Completion"; docs/llm-corrections.md)."""
 
     model_config = ConfigDict(hide_input_in_errors=True)  # a refused key is not repeated in the error
 
@@ -651,7 +651,7 @@ class Completions(dg.ConfigurableResource):
 
 class TrainerExports(dg.ConfigurableResource):
     """Extra files in the formats trainers load as they are, beside each day's JSONL and each
-    training dataset's splits (README, "Exports for trainers")."""
+    training dataset's splits (docs/outputs.md, "Exports for trainers")."""
 
     formats: list[str] = Field(
         default_factory=from_env(EXPORT_FORMATS_ENV, [], parse_formats),
@@ -668,7 +668,7 @@ class TrainerExports(dg.ConfigurableResource):
 
 
 class LoraTraining(dg.ConfigurableResource):
-    """What the training sensor waits for and how `lora_training_job` trains (README, "Training")."""
+    """What the training sensor waits for and how `lora_training_job` trains (docs/training.md)."""
 
     base_model: str = Field(
         default_factory=default_base_model,
@@ -767,7 +767,8 @@ class LoraTraining(dg.ConfigurableResource):
         "learns to repeat the answers users complained about. Off: a training dataset holds llm and human "
         "corrections only, and the sensor does not train when there are none. Default: $RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS=1.",
     )
-    # Balance belongs to the training set (SPEC rule 12): the train split is capped to these, then checked.
+    # Balance belongs to the training set (docs/spec.md, "Rule 12: Balance"):
+    # the train split is capped to these, then checked.
     max_label_share: float = Field(
         default=0.6, gt=0, le=1, description="Largest share one label may have of the training split (a dominant "
         "label's surplus is set aside as label_cap, chosen by a hash of sample_id)."
@@ -809,9 +810,9 @@ class LoraTraining(dg.ConfigurableResource):
 
 
 class Evaluator(dg.ConfigurableResource):
-    """How `model_evaluation` compares the candidate with the model in use (README, "Training"):
-    answers generated for the held-out questions, judged by an LLM at an OpenAI-compatible
-    endpoint with the RAG evaluator's labels. No `base_url`: no judge, the eval-loss gate."""
+    """How `model_evaluation` compares the candidate with the model in use (docs/training.md, "The evaluation";
+    docs/model-gate.md): answers generated for the held-out questions, judged by an LLM at an OpenAI-compatible endpoint
+    with the RAG evaluator's labels. No `base_url`: no judge, the eval-loss gate."""
 
     model_config = ConfigDict(hide_input_in_errors=True)  # a refused key is not repeated in the error
 

@@ -100,7 +100,7 @@ HELD_BACK_BY_TEST = "confidence: failed on purpose by the test"
 
 def hold_back_days(monkeypatch) -> None:
     """Every day's confidence check fails at ERROR from now on, so the day is held back. The
-    filter keeps low-confidence records out and the label mix only warns (SPEC rule 12): no
+    filter keeps low-confidence records out and the label mix only warns (docs/spec.md, "Rule 12: Balance"): no
     realistic day fails a check at ERROR, yet the gate must still hold one back if it did."""
     import dataclasses
 

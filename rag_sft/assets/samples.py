@@ -125,7 +125,7 @@ def sft_records(
     require_state_describes_data(context.instance, warehouse, sft_rules.near_duplicates)
 
     # Near-duplicates first: they would skew the label counts. A day is never capped for balance
-    # (SPEC rule 12: the training set is); its label mix is compared with the trailing days'.
+    # (the training set is: docs/spec.md, "Rule 12: Balance"); its label mix is compared with the trailing days'.
     near, disagreements = None, []
     if sft_rules.near_duplicates:
         near = _near_duplicates(day, annotated_dir, warehouse, settings, sft_rules.near_duplicate_similarity)

@@ -114,7 +114,7 @@ def training_dataset(
 ) -> dg.MaterializeResult:
     """A snapshot of exportable days split into train and eval by question group (retyped
     variants and near-duplicates together), eval stratified by day and label; the train split's
-    dominant labels capped (SPEC rule 12), then its label weights (rule 9 over the split, capped).
+    dominant labels capped (docs/spec.md, "Rule 12: Balance"), then its label weights (rule 9 over the split, capped).
     Its blocking checks: train_label_balance and eval_leakage."""
     try:  # names from run config become paths: refused when they could leave their folder
         version_name = config.version if config.version in ("", "latest") else dataset_version_name(config.version)
@@ -251,7 +251,7 @@ def training_dataset(
             "train_labels": count_table(counts["train"], "label"),
             "eval_labels": count_table(counts["eval"], "label"),
             "eval_composition": _composition_table(eval_composition),
-            # Train records set aside over their label's cap (SPEC rule 12), by label.
+            # Train records set aside over their label's cap (docs/spec.md, "Rule 12: Balance"), by label.
             "label_cap": sum(label_capped.values()),
             "label_cap_by_label": count_table(label_capped, "label"),
             "balance": split.caps,
@@ -450,7 +450,8 @@ def model_evaluation(
     replayed = [orjson.loads(line) for line in replay_path.read_bytes().splitlines()] if replay_path.is_file() else []
 
     def served(rows: list[dict]) -> list[str]:
-        """What the service asks its model (SPEC rule 17): no label hint, the service's template."""
+        """What the service asks its model (docs/spec.md, "Rule 17: Judged as served"): no label hint, the service's
+        template."""
         return [rules.served_prompt(row["prompt"], evaluator.served_prompt_template) for row in rows]
 
     generation = GenerationSettings(

@@ -81,7 +81,8 @@ def cmd_erase(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub) -> None:
-    erase = sub.add_parser("erase", help="erase requests' events from every derived artefact (SPEC rule 14)")
+    erase = sub.add_parser(
+        "erase", help="erase requests' events from every derived artefact (docs/spec.md, 'Rule 14: Privacy')")
     erase.add_argument("--request-id", action="append", help="a request_id to erase (repeatable)")
     erase.add_argument("--from-file", help="a file of request_ids, one per line")
     erase.add_argument("--dvc", action="store_true",

@@ -1,4 +1,4 @@
-"""Balance where the model is shaped (SPEC rule 12): a version's training set caps a dominant
+"""Balance where the model is shaped (docs/spec.md, "Rule 12: Balance"): a version's training set caps a dominant
 label's surplus by selection over its whole window, and its `train_label_balance` check holds
 what it trains on to `max_label_share` and `max_imbalance_ratio`. A day is never capped: its
 label mix is a monitor (`checks.label_mix_verdict`).

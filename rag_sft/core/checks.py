@@ -1,4 +1,4 @@
-"""The rules that decide whether a day's records may be exported (README, "Asset checks").
+"""The rules that decide whether a day's records may be exported (docs/checks.md, "Asset checks").
 
 Each rule returns a `Verdict`: passed or not, the severity it fails with, a description that
 names the rule, the numbers and the threshold, and plain metadata for the UI. A verdict that
@@ -122,7 +122,7 @@ def label_mix_verdict(
     label_weights: Mapping[str, float],
     settings: CheckSettings,
 ) -> Verdict:
-    """A monitor, never a gate (SPEC rule 12): the day's label mix against the trailing days'
+    """A monitor, never a gate (docs/spec.md, "Rule 12: Balance"): the day's label mix against the trailing days'
     (`trailing_counts`, summed over `trailing_days` days). A label whose share moved by more than
     max_label_mix_change warns: the evaluator or the service changed. Skewed traffic is normal
     (the training set caps it); days or trailing windows under min_records_for_label_mix are
@@ -237,7 +237,7 @@ class FormatReport:
 
 
 def check_jsonl_lines(lines: Iterable[bytes], day: str) -> FormatReport:
-    """Every line parses as one record of SPEC.md rule 7 with the right types, a non-empty
+    """Every line parses as one record of docs/spec.md, "Rule 7: Record", with the right types, a non-empty
     prompt and completion, the question inside the prompt and the partition's date."""
     report = FormatReport()
     for number, raw in enumerate(lines, 1):

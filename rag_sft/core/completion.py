@@ -1,4 +1,4 @@
-"""Completion strategies (SPEC.md rule 6): the seam where the LLM strategy plugs in.
+"""Completion strategies (docs/spec.md, "Rule 6: Completion"): the seam where the LLM strategy plugs in.
 
 A strategy turns a batch of annotated samples and their prompts into one outcome per sample:
 the completion text, or the reason there is none, so a sample is never exported with a

@@ -1,4 +1,5 @@
-"""Which completions a model may be trained on (SPEC.md rule 6; README, "Training").
+"""Which completions a model may be trained on (docs/spec.md, "Rule 6: Completion";
+docs/training.md, "The training dataset").
 
 A `naive` completion is a label prefix followed by the original, wrong answer: training on it
 teaches the model to repeat the answer users complained about, and lowers the eval loss while

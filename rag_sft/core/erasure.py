@@ -1,4 +1,4 @@
-"""Erasure on request (SPEC rule 14): which rows and lines hold an erased request, free of I/O.
+"""Erasure on request (docs/spec.md, "Rule 14: Privacy"): which rows and lines hold an erased request, free of I/O.
 
 An erased request_id is looked for where each artefact keeps it: the `request_id` column of the
 Parquet tables, the `request_id` field of the record files (daily JSONL, preference pairs, the

@@ -1,4 +1,4 @@
-"""Validation and normalization of raw quality events (SPEC.md, "A raw quality event").
+"""Validation and normalization of raw quality events (docs/spec.md, "A raw quality event").
 
 An event is accepted as a normalized dict or refused with a `Rejection` carrying a stable
 reason code, so every bad line ends in the dead letter with a reason an engineer can act on.
@@ -95,8 +95,8 @@ def normalize_event(obj: Any, max_field_chars: int = DEFAULT_MAX_FIELD_CHARS) ->
     question = _required_text(obj, "question", max_field_chars).strip()
     if not question:
         raise Rejection(EMPTY_FIELD, "question is blank")
-    # SPEC marks only request_id and question non-empty: an empty answer is still a low-scoring
-    # answer to correct (the completion strategy decides what it can make of it).
+    # docs/spec.md, "A raw quality event", marks only request_id and question non-empty: an empty answer is still a
+    # low-scoring answer to correct (the completion strategy decides what it can make of it).
     answer = _required_text(obj, "answer", max_field_chars, allow_empty=True)
 
     docs = _normalize_docs(obj, max_field_chars)
@@ -157,7 +157,7 @@ def _normalize_docs(obj: dict, max_chars: int) -> list[dict]:
             raise Rejection(WRONG_TYPE, f"{where}.id must be a string, got {_type_name(doc_id)}")
         score = doc.get("score")
         if score is None:
-            score = 0.0  # SPEC: a missing doc score counts as 0
+            score = 0.0  # docs/spec.md, "A raw quality event": a missing doc score counts as 0
         elif isinstance(score, bool) or not isinstance(score, (int, float)) or math.isnan(score):
             raise Rejection(WRONG_TYPE, f"{where}.score must be a number, got {_type_name(score)}")
         docs.append({"id": str(doc_id), "content": content, "score": float(score)})

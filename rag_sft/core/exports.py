@@ -1,7 +1,7 @@
 """The exported records in the formats common trainers load as they are.
 
 Each format is a function of the `prompt` and `completion` columns, assembled column-wise
-by Arrow like the daily JSONL (README, "Exports for trainers"):
+by Arrow like the daily JSONL (docs/outputs.md, "Exports for trainers"):
 
 - `trl_prompt_completion`: `{"prompt", "completion"}`, TRL's prompt-completion format;
 - `trl_messages`: `{"messages": [user, assistant]}`, TRL's conversational format;

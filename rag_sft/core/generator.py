@@ -147,8 +147,8 @@ def event(rng: random.Random, day: date, index: int, settings: GeneratorSettings
     timestamp = datetime(day.year, day.month, day.day, tzinfo=UTC) + timedelta(seconds=seconds)
     case = rng.getrandbits(32)
     # Each user asks about their own case (a ticket), as real users do: without it the 162
-    # question templates would be 162 questions, each trained on once (SPEC rule 13). The
-    # ticket reuses the request id's random bits, so every other drawn value is as before.
+    # question templates would be 162 questions, each trained on once (docs/spec.md, "Rule 13: One sample per
+    # question"). The ticket reuses the request id's random bits, so every other drawn value is as before.
     question = rng.choice(questions).format(t=rng.choice(topics))
     question += f" (ticket {case:08X})" if english else f"（工单 {case:08X}）"
     return {

@@ -1,4 +1,4 @@
-"""The LLM completion strategy's rules, free of I/O (SPEC.md rule 6).
+"""The LLM completion strategy's rules, free of I/O (docs/spec.md, "Rule 6: Completion").
 
 What is asked (the correction request), how an answer is recognised in the cache (its key),
 how long to wait before a retry, what an answer means (usable, or why not), and the figures

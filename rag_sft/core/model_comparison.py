@@ -1,8 +1,9 @@
-"""The A/B comparison of models on the RAG metrics (SPEC.md rules 11, 17), free of I/O.
+"""The A/B comparison of models on the RAG metrics, free of I/O
+(docs/spec.md, "Rule 11: Training trigger", "Rule 17: Judged as served").
 
 A judge labels each answer with the RAG evaluator's labels; per model this gives each label's
 rate with a 95% Wilson interval, latency (mean, p50, p90), tokens per answer and the judge's
-cost. The gate (README, "The model gate") decides on the questions judged for both models: the
+cost. The gate (docs/model-gate.md, "The model gate") decides on the questions judged for both models: the
 primary metric by an exact McNemar test on the discordant pairs (the questions one model got
 right and the other wrong), the other labels by non-inferiority (the upper bound of the paired
 bootstrap interval of their change under a margin). It refuses when too few questions were

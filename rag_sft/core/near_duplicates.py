@@ -1,4 +1,5 @@
-"""One sample per question (SPEC rule 13): near-identical questions grouped by MinHash LSH.
+"""One sample per question (docs/spec.md, "Rule 13: One sample per question"): near-identical questions grouped by
+MinHash LSH.
 
 A sample's set is the character n-grams of its question once normalized (`normalized`: NFKC,
 lower case, no spaces or punctuation; n = 3, so Chinese works without word segmentation).
@@ -34,7 +35,8 @@ NUM_PERM = 64  # estimate's standard error about 0.05 at J = 0.8; half the cost 
 _SEED = 20261119
 # What a signature is made of, mixed into every band key: keys stored under another scheme (the
 # question and its documents' ids, before) never match, so an earlier day indexed that way is
-# compared with nothing until it is materialized again (see README, "Near-duplicates").
+# compared with nothing until it is materialized again (see docs/near-duplicates.md,
+# "Signatures made before the documents were left out").
 SIGNATURE_SCHEME = 2
 _PERMUTATION_CHUNK = 16  # permutations hashed at once: bounds the n-grams x permutations matrix
 

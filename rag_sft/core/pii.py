@@ -1,4 +1,4 @@
-"""Personal data in users' texts replaced by typed placeholders (SPEC rule 14), before any prompt
+"""Personal data in users' texts replaced by typed placeholders (docs/spec.md, "Rule 14: Privacy"), before any prompt
 is built: nothing personal reaches the LLM endpoint or the exports.
 
 What is found, and how each is told apart from text that only looks alike (order numbers,

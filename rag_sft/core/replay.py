@@ -1,5 +1,6 @@
-"""The replay set (SPEC.md rule 17; README, "The model gate"): failures set aside from training
-so that each candidate must show it fixes the kind of failure it was trained for.
+"""The replay set (docs/spec.md, "Rule 17: Judged as served";
+docs/model-gate.md, "The replay set: the failures it was trained for"): failures set aside from
+training so that each candidate must show it fixes the kind of failure it was trained for.
 
 A share of the questions, chosen by a hash of the normalized question (the near-duplicate
 rule's `normalized`: retyped variants fall together), never enters a training dataset, in any

@@ -1,4 +1,4 @@
-"""The SFT rules of SPEC.md (1-9) as plain functions.
+"""The SFT rules 1-9 (docs/spec.md, "Rules") as plain functions.
 
 Every default here is a configurable setting of the pipeline (see `SftRules`); the numbers
 are the ones the source articles give.
@@ -23,8 +23,9 @@ EN = "en"
 LANGUAGES = (ZH, EN)
 
 LOW_CONFIDENCE = "low_confidence"
-LABEL_CAP = "label_cap"  # over its label's cap in a training set (SPEC rule 12)
-NEAR_DUPLICATE = "near_duplicate"  # repeats a kept sample of the day or an earlier day (SPEC rule 13)
+LABEL_CAP = "label_cap"  # over its label's cap in a training set (docs/spec.md, "Rule 12: Balance")
+# Repeats a kept sample of the day or an earlier day (docs/spec.md, "Rule 13: One sample per question").
+NEAR_DUPLICATE = "near_duplicate"
 # A sample whose completion could not be written: "completion_" + why (core/llm.py reasons);
 # it is asked again on the next materialization.
 COMPLETION_FAILED_PREFIX = "completion_"
@@ -35,7 +36,7 @@ FINAL_COMPLETION_FAILURES = frozenset({EMPTY_ANSWER})
 
 @dataclass(frozen=True)
 class RuleSettings:
-    """The numbers the rules use; defaults are SPEC.md's."""
+    """The numbers the rules use; defaults are those of docs/spec.md, "Rules"."""
 
     top_k: int = 3
     doc_max_chars: int = 500

@@ -12,7 +12,7 @@ FILTERED = "filtered"
 # Would have been exported, but the day failed an export check at ERROR (`held_back_by` names it).
 HELD_BACK = "held_back"
 
-# One line of the daily JSONL (SPEC.md rule 7), in this order.
+# One line of the daily JSONL (docs/spec.md, "Rule 7: Record"), in this order.
 JSONL_FIELDS = (
     "prompt",
     "completion",

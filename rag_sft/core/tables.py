@@ -1,6 +1,6 @@
 """Arrow schemas of the warehouse tables and the batch transforms between them.
 
-The schemas are the documented contract analysts read (README, "Parquet schemas"); the
+The schemas are the documented contract analysts read (docs/outputs.md, "Parquet schemas"); the
 `date` column comes from the Hive partition folder, not from the files.
 """
 

@@ -4,7 +4,7 @@ dataset's identity.
 The split is by question group, not by record: a group is every record whose normalized
 question (`near_duplicates.normalized`: NFKC, lower case, no spaces or punctuation) is the same
 or a near-duplicate of another's (MinHash on the question alone, at the near-duplicate
-threshold), so no retyped variant of a held-out question is trained on (SPEC rule 17). The
+threshold), so no retyped variant of a held-out question is trained on (docs/spec.md, "Rule 17: Judged as served"). The
 eval groups are drawn from every (day, label) stratum of the window in proportion, by a hash of
 the group's question; each gives one record (its best-ranked), and eval.jsonl is ordered so that
 any prefix (the A/B table's `eval_questions`) is stratified too. Nothing depends on row order.

@@ -1,5 +1,5 @@
 """A person's corrected answers: `<data_dir>/corrections/*.jsonl`, one row per answer,
-{"sample_id": ..., "completion": ...} (README, "Training"). Each replaces the completion of the
+{"sample_id": ..., "completion": ...} (docs/training.md, "The training dataset"). Each replaces the completion of the
 record with that sample_id in training datasets, marked `human` (`core/corrections.py`); the
 daily exports are left as they are. Files are read in name order: a later row for the same
 sample_id wins, so a new file can revise an older one."""

@@ -9,7 +9,7 @@ before it is published: beside it on a disk, a local folder for a store).
 
 An object store has no rename, but one PUT (or CompleteMultipartUpload) replaces one object
 atomically: a file is written whole on the local disk first and then uploaded to its final
-key, so a reader sees the old object or the new one, never a part (README, "Object storage (S3)").
+key, so a reader sees the old object or the new one, never a part (docs/s3.md, "Publication on an object store").
 
 The store's endpoint, region and credentials come from the standard AWS variables
 (AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
@@ -368,8 +368,8 @@ def ensure_dir(folder: Location) -> None:
 def claim_dir(folder: Location) -> bool:
     """Create `folder` as a claim on its name: False when it is taken. A disk makes the claim
     atomic (mkdir); a store cannot (a prefix exists once something is uploaded under it), so two
-    writers there at the same moment can claim one name: they must take turns (README, "Object
-    storage (S3)")."""
+    writers there at the same moment can claim one name: they must take turns (docs/s3.md, "Who
+    excludes whom")."""
     if isinstance(folder, Path):
         try:
             folder.mkdir()

@@ -1,10 +1,11 @@
 """LoRA SFT on prompt/completion records: completion-only loss, weighted per sample.
 
 Each sample's loss is the mean cross-entropy of its completion tokens (the prompt is context,
-not a target), multiplied by its weight = sample weight x label weight (SPEC.md rules 8, 9);
-a batch's loss is the mean of those weighted losses, sum(w_i * loss_i) / n. (The weighted mean
-sum(w_i * loss_i) / sum(w_i) would cancel the weights in a batch of one label.) Evaluation
-losses are the plain (unweighted) mean of the per-sample losses, overall and per label.
+not a target), multiplied by its weight = sample weight x label weight
+(docs/spec.md, "Rule 8: Sample weight", "Rule 9: Label weight"); a batch's loss is the mean of
+those weighted losses, sum(w_i * loss_i) / n. (The weighted mean sum(w_i * loss_i) / sum(w_i)
+would cancel the weights in a batch of one label.) Evaluation losses are the plain (unweighted)
+mean of the per-sample losses, overall and per label.
 
 Prompts are framed as the model is served: through the tokenizer's chat template (a user turn
 and the assistant's header) when it has one, else after <bos> when the tokenizer has one

@@ -159,8 +159,8 @@ RETYPED = [  # as users retype a question: the first time, in other case with fu
 
 
 def test_a_question_retyped_on_later_days_with_its_own_documents_is_trained_on_once(pipeline):
-    """SPEC rule 13: 150 questions, each retyped on three days and answered from other documents
-    each time; the first day exports them, the later days set each aside naming it."""
+    """docs/spec.md, "Rule 13: One sample per question": 150 questions, each retyped on three days and answered from
+    other documents each time; the first day exports them, the later days set each aside naming it."""
     questions = [f"How do I {verb} the {thing}?" for verb, thing in itertools.product(VERBS, OBJECTS)]
     days = ["2026-11-17", DAY1, DAY2]
     for day, retype in zip(days, RETYPED):

@@ -30,7 +30,7 @@ def _setup(tmp_path, events: int):
 
 
 def _poll(data, connection=duckdb) -> dict[str, int]:
-    """Rows per table by the README's query (hive-partitioned glob over every day), under the
+    """Rows per table by the query of docs/outputs.md, "Outputs" (hive-partitioned glob over every day), under the
     data folder or prefix `data`."""
     return {
         table: connection.sql(

@@ -36,7 +36,7 @@ def objects(uri: str) -> dict[str, bytes]:
 
 
 def duckdb_on(server) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection reading the server's bucket, as the README shows an analyst."""
+    """A DuckDB connection reading the server's bucket, as docs/s3.md, "Analysts", shows an analyst."""
     connection = duckdb.connect()
     # The extension comes from its package, loaded from the file: nothing is downloaded.
     extension = next(Path(duckdb_extension_httpfs.__file__).parent.rglob("httpfs.duckdb_extension"))

@@ -1,5 +1,5 @@
-"""training_dataset on a real instance (SPEC rules 12, 17): skewed traffic is exported day by day
-and balanced in the training set by selection; eval questions come from every day; its blocking
+"""training_dataset on a real instance (docs/spec.md, "Rule 12: Balance", "Rule 17: Judged as served"): skewed traffic
+is exported day by day and balanced in the training set by selection; eval questions come from every day; its blocking
 checks keep the adapter from training on a set that fails them."""
 
 import dagster as dg

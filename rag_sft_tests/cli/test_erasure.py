@@ -38,7 +38,7 @@ DAYS = [f"2026-11-{day:02d}" for day in range(10, 17)]
 TABLES = ("raw_events", "rejected_events", "annotated_samples", "sft_records")
 
 
-# Three different questions: near-identical ones would be one sample (SPEC rule 13).
+# Three different questions: near-identical ones would be one sample (docs/spec.md, "Rule 13: One sample per question").
 OWN_WORDS = ("what about my own account number 4417", "why was my parcel 8812 sent back", "when does my refund 3090 arrive")
 
 

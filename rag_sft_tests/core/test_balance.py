@@ -1,4 +1,4 @@
-"""Balance by selection (SPEC rule 12): a skewed training set keeps the largest subset that passes
+"""Balance by selection (docs/spec.md, "Rule 12: Balance"): a skewed training set keeps the largest subset that passes
 train_label_balance, chosen by sample_id alone; what no subset can fix fails the check."""
 
 import random

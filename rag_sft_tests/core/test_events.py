@@ -102,7 +102,8 @@ def test_oversized_fields_are_rejected_with_the_limit():
 
 @pytest.mark.parametrize("answer", ["", " ", "\u3000"])
 def test_an_empty_or_blank_answer_is_accepted_as_it_is(answer):
-    # SPEC marks only request_id and question non-empty: the RAG service did answer with nothing.
+    # docs/spec.md, "A raw quality event", marks only request_id and question non-empty: the RAG service did answer with
+    # nothing.
     assert normalize_event(good_event(answer=answer))["answer"] == answer
 
 

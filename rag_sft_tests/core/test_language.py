@@ -1,6 +1,6 @@
-"""The language of a question as a reader decides it (SPEC rule 3): Chinese questions that name
-English products, APIs and files are Chinese; English questions that quote a Chinese term are
-English. Questions written for this test, as users of a technical RAG service ask them."""
+"""The language of a question as a reader decides it (docs/spec.md, "Rule 3: Correction instruction"): Chinese questions
+that name English products, APIs and files are Chinese; English questions that quote a Chinese term are English.
+Questions written for this test, as users of a technical RAG service ask them."""
 
 import pyarrow as pa
 import pytest

@@ -1,6 +1,6 @@
-"""One sample per question (SPEC rule 13): near-identical questions are grouped, whatever
-documents answered them, one kept by a choice that does not depend on row order; a sample close
-to one kept on an earlier day repeats it."""
+"""One sample per question (docs/spec.md, "Rule 13: One sample per question"): near-identical questions are grouped,
+whatever documents answered them, one kept by a choice that does not depend on row order; a sample close to one kept on
+an earlier day repeats it."""
 
 import random
 from itertools import combinations

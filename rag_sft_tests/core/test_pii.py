@@ -1,4 +1,4 @@
-"""Personal data is replaced by typed placeholders before any prompt is built (SPEC rule 14):
+"""Personal data is replaced by typed placeholders before any prompt is built (docs/spec.md, "Rule 14: Privacy"):
 measured on a labelled set written for the test, and checked rule by rule."""
 
 import random

@@ -1,5 +1,5 @@
 """The prompt a candidate is judged on is the one the service sends: the documents and the
-question, with no hint of what went wrong (SPEC rule 17)."""
+question, with no hint of what went wrong (docs/spec.md, "Rule 17: Judged as served")."""
 
 import pytest
 

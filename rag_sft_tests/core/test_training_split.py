@@ -1,6 +1,6 @@
-"""A version's training set (SPEC rules 12, 17): train and eval split by question group, eval
-stratified by day and label, the train split's dominant labels capped by a hash of sample_id,
-and its two blocking checks (train_label_balance, eval_leakage)."""
+"""A version's training set (docs/spec.md, "Rule 12: Balance", "Rule 17: Judged as served"): train and eval split by
+question group, eval stratified by day and label, the train split's dominant labels capped by a hash of sample_id, and
+its two blocking checks (train_label_balance, eval_leakage)."""
 
 import random
 

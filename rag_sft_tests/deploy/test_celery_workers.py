@@ -7,7 +7,7 @@ days again with a second worker: every run succeeds, every day reconciles, the s
 workers, the re-run is byte-identical, pandas and DuckDB read all days from the store. Then the training sensor, switched on as in the UI, fires
 once; the training run's steps run in a third worker on the training queue (the GPU machine's),
 and the model version lands in the object store. The wall times of both backfills are printed
-(`-s`) for the README."""
+(`-s`) for docs/production.md."""
 
 from __future__ import annotations
 

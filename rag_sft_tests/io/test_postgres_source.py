@@ -81,7 +81,8 @@ def test_a_postgres_jsonb_table_is_validated_and_dead_lettered_as_a_landing_file
 
     sql_counts, sql_accepted, sql_dead = outcome(from_sql, sql_result)
     file_counts, file_accepted, file_dead = outcome(from_file, file_result)
-    # A blank answer is valid input (SPEC: only request_id and question must be non-empty).
+    # A blank answer is valid input (docs/spec.md, "A raw quality event": only request_id and question must be
+    # non-empty).
     assert sql_counts == file_counts == {"events_read": 21, "accepted": 13, "duplicates": 1, "rejected": 7}
     assert sql_dead == file_dead
     reasons = {request_id: reason for request_id, _, reason in sql_dead}

@@ -120,8 +120,8 @@ def test_unreachable_database_is_a_clear_error_without_the_password(tmp_path):
 
 
 def neighbour_rule_days(rows: list[tuple[int, str | None]]) -> dict[int, date]:
-    """SPEC's placement read off the whole table: an undated row takes the day of the nearest dated
-    row before it, or after it at the table's start."""
+    """The placement of docs/asset-graph.md, "Every event ends in exactly one place", read off the whole table: an
+    undated row takes the day of the nearest dated row before it, or after it at the table's start."""
     days, waiting, carried = {}, [], None
     for row_id, stamp in rows:
         day = events.timestamp_date(stamp) if stamp else None
