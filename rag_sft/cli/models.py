@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rag_sft.io.model_registry import ModelRegistry, RegistryError
+from rag_sft.io.registry.model_registry import ModelRegistry, RegistryError
 
 
 def _registry() -> ModelRegistry:
