@@ -17,8 +17,8 @@ from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.state.export_ledger import export_status, hold_back_reasons
 from rag_sft.io.storage.jsonl_check import check_jsonl_file
-from rag_sft.io.storage.memory import streaming_day
 from rag_sft.io.storage.location import Location
+from rag_sft.io.storage.memory import streaming_day
 from rag_sft.io.storage.warehouse import RowGroup, StagedFile, row_groups
 from rag_sft.resources import ExportChecks, TrainerExports, Warehouse
 

@@ -9,12 +9,12 @@ from rag_sft.assets.metadata import DATA_OWNERS, PIPELINE_CODE_VERSION, column_s
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import erasure, ingest, tables
 from rag_sft.core.invariants import require
-from rag_sft.io.state.erasure_ledger import ErasureLedger
-from rag_sft.io.sources.landing_scan import LandingChanged
-from rag_sft.io.storage.memory import streaming_day
-from rag_sft.io.state.request_index import RequestIndex
 from rag_sft.io.sources.landing import LandingFolder
+from rag_sft.io.sources.landing_scan import LandingChanged
 from rag_sft.io.sources.lines import SourceUnavailable
+from rag_sft.io.state.erasure_ledger import ErasureLedger
+from rag_sft.io.state.request_index import RequestIndex
+from rag_sft.io.storage.memory import streaming_day
 from rag_sft.io.storage.warehouse import PartitionWriter
 from rag_sft.lost_state import require_state_describes_data
 from rag_sft.resources import EventSource, SftRules, Warehouse

@@ -24,10 +24,10 @@ from rag_sft.core import checks, near_duplicates, pii, rules, samples, tables
 from rag_sft.core.invariants import require
 from rag_sft.core.parallel import ordered_map
 from rag_sft.io.state.export_ledger import export_status, trailing_label_counts
-from rag_sft.io.storage.memory import streaming_day
 from rag_sft.io.state.near_duplicate_index import NearDuplicateIndex
 from rag_sft.io.state.request_index import RequestIndex
 from rag_sft.io.storage.location import Location
+from rag_sft.io.storage.memory import streaming_day
 from rag_sft.io.storage.warehouse import (
     PART_FILE,
     PartitionWriter,

@@ -49,10 +49,10 @@ from rag_sft.core.model_comparison import (
 )
 from rag_sft.core.promotion import Decision, promotion_decision
 from rag_sft.core.trigger import ExportLedger, training_window
-from rag_sft.io.registry.dataset_versions import DatasetVersions
-from rag_sft.io.state.export_ledger import update_ledger
 from rag_sft.io.registry.corrections import read_corrections
+from rag_sft.io.registry.dataset_versions import DatasetVersions
 from rag_sft.io.registry.model_registry import ModelRegistry
+from rag_sft.io.state.export_ledger import update_ledger
 from rag_sft.io.storage.location import Location, publish_folder, remove_tree, spool_dir
 from rag_sft.io.storage.warehouse import staged_name
 from rag_sft.resources import TRAIN_ON_NAIVE_ENV, Evaluator, LoraTraining, SftRules, TrainerExports, Warehouse

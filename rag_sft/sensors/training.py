@@ -17,10 +17,10 @@ import msgspec
 from rag_sft.assets.training import DATASET_TAG, NAIVE_OPT_IN, lora_adapter, model_evaluation, training_dataset
 from rag_sft.core import corrections, trigger
 from rag_sft.io.registry.corrections import read_corrections
-from rag_sft.io.storage.location import open_lines
 from rag_sft.io.state.export_ledger import update_ledger
-from rag_sft.jobs import TRAINING_QUEUE_ENV, executor_choice, training_executor
 from rag_sft.io.state.training_ledger import TrainingLedger, trained_sample_ids
+from rag_sft.io.storage.location import open_lines
+from rag_sft.jobs import TRAINING_QUEUE_ENV, executor_choice, training_executor
 from rag_sft.resources import LoraTraining, Warehouse
 
 TRAINING_JOB = "lora_training_job"

@@ -9,8 +9,8 @@ import orjson
 import pytest
 import zstandard
 
-from rag_sft.io.storage import ranges
 from rag_sft.io.sources.landing import LandingFolder
+from rag_sft.io.storage import ranges
 from rag_sft.io.storage.location import StorageUnavailable, location
 from rag_sft_tests.helpers import event, write_lines
 from rag_sft_tests.io.test_landing_index import reference_days

@@ -43,10 +43,10 @@ from pathlib import Path
 import numpy as np
 
 from rag_sft.core.parallel import ordered_map
-from rag_sft.io.storage.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
 from rag_sft.io.sources.lines import EPOCH, UNDATED, day_of_file, line_days, out_of_range, source_name
 from rag_sft.io.state.state_db import sqlite_transaction
 from rag_sft.io.storage.location import Location, read_range, version
+from rag_sft.io.storage.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
 
 _TAIL_BYTES = 4096  # the bytes before the end of a scan that must be unchanged for an append
 _DIGEST_EDGE = 32 << 10  # a span's digest covers its first and last this many bytes (all of a small one)

@@ -27,8 +27,6 @@ import pyarrow.compute as pc
 from rag_sft.core import fastpath, ingest
 from rag_sft.core.ingest import JudgedChunk, SourceLine
 from rag_sft.core.parallel import ordered_map
-from rag_sft.io.storage.memory import retain_freed_memory
-from rag_sft.io.storage.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
 from rag_sft.io.sources.lines import (
     EPOCH,
     UNDATED,
@@ -38,6 +36,8 @@ from rag_sft.io.sources.lines import (
     out_of_range_rejection,
 )
 from rag_sft.io.storage.location import location, read_range, version
+from rag_sft.io.storage.memory import retain_freed_memory
+from rag_sft.io.storage.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
 
 if TYPE_CHECKING:  # for annotations only: the folder's `judged_chunks` calls this module
     from rag_sft.io.sources.landing import LandingFolder
