@@ -118,13 +118,18 @@ def raw_events(
 
     require(counts.reconciles(), f"{day}: read {counts.read} != accepted {counts.accepted} + duplicates "
             f"{counts.duplicates} + rejected {counts.rejected} + erased {counts.erased}: an event was lost or counted twice")
-    outcome_counts = {"accepted": counts.accepted, "duplicate": counts.duplicates, "rejected": counts.rejected}
-    if counts.erased:
-        outcome_counts[erasure.ERASED] = counts.erased
     context.log.info(
         f"{day}: read {counts.read}, accepted {counts.accepted}, duplicates {counts.duplicates}, "
         f"rejected {counts.rejected} {dict(counts.reject_reasons)}, erased {counts.erased}"
     )
+    yield from _materializations(counts, ignored, raw_path, dead_path)
+
+
+def _materializations(counts: ingest.IngestCounts, ignored: list[str], raw_path, dead_path):
+    """raw_events' and rejected_events' results: the day's counts for the UI."""
+    outcome_counts = {"accepted": counts.accepted, "duplicate": counts.duplicates, "rejected": counts.rejected}
+    if counts.erased:
+        outcome_counts[erasure.ERASED] = counts.erased
     yield dg.MaterializeResult(
         asset_key=RAW_EVENTS,
         metadata={
