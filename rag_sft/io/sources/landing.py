@@ -198,7 +198,7 @@ class LandingFolder:
 
 
 def _open_zstd(compressed):
-    import zstandard
+    import zstandard  # loaded when a .zst file is read, as below (not to break an import circle)
 
     return zstandard.open(compressed, "rb")
 

@@ -167,7 +167,6 @@ def _decoded_date(decoded: Any) -> date | None:
 DEFAULT_LANDING_PATTERN = r"(?i)\.(jsonl|ndjson)(\.\d+)?(\.gz|\.zst)?$"
 
 
-
 def day_of_file(path: Location) -> date:
     match = _DATE_IN_NAME.search(path.name)
     if match:
