@@ -49,12 +49,12 @@ from rag_sft.core.model_comparison import (
 )
 from rag_sft.core.promotion import Decision, promotion_decision
 from rag_sft.core.trigger import ExportLedger, training_window
-from rag_sft.io.dataset_versions import DatasetVersions
-from rag_sft.io.export_ledger import update_ledger
-from rag_sft.io.corrections import read_corrections
-from rag_sft.io.model_registry import ModelRegistry
-from rag_sft.io.storage import Location, publish_folder, remove_tree, spool_dir
-from rag_sft.io.warehouse import staged_name
+from rag_sft.io.registry.corrections import read_corrections
+from rag_sft.io.registry.dataset_versions import DatasetVersions
+from rag_sft.io.registry.model_registry import ModelRegistry
+from rag_sft.io.state.export_ledger import update_ledger
+from rag_sft.io.storage.location import Location, publish_folder, remove_tree, spool_dir
+from rag_sft.io.storage.warehouse import staged_name
 from rag_sft.resources import TRAIN_ON_NAIVE_ENV, Evaluator, LoraTraining, SftRules, TrainerExports, Warehouse
 
 DATASET_TAG = "rag_sft/dataset"
@@ -600,7 +600,7 @@ def _judge(
     """The A/B table's columns, the candidate minus the model in use, the judge's agreement with
     the audit set (None without one), the exact test of the primary metric, the replay set's
     test and fixed rates (None without a replay set) and the gate's decision."""
-    from rag_sft.io.judge import JudgeItem, audit_agreement, judged_run, read_audit_set
+    from rag_sft.io.llm.judge import JudgeItem, audit_agreement, judged_run, read_audit_set
 
     with evaluator.open(warehouse) as client:
         kappa = audit_agreement(client, read_audit_set(Path(evaluator.audit_path))) if evaluator.audit_path else None
