@@ -709,10 +709,11 @@ class LoraTraining(dg.ConfigurableResource):
         "recent this many are kept.",
     )
     served_prompt_share: float = Field(
-        default=0.5, ge=0, le=1,
-        description="Share of the train records (by a hash of sample_id) whose prompt is the one the service sends "
-        "(evaluator.served_prompt_template: no label-specific instruction) instead of the correction prompt, so the "
-        "adapter learns to answer the way it is asked in production. 0: every record keeps its label's instruction.",
+        default=1.0, ge=0, le=1,
+        description="Share of the train records (by a hash of sample_id) taught on the prompt the service sends "
+        "(evaluator.served_prompt_template: no label-specific instruction) instead of the correction prompt: the "
+        "label hint is the teacher's, never the served model's (docs/model-gate.md, 'Trained as served'). 1: "
+        "every record; 0: every record keeps its label's instruction.",
     )
     max_attempts: int = Field(default=3, ge=1, description="Failed runs on the same data before the sensor gives up.")
     r: int = Field(default=8, description="LoRA rank.")
