@@ -15,9 +15,7 @@ import contextlib
 import hashlib
 import math
 import shutil
-import time
 import uuid
-from collections import Counter
 from pathlib import Path
 
 import dagster as dg
@@ -28,7 +26,7 @@ from pydantic import Field
 from rag_sft.assets.metadata import ML_OWNERS, TRAINING_CODE_VERSION, count_table
 from rag_sft.assets.versions import SFT_DATASET_VERSION, make_version, version_metadata
 from rag_sft.checks import export_gate
-from rag_sft.core import balance, corrections, replay, rules, training_data
+from rag_sft.core import balance, corrections, evaluation, replay, rules, training_data, training_set
 from rag_sft.core.names import dataset_hash_name, dataset_version_name, day_name
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.model_comparison import (
@@ -37,7 +35,6 @@ from rag_sft.core.model_comparison import (
     JudgePrice,
     ModelRun,
     compare,
-    format_table,
     judge_warnings,
     fixed_rate,
     judged_gate,
@@ -47,7 +44,6 @@ from rag_sft.core.model_comparison import (
     summarize,
     table_rows,
 )
-from rag_sft.core.promotion import Decision, promotion_decision
 from rag_sft.core.trigger import ExportLedger, training_window
 from rag_sft.io.registry.corrections import read_corrections
 from rag_sft.io.registry.dataset_versions import DatasetVersions
@@ -116,25 +112,7 @@ def training_dataset(
     variants and near-duplicates together), eval stratified by day and label; the train split's
     dominant labels capped (docs/spec.md, "Rule 12: Balance"), then its label weights (rule 9 over the split, capped).
     Its blocking checks: train_label_balance and eval_leakage."""
-    try:  # names from run config become paths: refused when they could leave their folder
-        version_name = config.version if config.version in ("", "latest") else dataset_version_name(config.version)
-        days = {day_name(day): dataset_hash_name(sha256) for day, sha256 in config.days.items()}
-    except ValueError as error:
-        raise dg.Failure(str(error), allow_retries=False) from None
-    if version_name:
-        versions = DatasetVersions(warehouse.versions_dir())
-        name = versions.latest() if version_name == "latest" else version_name
-        try:
-            wanted = {entry["day"]: entry["sha256"] for entry in versions.manifest(name or "latest")["days"]}
-        except KeyError as error:
-            raise dg.Failure(str(error.args[0]), allow_retries=False) from None
-    elif days:
-        wanted = days
-    else:
-        exportable = update_ledger(context.instance, ExportLedger()).exportable()
-        wanted = {day: exported.sha256 for day, exported in training_window(exportable, lora_training.last_days).items()}
-    if not wanted:
-        raise dg.Failure("no exportable day to train on: materialize days whose checks pass first", allow_retries=False)
+    wanted = _wanted_days(context, config, warehouse, lora_training)
     # The days are frozen as a dataset version first: training reads the version's files, and
     # the model registry names the version.
     version, created, manifest = make_version(context.instance, warehouse, wanted)
@@ -158,76 +136,22 @@ def training_dataset(
         for line in (version_dir / entry["file"]).read_bytes().splitlines()
     ]
     similarity = sft_rules.near_duplicate_similarity
-    # A share of the question groups never trained on, whatever their completion: their failures
-    # are the replay set each candidate must fix (a near-duplicate goes with its group).
-    keys = training_data.question_keys([row["question"] for row in rows])
-    groups = training_data.question_groups(keys, similarity)
-    replayed, trainable = [], []
-    strategies, left_out = Counter(), Counter()  # the completions taken, and those that cannot be right
-    for row, key in zip(rows, keys):
-        if replay.is_replay(groups[key], lora_training.replay_share):
-            replayed.append(row)  # a failure, whatever its completion
-            continue
-        strategy = row.get("completion_strategy")
-        if corrections.can_train(strategy, lora_training.train_on_naive_completions):
-            strategies[strategy] += 1
-            trainable.append(row)
-        else:
-            left_out[strategy] += 1
-    if not strategies:
+    built = training_set.build(rows, _set_settings(lora_training, sft_rules, evaluator))
+    if not built.strategies:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise dg.Failure(corrections.nothing_to_train_on(left_out, NAIVE_OPT_IN), allow_retries=False)
-    window = [training_data.WindowRecord(r["sample_id"], r["question"], r["label"], r["date"]) for r in trainable]
-    split = training_data.split_window(window, lora_training.eval_share, similarity, lora_training.balance_settings())
-    chosen = {"train": split.train, "eval": split.eval}
-    counts = {name: Counter(window[index].label for index in indexes) for name, indexes in chosen.items()}
-    # A share of the train records is taught on the prompt the service sends (no label hint).
-    served_prompts = 0
-    for index in split.train:
-        row = trainable[index]
-        if training_data.trains_on_served_prompt(row["sample_id"], lora_training.served_prompt_share):
-            trainable[index] = {**row, "prompt": rules.served_prompt(row["prompt"], evaluator.served_prompt_template)}
-            served_prompts += 1
-    texts = {
-        name: {key: [trainable[index][key] for index in indexes] for key in ("prompt", "completion")}
-        for name, indexes in chosen.items()
-    }
-    for name, indexes in chosen.items():
-        (tmp / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(trainable[index]) + b"\n" for index in indexes))
+        raise dg.Failure(corrections.nothing_to_train_on(built.left_out, NAIVE_OPT_IN), allow_retries=False)
+    splits = {"train": built.train, "eval": built.eval}
+    for name, records in splits.items():
+        (tmp / f"{name}.jsonl").write_bytes(b"".join(orjson.dumps(record) + b"\n" for record in records))
+    texts = {name: {key: [record[key] for record in records] for key in ("prompt", "completion")} for name, records in splits.items()}
     write_trainer_exports(tmp, texts, trainer_exports, f"rag_sft_{content_hash[:16]}")
-    replay_set = replay.grown(_previous_replay_set(context, warehouse), replayed, lora_training.max_replay_failures)
+    replay_set = replay.grown(_previous_replay_set(context, warehouse), built.replayed, lora_training.max_replay_failures)
     replay_bytes = b"".join(orjson.dumps(record) + b"\n" for record in replay_set)
     (tmp / REPLAY_FILE).write_bytes(replay_bytes)
-    weights = training_data.training_label_weights(counts["train"], sft_rules.settings(), lora_training.max_label_weight)
-    weights = {label: round(weight, 6) for label, weight in weights.items()}
-    eval_composition = training_data.composition([window[index] for index in split.eval])
-    label_capped = Counter(window[index].label for index in split.label_capped)
-    verdicts = [
-        balance.balance_verdict(counts["train"], weights, lora_training.balance_settings()),
-        training_data.leakage_verdict(
-            [window[index].question for index in split.train], [window[index].question for index in split.eval], similarity
-        ),
-    ]
-    (tmp / "manifest.json").write_bytes(
-        orjson.dumps(
-            {
-                "dataset_version": version,
-                "dataset_hash": content_hash,
-                "days": wanted,
-                "eval_share": lora_training.eval_share,
-                "label_weights": weights,
-                "label_cap": dict(sorted(label_capped.items())),
-                "eval_composition": eval_composition,
-                "completion_strategies": dict(sorted(strategies.items())),
-                "left_out": dict(sorted(left_out.items())),
-                "replay_share": lora_training.replay_share,
-                "replay_failures": {"new": len(replayed), "total": len(replay_set)},
-                "served_prompt_records": served_prompts,
-            },
-            option=orjson.OPT_INDENT_2,
-        )
-    )
-    shape = {"dataset_hash": content_hash, "eval_share": lora_training.eval_share, "label_weights": weights,
+    manifest_out = {"dataset_version": version, "dataset_hash": content_hash, "days": wanted, "eval_share": lora_training.eval_share,
+                    "replay_share": lora_training.replay_share, **_manifest(built, len(replay_set))}  # fmt: skip
+    (tmp / "manifest.json").write_bytes(orjson.dumps(manifest_out, option=orjson.OPT_INDENT_2))
+    shape = {"dataset_hash": content_hash, "eval_share": lora_training.eval_share, "label_weights": built.label_weights,
              "formats": sorted(trainer_exports.formats), "split": _SPLIT_METHOD, "similarity": similarity,
              "balance": lora_training.balance_settings().__dict__, "train_on_naive": lora_training.train_on_naive_completions,
              "corrections": hashlib.sha256(orjson.dumps(human_corrections, option=orjson.OPT_SORT_KEYS)).hexdigest(),
@@ -237,37 +161,99 @@ def training_dataset(
     # The same folder may exist already (built by an earlier or a concurrent run): it is kept.
     publish_folder(tmp, folder, last="manifest.json")
     return dg.MaterializeResult(
-        metadata={
-            "dataset_version": version,
-            "dataset_version_created": created,
-            "dataset_hash": content_hash,
-            "days": dg.MetadataValue.json(sorted(wanted)),
-            "day_count": len(wanted),
-            "train_records": sum(counts["train"].values()),
-            "eval_records": sum(counts["eval"].values()),
-            "question_groups": split.question_groups,
-            # Retyped variants of the eval questions: neither trained on nor judged.
-            "held_out_variants": len(split.held_out_variants),
-            "train_labels": count_table(counts["train"], "label"),
-            "eval_labels": count_table(counts["eval"], "label"),
-            "eval_composition": _composition_table(eval_composition),
-            # Train records set aside over their label's cap (docs/spec.md, "Rule 12: Balance"), by label.
-            "label_cap": sum(label_capped.values()),
-            "label_cap_by_label": count_table(label_capped, "label"),
-            "balance": split.caps,
-            "completion_strategies": count_table(strategies, "completion_strategy"),
-            # Exported, kept for inspection, and not trained on: completions that cannot be right.
-            "left_out_completions": count_table(left_out, "completion_strategy"),
-            "replay_new_failures": len(replayed),
-            "replay_failures": len(replay_set),
-            # Train records taught on the service's own prompt (lora_training.served_prompt_share).
-            "served_prompt_records": served_prompts,
-            **{f"label_weight/{label}": weight for label, weight in sorted(weights.items())},
-            "path": dg.MetadataValue.path(str(folder)),
-            **{f"trainer_export/{name}": dg.MetadataValue.path(str(folder / file_name(name, "train"))) for name in trainer_exports.formats},
-        },
-        check_results=[export_gate.check_result(verdict) for verdict in verdicts],
+        metadata=_dataset_metadata(built, version, created, content_hash, wanted, len(replay_set), folder, trainer_exports),
+        check_results=[export_gate.check_result(verdict) for verdict in built.verdicts],
     )
+
+
+def _wanted_days(
+    context: dg.AssetExecutionContext, config: TrainingDatasetConfig, warehouse: Warehouse, lora_training: LoraTraining
+) -> dict[str, str]:
+    """day -> sha256 of the days to train on: a dataset version's, the sensor's, or the
+    exportable days of the training window."""
+    try:  # names from run config become paths: refused when they could leave their folder
+        version_name = config.version if config.version in ("", "latest") else dataset_version_name(config.version)
+        days = {day_name(day): dataset_hash_name(sha256) for day, sha256 in config.days.items()}
+    except ValueError as error:
+        raise dg.Failure(str(error), allow_retries=False) from None
+    if version_name:
+        versions = DatasetVersions(warehouse.versions_dir())
+        name = versions.latest() if version_name == "latest" else version_name
+        try:
+            wanted = {entry["day"]: entry["sha256"] for entry in versions.manifest(name or "latest")["days"]}
+        except KeyError as error:
+            raise dg.Failure(str(error.args[0]), allow_retries=False) from None
+    elif days:
+        wanted = days
+    else:
+        exportable = update_ledger(context.instance, ExportLedger()).exportable()
+        wanted = {day: exported.sha256 for day, exported in training_window(exportable, lora_training.last_days).items()}
+    if not wanted:
+        raise dg.Failure("no exportable day to train on: materialize days whose checks pass first", allow_retries=False)
+    return wanted
+
+
+def _set_settings(lora_training: LoraTraining, sft_rules: SftRules, evaluator: Evaluator) -> training_set.TrainingSetSettings:
+    return training_set.TrainingSetSettings(
+        eval_share=lora_training.eval_share,
+        replay_share=lora_training.replay_share,
+        similarity=sft_rules.near_duplicate_similarity,
+        balance=lora_training.balance_settings(),
+        rules=sft_rules.settings(),
+        max_label_weight=lora_training.max_label_weight,
+        train_on_naive=lora_training.train_on_naive_completions,
+        served_prompt_share=lora_training.served_prompt_share,
+        served_prompt_template=evaluator.served_prompt_template,
+    )
+
+
+def _manifest(built: training_set.TrainingSet, replay_total: int) -> dict:
+    """What manifest.json says of the set (beside the version, the days and the shares)."""
+    return {
+        "label_weights": built.label_weights,
+        "label_cap": dict(sorted(built.label_capped.items())),
+        "eval_composition": built.eval_composition,
+        "completion_strategies": dict(sorted(built.strategies.items())),
+        "left_out": dict(sorted(built.left_out.items())),
+        "replay_failures": {"new": len(built.replayed), "total": replay_total},
+        "served_prompt_records": built.served_prompts,
+    }
+
+
+def _dataset_metadata(
+    built: training_set.TrainingSet, version: str, created: bool, content_hash: str, wanted: dict[str, str],
+    replay_total: int, folder: Location, trainer_exports: TrainerExports,
+) -> dict:
+    counts, label_capped = built.label_counts, built.label_capped
+    return {
+        "dataset_version": version,
+        "dataset_version_created": created,
+        "dataset_hash": content_hash,
+        "days": dg.MetadataValue.json(sorted(wanted)),
+        "day_count": len(wanted),
+        "train_records": sum(counts["train"].values()),
+        "eval_records": sum(counts["eval"].values()),
+        "question_groups": built.question_groups,
+        # Retyped variants of the eval questions: neither trained on nor judged.
+        "held_out_variants": built.held_out_variants,
+        "train_labels": count_table(counts["train"], "label"),
+        "eval_labels": count_table(counts["eval"], "label"),
+        "eval_composition": _composition_table(built.eval_composition),
+        # Train records set aside over their label's cap (docs/spec.md, "Rule 12: Balance"), by label.
+        "label_cap": sum(label_capped.values()),
+        "label_cap_by_label": count_table(label_capped, "label"),
+        "balance": built.caps,
+        "completion_strategies": count_table(built.strategies, "completion_strategy"),
+        # Exported, kept for inspection, and not trained on: completions that cannot be right.
+        "left_out_completions": count_table(built.left_out, "completion_strategy"),
+        "replay_new_failures": len(built.replayed),
+        "replay_failures": replay_total,
+        # Train records taught on the service's own prompt (lora_training.served_prompt_share).
+        "served_prompt_records": built.served_prompts,
+        **{f"label_weight/{label}": weight for label, weight in sorted(built.label_weights.items())},
+        "path": dg.MetadataValue.path(str(folder)),
+        **{f"trainer_export/{name}": dg.MetadataValue.path(str(folder / file_name(name, "train"))) for name in trainer_exports.formats},
+    }
 
 
 def _composition_table(rows: list[dict]) -> dg.MetadataValue:
@@ -432,20 +418,18 @@ def model_evaluation(
     is) and the base, on the held-out questions: answers generated by each, judged by the LLM
     judge with the RAG evaluator's labels (the A/B table), and eval losses. The gate promotes
     the version (data/models/current) or rejects it with the numbers."""
-    from rag_sft.training import sft
-    from rag_sft.training.generation import GenerationSettings, generate_answers
+    from rag_sft.training.evaluation import answer_with_each_model
+    from rag_sft.training.generation import GenerationSettings
 
     registry = ModelRegistry(warehouse.models_dir())
     adapter_dir = _materialized_folder(context, LORA_ADAPTER, warehouse)
     dataset_dir = warehouse.local_copy(_materialized_folder(context, TRAINING_DATASET, warehouse))
     version = adapter_dir.name
     in_use = registry.current()
-    in_use_name = in_use or "the base model"
+    in_use_key, in_use_name = in_use or "base", in_use or "the base model"
     settings = lora_training.lora_settings()
-    rows = [orjson.loads(line) for line in (dataset_dir / "eval.jsonl").read_bytes().splitlines()]
-    held_out = _records(dataset_dir / "eval.jsonl", {}, evaluator.served_prompt_template)
     # eval.jsonl is ordered so that its first questions draw from every day and label in proportion.
-    questions = rows[: evaluator.eval_questions]
+    questions = [orjson.loads(line) for line in (dataset_dir / "eval.jsonl").read_bytes().splitlines()][: evaluator.eval_questions]
     eval_composition = training_data.composition(
         [training_data.WindowRecord(row["sample_id"], row["question"], row["label"], row["date"]) for row in questions]
     )
@@ -464,131 +448,113 @@ def model_evaluation(
         max_prompt_tokens=settings.max_length,
         seed=settings.seed,
     )
-    # Each model once: the model in use is the base model until a version is promoted.
-    models = {"candidate": (lora_training.base_model, warehouse.local_copy(adapter_dir) / "adapter")}
+    models = _models_compared(registry, warehouse, lora_training.base_model, adapter_dir, in_use)
+    held_out = _records(dataset_dir / "eval.jsonl", {}, evaluator.served_prompt_template)
+    replay_prompts = served(replayed) if evaluator.configured() else []  # the replay row needs a judge
+    answered = answer_with_each_model(models, held_out, served(questions), replay_prompts, {"candidate", in_use_key}, settings, generation)
+    if evaluator.configured():
+        summaries, differences, kappa, test, replay_result, decision = _judge(
+            evaluator, warehouse, questions, answered.answers, in_use_key, replayed, answered.replay_answers
+        )
+    else:
+        decision, summaries = evaluation.unjudged_outcome(
+            version, in_use_key, in_use_name, answered.losses, answered.answers, lora_training.max_label_regression
+        )
+        differences, kappa, test, replay_result = {}, None, None, None
+    warnings = judge_warnings(evaluator.model, questions) if evaluator.configured() else []
+    table = table_rows(summaries, differences, test, replay_result)
+    judge = evaluator.judge_label() if evaluator.configured() else None
+    record = evaluation.registry_record(
+        answered.losses, in_use_key, in_use_name, judge, summaries, differences, table, kappa, test,
+        replay_result[0] if replay_result else None, warnings, answered.answers_per_s, eval_composition,
+    )  # fmt: skip
+    outcome = _record_decision(registry, version, record, decision)
+    context.log.info(f"{version}: {outcome}: {decision.reason}\n{record['ab_table']}")
+    metadata = {
+        "version": version,
+        "in_use": in_use_name,
+        "judge": judge or "none: the eval-loss gate",
+        **_ab_metadata(table, summaries, answered.answers_per_s),
+        "eval_loss": record["eval_loss"],
+        "base_eval_loss": record["base_eval_loss"],
+        "in_use_eval_loss": record["in_use_eval_loss"],
+        "eval_samples": answered.losses["candidate"].samples,
+        # Which days and labels the A/B questions came from.
+        "eval_questions": len(questions),
+        # What each model was asked, as the service asks it (the first question's prompt).
+        "served_prompt_example": dg.MetadataValue.md(f"```\n{served(questions[:1])[0][:2000]}\n```") if questions else "",
+        "eval_composition": _composition_table(eval_composition),
+        "judge_kappa": dg.MetadataValue.json(kappa) if kappa is not None else "no audit set",
+        **_test_metadata(test, replay_result),
+        "judge_warnings": dg.MetadataValue.json(warnings),
+        "promoted": decision.promote,
+        "status": registry.get(version)["status"],
+        "decision": decision.reason,
+        "current_version": registry.current() or "none",
+    }
+    return dg.MaterializeResult(metadata=metadata)
+
+
+def _models_compared(registry: ModelRegistry, warehouse: Warehouse, base_model: str, adapter_dir: Location, in_use: str | None) -> dict:
+    """name -> (base model, adapter folder or None): each model once; the model in use is the
+    base model until a version is promoted."""
+    models = {"candidate": (base_model, warehouse.local_copy(adapter_dir) / "adapter")}
     if in_use:
         trained_from = orjson.loads((registry.root / in_use / "training_config.json").read_bytes())["base_model"]
         models[in_use] = (trained_from, warehouse.local_copy(registry.root / in_use) / "adapter")
-    models["base"] = (lora_training.base_model, None)
-    in_use_key = in_use or "base"
-    answers, replay_answers, losses, throughput = {}, {}, {}, {}
-    for name, (base_model, adapter) in models.items():
-        model, tokenizer = sft.load_adapter(base_model, adapter) if adapter else sft.load_base(base_model)
-        losses[name] = sft.evaluate(model, sft.encode(tokenizer, held_out, settings.max_length), settings.batch_size, tokenizer.pad_token_id)
-        started = time.perf_counter()
-        answers[name] = generate_answers(model, tokenizer, served(questions), generation)
-        throughput[name] = round(len(questions) / (time.perf_counter() - started), 3)
-        if replayed and evaluator.configured() and name in ("candidate", in_use_key):  # the replay row compares these two
-            replay_answers[name] = generate_answers(model, tokenizer, served(replayed), generation)
-        del model
-    judged = _judge(evaluator, warehouse, questions, answers, in_use_key, replayed, replay_answers) if evaluator.configured() else None
-    if judged is None:
-        # A lower eval loss only says the candidate imitates the completions better: a person decides.
-        losses_compared = promotion_decision(
-            losses[in_use_key].overall,
-            losses["candidate"].overall,
-            losses[in_use_key].by_label,
-            losses["candidate"].by_label,
-            lora_training.max_label_regression,
-            in_use=in_use_name,
-        )
-        decision = Decision(
-            False,
-            f"no judge configured: left a candidate for review (rag-sft model promote {version}); "
-            f"eval loss against {in_use_name}: {losses_compared.reason}",
-            review=True,
-        )
-        summaries = [summarize(ModelRun(name, [None] * len(a), [g.latency_s for g in a], [g.tokens for g in a])) for name, a in answers.items()]
-        differences, kappa, test, replay_result = {}, None, None, None
-    else:
-        summaries, differences, kappa, test, replay_result, decision = judged
-    warnings = judge_warnings(evaluator.model, questions) if evaluator.configured() else []
-    table = table_rows(summaries, differences, test, replay_result)
-    record = {
-        "eval_loss": round(losses["candidate"].overall, 5),
-        "base_eval_loss": round(losses["base"].overall, 5),
-        "in_use_eval_loss": round(losses[in_use_key].overall, 5),
-        "in_use": in_use_name,
-        "eval_loss_by_label": {k: round(v, 5) for k, v in losses["candidate"].by_label.items()},
-        "judge": evaluator.judge_label() if evaluator.configured() else None,
-        "ab": summaries,
-        "ab_change": {label: d.__dict__ for label, d in differences.items()},
-        "ab_table": format_table(table),
-        "judge_kappa": kappa,
-        "gate_test": test.summary() if test else None,
-        "replay_test": replay_result[0].summary() if replay_result else None,
-        "judge_warnings": warnings,
-        "answers_per_s": throughput,
-        "eval_composition": eval_composition,
-    }
+    models["base"] = (base_model, None)
+    return models
+
+
+def _record_decision(registry: ModelRegistry, version: str, record: dict, decision) -> str:
+    """The evaluation and the gate's decision in the registry; the outcome in words."""
     registry.update(version, **record)
     if decision.promote:
         registry.promote(version, decision.reason)
-    elif decision.review:
+        return "promoted"
+    if decision.review:
         registry.update(version, reason=decision.reason)  # still a candidate
-    else:
-        registry.reject(version, decision.reason)
-    outcome = "promoted" if decision.promote else "left a candidate for review" if decision.review else "rejected"
-    context.log.info(f"{version}: {outcome}: {decision.reason}\n{record['ab_table']}")
+        return "left a candidate for review"
+    registry.reject(version, decision.reason)
+    return "rejected"
+
+
+def _ab_metadata(table: list[dict], summaries: list[dict], answers_per_s: dict[str, float]) -> dict:
+    """The A/B table, and each model's rates, latency, length and speed as plottable numbers."""
     columns = [dg.TableColumn(name, "string") for name in table[0]]
-    plottable = {
-        f"{summary['model']}/{label}_rate": summary[label]["rate"]
-        for summary in summaries
-        for label in JUDGED_LABELS
-        if summary[label]["rate"] is not None
+    return {
+        "ab_table": dg.MetadataValue.table([dg.TableRecord({k: v or "-" for k, v in row.items()}) for row in table], dg.TableSchema(columns)),
+        **{
+            f"{summary['model']}/{label}_rate": dg.MetadataValue.float(float(summary[label]["rate"]))
+            for summary in summaries
+            for label in JUDGED_LABELS
+            if summary[label]["rate"] is not None
+        },
+        **{f"{s['model']}/latency_p50_s": dg.MetadataValue.float(s["latency_s"]["p50"]) for s in summaries if s["latency_s"]["p50"] is not None},
+        **{f"{s['model']}/tokens_per_answer": dg.MetadataValue.float(s["tokens_per_answer"]) for s in summaries},
+        **{f"{k}/answers_per_s": dg.MetadataValue.float(v) for k, v in answers_per_s.items()},
     }
-    return dg.MaterializeResult(
-        metadata={
-            "version": version,
-            "in_use": in_use_name,
-            "judge": record["judge"] or "none: the eval-loss gate",
-            "ab_table": dg.MetadataValue.table([dg.TableRecord({k: v or "-" for k, v in row.items()}) for row in table], dg.TableSchema(columns)),
-            **{key: dg.MetadataValue.float(value) for key, value in plottable.items()},
-            **{
-                f"{s['model']}/latency_p50_s": dg.MetadataValue.float(s["latency_s"]["p50"])
-                for s in summaries
-                if s["latency_s"]["p50"] is not None
-            },
-            **{f"{s['model']}/tokens_per_answer": dg.MetadataValue.float(s["tokens_per_answer"]) for s in summaries},
-            **{f"{k}/answers_per_s": dg.MetadataValue.float(v) for k, v in throughput.items()},
-            "eval_loss": record["eval_loss"],
-            "base_eval_loss": record["base_eval_loss"],
-            "in_use_eval_loss": record["in_use_eval_loss"],
-            "eval_samples": losses["candidate"].samples,
-            # Which days and labels the A/B questions came from.
-            "eval_questions": len(questions),
-            # What each model was asked, as the service asks it (the first question's prompt).
-            "served_prompt_example": dg.MetadataValue.md(f"```\n{served(questions[:1])[0][:2000]}\n```") if questions else "",
-            "eval_composition": _composition_table(eval_composition),
-            "judge_kappa": dg.MetadataValue.json(kappa) if kappa is not None else "no audit set",
-            **(
-                {
-                    "exact_test_p_value": dg.MetadataValue.float(test.p_value),
-                    "fixed": test.fixed,
-                    "broken": test.broken,
-                    "judged_coverage": dg.MetadataValue.float(round(test.coverage, 4)),
-                    "judged_pairs": test.pairs,
-                }
-                if test
-                else {}
-            ),
-            **(
-                {
-                    "replay_failures": replay_result[0].questions,
-                    "replay_fixed": replay_result[0].fixed,
-                    "replay_broken": replay_result[0].broken,
-                    "replay_p_value": dg.MetadataValue.float(replay_result[0].p_value),
-                }
-                if replay_result
-                else {}
-            ),
-            "judge_warnings": dg.MetadataValue.json(warnings),
-            "promoted": decision.promote,
-            "status": registry.get(version)["status"],
-            "decision": decision.reason,
-            "current_version": registry.current() or "none",
+
+
+def _test_metadata(test, replay_result) -> dict:
+    """The exact test of the primary metric and of the replay set, when there was a judge."""
+    metadata = {}
+    if test:
+        metadata |= {
+            "exact_test_p_value": dg.MetadataValue.float(test.p_value),
+            "fixed": test.fixed,
+            "broken": test.broken,
+            "judged_coverage": dg.MetadataValue.float(round(test.coverage, 4)),
+            "judged_pairs": test.pairs,
         }
-    )
+    if replay_result:
+        metadata |= {
+            "replay_failures": replay_result[0].questions,
+            "replay_fixed": replay_result[0].fixed,
+            "replay_broken": replay_result[0].broken,
+            "replay_p_value": dg.MetadataValue.float(replay_result[0].p_value),
+        }
+    return metadata
 
 
 def _judge(

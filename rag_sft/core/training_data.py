@@ -109,12 +109,18 @@ def eval_group_count(groups: int, eval_share: float) -> int:
 
 
 def split_window(
-    records: Sequence[WindowRecord], eval_share: float, similarity: float, balance_settings: balance.BalanceSettings
+    records: Sequence[WindowRecord],
+    eval_share: float,
+    similarity: float,
+    balance_settings: balance.BalanceSettings,
+    group_of_key: Mapping[str, str] | None = None,
 ) -> Split:
     """Train and eval of a window (module docstring), then the train split's labels capped to
-    what `balance_settings` allow, by a hash of sample_id (`balance.capped_out`)."""
+    what `balance_settings` allow, by a hash of sample_id (`balance.capped_out`).
+    `group_of_key`: the question groups when the caller has them (over these records or more)."""
     keys = question_keys([record.question for record in records])
-    group_of_key = question_groups(keys, similarity)
+    if group_of_key is None:
+        group_of_key = question_groups(keys, similarity)
     members: dict[str, list[int]] = defaultdict(list)
     for index, key in enumerate(keys):
         members[group_of_key[key]].append(index)
