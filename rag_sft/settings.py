@@ -340,7 +340,7 @@ TRAINING_QUEUE = Setting(
 DAILY_LAG_MINUTES = Setting(
     "RAG_SFT_DAILY_LAG_MINUTES", "daily_sft_schedule.lag",
     "Minutes after UTC midnight the schedule materializes the day that closed, a lag for stragglers.",
-    DEFINITIONS, default=DEFAULT_LAG, parse=minutes, shown_default="60",
+    DEFINITIONS, default=DEFAULT_LAG, parse=minutes, shown_default=f"`{DEFAULT_LAG.total_seconds() / 60:g}`",
 )
 AUTOMATION = Setting(
     "RAG_SFT_AUTOMATION", "automation",
