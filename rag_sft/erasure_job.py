@@ -16,15 +16,15 @@ from pydantic import Field
 from rag_sft.core import erasure, pii
 from rag_sft.core.trigger import ExportLedger
 from rag_sft.io import erasure as erase_io
-from rag_sft.io.dataset_versions import DatasetVersions
-from rag_sft.io.erasure_ledger import ErasureLedger
-from rag_sft.io.export_ledger import update_ledger
-from rag_sft.io.llm_completion import redacted_url
-from rag_sft.io.model_registry import ModelRegistry
-from rag_sft.io.near_duplicate_index import NearDuplicateIndex
-from rag_sft.io.request_index import RequestIndex
-from rag_sft.io.training_ledger import TrainingLedger
-from rag_sft.io.warehouse import PART_FILE, partition_dir
+from rag_sft.io.llm.llm_completion import redacted_url
+from rag_sft.io.registry.dataset_versions import DatasetVersions
+from rag_sft.io.registry.model_registry import ModelRegistry
+from rag_sft.io.state.erasure_ledger import ErasureLedger
+from rag_sft.io.state.export_ledger import update_ledger
+from rag_sft.io.state.near_duplicate_index import NearDuplicateIndex
+from rag_sft.io.state.request_index import RequestIndex
+from rag_sft.io.state.training_ledger import TrainingLedger
+from rag_sft.io.storage.warehouse import PART_FILE, partition_dir
 from rag_sft.resources import Completions, Warehouse
 
 ERASE_JOB = "erase_requests"

@@ -1,6 +1,6 @@
 """A state store younger than the data it describes: refused, then rebuilt from the data.
 
-The request index, the near-duplicate index and the erasure ledger (`io/state_db.py`) describe
+The request index, the near-duplicate index and the erasure ledger (`io/state/state_db.py`) describe
 what the warehouse exported and which requests were erased. Lost (a state folder deleted,
 restored from an old backup, a new host's empty folder), they come back empty, and the next run
 would export again what earlier days exported and bring erased requests back, without a word.
@@ -29,11 +29,11 @@ import pyarrow.compute as pc
 
 from rag_sft.core import erasure, near_duplicates, samples
 from rag_sft.erasure_job import ERASE_JOB, ERASE_OP, WAREHOUSE_TAG
-from rag_sft.io.erasure_ledger import ErasureLedger
-from rag_sft.io.near_duplicate_index import NearDuplicateIndex
-from rag_sft.io.request_index import RequestIndex
-from rag_sft.io.storage import listed_files
-from rag_sft.io.warehouse import PART_FILE, row_groups
+from rag_sft.io.state.erasure_ledger import ErasureLedger
+from rag_sft.io.state.near_duplicate_index import NearDuplicateIndex
+from rag_sft.io.state.request_index import RequestIndex
+from rag_sft.io.storage.location import listed_files
+from rag_sft.io.storage.warehouse import PART_FILE, row_groups
 from rag_sft.resources import SftRules, Warehouse
 
 _PAGE = 100

@@ -35,11 +35,14 @@ from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, known_formats
 from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
-from rag_sft.io.completion_cache import AnswerCache, is_postgres_url, open_completion_cache, sqlite_cache_path
-from rag_sft.io.sources import DEFAULT_LANDING_PATTERN, LandingFolder, SqlTable, redacted_sql_url
-from rag_sft.io.state_db import LOCAL_STATE, StateStore, StateUnavailable, open_state_db
-from rag_sft.io.storage import Location, forget_local_copy, is_uri, local_copy, location, remove_tree, spool_dir
-from rag_sft.io.warehouse import staged_name, staging_dir
+from rag_sft.io.llm.completion_cache import AnswerCache, open_completion_cache, sqlite_cache_path
+from rag_sft.io.sources.landing import LandingFolder
+from rag_sft.io.sources.lines import DEFAULT_LANDING_PATTERN
+from rag_sft.io.sources.sql import SqlTable
+from rag_sft.io.sql_urls import is_postgres_url, redacted_sql_url
+from rag_sft.io.state.state_db import LOCAL_STATE, StateStore, StateUnavailable, open_state_db
+from rag_sft.io.storage.location import Location, forget_local_copy, is_uri, local_copy, location, remove_tree, spool_dir
+from rag_sft.io.storage.warehouse import staged_name, staging_dir
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
 
 # The local state of a warehouse on an object store, when RAG_SFT_STATE_DIR is not set.
@@ -183,7 +186,7 @@ class Warehouse(dg.ConfigurableResource):
         return resolved(self.cache_url) or (state_url if is_postgres_url(state_url) else "")
 
     def open_state(self, store: type[Store]) -> Store:
-        """One of the shared-truth stores (`io/state_db.py`), on its own connection: in the state
+        """One of the shared-truth stores (`io/state/state_db.py`), on its own connection: in the state
         database, else its SQLite file in the local state folder. Close it (or use it in a with)."""
         url, local = self._state_url(), self.state_dir() / store.FILE
         if url and local.exists():
@@ -302,7 +305,7 @@ class Warehouse(dg.ConfigurableResource):
         return self.root() / "models"
 
     def corrections_dir(self) -> Location:
-        """A person's corrected answers by sample_id (`io/corrections.py`), used by training datasets."""
+        """A person's corrected answers by sample_id (`io/registry/corrections.py`), used by training datasets."""
         return self.root() / "corrections"
 
     def at(self, path: str) -> Location:
@@ -521,7 +524,7 @@ class Completions(dg.ConfigurableResource):
         # Imported here: the naive default never loads the openai client.
         import openai
 
-        from rag_sft.io.llm_completion import LlmCompletion, RunBudget
+        from rag_sft.io.llm.llm_completion import LlmCompletion, RunBudget
 
         client = openai.OpenAI(
             base_url=self.base_url, api_key=api_key, timeout=self.request_timeout_s, max_retries=0
@@ -579,10 +582,11 @@ class LoraTraining(dg.ConfigurableResource):
         "recent this many are kept.",
     )
     served_prompt_share: float = Field(
-        default=0.5, ge=0, le=1,
-        description="Share of the train records (by a hash of sample_id) whose prompt is the one the service sends "
-        "(evaluator.served_prompt_template: no label-specific instruction) instead of the correction prompt, so the "
-        "adapter learns to answer the way it is asked in production. 0: every record keeps its label's instruction.",
+        default=1.0, ge=0, le=1,
+        description="Share of the train records (by a hash of sample_id) taught on the prompt the service sends "
+        "(evaluator.served_prompt_template: no label-specific instruction) instead of the correction prompt: the "
+        "label hint is the teacher's, never the served model's (docs/model-gate.md, 'Trained as served'). 1: "
+        "every record; 0: every record keeps its label's instruction.",
     )
     max_attempts: int = Field(default=3, ge=1, description="Failed runs on the same data before the sensor gives up.")
     r: int = Field(default=8, description="LoRA rank.")
@@ -728,7 +732,7 @@ class Evaluator(dg.ConfigurableResource):
         import openai
 
         from rag_sft.core.model_comparison import JUDGE_RUBRIC
-        from rag_sft.io.llm_completion import LlmCompletion
+        from rag_sft.io.llm.llm_completion import LlmCompletion
 
         variable = self.api_key.env_var_name if isinstance(self.api_key, dg.EnvVar) else self.api_key.env
         # The key of the variable named (any name: the launchpad may name another), read now.

@@ -8,7 +8,7 @@ from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
 from rag_sft.assets.training import lora_adapter, model_evaluation, training_dataset
-from rag_sft.io.storage import Location, is_uri, location
+from rag_sft.io.storage.location import Location, is_uri, location
 from rag_sft.resources import (
     Completions,
     EventSource,

@@ -161,7 +161,7 @@ def test_an_api_key_given_in_python_is_refused_with_where_to_set_it():
 
 
 def test_the_warehouse_state_is_local_wherever_the_data_is(monkeypatch, tmp_path):
-    from rag_sft.io.storage import ObjectPath
+    from rag_sft.io.storage.location import ObjectPath
     from rag_sft.resources import EventSource, LoraTraining, Warehouse
 
     local = Warehouse(data_dir=str(tmp_path / "data"))
@@ -184,7 +184,7 @@ def test_the_warehouse_state_is_local_wherever_the_data_is(monkeypatch, tmp_path
 
 
 def test_a_landing_dir_in_an_object_store_stays_a_uri(monkeypatch, tmp_path):
-    from rag_sft.io.storage import ObjectPath
+    from rag_sft.io.storage.location import ObjectPath
     from rag_sft.resources import EventSource, default_landing_dir
 
     monkeypatch.setenv("RAG_SFT_LANDING_DIR", "s3://events/landing")

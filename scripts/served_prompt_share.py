@@ -22,7 +22,7 @@ import orjson
 
 from rag_sft.core import rules, training_data
 from rag_sft.core.model_comparison import judge_messages, prompt_documents
-from rag_sft.resources import Evaluator, LoraTraining
+from rag_sft.resources import Evaluator, LoraTraining, Warehouse
 from rag_sft.testing.openai_server import stand_in_verdict
 from rag_sft.training import sft
 from rag_sft.training.generation import GenerationSettings, generate_answers
@@ -37,14 +37,20 @@ def main() -> None:
     lora = LoraTraining()
     settings = lora.lora_settings()
     template = Evaluator().served_prompt_template
-    weights = orjson.loads((args.folder / "manifest.json").read_bytes())["label_weights"]
-    rows = [orjson.loads(line) for line in (args.folder / "train.jsonl").read_bytes().splitlines()]
+    manifest = orjson.loads((args.folder / "manifest.json").read_bytes())
+    # The folder's train split may hold served prompts already: every record starts from its
+    # correction prompt, as exported in the dataset version it was built from.
+    version = Warehouse().versions_dir() / manifest["dataset_version"]
+    exported = {
+        record["sample_id"]: record["prompt"]
+        for entry in orjson.loads((version / "manifest.json").read_bytes())["days"]
+        for record in map(orjson.loads, (version / entry["file"]).read_bytes().splitlines())
+    }
+    rows = [{**row, "prompt": exported[row["sample_id"]]} for row in map(orjson.loads, (args.folder / "train.jsonl").read_bytes().splitlines())]
     held_out = [orjson.loads(line) for line in (args.folder / "eval.jsonl").read_bytes().splitlines()]
-    # The dataset folder may already hold served prompts: start every record from its correction prompt.
-    if any(rules.served_prompt(row["prompt"], template) == row["prompt"] for row in rows):
-        raise SystemExit("train.jsonl already holds served prompts: build the folder with served_prompt_share=0")
 
     def records(rows, served: bool, share: float = 0.0):
+        weights = manifest["label_weights"]
         return [
             sft.TrainingRecord(
                 rules.served_prompt(r["prompt"], template) if served or training_data.trains_on_served_prompt(r["sample_id"], share) else r["prompt"],

@@ -15,11 +15,11 @@ from rag_sft.checks import export_gate
 from rag_sft.core import checks, samples, tables
 from rag_sft.core.exports import ALPACA, export_chunk, file_name, llama_factory_dataset_info
 from rag_sft.core.parallel import ordered_map
-from rag_sft.io.export_ledger import export_status, hold_back_reasons
-from rag_sft.io.jsonl_check import check_jsonl_file
-from rag_sft.io.memory import streaming_day
-from rag_sft.io.storage import Location
-from rag_sft.io.warehouse import RowGroup, StagedFile, row_groups
+from rag_sft.io.state.export_ledger import export_status, hold_back_reasons
+from rag_sft.io.storage.jsonl_check import check_jsonl_file
+from rag_sft.io.storage.location import Location
+from rag_sft.io.storage.memory import streaming_day
+from rag_sft.io.storage.warehouse import RowGroup, StagedFile, row_groups
 from rag_sft.resources import ExportChecks, TrainerExports, Warehouse
 
 RECORDS, PREFERENCES = "records", "preferences"
@@ -114,7 +114,13 @@ def sft_jsonl(
             if ALPACA in trainer_exports.formats:
                 info = llama_factory_dataset_info([(f"rag_sft_{day}", file_name(ALPACA))])
                 (folder / "dataset_info.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
-    size, sha256 = sizes[RECORDS]
+    yield dg.MaterializeResult(metadata=_export_metadata(lines, sizes[RECORDS], staged, paths, verdict, trainer_exports.formats))
+    yield export_gate.check_result(verdict)
+
+
+def _export_metadata(lines: Counter, records_size: tuple[int, str], staged: dict, paths: dict, verdict, formats) -> dict:
+    """sft_jsonl's numbers for the UI, and the paths of what it published."""
+    size, sha256 = records_size
     published = staged[RECORDS].published
     metadata = {
         "dagster/row_count": lines[RECORDS],
@@ -130,9 +136,8 @@ def sft_jsonl(
     if staged[PREFERENCES].published:
         metadata["preferences_path"] = dg.MetadataValue.path(str(paths[PREFERENCES]))
     if published:
-        metadata.update({f"trainer_export/{name}": dg.MetadataValue.path(str(paths[name])) for name in trainer_exports.formats})
-    yield dg.MaterializeResult(metadata=metadata)
-    yield export_gate.check_result(verdict)
+        metadata.update({f"trainer_export/{name}": dg.MetadataValue.path(str(paths[name])) for name in formats})
+    return metadata
 
 
 def _held_back(context: dg.AssetExecutionContext, warehouse: Warehouse, reasons: str) -> dg.MaterializeResult:

@@ -9,12 +9,13 @@ from rag_sft.assets.metadata import DATA_OWNERS, PIPELINE_CODE_VERSION, column_s
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import erasure, ingest, tables
 from rag_sft.core.invariants import require
-from rag_sft.io.erasure_ledger import ErasureLedger
-from rag_sft.io.landing_scan import LandingChanged
-from rag_sft.io.memory import streaming_day
-from rag_sft.io.request_index import RequestIndex
-from rag_sft.io.sources import LandingFolder, SourceUnavailable
-from rag_sft.io.warehouse import PartitionWriter
+from rag_sft.io.sources.landing import LandingFolder
+from rag_sft.io.sources.landing_scan import LandingChanged
+from rag_sft.io.sources.lines import SourceUnavailable
+from rag_sft.io.state.erasure_ledger import ErasureLedger
+from rag_sft.io.state.request_index import RequestIndex
+from rag_sft.io.storage.memory import streaming_day
+from rag_sft.io.storage.warehouse import PartitionWriter
 from rag_sft.lost_state import require_state_describes_data
 from rag_sft.resources import EventSource, SftRules, Warehouse
 
@@ -117,13 +118,18 @@ def raw_events(
 
     require(counts.reconciles(), f"{day}: read {counts.read} != accepted {counts.accepted} + duplicates "
             f"{counts.duplicates} + rejected {counts.rejected} + erased {counts.erased}: an event was lost or counted twice")
-    outcome_counts = {"accepted": counts.accepted, "duplicate": counts.duplicates, "rejected": counts.rejected}
-    if counts.erased:
-        outcome_counts[erasure.ERASED] = counts.erased
     context.log.info(
         f"{day}: read {counts.read}, accepted {counts.accepted}, duplicates {counts.duplicates}, "
         f"rejected {counts.rejected} {dict(counts.reject_reasons)}, erased {counts.erased}"
     )
+    yield from _materializations(counts, ignored, raw_path, dead_path)
+
+
+def _materializations(counts: ingest.IngestCounts, ignored: list[str], raw_path, dead_path):
+    """raw_events' and rejected_events' results: the day's counts for the UI."""
+    outcome_counts = {"accepted": counts.accepted, "duplicate": counts.duplicates, "rejected": counts.rejected}
+    if counts.erased:
+        outcome_counts[erasure.ERASED] = counts.erased
     yield dg.MaterializeResult(
         asset_key=RAW_EVENTS,
         metadata={

@@ -20,15 +20,15 @@ from rag_sft.assets.metadata import (
 )
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
-from rag_sft.core import checks, near_duplicates, pii, rules, samples, tables
-from rag_sft.core.invariants import require
+from rag_sft.core import near_duplicates, pii, rules, samples, tables
 from rag_sft.core.parallel import ordered_map
-from rag_sft.io.export_ledger import export_status, trailing_label_counts
-from rag_sft.io.memory import streaming_day
-from rag_sft.io.near_duplicate_index import NearDuplicateIndex
-from rag_sft.io.request_index import RequestIndex
-from rag_sft.io.storage import Location
-from rag_sft.io.warehouse import (
+from rag_sft.core.records import RecordsTally, value_counts
+from rag_sft.io.state.export_ledger import export_status, trailing_label_counts
+from rag_sft.io.state.near_duplicate_index import NearDuplicateIndex
+from rag_sft.io.state.request_index import RequestIndex
+from rag_sft.io.storage.location import Location
+from rag_sft.io.storage.memory import streaming_day
+from rag_sft.io.storage.warehouse import (
     PART_FILE,
     PartitionWriter,
     RowGroup,
@@ -79,8 +79,8 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
         for _, (batch, found) in ordered_map(_annotate_group, groups, warehouse.worker_count(), settings, threads=True):
             writer.write(batch)
             personal_data.update(found)
-            labels.update(_value_counts(batch.column("label")))
-            languages.update(_value_counts(batch.column("language")))
+            labels.update(value_counts(batch.column("label")))
+            languages.update(value_counts(batch.column("language")))
             confidences.append(batch.column("confidence"))
         path = writer.commit()
     return dg.MaterializeResult(
@@ -132,18 +132,10 @@ def sft_records(
         disagreements = _differing_suggestions(day, annotated_dir, near.set_aside, warehouse.batch_size)
     set_aside = near.set_aside if near else None
 
-    # Label weights depend on the whole day's label counts, so count first (few columns).
-    eligible_labels: Counter = Counter()
-    for batch in read_batches(annotated_dir, day, ["sample_id", "label", "confidence"], warehouse.batch_size):
-        eligible_labels.update(tables.exported_label_counts(tables.without(batch, set_aside), settings))
     gate = export_checks.settings(sft_rules.min_confidence)
-    label_weights = samples.label_weights_for(eligible_labels, settings)
+    label_weights = _label_weights(day, annotated_dir, set_aside, warehouse.batch_size, settings)
 
-    exported_labels: Counter = Counter()
-    exported_ids: set[str] = set()  # for the near-duplicate index
-    exported_requests: list[str] = []  # for the later days' ingest (a request exported once is a duplicate after)
-    filter_reasons: Counter = Counter()
-    confidences: list[pa.Array] = []
+    tally = RecordsTally(keep_sample_ids=near is not None)
     table_dir = warehouse.table_dir("sft_records")
     # The day is written to a scratch copy of the table first: the checks judge it only once it
     # is whole, and a held-back day's rows must say so before anyone can read them.
@@ -157,88 +149,94 @@ def sft_records(
                 threads=True,
             ):
                 writer.write(batch)
-                exported = batch.filter(pc.equal(batch.column("status"), samples.EXPORTED))
-                exported_labels.update(_value_counts(exported.column("label")))
-                if near is not None:
-                    exported_ids.update(exported.column("sample_id").to_pylist())
-                exported_requests.extend(exported.column("request_id").to_pylist())
-                confidences.append(exported.column("confidence"))
-                filter_reasons.update(_value_counts(pc.drop_null(batch.column("filter_reason"))))
+                tally.add(batch)
             writer.commit()
             completion_figures = strategy.metadata()
 
         # The checks judge the records that would be exported, before a hold-back relabels them.
         trailing_labels, trailing_days = trailing_label_counts(context.instance, day, gate.label_mix_days)
-        would_export = sum(exported_labels.values())
-        filtered_count = sum(filter_reasons.values())
-        require(would_export + filtered_count == writer.rows, f"{day}: exported {would_export} + filtered "
-                f"{filtered_count} != {writer.rows} records: a sample was lost or counted twice")
-        verdicts = [
-            checks.confidence_verdict(
-                pa.chunked_array(confidences, pa.float64()).to_pylist(), writer.rows, filter_reasons[rules.LOW_CONFIDENCE], gate
-            ),
-            checks.label_mix_verdict(exported_labels, trailing_labels, trailing_days, label_weights, gate),
-        ]
+        tally.require_accounts_for(writer.rows, day)
+        verdicts = tally.verdicts(writer.rows, trailing_labels, trailing_days, label_weights, gate)
         held_back = [verdict for verdict in verdicts if verdict.holds_back]
         if near is not None:
-            _remember_exported(day, warehouse, near, set() if held_back else exported_ids)
+            _remember_exported(day, warehouse, near, set() if held_back else tally.exported_ids)
         with warehouse.open_state(RequestIndex) as requests:
-            requests.replace_day(day, [] if held_back else exported_requests)
+            requests.replace_day(day, [] if held_back else tally.exported_requests)
         export = export_status(export_gate.hold_back(context, warehouse, held_back) if held_back else "")
         path = _publish_partition(scratch / table_dir.name, table_dir, day, [v.check for v in held_back], warehouse)
 
-    held_back_count = would_export if held_back else 0
-    exported_count = would_export - held_back_count
-    completion_failed = sum(n for reason, n in filter_reasons.items() if reason.startswith(rules.COMPLETION_FAILED_PREFIX))
-    context.log.info(
-        f"{day}: accepted {writer.rows}, exported {exported_count}, filtered {dict(filter_reasons)}, held back {held_back_count}"
-    )
-    if completion_failed:
-        context.log.warning(
-            f"{day}: {completion_failed} samples have no corrected answer (not exported; asked again on the next "
-            f"materialization): {completion_figures.get('failures')}"
-        )
+    _log_records(context, day, writer.rows, tally, bool(held_back), completion_figures)
     yield dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": writer.rows,
-            # accepted = exported + filtered + held_back: every accepted event in exactly one of them.
-            "accepted": writer.rows,
-            "exported": exported_count,
-            "filtered": filtered_count,
-            "held_back": held_back_count,
-            "filter_reasons": count_table(filter_reasons, "reason"),
-            # What the checks judged: the exported records, or those a hold-back kept back.
-            "day_held_back": int(bool(held_back)),  # 0/1: plots as a series of held-back days
-            "filtered_share_pct": percent(filtered_count / writer.rows) if writer.rows else 0.0,
-            "label_distribution": count_table(exported_labels, "label"),
-            **share_numbers("label_share_pct", exported_labels, rules.LABEL_PRIORITY),
-            **{f"label_weight/{label}": round(weight, 4) for label, weight in sorted(label_weights.items())},
-            **stat_numbers("confidence", confidence_summary(confidences)),
-            # What the day exported of each label: the trailing days' mix for the days after it.
-            "label_counts": dg.MetadataValue.json({} if held_back else dict(sorted(exported_labels.items()))),
-            "near_duplicates": dg.MetadataValue.json(
-                {
-                    "within_day": near.within_day,
-                    "across_days": near.across_days,
-                    "kept": len(near.kept),
-                    # Groups whose members' evaluator suggestions disagree: one answer is kept (the LLM
-                    # is asked once per group), worth a look; the first pairs as (kept, set aside).
-                    "differing_suggestions": len(disagreements),
-                    "differing_suggestions_examples": disagreements[:5],
-                }
-                if near
-                else "off"
-            ),
-            "near_duplicate_differing_suggestions": len(disagreements),
-            "completion_strategy": strategy.name,
-            "completion_failed": completion_failed,
-            **completion_metadata(completion_figures),
-            "export": export,
-            "path": dg.MetadataValue.path(str(path)),
-        }
+        metadata=_records_metadata(
+            writer.rows, tally, bool(held_back), label_weights, near, disagreements, strategy.name, completion_figures
+        )
+        | {"export": export, "path": dg.MetadataValue.path(str(path))}
     )
     for verdict in verdicts:
         yield export_gate.check_result(verdict)
+
+
+def _label_weights(day: str, annotated_dir: Location, set_aside, batch_size: int, settings) -> dict[str, float]:
+    """Label weights depend on the whole day's label counts, so count first (few columns)."""
+    eligible_labels: Counter = Counter()
+    for batch in read_batches(annotated_dir, day, ["sample_id", "label", "confidence"], batch_size):
+        eligible_labels.update(tables.exported_label_counts(tables.without(batch, set_aside), settings))
+    return samples.label_weights_for(eligible_labels, settings)
+
+
+def _log_records(context: dg.AssetExecutionContext, day: str, rows: int, tally: RecordsTally, held_back: bool, completion_figures) -> None:
+    held_back_count = tally.would_export if held_back else 0
+    context.log.info(
+        f"{day}: accepted {rows}, exported {tally.would_export - held_back_count}, filtered "
+        f"{dict(tally.filter_reasons)}, held back {held_back_count}"
+    )
+    if tally.completion_failed:
+        context.log.warning(
+            f"{day}: {tally.completion_failed} samples have no corrected answer (not exported; asked again on the next "
+            f"materialization): {completion_figures.get('failures')}"
+        )
+
+
+def _records_metadata(
+    rows: int, tally: RecordsTally, held_back: bool, label_weights, near, disagreements, strategy_name: str, completion_figures
+) -> dict:
+    """sft_records' numbers for the UI (the export status and the path are added by the asset)."""
+    held_back_count = tally.would_export if held_back else 0
+    return {
+        "dagster/row_count": rows,
+        # accepted = exported + filtered + held_back: every accepted event in exactly one of them.
+        "accepted": rows,
+        "exported": tally.would_export - held_back_count,
+        "filtered": tally.filtered,
+        "held_back": held_back_count,
+        "filter_reasons": count_table(tally.filter_reasons, "reason"),
+        # What the checks judged: the exported records, or those a hold-back kept back.
+        "day_held_back": int(held_back),  # 0/1: plots as a series of held-back days
+        "filtered_share_pct": percent(tally.filtered / rows) if rows else 0.0,
+        "label_distribution": count_table(tally.exported_labels, "label"),
+        **share_numbers("label_share_pct", tally.exported_labels, rules.LABEL_PRIORITY),
+        **{f"label_weight/{label}": round(weight, 4) for label, weight in sorted(label_weights.items())},
+        **stat_numbers("confidence", confidence_summary(tally.confidences)),
+        # What the day exported of each label: the trailing days' mix for the days after it.
+        "label_counts": dg.MetadataValue.json({} if held_back else dict(sorted(tally.exported_labels.items()))),
+        "near_duplicates": dg.MetadataValue.json(
+            {
+                "within_day": near.within_day,
+                "across_days": near.across_days,
+                "kept": len(near.kept),
+                # Groups whose members' evaluator suggestions disagree: one answer is kept (the LLM
+                # is asked once per group), worth a look; the first pairs as (kept, set aside).
+                "differing_suggestions": len(disagreements),
+                "differing_suggestions_examples": disagreements[:5],
+            }
+            if near
+            else "off"
+        ),
+        "near_duplicate_differing_suggestions": len(disagreements),
+        "completion_strategy": strategy_name,
+        "completion_failed": tally.completion_failed,
+        **completion_metadata(completion_figures),
+    }
 
 
 # Each thread reads its own row group (Parquet decoding releases the GIL too).
@@ -299,7 +297,3 @@ def _publish_partition(
         for group in row_groups(staged_table, day):
             writer.write(tables.held_back_batch(group.read(), held_back_by))
         return writer.commit()
-
-
-def _value_counts(array: pa.Array) -> dict[str, int]:
-    return {item["values"].as_py(): item["counts"].as_py() for item in pc.value_counts(array)}

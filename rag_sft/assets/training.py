@@ -49,12 +49,12 @@ from rag_sft.core.model_comparison import (
 )
 from rag_sft.core.promotion import Decision, promotion_decision
 from rag_sft.core.trigger import ExportLedger, training_window
-from rag_sft.io.dataset_versions import DatasetVersions
-from rag_sft.io.export_ledger import update_ledger
-from rag_sft.io.corrections import read_corrections
-from rag_sft.io.model_registry import ModelRegistry
-from rag_sft.io.storage import Location, publish_folder, remove_tree, spool_dir
-from rag_sft.io.warehouse import staged_name
+from rag_sft.io.registry.corrections import read_corrections
+from rag_sft.io.registry.dataset_versions import DatasetVersions
+from rag_sft.io.registry.model_registry import ModelRegistry
+from rag_sft.io.state.export_ledger import update_ledger
+from rag_sft.io.storage.location import Location, publish_folder, remove_tree, spool_dir
+from rag_sft.io.storage.warehouse import staged_name
 from rag_sft.resources import TRAIN_ON_NAIVE_ENV, Evaluator, LoraTraining, SftRules, TrainerExports, Warehouse
 
 DATASET_TAG = "rag_sft/dataset"
@@ -321,7 +321,9 @@ def write_trainer_exports(folder: Path, texts: dict, exports: TrainerExports, na
 
 
 @dg.asset(deps=[TRAINING_DATASET], group_name="training", kinds={"pytorch"}, owners=ML_OWNERS, code_version=TRAINING_CODE_VERSION)
-def lora_adapter(context: dg.AssetExecutionContext, warehouse: Warehouse, lora_training: LoraTraining) -> dg.MaterializeResult:
+def lora_adapter(
+    context: dg.AssetExecutionContext, warehouse: Warehouse, lora_training: LoraTraining, evaluator: Evaluator
+) -> dg.MaterializeResult:
     """LoRA SFT (peft + transformers) on the training split; a new model version folder."""
     from rag_sft.training import sft
 
@@ -330,7 +332,8 @@ def lora_adapter(context: dg.AssetExecutionContext, warehouse: Warehouse, lora_t
     training_dataset = _dataset(dataset_dir)
     weights = training_dataset["label_weights"]
     train = _records(dataset_dir / "train.jsonl", weights)
-    held_out = _records(dataset_dir / "eval.jsonl", weights)
+    # The eval loss is measured on the prompt the service sends, as the A/B answers are generated.
+    held_out = _records(dataset_dir / "eval.jsonl", weights, evaluator.served_prompt_template)
     if not train or not held_out:
         raise dg.Failure(f"the dataset has {len(train)} train and {len(held_out)} eval records; both must be non-empty")
     registry = ModelRegistry(warehouse.models_dir())
@@ -440,7 +443,7 @@ def model_evaluation(
     in_use_name = in_use or "the base model"
     settings = lora_training.lora_settings()
     rows = [orjson.loads(line) for line in (dataset_dir / "eval.jsonl").read_bytes().splitlines()]
-    held_out = _records(dataset_dir / "eval.jsonl", {})
+    held_out = _records(dataset_dir / "eval.jsonl", {}, evaluator.served_prompt_template)
     # eval.jsonl is ordered so that its first questions draw from every day and label in proportion.
     questions = rows[: evaluator.eval_questions]
     eval_composition = training_data.composition(
@@ -600,7 +603,7 @@ def _judge(
     """The A/B table's columns, the candidate minus the model in use, the judge's agreement with
     the audit set (None without one), the exact test of the primary metric, the replay set's
     test and fixed rates (None without a replay set) and the gate's decision."""
-    from rag_sft.io.judge import JudgeItem, audit_agreement, judged_run, read_audit_set
+    from rag_sft.io.llm.judge import JudgeItem, audit_agreement, judged_run, read_audit_set
 
     with evaluator.open(warehouse) as client:
         kappa = audit_agreement(client, read_audit_set(Path(evaluator.audit_path))) if evaluator.audit_path else None
@@ -643,13 +646,15 @@ def _judge(
     return [summarize(run, price) for run in runs.values()], differences, agreement, test, replay_result, decision
 
 
-def _records(path: Path, label_weights: dict[str, float]):
+def _records(path: Path, label_weights: dict[str, float], served_template: str | None = None):
     """Training records weighted by sample weight x the training split's label weight (1 for a
-    label absent from it: the eval split is not weighted)."""
+    label absent from it: the eval split is not weighted); with `served_template`, each with the
+    prompt the service sends (docs/spec.md, "Rule 17: Judged as served")."""
     from rag_sft.training.sft import TrainingRecord
 
     records = []
     for line in path.read_bytes().splitlines():
         r = orjson.loads(line)
-        records.append(TrainingRecord(r["prompt"], r["completion"], r["label"], r["sample_weight"] * label_weights.get(r["label"], 1.0)))
+        prompt = r["prompt"] if served_template is None else rules.served_prompt(r["prompt"], served_template)
+        records.append(TrainingRecord(prompt, r["completion"], r["label"], r["sample_weight"] * label_weights.get(r["label"], 1.0)))
     return records

@@ -7,8 +7,8 @@ from pydantic import Field
 
 from rag_sft.assets.metadata import DATA_OWNERS, PIPELINE_CODE_VERSION, count_table
 from rag_sft.core.trigger import ExportLedger
-from rag_sft.io.dataset_versions import DatasetVersions, VersionConflict
-from rag_sft.io.export_ledger import day_checks, update_ledger
+from rag_sft.io.registry.dataset_versions import DatasetVersions, VersionConflict
+from rag_sft.io.state.export_ledger import day_checks, update_ledger
 from rag_sft.resources import Warehouse
 
 

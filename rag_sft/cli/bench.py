@@ -15,6 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from rag_sft.cli.generate import write_days
+from rag_sft.cli.home import ensure_dagster_home
 from rag_sft.core.generator import GeneratorSettings, recent_days
 
 
@@ -24,8 +26,6 @@ def run_bench(
     """`data_dir`: where the warehouse goes (a folder or an object store URI; default <workdir>/data);
     the pipeline's local state is in <workdir>/state either way. `many_files`: also run the same
     events split into that many files (a shipper that writes one small file per batch)."""
-    from rag_sft.cli.main import write_days
-
     root = workdir or Path(tempfile.mkdtemp(prefix="rag_sft_bench_"))
     landing = root / "landing"
     day = recent_days(1)[0]
@@ -100,7 +100,6 @@ def _run_day(day: str, landing: Path, work: Path, data_dir: str | None) -> tuple
 def _child(day: str) -> None:
     import dagster as dg
 
-    from rag_sft.cli.main import ensure_dagster_home
     from rag_sft.cli.runner import materialize_day
     from rag_sft.definitions import DAILY_JOB, defs
 

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+from rag_sft.cli.home import ensure_dagster_home
+
 # What DVC must run so that its cache and its default remote hold only what the workspace uses:
 # record the rewritten outputs' hashes in dvc.lock (caching the new files), push them, then
 # collect every object the workspace no longer references, locally and in the remote.
@@ -36,7 +38,6 @@ def cmd_erase(args: argparse.Namespace) -> int:
         return 2
     import dagster as dg
 
-    from rag_sft.cli.main import ensure_dagster_home
     from rag_sft.cli.runner import QUIET_RUN_CONFIG, process_tags, step_failure_messages
     from rag_sft.definitions import defs
     from rag_sft.erasure_job import ERASE_JOB, ERASE_OP

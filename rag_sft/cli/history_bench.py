@@ -22,12 +22,11 @@ from pathlib import Path
 import orjson
 import sqlalchemy as sa
 
+from rag_sft.cli.generate import write_days
 from rag_sft.core.generator import GeneratorSettings, recent_days
 
 
 def run_history_bench(events_per_day: int, history_days: int, workdir: Path | None, sources: list[str]) -> int:
-    from rag_sft.cli.main import write_days
-
     root = workdir or Path(tempfile.mkdtemp(prefix="rag_sft_history_"))
     last = recent_days(1)[0]
     days = [last - timedelta(days=n) for n in range(history_days - 1, -1, -1)]

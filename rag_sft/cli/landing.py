@@ -9,7 +9,7 @@ from datetime import date
 
 
 def _landing_folder():
-    from rag_sft.io.sources import LandingFolder
+    from rag_sft.io.sources.landing import LandingFolder
     from rag_sft.resources import EventSource, Warehouse
 
     source = EventSource().open(Warehouse().state_dir())  # settings from the environment, read now

@@ -18,6 +18,7 @@ import urllib.request
 from datetime import date
 from pathlib import Path
 
+from rag_sft.cli.generate import write_days
 from rag_sft.core.generator import GeneratorSettings, recent_days
 
 
@@ -42,7 +43,6 @@ def run_llm_bench(samples: int, latency: float, concurrency: int, workdir: Path 
     from rag_sft import settings
     from rag_sft.assets.ingest import raw_events
     from rag_sft.assets.samples import annotated_samples, sft_records
-    from rag_sft.cli.main import write_days
     from rag_sft.cli.runner import QUIET_RUN_CONFIG
     from rag_sft.resources import Completions, EventSource, ExportChecks, SftRules, Warehouse
 

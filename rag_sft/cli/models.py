@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from rag_sft.io.model_registry import ModelRegistry, RegistryError
+from rag_sft.io.registry.model_registry import ModelRegistry
 
 
 def _registry() -> ModelRegistry:
@@ -42,7 +42,7 @@ def cmd_model(args: argparse.Namespace) -> int:
         else:
             rolled_back, restored = registry.rollback(f"rolled back by hand: {args.reason}")
             print(f"{rolled_back} rolled back; in use: {restored or 'the base model'}")
-    except (KeyError, ValueError) as error:  # RegistryError among them
+    except (KeyError, ValueError) as error:  # a RegistryError is a ValueError
         print(f"error: {error.args[0]}", file=sys.stderr)
         return 2
     return 0

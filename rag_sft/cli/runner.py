@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from rag_sft.assets.partitions import daily_partitions
-from rag_sft.io.storage import location
+from rag_sft.io.storage.location import location
 
 if TYPE_CHECKING:
     from dagster_shared.error import SerializableErrorInfo

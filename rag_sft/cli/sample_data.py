@@ -17,13 +17,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import date
 from pathlib import Path
 
 import orjson
 
 from rag_sft import settings
-from rag_sft.core.generator import GeneratorSettings, day_lines, recent_days
+from rag_sft.cli.generate import write_days
+from rag_sft.core.generator import GeneratorSettings, recent_days
 
 STAND_IN_MODEL = "stand-in-corrector"
 # The key the stand-in is sent (it checks none); set in this process only, never the user's key.
@@ -37,18 +37,6 @@ STAND_IN_NOTE = (
     "the best-ranked document, through the real openai client), so the demo trains only on completions that can be "
     "right. Your own events are never corrected by it: set RAG_SFT_COMPLETION_STRATEGY=llm and an endpoint."
 )
-
-
-def write_days(out: Path, days: list[date], settings: GeneratorSettings) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for day in days:
-        path = out / f"events-{day.isoformat()}.jsonl"
-        with path.open("wb") as handle:
-            for line in day_lines(day, settings):
-                handle.write(line)
-        paths.append(path)
-    return paths
 
 
 def _marker(landing: Path) -> Path:

@@ -38,7 +38,7 @@ def cmd_start_date(_args) -> int:
         print(settings.START_DATE.raw())
         return 0
     from rag_sft.definitions import defs
-    from rag_sft.io.sources import SourceUnavailable
+    from rag_sft.io.sources.lines import SourceUnavailable
 
     try:
         days = defs.resources["event_source"].open(defs.resources["warehouse"].state_dir()).days_present()

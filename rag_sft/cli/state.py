@@ -12,15 +12,17 @@ import argparse
 import json
 import sys
 
+from rag_sft.cli.home import ensure_dagster_home
+
 
 def import_local_state(warehouse) -> dict[str, dict[str, int]]:
     """Every store's local file imported into the warehouse's state database: rows per table."""
-    from rag_sft.io.completion_cache import is_postgres_url
-    from rag_sft.io.erasure_ledger import ErasureLedger
-    from rag_sft.io.near_duplicate_index import NearDuplicateIndex
-    from rag_sft.io.request_index import RequestIndex
-    from rag_sft.io.state_db import StateUnavailable, open_state_db
-    from rag_sft.io.training_ledger import TrainingLedger
+    from rag_sft.io.sql_urls import is_postgres_url
+    from rag_sft.io.state.erasure_ledger import ErasureLedger
+    from rag_sft.io.state.near_duplicate_index import NearDuplicateIndex
+    from rag_sft.io.state.request_index import RequestIndex
+    from rag_sft.io.state.state_db import StateUnavailable, open_state_db
+    from rag_sft.io.state.training_ledger import TrainingLedger
     from rag_sft.resources import resolved
 
     url = resolved(warehouse.state_url) or ""
@@ -41,7 +43,7 @@ def import_local_state(warehouse) -> dict[str, dict[str, int]]:
 
 def cmd_state_import(args: argparse.Namespace) -> int:
     from rag_sft.definitions import defs
-    from rag_sft.io.state_db import StateUnavailable
+    from rag_sft.io.state.state_db import StateUnavailable
 
     try:
         imported = import_local_state(defs.resources["warehouse"])
@@ -55,7 +57,6 @@ def cmd_state_import(args: argparse.Namespace) -> int:
 def cmd_state_rebuild(args: argparse.Namespace) -> int:
     import dagster as dg
 
-    from rag_sft.cli.main import ensure_dagster_home
     from rag_sft.cli.versions import params_run_config
     from rag_sft.definitions import defs
     from rag_sft.lost_state import rebuild_state

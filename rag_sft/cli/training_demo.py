@@ -146,7 +146,7 @@ def _tick_since(instance, sensor_type, since: float):
 
 
 def _report(run) -> TrainingReport:
-    from rag_sft.io.model_registry import ModelRegistry
+    from rag_sft.io.registry.model_registry import ModelRegistry
     from rag_sft.resources import Warehouse
 
     registry = ModelRegistry(Warehouse().models_dir())

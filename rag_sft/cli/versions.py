@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from rag_sft.cli.home import ensure_dagster_home
 from rag_sft.core.names import dataset_version_name, day_name
 
 
@@ -19,7 +20,6 @@ def cmd_version(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from rag_sft.assets.versions import sft_dataset_version
-    from rag_sft.cli.main import ensure_dagster_home
     from rag_sft.cli.runner import QUIET_RUN_CONFIG, process_tags
     from rag_sft.definitions import defs
 
@@ -55,12 +55,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     import dagster as dg
 
     from rag_sft.assets.training import DATASET_TAG
-    from rag_sft.cli.main import ensure_dagster_home
     from rag_sft.cli.runner import process_tags
     from rag_sft.definitions import defs
-    from rag_sft.io.dataset_versions import DatasetVersions
-    from rag_sft.io.model_registry import ModelRegistry
-    from rag_sft.io.training_ledger import TrainingLedger, trained_sample_ids
+    from rag_sft.io.registry.dataset_versions import DatasetVersions
+    from rag_sft.io.registry.model_registry import ModelRegistry
+    from rag_sft.io.state.training_ledger import TrainingLedger, trained_sample_ids
     from rag_sft.sensors.training import TRAINING_JOB
 
     ensure_dagster_home()

@@ -2,7 +2,7 @@
 
 What is asked (the correction request), how an answer is recognised in the cache (its key),
 how long to wait before a retry, what an answer means (usable, or why not), and the figures
-a materialization reports. `io/llm_completion.py` does the talking.
+a materialization reports. `io/llm/llm_completion.py` does the talking.
 """
 
 from __future__ import annotations

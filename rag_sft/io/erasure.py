@@ -1,4 +1,4 @@
-"""Erasure in the warehouse, on a disk or an object store (`rag_sft.io.storage`): each artefact
+"""Erasure in the warehouse, on a disk or an object store (`rag_sft.io.storage.location`): each artefact
 that holds an erased request rewritten without it.
 
 - Parquet partitions (`raw_events`, `rejected_events`, `annotated_samples`, `sft_records`):
@@ -26,9 +26,9 @@ import pyarrow.parquet as pq
 
 from rag_sft.core import erasure, llm, tables
 from rag_sft.core.exports import FORMATS, file_name
-from rag_sft.io.model_registry import ModelRegistry
-from rag_sft.io.storage import Location, listed_files, open_input, remote
-from rag_sft.io.warehouse import PART_FILE, PartitionWriter, StagedFile, partition_dir, row_groups
+from rag_sft.io.registry.model_registry import ModelRegistry
+from rag_sft.io.storage.location import Location, listed_files, open_input, remote
+from rag_sft.io.storage.warehouse import PART_FILE, PartitionWriter, StagedFile, partition_dir, row_groups
 
 TABLES = ("raw_events", "rejected_events", "annotated_samples", "sft_records")
 RECORDS, PREFERENCES = "records.jsonl", "preferences.jsonl"

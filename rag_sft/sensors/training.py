@@ -3,7 +3,7 @@
 It folds the event log into its ledger by storage-id watermark (no asset sensor), counts new
 samples by sample_id, lets `core.trigger.decide` choose, and keys each request by the dataset
 and attempt, so Dagster launches it once. The ledger, the sample_ids and what was trained on
-live in the training ledger (`io/training_ledger.py`); the cursor keeps only the watermarks and the
+live in the training ledger (`io/state/training_ledger.py`); the cursor keeps only the watermarks and the
 pending dataset.
 """
 
@@ -16,11 +16,11 @@ import msgspec
 from rag_sft import settings
 from rag_sft.assets.training import DATASET_TAG, NAIVE_OPT_IN, lora_adapter, model_evaluation, training_dataset
 from rag_sft.core import corrections, trigger
-from rag_sft.io.corrections import read_corrections
-from rag_sft.io.storage import open_lines
-from rag_sft.io.export_ledger import update_ledger
+from rag_sft.io.registry.corrections import read_corrections
+from rag_sft.io.state.export_ledger import update_ledger
+from rag_sft.io.state.training_ledger import TrainingLedger, trained_sample_ids
+from rag_sft.io.storage.location import open_lines
 from rag_sft.jobs import executor_choice, training_executor
-from rag_sft.io.training_ledger import TrainingLedger, trained_sample_ids
 from rag_sft.resources import LoraTraining, Warehouse
 
 TRAINING_JOB = "lora_training_job"

@@ -27,7 +27,7 @@ def test_two_runs_of_one_day_follow_each_other_and_leave_one_consistent_day(tmp_
     home, data, landing = tmp_path / "home", tmp_path / "data", tmp_path / "landing"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    from rag_sft.cli.main import write_days
+    from rag_sft.cli.generate import write_days
 
     write_days(landing, [date.fromisoformat(DAY)], GeneratorSettings(events_per_day=3000, malformed_share=0.01, seed=5))
     env = dict(os.environ, DAGSTER_HOME=str(home), RAG_SFT_DATA_DIR=str(data), RAG_SFT_LANDING_DIR=str(landing))

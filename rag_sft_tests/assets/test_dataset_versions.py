@@ -7,8 +7,8 @@ import dagster as dg
 import pytest
 
 from rag_sft.assets.versions import sft_dataset_version
-from rag_sft.io.dataset_versions import DatasetVersions, VersionConflict
-from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.io.registry.dataset_versions import DatasetVersions, VersionConflict
+from rag_sft.io.registry.model_registry import ModelRegistry
 from rag_sft.resources import LoraTraining
 from rag_sft_tests.assets.test_pipeline import generate
 

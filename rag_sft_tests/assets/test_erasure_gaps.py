@@ -7,8 +7,8 @@ import orjson
 import pandas as pd
 
 from rag_sft.erasure_job import ERASE_OP, erase_requests_job
-from rag_sft.io.export_ledger import update_ledger
-from rag_sft.io.training_ledger import TrainingLedger
+from rag_sft.io.state.export_ledger import update_ledger
+from rag_sft.io.state.training_ledger import TrainingLedger
 from rag_sft_tests.assets.test_near_duplicates import DAY1, distinct_events
 from rag_sft_tests.helpers import write_lines
 

@@ -9,7 +9,7 @@ import orjson
 
 from rag_sft.cli.main import main
 from rag_sft.core import rules
-from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.io.registry.model_registry import ModelRegistry
 from rag_sft.resources import Evaluator, LoraTraining
 from rag_sft.testing.openai_server import running_stub
 from rag_sft_tests.assets.test_pipeline import generate

@@ -19,7 +19,7 @@ TABLES = ("raw_events", "rejected_events", "annotated_samples", "sft_records")
 
 
 def _setup(tmp_path, events: int):
-    from rag_sft.cli.main import write_days
+    from rag_sft.cli.generate import write_days
 
     home, data, landing = tmp_path / "home", tmp_path / "data", tmp_path / "landing"
     write_days(landing, [date.fromisoformat(DAY)], GeneratorSettings(events_per_day=events, malformed_share=0.02, seed=3))

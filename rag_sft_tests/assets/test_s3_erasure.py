@@ -23,10 +23,10 @@ import s3fs
 
 from rag_sft.core.exports import FORMATS, TRL_PROMPT_COMPLETION, file_name
 from rag_sft.erasure_job import ERASE_OP, erase_requests_job
-from rag_sft.io.dataset_versions import DatasetVersions
 from rag_sft.io.erasure import EXPORT_FILES, erase_record_files
-from rag_sft.io.model_registry import ModelRegistry
-from rag_sft.io.storage import listed_files, location
+from rag_sft.io.registry.dataset_versions import DatasetVersions
+from rag_sft.io.registry.model_registry import ModelRegistry
+from rag_sft.io.storage.location import listed_files, location
 from rag_sft.resources import Completions, LoraTraining, TrainerExports
 from rag_sft.testing.openai_server import running_stub
 from rag_sft_tests.assets.test_s3_warehouse import objects

@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow.fs as pafs
 import s3fs
 
-from rag_sft.io.storage import location
+from rag_sft.io.storage.location import location
 from rag_sft.resources import EventSource, TrainerExports
 from rag_sft.testing.s3_server import start_s3_server
 from rag_sft_tests.assets.test_pipeline import generate

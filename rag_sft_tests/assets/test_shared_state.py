@@ -6,9 +6,9 @@ import uuid
 
 from rag_sft.cli.state import import_local_state
 from rag_sft.erasure_job import ERASE_OP, erase_requests_job
-from rag_sft.io.erasure_ledger import ErasureLedger
-from rag_sft.io.near_duplicate_index import NearDuplicateIndex
-from rag_sft.io.request_index import RequestIndex
+from rag_sft.io.state.erasure_ledger import ErasureLedger
+from rag_sft.io.state.near_duplicate_index import NearDuplicateIndex
+from rag_sft.io.state.request_index import RequestIndex
 from rag_sft_tests.assets.test_near_duplicates import DAY1, DAY2, LATER_TOPICS, distinct_events
 from rag_sft_tests.helpers import write_lines
 

@@ -5,6 +5,8 @@ checks keep the adapter from training on a set that fails them."""
 import dagster as dg
 import orjson
 
+from rag_sft.core import rules
+
 from rag_sft.resources import Evaluator, LoraTraining, SftRules, TrainerExports
 from rag_sft_tests.assets.test_pipeline import generate
 from rag_sft_tests.conftest import TRAINING_ASSETS
@@ -55,6 +57,17 @@ def test_skewed_days_are_exported_and_the_training_set_is_capped_the_same_on_eve
     again = build(pipeline)
     assert pipeline.metadata(again, "training_dataset")["path"] == dataset["path"]
     assert (folder / "train.jsonl").read_bytes() == train
+
+    # Trained as served (the default): no train prompt holds a label's correction instruction.
+    instructions = {text for texts in rules.INSTRUCTIONS.values() for text in texts.values()}
+    prompts = [orjson.loads(line)["prompt"] for line in train.splitlines()]
+    assert dataset["served_prompt_records"] == len(prompts)
+    assert all(not any(text in prompt for text in instructions) for prompt in prompts)
+    assert all(any(text in prompt for text in rules.SERVED_INSTRUCTION.values()) for prompt in prompts)
+    hinted = pipeline.metadata(build(pipeline, LoraTraining(train_on_naive_completions=True, served_prompt_share=0)), "training_dataset")
+    assert hinted["served_prompt_records"] == 0 and hinted["path"] != dataset["path"]  # another shape, another folder
+    hinted_prompts = [orjson.loads(line)["prompt"] for line in (folder.__class__(hinted["path"]) / "train.jsonl").read_bytes().splitlines()]
+    assert all(any(text in prompt for text in instructions) for prompt in hinted_prompts)
 
 
 def test_a_training_set_that_cannot_be_balanced_fails_its_blocking_check_and_nothing_is_trained(pipeline):

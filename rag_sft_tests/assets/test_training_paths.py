@@ -10,7 +10,7 @@ import pytest
 from rag_sft.assets.training import training_dataset
 from rag_sft.core import training_data
 from rag_sft.core.replay import is_replay
-from rag_sft.resources import LoraTraining, SftRules, TrainerExports
+from rag_sft.resources import Evaluator, LoraTraining, SftRules, TrainerExports
 from rag_sft_tests.assets.test_pipeline import generate
 from rag_sft_tests.helpers import write_lines
 
@@ -28,6 +28,7 @@ def freeze(pipeline, run_config: dict | None = None, **training) -> dg.ExecuteIn
             "lora_training": LoraTraining(base_model="not-needed-to-freeze", **training),
             "trainer_exports": TrainerExports(),
             "sft_rules": SftRules(),
+            "evaluator": Evaluator(),
         },
         run_config=run_config,
         raise_on_error=False,

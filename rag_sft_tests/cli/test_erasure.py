@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from rag_sft.cli.main import ensure_dagster_home
+from rag_sft.cli.home import ensure_dagster_home
 from rag_sft.core.generator import GeneratorSettings, day_lines
 from rag_sft.testing.openai_server import running_stub
 from rag_sft_tests.assets.test_near_duplicates import DAY1, distinct_events

@@ -10,14 +10,14 @@ import time
 import dagster as dg
 import yaml
 
-from rag_sft.cli import main
+from rag_sft.cli import home as cli_home
 
 # Imports first, then every process opens the home at the same instant, as `rag-sft run`
 # started twice in a row does: the project's set-up, then the instance a run uses.
 OPEN_HOME_AT = """
 import sys, time
 import dagster as dg
-from rag_sft.cli.main import ensure_dagster_home
+from rag_sft.cli.home import ensure_dagster_home
 
 time.sleep(max(0.0, float(sys.argv[1]) - time.time()))
 ensure_dagster_home()
@@ -55,7 +55,7 @@ def test_commands_started_at_once_on_a_new_home_create_one_schema(tmp_path):
 
 def test_the_home_enables_run_monitoring_and_loads_as_an_instance(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    main.ensure_dagster_home()
+    cli_home.ensure_dagster_home()
     config = yaml.safe_load((tmp_path / "dagster.yaml").read_text())
     assert config["run_monitoring"]["enabled"] is True and config["run_monitoring"]["poll_interval_seconds"] == 30
     with dg.DagsterInstance.get() as instance:
@@ -65,15 +65,15 @@ def test_the_home_enables_run_monitoring_and_loads_as_an_instance(tmp_path, monk
 def test_a_home_the_project_wrote_before_gets_run_monitoring_and_others_are_left_alone(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "old"))
     (tmp_path / "old").mkdir()
-    earlier = main.PROJECT_HEADER + "telemetry:\n  enabled: false\n"
+    earlier = cli_home.PROJECT_HEADER + "telemetry:\n  enabled: false\n"
     (tmp_path / "old" / "dagster.yaml").write_text(earlier)
-    main.ensure_dagster_home()
-    assert (tmp_path / "old" / "dagster.yaml").read_text() == main.DAGSTER_YAML
+    cli_home.ensure_dagster_home()
+    assert (tmp_path / "old" / "dagster.yaml").read_text() == cli_home.DAGSTER_YAML
 
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "own"))
     (tmp_path / "own").mkdir()
     (tmp_path / "own" / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    main.ensure_dagster_home()
+    cli_home.ensure_dagster_home()
     assert (tmp_path / "own" / "dagster.yaml").read_text() == "telemetry:\n  enabled: false\n"
 
 
@@ -82,7 +82,7 @@ SLOW_DAY = """
 import time
 import dagster as dg
 from rag_sft.assets.partitions import daily_partitions
-from rag_sft.cli.main import ensure_dagster_home
+from rag_sft.cli.home import ensure_dagster_home
 from rag_sft.cli.runner import materialize_day
 
 @dg.asset(partitions_def=daily_partitions)
@@ -98,7 +98,7 @@ with dg.DagsterInstance.get() as instance:
 
 def test_a_run_whose_command_was_killed_is_marked_failed_by_the_next_command(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    main.ensure_dagster_home()  # the storage exists before this test and the command both open it
+    cli_home.ensure_dagster_home()  # the storage exists before this test and the command both open it
     command = subprocess.Popen([sys.executable, "-c", SLOW_DAY], env=dict(os.environ))
     try:
         deadline = time.monotonic() + 60
@@ -111,7 +111,7 @@ def test_a_run_whose_command_was_killed_is_marked_failed_by_the_next_command(tmp
     finally:
         command.kill()
         command.wait()
-    main.ensure_dagster_home()  # what the next rag-sft command (or make ui) does first
+    cli_home.ensure_dagster_home()  # what the next rag-sft command (or make ui) does first
     with dg.DagsterInstance.get() as instance:
         run = instance.get_run_by_id(started[0].run_id)
         assert run.status == dg.DagsterRunStatus.FAILURE

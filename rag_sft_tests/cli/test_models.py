@@ -8,7 +8,7 @@ import threading
 import pytest
 
 from rag_sft.cli.main import main
-from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.io.registry.model_registry import ModelRegistry
 
 
 def test_promote_and_rollback_by_hand_record_their_reasons(tmp_path, monkeypatch, capsys):

@@ -6,7 +6,7 @@ import subprocess
 import sys
 from datetime import date
 
-from rag_sft.cli.main import write_days
+from rag_sft.cli.generate import write_days
 from rag_sft.core.generator import GeneratorSettings
 
 BALANCED, SKEWED = date(2026, 11, 18), date(2026, 11, 19)

@@ -6,8 +6,8 @@ import subprocess
 import sys
 from datetime import date
 
+from rag_sft.cli.generate import write_days
 from rag_sft.cli.start_date import SAMPLE_DAYS, start_date
-from rag_sft.cli.main import write_days
 from rag_sft.core.generator import GeneratorSettings, recent_days
 
 

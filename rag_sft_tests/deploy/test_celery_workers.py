@@ -26,8 +26,8 @@ import fsspec
 import pandas as pd
 import pytest
 
-from rag_sft.io.model_registry import ModelRegistry
-from rag_sft.io.storage import location
+from rag_sft.io.registry.model_registry import ModelRegistry
+from rag_sft.io.storage.location import location
 from rag_sft.sensors.training import TRAINING_JOB
 from rag_sft_tests.assets.test_s3_warehouse import duckdb_on
 from rag_sft_tests.deploy.test_production_setup import (

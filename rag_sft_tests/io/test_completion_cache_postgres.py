@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from rag_sft.core.llm import Answer
 from rag_sft.erasure_job import ERASE_OP, erase_requests_job
-from rag_sft.io.completion_cache import CompletionCache, PostgresCompletionCache, open_completion_cache
+from rag_sft.io.llm.completion_cache import CompletionCache, PostgresCompletionCache, open_completion_cache
 from rag_sft.resources import Completions, Warehouse
 from rag_sft.testing.openai_server import running_stub
 from rag_sft.testing.postgres_server import free_port
@@ -64,7 +64,7 @@ def test_both_caches_keep_replace_look_up_and_erase_answers_alike(cache):
 WRITER = """
 import sys
 from rag_sft.core.llm import Answer
-from rag_sft.io.completion_cache import open_completion_cache
+from rag_sft.io.llm.completion_cache import open_completion_cache
 url, first, last = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 cache = open_completion_cache(url, "unused")
 for n in range(first, last):

@@ -3,7 +3,7 @@
 import pytest
 
 from rag_sft.core import checks
-from rag_sft.io.jsonl_check import check_jsonl_file
+from rag_sft.io.storage.jsonl_check import check_jsonl_file
 from rag_sft_tests.core.test_checks import record
 
 

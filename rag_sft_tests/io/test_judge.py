@@ -16,9 +16,9 @@ from rag_sft.core.model_comparison import (
     judged_gate,
     paired_test,
 )
-from rag_sft.io.completion_cache import CompletionCache
-from rag_sft.io.judge import JudgeItem, audit_agreement, judge, judged_run, read_audit_set
-from rag_sft.io.llm_completion import LlmCompletion
+from rag_sft.io.llm.completion_cache import CompletionCache
+from rag_sft.io.llm.judge import JudgeItem, audit_agreement, judge, judged_run, read_audit_set
+from rag_sft.io.llm.llm_completion import LlmCompletion
 from rag_sft.testing.openai_server import running_stub
 
 N = 40

@@ -9,7 +9,7 @@ import orjson
 import pandas as pd
 import zstandard
 
-from rag_sft.io.sources import LandingFolder
+from rag_sft.io.sources.landing import LandingFolder
 from rag_sft_tests.helpers import event
 
 D18, D19 = date(2026, 11, 18), date(2026, 11, 19)

@@ -5,8 +5,8 @@ from datetime import date
 
 import orjson
 
-from rag_sft.io import landing_scan
-from rag_sft.io.sources import LandingFolder
+from rag_sft.io.sources import landing_scan
+from rag_sft.io.sources.landing import LandingFolder
 from rag_sft_tests.helpers import event, write_lines
 from rag_sft_tests.io.test_landing_scan import folder_with_every_case
 

@@ -9,9 +9,9 @@ import orjson
 import pytest
 import zstandard
 
-from rag_sft.io import ranges
-from rag_sft.io.sources import LandingFolder
-from rag_sft.io.storage import StorageUnavailable, location
+from rag_sft.io.sources.landing import LandingFolder
+from rag_sft.io.storage import ranges
+from rag_sft.io.storage.location import StorageUnavailable, location
 from rag_sft_tests.helpers import event, write_lines
 from rag_sft_tests.io.test_landing_index import reference_days
 from rag_sft_tests.io.test_landing_scan import by_ranges, folder_with_every_case

@@ -9,8 +9,8 @@ import pytest
 
 from rag_sft.core import ingest
 from rag_sft.core.generator import GeneratorSettings, day_lines
-from rag_sft.io import landing_scan
-from rag_sft.io.sources import LandingFolder
+from rag_sft.io.sources import landing_scan
+from rag_sft.io.sources.landing import LandingFolder
 from rag_sft_tests.helpers import event, write_lines
 
 D18, D19, D20 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)

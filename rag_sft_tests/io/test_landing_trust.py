@@ -8,8 +8,8 @@ from datetime import date
 import orjson
 import pyarrow.parquet as pq
 
-from rag_sft.io import landing_scan
-from rag_sft.io.sources import LandingFolder
+from rag_sft.io.sources import landing_scan
+from rag_sft.io.sources.landing import LandingFolder
 from rag_sft_tests.helpers import event, write_lines
 
 D18, D19, D20, D21 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20), date(2026, 11, 21)

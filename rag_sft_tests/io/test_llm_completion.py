@@ -12,8 +12,8 @@ from rag_sft.core import ingest, llm, tables
 from rag_sft.core.ingest import SourceLine
 from rag_sft.core.llm import LlmSettings, RetryPolicy
 from rag_sft.core.rules import RuleSettings
-from rag_sft.io.completion_cache import CompletionCache
-from rag_sft.io.llm_completion import CompletionEndpointError, LlmCompletion, RunBudget, redacted_url
+from rag_sft.io.llm.completion_cache import CompletionCache
+from rag_sft.io.llm.llm_completion import CompletionEndpointError, LlmCompletion, RunBudget, redacted_url
 from rag_sft.testing.openai_server import corrected_answer, running_stub
 from rag_sft_tests.helpers import event
 

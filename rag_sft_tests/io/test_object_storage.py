@@ -6,10 +6,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from rag_sft.io.dataset_versions import DatasetVersions
-from rag_sft.io.model_registry import ModelRegistry
-from rag_sft.io.storage import ObjectPath, local_copy, location, publish_folder
-from rag_sft.io.warehouse import PartitionWriter, StagedFile, read_batches
+from rag_sft.io.registry.dataset_versions import DatasetVersions
+from rag_sft.io.registry.model_registry import ModelRegistry
+from rag_sft.io.storage.location import ObjectPath, local_copy, location, publish_folder
+from rag_sft.io.storage.warehouse import PartitionWriter, StagedFile, read_batches
 from rag_sft.testing import s3_server
 
 

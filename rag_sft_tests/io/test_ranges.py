@@ -2,7 +2,7 @@
 
 import pytest
 
-from rag_sft.io.ranges import line_aligned_ranges, mapped_lines, mapped_raw_lines
+from rag_sft.io.storage.ranges import line_aligned_ranges, mapped_lines, mapped_raw_lines
 
 CONTENT = b'{"a":1}\n\n  \n \t{"b":2}\r\n{"c":3}\r\r\n\x0b\n{"d":4} \n{"e":"\xe4\xb8\xad"}\n{"last":5}'
 

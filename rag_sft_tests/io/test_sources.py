@@ -6,7 +6,9 @@ import pytest
 import sqlalchemy as sa
 
 from rag_sft.core import events, ingest
-from rag_sft.io.sources import LandingFolder, SourceUnavailable, SqlTable, quick_line_date
+from rag_sft.io.sources.landing import LandingFolder
+from rag_sft.io.sources.lines import SourceUnavailable, quick_line_date
+from rag_sft.io.sources.sql import SqlTable
 from rag_sft_tests.helpers import event, write_lines, write_sql_rows
 
 D18, D19, D20 = date(2026, 11, 18), date(2026, 11, 19), date(2026, 11, 20)

@@ -16,12 +16,12 @@ import pytest
 
 from rag_sft.core import near_duplicates as nd
 from rag_sft.core.trigger import ExportLedger
-from rag_sft.io.completion_cache import PostgresCompletionCache
-from rag_sft.io.erasure_ledger import ErasureLedger
-from rag_sft.io.near_duplicate_index import NearDuplicateIndex
-from rag_sft.io.request_index import RequestIndex
-from rag_sft.io.state_db import PostgresStateDb, SqliteStateDb, StateUnavailable, open_state_db
-from rag_sft.io.training_ledger import TrainingLedger, jsonl_sample_ids
+from rag_sft.io.llm.completion_cache import PostgresCompletionCache
+from rag_sft.io.state.erasure_ledger import ErasureLedger
+from rag_sft.io.state.near_duplicate_index import NearDuplicateIndex
+from rag_sft.io.state.request_index import RequestIndex
+from rag_sft.io.state.state_db import PostgresStateDb, SqliteStateDb, StateUnavailable, open_state_db
+from rag_sft.io.state.training_ledger import TrainingLedger, jsonl_sample_ids
 from rag_sft.resources import Warehouse
 
 BANDING = nd.Banding.for_threshold(0.8)
@@ -136,8 +136,8 @@ WRITER = """
 import sys
 import numpy as np
 import pyarrow as pa
-from rag_sft.io.near_duplicate_index import NearDuplicateIndex
-from rag_sft.io.state_db import open_state_db
+from rag_sft.io.state.near_duplicate_index import NearDuplicateIndex
+from rag_sft.io.state.state_db import open_state_db
 from pathlib import Path
 
 url, path, first_day = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])

@@ -5,7 +5,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from rag_sft.core import tables
-from rag_sft.io.warehouse import PartitionWriter, leaf_paths, read_batches
+from rag_sft.io.storage.warehouse import PartitionWriter, leaf_paths, read_batches
 
 
 def test_leaf_paths_name_nested_columns_as_parquet_does(tmp_path):

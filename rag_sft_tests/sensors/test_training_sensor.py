@@ -12,7 +12,7 @@ import orjson
 
 from rag_sft.assets.training import DATASET_TAG
 from rag_sft.cli.models import format_versions
-from rag_sft.io.model_registry import ModelRegistry
+from rag_sft.io.registry.model_registry import ModelRegistry
 from rag_sft.resources import LoraTraining
 from rag_sft.sensors.training import TRAINING_JOB, lora_training_sensor
 from rag_sft_tests.assets.test_pipeline import generate

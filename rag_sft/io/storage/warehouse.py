@@ -1,7 +1,7 @@
 """Hive-partitioned Parquet tables (`<root>/<table>/date=YYYY-MM-DD/part-0.parquet`) and
 per-day dataset files, each replaced whole on every write so re-runs never append.
 
-The root is a local folder or an object store prefix (`rag_sft.io.storage`). A partition's file
+The root is a local folder or an object store prefix (`rag_sft.io.storage.location`). A partition's file
 is written on the local disk first: on a local warehouse in its staging folder (`<root>/.staging`,
 beside the tables, so no table's glob can match it) and moved over the old one with one atomic
 rename; on an object store in the local spool folder, then uploaded to its final key, which the
@@ -25,7 +25,7 @@ from typing import Self
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from rag_sft.io.storage import Location, open_input, publish, remote, remove_tree, spool_dir
+from rag_sft.io.storage.location import Location, open_input, publish, remote, remove_tree, spool_dir
 
 PART_FILE = "part-0.parquet"
 STAGING = ".staging"

@@ -6,7 +6,7 @@ reads only its spans. It is refreshed by `stat` alone for unchanged files; a fil
 after a line end is read from where the index stopped, any other change is read again whole.
 Only the top-level `timestamp` of each line is decoded (about a tenth of a full decode).
 
-A line's day follows `sources.LandingFolder` (the rule book's placement, tested equal): its own
+A line's day follows `landing.LandingFolder` (the rule book's placement, tested equal): its own
 timestamp, else the nearest dated line before it in the file, else the first one after it, else
 the file's name or modification date. Each span carries the file's mtime of the scan that last
 changed it, so a day's fingerprint changes exactly when one of its spans does.
@@ -43,10 +43,10 @@ from pathlib import Path
 import numpy as np
 
 from rag_sft.core.parallel import ordered_map
-from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
-from rag_sft.io.sources import EPOCH, UNDATED, day_of_file, line_days, out_of_range, source_name
-from rag_sft.io.state_db import sqlite_transaction
-from rag_sft.io.storage import Location, read_range, version
+from rag_sft.io.sources.lines import EPOCH, UNDATED, day_of_file, line_days, out_of_range, source_name
+from rag_sft.io.state.state_db import sqlite_transaction
+from rag_sft.io.storage.location import Location, read_range, version
+from rag_sft.io.storage.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
 
 _TAIL_BYTES = 4096  # the bytes before the end of a scan that must be unchanged for an append
 _DIGEST_EDGE = 32 << 10  # a span's digest covers its first and last this many bytes (all of a small one)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import orjson
 
-from rag_sft.io.storage import Location
+from rag_sft.io.storage.location import Location
 
 
 def read_corrections(folder: Location) -> dict[str, str]:

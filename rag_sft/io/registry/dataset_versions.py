@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from rag_sft.core.versions import DayEntry, label_counts, next_version_name, version_hash, version_manifest
-from rag_sft.io.storage import Location, copy_in, ensure_dir, publish_folder, replace_files, spool_dir
+from rag_sft.io.storage.location import Location, copy_in, ensure_dir, publish_folder, replace_files, spool_dir
 
 MANIFEST = "manifest.json"
 RECORDS = "records.jsonl"

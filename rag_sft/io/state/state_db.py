@@ -28,8 +28,7 @@ import orjson
 import sqlalchemy as sa
 from psycopg2.extensions import AsIs
 
-from rag_sft.io.completion_cache import is_postgres_url
-from rag_sft.io.sources import redacted_sql_url
+from rag_sft.io.sql_urls import is_postgres_url, redacted_sql_url
 
 # `state_url` saying so explicitly: SQLite files in the local state folder, on a distributed executor.
 LOCAL_STATE = "local"

@@ -1,5 +1,5 @@
 """The erasure ledger: every request_id erased on request (`<data_dir>/state/erasure.sqlite`,
-or a table of the state database: `io/state_db.py`).
+or a table of the state database: `io/state/state_db.py`).
 
 It is kept beside the pipeline's other state (not in the Dagster instance: ingest must honour
 it whichever instance runs the day, and it must outlive the runs that recorded it). Ingest reads
@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-from rag_sft.io.state_db import StateDb, StateStore
+from rag_sft.io.state.state_db import StateDb, StateStore
 
 
 _SCHEMA = """

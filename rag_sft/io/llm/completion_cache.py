@@ -19,7 +19,7 @@ from typing import Protocol
 import sqlalchemy as sa
 
 from rag_sft.core.llm import Answer
-from rag_sft.io.sources import redacted_sql_url
+from rag_sft.io.sql_urls import is_postgres_url, redacted_sql_url
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS completions (
@@ -179,10 +179,6 @@ class PostgresCompletionCache:
 
     def close(self) -> None:
         self._engine.dispose()
-
-
-def is_postgres_url(url: str) -> bool:
-    return url.startswith("postgresql")
 
 
 def open_completion_cache(url: str, cache_dir: Path) -> AnswerCache:

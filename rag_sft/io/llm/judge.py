@@ -1,6 +1,6 @@
 """The LLM judge: verdicts on answers from any OpenAI-compatible endpoint.
 
-It goes through the completions client (`io/llm_completion.py`): the same pool of concurrent
+It goes through the completions client (`io/llm/llm_completion.py`): the same pool of concurrent
 requests, retries, answer cache and key handling. A verdict that is not the JSON the rubric
 asks for is retried like an unreadable body, then counted as a failure; it is never guessed.
 """
@@ -16,7 +16,7 @@ import orjson
 
 from rag_sft.core.llm import Answer
 from rag_sft.core.model_comparison import ModelRun, Verdict, audit_kappa, judge_messages, parse_verdict
-from rag_sft.io.llm_completion import LlmCompletion
+from rag_sft.io.llm.llm_completion import LlmCompletion
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
 """The training sensor's memory: `<state_dir>/training_ledger.sqlite`, or tables of the state
-database (`io/state_db.py`), where it outlives the daemon's machine (a pod restarted elsewhere).
+database (`io/state/state_db.py`), where it outlives the daemon's machine (a pod restarted elsewhere).
 
 It holds what grows with history, so the sensor's cursor does not (Dagster copies the cursor
 into every tick): the export ledger folded from the event log, the exported sample_ids of each
@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 import msgspec
 
 from rag_sft.core.trigger import ExportedDay, ExportLedger
-from rag_sft.io.dataset_versions import DatasetVersions
-from rag_sft.io.state_db import StateStore
-from rag_sft.io.storage import Location, open_lines
+from rag_sft.io.registry.dataset_versions import DatasetVersions
+from rag_sft.io.state.state_db import StateStore
+from rag_sft.io.storage.location import Location, open_lines
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS watermarks (asset TEXT PRIMARY KEY, storage_id INTEGER NOT NULL);

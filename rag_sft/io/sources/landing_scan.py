@@ -1,7 +1,7 @@
 """One day of the landing folder judged on every core, without shipping the data around.
 
 The files are cut into byte ranges at line ends. Each worker process reads its own range,
-finds the day of each line (the rule of `sources.LandingFolder`), judges the lines of the
+finds the day of each line (the rule of `lines`, as `landing.LandingFolder` reads it), judges the lines of the
 requested day and writes the accepted rows to an Arrow IPC file in a scratch folder; only
 counts and the (rare) dead-letter rows travel back. This process then reads the IPC files in
 range order (memory-mapped), numbers the lines, settles the day of undated lines at the start
@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -26,18 +27,20 @@ import pyarrow.compute as pc
 from rag_sft.core import fastpath, ingest
 from rag_sft.core.ingest import JudgedChunk, SourceLine
 from rag_sft.core.parallel import ordered_map
-from rag_sft.io.memory import retain_freed_memory
-from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
-from rag_sft.io.sources import (
+from rag_sft.io.sources.lines import (
     EPOCH,
     UNDATED,
-    LandingFolder,
     day_of_file,
     line_days,
     out_of_range,
     out_of_range_rejection,
 )
-from rag_sft.io.storage import location, read_range, version
+from rag_sft.io.storage.location import location, read_range, version
+from rag_sft.io.storage.memory import retain_freed_memory
+from rag_sft.io.storage.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_lines
+
+if TYPE_CHECKING:  # for annotations only: the folder's `judged_chunks` calls this module
+    from rag_sft.io.sources.landing import LandingFolder
 
 _LOCATION = ["byte_offset", "byte_length"]
 

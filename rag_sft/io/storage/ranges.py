@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rag_sft.io.storage import Location, range_view, read_range, version
+from rag_sft.io.storage.location import Location, range_view, read_range, version
 
 DEFAULT_RANGE_BYTES = 16 << 20
 _LINE_SEARCH_BYTES = 64 << 10  # read at a cut to find the end of its line

@@ -24,7 +24,7 @@ import pyarrow as pa
 from rag_sft.core import llm
 from rag_sft.core.completion import CompletionBatch
 from rag_sft.core.llm import Answer, CompletionStats, LlmSettings, RetryPolicy
-from rag_sft.io.completion_cache import AnswerCache
+from rag_sft.io.llm.completion_cache import AnswerCache
 
 
 class CompletionEndpointError(RuntimeError):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
-from rag_sft.io.storage import Location, claim_dir, ensure_dir, point, pointed, replace_bytes, spool_dir
+from rag_sft.io.storage.location import Location, claim_dir, ensure_dir, point, pointed, replace_bytes, spool_dir
 
 CANDIDATE = "candidate"
 PROMOTED = "promoted"

@@ -2,7 +2,7 @@
 days up by band key instead of reading them: its cost follows the day's size, not history's.
 
 `kept(id, day, sample_id, signature)` and `band_keys(key, kept)` (`<state_dir>/near-duplicates.sqlite`,
-or tables of the state database: `io/state_db.py`), keyed by band key (a 150,000-sample day has 750,000 band keys, written
+or tables of the state database: `io/state/state_db.py`), keyed by band key (a 150,000-sample day has 750,000 band keys, written
 in key order). A day only ever looks at days before it, and its rows are replaced when it is
 materialized again, so a re-run never meets its own earlier signatures. The band keys of a
 replaced day are left behind (a look-up joins them to `kept`, so they are never seen) and swept
@@ -15,7 +15,7 @@ from __future__ import annotations
 import numpy as np
 
 from rag_sft.core.near_duplicates import EarlierSamples
-from rag_sft.io.state_db import StateDb, StateStore
+from rag_sft.io.state.state_db import StateDb, StateStore
 
 _KEYS_PER_QUERY = 4096
 _SCHEMA = """

@@ -2,7 +2,7 @@
 of the day that exported it without reading earlier days: a day's lookups follow its own size.
 
 `request_days(request_id, day)` (`<state_dir>/request-days.sqlite`, or a table of the state
-database: `io/state_db.py`), written by `sft_records`
+database: `io/state/state_db.py`), written by `sft_records`
 (a held-back day exported nothing, so it holds nothing). First seen = the earliest day that
 exported the request; a day only looks at days before it, and its own rows are replaced when it
 is materialized again, so a re-run never meets itself.
@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from rag_sft.io.state_db import StateDb, StateStore
+from rag_sft.io.state.state_db import StateDb, StateStore
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS request_days (request_id TEXT NOT NULL, day TEXT NOT NULL, PRIMARY KEY (request_id, day))

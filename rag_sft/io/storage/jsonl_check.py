@@ -6,7 +6,7 @@ from pathlib import Path
 
 from rag_sft.core import checks
 from rag_sft.core.parallel import ordered_map
-from rag_sft.io.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_raw_lines
+from rag_sft.io.storage.ranges import DEFAULT_RANGE_BYTES, line_aligned_ranges, mapped_raw_lines
 
 
 def check_jsonl_file(path: Path, day: str, workers: int, range_bytes: int = DEFAULT_RANGE_BYTES) -> checks.FormatReport:
