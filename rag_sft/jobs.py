@@ -1,30 +1,23 @@
 """The daily job, shared by `make run`, the schedule and the change sensor."""
 
-import os
-
 import dagster as dg
+
+from rag_sft import settings
 
 from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
 from rag_sft.assets.samples import annotated_samples, sft_records
-from rag_sft.resources import EXECUTOR_ENV
 
 DAILY_JOB = "daily_sft_job"
 # The source fingerprint a run was launched for: the change sensor compares it with the day's now.
 FINGERPRINT_TAG = "rag_sft/source_fingerprint"
-# RAG_SFT_EXECUTOR (EXECUTOR_ENV), where the daily job's steps run: in_process (the default),
-# celery (deploy/celery/README.md) or k8s (a pod per step; deploy/k8s, not run here). Read when
-# the definitions load, so the schedule, the sensors and backfills all use it.
-
-# The Celery broker, e.g. redis://host:6379/0; it also carries the steps' results back.
-CELERY_BROKER_ENV = "RAG_SFT_CELERY_BROKER"
-# The Celery queue of the training job's steps: the queue that the worker on the GPU machine
-# takes (`dagster-celery worker start -q gpu`); empty: Celery's default queue, as the daily job.
-TRAINING_QUEUE_ENV = "RAG_SFT_TRAINING_QUEUE"
+# settings.EXECUTOR, where the daily job's steps run: in_process (the default), celery
+# (deploy/celery/README.md) or k8s (a pod per step; deploy/k8s, not run here). Read when the
+# definitions load, so the schedule, the sensors and backfills all use it.
 
 
 def executor_choice() -> str:
-    return os.environ.get(EXECUTOR_ENV) or "in_process"
+    return settings.EXECUTOR.value()
 
 
 def daily_executor(choice: str) -> dg.ExecutorDefinition:
@@ -40,7 +33,7 @@ def daily_executor(choice: str) -> dg.ExecutorDefinition:
         from dagster_k8s import k8s_job_executor  # the `k8s` extra
 
         return k8s_job_executor
-    raise ValueError(f"{EXECUTOR_ENV} must be in_process, celery or k8s, got {choice!r}")
+    raise ValueError(f"{settings.EXECUTOR.variable} must be in_process, celery or k8s, got {choice!r}")
 
 
 def training_executor(choice: str, queue: str) -> dg.ExecutorDefinition | None:
@@ -55,7 +48,7 @@ def _celery_executor(name: str, queue: str) -> dg.ExecutorDefinition:
     results back; its steps go to `queue`, empty: Celery's default queue."""
     from dagster_celery import celery_executor
 
-    broker = {"env": CELERY_BROKER_ENV}
+    broker = {"env": settings.CELERY_BROKER.variable}
     config = {"broker": broker, "backend": broker}
     if queue:
         config["config_source"] = {"task_default_queue": queue}

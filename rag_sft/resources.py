@@ -1,11 +1,13 @@
 """Configurable resources: where events come from, where outputs go, and the SFT rules.
 
-Settings with an environment variable take it as their default on the field itself (a pydantic
-`default_factory`), read whenever the resource is built: when the definitions load and again
-when each run starts. Dagster drops the values a resource was constructed with as soon as a
-run's config sets any of its fields, but it builds the resource from the fields' own defaults,
-so a launchpad change of one setting keeps the environment's other settings. Secrets become a
-`dg.EnvVar`, read only where they are used and never shown by value.
+A field with an environment variable takes the setting declared in `rag_sft/settings.py` as its
+default (`settings.X.field()`: its value read whenever the resource is built, its description
+the one the docs show), so a launchpad change of one field keeps the environment's other
+settings (docs/configuration.md, "Environment variables"). Secrets become a `dg.EnvVar`, read
+only where they are used and never shown by value.
+
+`default_resources()` at the end is the resource set of every deployment: local and production
+differ only by the environment's values (docs/configuration.md, "Local and production").
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import fcntl
 import hashlib
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -22,13 +24,14 @@ from typing import Any, Literal, TypeVar
 import dagster as dg
 from pydantic import ConfigDict, Field, field_validator
 
+from rag_sft import settings
 from rag_sft.assets.partitions import event_days
 from rag_sft.core import parallel
 from rag_sft.core.balance import BalanceSettings
 from rag_sft.core.checks import CheckSettings
 from rag_sft.core.completion import CompletionStrategy, NaiveCompletion
 from rag_sft.core.events import DEFAULT_MAX_FIELD_CHARS
-from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, known_formats, parse_formats
+from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, known_formats
 from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
@@ -42,39 +45,15 @@ from rag_sft.io.storage.location import Location, forget_local_copy, is_uri, loc
 from rag_sft.io.storage.warehouse import staged_name, staging_dir
 from rag_sft.training.settings import DEFAULT_TARGET_MODULES, LoraSettings
 
-DATA_DIR_ENV = "RAG_SFT_DATA_DIR"
-STATE_DIR_ENV = "RAG_SFT_STATE_DIR"
 # The local state of a warehouse on an object store, when RAG_SFT_STATE_DIR is not set.
 REMOTE_DATA_STATE_DIR = ".rag_sft_state"
-LANDING_DIR_ENV = "RAG_SFT_LANDING_DIR"
-SOURCE_KIND_ENV = "RAG_SFT_SOURCE"
-SQL_URL_ENV = "RAG_SFT_SQL_URL"
-CACHE_URL_ENV = "RAG_SFT_CACHE_URL"
-STATE_URL_ENV = "RAG_SFT_STATE_URL"
-# Where the daily job's steps run (rag_sft/jobs.py): celery and k8s put them on several machines.
-EXECUTOR_ENV = "RAG_SFT_EXECUTOR"
-NEAR_DUPLICATES_ENV = "RAG_SFT_NEAR_DUPLICATES"
-BASE_MODEL_ENV = "RAG_SFT_BASE_MODEL"
-EXPORT_FORMATS_ENV = "RAG_SFT_EXPORT_FORMATS"
-COMPLETION_STRATEGY_ENV = "RAG_SFT_COMPLETION_STRATEGY"
-TRAIN_ON_NAIVE_ENV = "RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS"
-LLM_MODEL_ENV = "RAG_SFT_LLM_MODEL"
-# The openai client's own variables, so a user's usual environment just works.
-OPENAI_BASE_URL_ENV = "OPENAI_BASE_URL"
-OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
-DEFAULT_LLM_BASE_URL = "https://api.openai.com/v1"
-JUDGE_BASE_URL_ENV = "RAG_SFT_JUDGE_BASE_URL"
-JUDGE_MODEL_ENV = "RAG_SFT_JUDGE_MODEL"
-JUDGE_API_KEY_ENV = "RAG_SFT_JUDGE_API_KEY"
-JUDGE_STAND_IN_ENV = "RAG_SFT_JUDGE_STAND_IN"
-JUDGE_AUDIT_ENV = "RAG_SFT_JUDGE_AUDIT"
-EVAL_QUESTIONS_ENV = "RAG_SFT_EVAL_QUESTIONS"
-DEFAULT_LLM_MODEL = "gpt-4o-mini"
+# The name assets/training.py cites the opt-in by.
+TRAIN_ON_NAIVE_ENV = settings.TRAIN_ON_NAIVE_COMPLETIONS.variable
 
 
 def default_data_dir() -> str:
     """$RAG_SFT_DATA_DIR (a folder, or an object store URI such as s3://bucket/prefix), else data."""
-    value = os.environ.get(DATA_DIR_ENV, "data")
+    value = settings.DATA_DIR.value()
     return value if is_uri(value) else str(Path(value).absolute())
 
 
@@ -86,43 +65,16 @@ def local_data_dir() -> Path:
 
 
 def default_landing_dir() -> str:
-    return str(location(os.environ.get(LANDING_DIR_ENV, local_data_dir() / "landing")).absolute())
+    return str(location(settings.LANDING_DIR.raw() or local_data_dir() / "landing").absolute())
 
 
 def default_sql_url() -> str:
     # The URL may hold a password: from the environment it stays an EnvVar, never shown.
-    return dg.EnvVar(SQL_URL_ENV) if SQL_URL_ENV in os.environ else f"sqlite:///{local_data_dir() / 'events.db'}"
-
-
-def secret_from_env(variable: str) -> Callable[[], str]:
-    """A field's default_factory for a URL that holds a password: from the environment it stays
-    an EnvVar (stored with a run as the variable's name only, never shown), else empty."""
-    return lambda: dg.EnvVar(variable) if os.environ.get(variable) else ""
+    return settings.SQL_URL.value() or f"sqlite:///{local_data_dir() / 'events.db'}"
 
 
 def default_base_model() -> str:
-    return os.environ.get(BASE_MODEL_ENV, str(local_data_dir() / "models" / "base" / "tiny-llama"))
-
-
-def from_env(variable: str, default: Any, kind: Callable[[str], Any] = str) -> Callable[[], Any]:
-    """A field's default_factory: the variable's value (converted by `kind`) when it is set and
-    not empty, else `default`."""
-
-    def read() -> Any:
-        value = os.environ.get(variable)
-        return kind(value) if value else default
-
-    return read
-
-
-def parse_bool(value: str) -> bool:
-    """A switch from the environment: true/false, 1/0, yes/no, on/off (any case)."""
-    lowered = value.strip().lower()
-    if lowered in ("1", "true", "yes", "on"):
-        return True
-    if lowered in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"expected true or false, got {value!r}")
+    return settings.BASE_MODEL.raw() or str(local_data_dir() / "models" / "base" / "tiny-llama")
 
 
 def resolved(value: str | None) -> str | None:
@@ -134,29 +86,10 @@ def resolved(value: str | None) -> str | None:
 class EventSource(dg.ConfigurableResource):
     """Where raw quality events are read from."""
 
-    kind: Literal["landing", "sql"] = Field(
-        default_factory=from_env(SOURCE_KIND_ENV, "landing"),
-        validate_default=True,
-        description="'landing': *.jsonl files under landing_dir; 'sql': a SQL table. Default: $RAG_SFT_SOURCE, "
-        "else landing.",
-    )
-    landing_dir: str = Field(
-        default_factory=default_landing_dir,
-        description="Folder searched recursively for *.jsonl, local or s3://bucket/prefix. Default: "
-        "$RAG_SFT_LANDING_DIR, else <data_dir>/landing.",
-    )
-    landing_pattern: str = Field(
-        default_factory=from_env("RAG_SFT_LANDING_PATTERN", DEFAULT_LANDING_PATTERN),
-        description="Regular expression searched in each file name of landing_dir: the files it matches are "
-        "read, the others are listed as ignored in each day's metadata and the run summary. The default takes "
-        "*.jsonl and *.ndjson in any case, rotated copies (events.jsonl.1) and .gz/.zst. Default: "
-        "$RAG_SFT_LANDING_PATTERN.",
-    )
-    sql_url: str = Field(
-        default_factory=default_sql_url,
-        description="SQLAlchemy URL of the database holding the events table (kind='sql'). Default: the secret "
-        "$RAG_SFT_SQL_URL, else <data_dir>/events.db in SQLite.",
-    )
+    kind: Literal["landing", "sql"] = settings.SOURCE.field(validate_default=True)
+    landing_dir: str = settings.LANDING_DIR.field(default_landing_dir)
+    landing_pattern: str = settings.LANDING_PATTERN.field(lambda: DEFAULT_LANDING_PATTERN)
+    sql_url: str = settings.SQL_URL.field(default_sql_url)
     sql_table: str = Field(default="raw_quality_events", description="Table with docs/evaluation as JSON.")
 
     def open(self, state_dir: Path | None = None) -> LandingFolder | SqlTable:
@@ -217,17 +150,8 @@ class Warehouse(dg.ConfigurableResource):
     be a prefix in an object store; the pipeline's own bookkeeping (SQLite files, locks) stays
     on the local disk, under `local_state_dir` (docs/s3.md, "What stays local: warehouse.local_state_dir")."""
 
-    data_dir: str = Field(
-        default_factory=default_data_dir,
-        description="Root of all outputs: a folder, or an S3 URI (s3://bucket/prefix; endpoint, region and "
-        "credentials from the AWS_* variables). Default: $RAG_SFT_DATA_DIR, else data.",
-    )
-    local_state_dir: str = Field(
-        default_factory=from_env(STATE_DIR_ENV, ""),
-        description="Local folder of the pipeline's SQLite state, locks and upload spool; empty: <data_dir>/state "
-        f"for a local data_dir, {REMOTE_DATA_STATE_DIR}/ in the working directory for an object store. "
-        "Default: $RAG_SFT_STATE_DIR.",
-    )
+    data_dir: str = settings.DATA_DIR.field(default_data_dir)
+    local_state_dir: str = settings.STATE_DIR.field()
     parquet_compression: str = Field(default="lz4", description="Parquet codec (lz4, zstd, snappy, none).")
     batch_size: int = Field(default=4096, description="Events per Arrow record batch (bounds memory).")
     workers: int = Field(
@@ -240,21 +164,8 @@ class Warehouse(dg.ConfigurableResource):
         description="Files and folders a run writes (they hold users' questions and answers) are readable by their "
         "owner only: 0600 and 0700. False: the process's umask decides.",
     )
-    cache_url: str = Field(
-        default_factory=secret_from_env(CACHE_URL_ENV),
-        description="The LLM answer cache (corrections and judge verdicts): empty for the SQLite file "
-        "<data_dir>/cache/completions.sqlite (one machine; in the local state folder when data_dir is an object store), postgresql+psycopg2://user:pw@host/db for workers on "
-        "several hosts (empty and a PostgreSQL state_url: that database), or sqlite:///path. "
-        "Default: the secret $RAG_SFT_CACHE_URL, else empty.",
-    )
-    state_url: str = Field(
-        default_factory=secret_from_env(STATE_URL_ENV),
-        description="The database of the pipeline's shared truth (the request and near-duplicate indexes, the "
-        "erasure and training ledgers): empty for SQLite files in the local state folder (one machine), "
-        "postgresql+psycopg2://user:pw@host/db for workers on several hosts, 'local' for SQLite files with "
-        "RAG_SFT_EXECUTOR=celery or k8s (workers sharing one machine). Default: the secret $RAG_SFT_STATE_URL, "
-        "else empty.",
-    )
+    cache_url: str = settings.CACHE_URL.field()
+    state_url: str = settings.STATE_URL.field()
 
     @contextmanager
     def completion_cache(self) -> Iterator[AnswerCache]:
@@ -298,7 +209,7 @@ class Warehouse(dg.ConfigurableResource):
 
     def _state_url(self) -> str:
         url = resolved(self.state_url) or ""
-        executor = os.environ.get(EXECUTOR_ENV, "")
+        executor = settings.EXECUTOR.value()
         if not url and executor in ("celery", "k8s"):
             raise StateUnavailable(
                 f"RAG_SFT_EXECUTOR={executor} runs steps on several machines, but the shared truth (request and "
@@ -451,14 +362,7 @@ class SftRules(dg.ConfigurableResource):
         "passwords) by typed placeholders in annotated_samples and everything after it: prompts, LLM requests and "
         "replies, exports; a request_id or doc id holding any by a stable pseudonym (rule 14).",
     )
-    near_duplicates: bool = Field(
-        default_factory=from_env(NEAR_DUPLICATES_ENV, True, parse_bool),
-        validate_default=True,
-        description="One sample per question (rule 13): samples whose question (normalized; whatever documents "
-        "answered it) is near-identical to a kept one of the day or of an earlier day are filtered as "
-        "near_duplicate, naming the kept sample_id. "
-        "Default: $RAG_SFT_NEAR_DUPLICATES, else true.",
-    )
+    near_duplicates: bool = settings.NEAR_DUPLICATES.field(validate_default=True)
     near_duplicate_similarity: float = Field(
         default=0.8, gt=0, le=1, description="Jaccard similarity (MinHash estimate) from which two samples are one."
     )
@@ -533,7 +437,7 @@ class ApiKeyFromEnv(dg.Config):
     model_config = ConfigDict(hide_input_in_errors=True)
 
     env: str = Field(
-        default=OPENAI_API_KEY_ENV,
+        default=settings.OPENAI_API_KEY.variable,
         pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
         description="Name of the environment variable holding the key.",
     )
@@ -545,7 +449,7 @@ def key_from_environment(value: Any, resource: str) -> Any:
         return {"env": value.env_var_name}
     if isinstance(value, str):
         raise ValueError(
-            f"{resource}.api_key is read from the environment only: set {OPENAI_API_KEY_ENV} where the "
+            f"{resource}.api_key is read from the environment only: set {settings.OPENAI_API_KEY.variable} where the "
             f"code server and runs start (or name another variable: api_key={{'env': 'MY_KEY_VARIABLE'}})"
         )
     return value
@@ -554,7 +458,7 @@ def key_from_environment(value: Any, resource: str) -> Any:
 class JudgeKeyFromEnv(ApiKeyFromEnv):
     """The judge's key, by default from RAG_SFT_JUDGE_API_KEY (then OPENAI_API_KEY: see Evaluator.open)."""
 
-    env: str = Field(default=JUDGE_API_KEY_ENV, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of the environment variable holding the key.")
+    env: str = Field(default=settings.JUDGE_API_KEY.variable, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Name of the environment variable holding the key.")
 
 
 class Completions(dg.ConfigurableResource):
@@ -562,21 +466,9 @@ class Completions(dg.ConfigurableResource):
 
     model_config = ConfigDict(hide_input_in_errors=True)  # a refused key is not repeated in the error
 
-    strategy: Literal["naive", "llm"] = Field(
-        default_factory=from_env(COMPLETION_STRATEGY_ENV, "naive"),
-        validate_default=True,
-        description="'naive': label prefix + original answer, no network. 'llm': a corrected answer from "
-        "an OpenAI-compatible endpoint. Default: $RAG_SFT_COMPLETION_STRATEGY, else naive.",
-    )
-    base_url: str = Field(
-        default_factory=from_env(OPENAI_BASE_URL_ENV, DEFAULT_LLM_BASE_URL),
-        description=f"OpenAI-compatible endpoint (OpenAI, vLLM, Ollama, a gateway). Default: $OPENAI_BASE_URL, "
-        f"else {DEFAULT_LLM_BASE_URL}.",
-    )
-    model: str = Field(
-        default_factory=from_env(LLM_MODEL_ENV, DEFAULT_LLM_MODEL),
-        description=f"Model that writes the corrected answers. Default: $RAG_SFT_LLM_MODEL, else {DEFAULT_LLM_MODEL}.",
-    )
+    strategy: Literal["naive", "llm"] = settings.COMPLETION_STRATEGY.field(validate_default=True)
+    base_url: str = settings.OPENAI_BASE_URL.field()
+    model: str = settings.LLM_MODEL.field()
     api_key: ApiKeyFromEnv = Field(
         default_factory=ApiKeyFromEnv,
         description="Where the API key is read: {env: OPENAI_API_KEY} (the default) or another variable's name. "
@@ -656,12 +548,7 @@ class TrainerExports(dg.ConfigurableResource):
     """Extra files in the formats trainers load as they are, beside each day's JSONL and each
     training dataset's splits (docs/outputs.md, "Exports for trainers")."""
 
-    formats: list[str] = Field(
-        default_factory=from_env(EXPORT_FORMATS_ENV, [], parse_formats),
-        validate_default=True,
-        description="Any of trl_prompt_completion, trl_messages, openai_chat, alpaca (with LLaMA-Factory's "
-        "dataset_info.json). Default: $RAG_SFT_EXPORT_FORMATS (all, or a comma list), else none.",
-    )
+    formats: list[str] = settings.EXPORT_FORMATS.field(validate_default=True)
     system_message: str = Field(default=DEFAULT_SYSTEM_MESSAGE, description="System message of openai_chat and alpaca.")
 
     @field_validator("formats")
@@ -673,23 +560,9 @@ class TrainerExports(dg.ConfigurableResource):
 class LoraTraining(dg.ConfigurableResource):
     """What the training sensor waits for and how `lora_training_job` trains (docs/training.md)."""
 
-    base_model: str = Field(
-        default_factory=default_base_model,
-        description="Local folder or hub id of the causal LM to adapt (from_pretrained). Default: $RAG_SFT_BASE_MODEL, "
-        "else the tiny model <data_dir>/models/base/tiny-llama that `rag-sft tiny-base` builds (make run does it).",
-    )
-    min_new_samples: int = Field(
-        default_factory=from_env("RAG_SFT_MIN_NEW_SAMPLES", 1000, int),
-        validate_default=True,
-        ge=1,
-        description="N: new exported samples that start a training run. Default: $RAG_SFT_MIN_NEW_SAMPLES, else 1000.",
-    )
-    last_days: int = Field(
-        default_factory=from_env("RAG_SFT_TRAIN_LAST_DAYS", 0, int),
-        validate_default=True,
-        ge=0,
-        description="Train on the latest K exportable days; 0 = all of them. Default: $RAG_SFT_TRAIN_LAST_DAYS, else 0.",
-    )
+    base_model: str = settings.BASE_MODEL.field(default_base_model)
+    min_new_samples: int = settings.MIN_NEW_SAMPLES.field(validate_default=True, ge=1)
+    last_days: int = settings.TRAIN_LAST_DAYS.field(validate_default=True, ge=0)
     eval_share: float = Field(
         default=0.1,
         gt=0,
@@ -722,25 +595,9 @@ class LoraTraining(dg.ConfigurableResource):
     target_modules: list[str] = Field(
         default=list(DEFAULT_TARGET_MODULES), description="Module names that get LoRA adapters."
     )
-    learning_rate: float = Field(
-        default_factory=from_env("RAG_SFT_TRAIN_LEARNING_RATE", 2e-4, float),
-        validate_default=True,
-        description="AdamW learning rate. Default: $RAG_SFT_TRAIN_LEARNING_RATE, else 2e-4.",
-    )
-    epochs: int = Field(
-        default_factory=from_env("RAG_SFT_TRAIN_EPOCHS", 1, int),
-        validate_default=True,
-        ge=1,
-        description="Passes over the training split. Default: $RAG_SFT_TRAIN_EPOCHS, else 1.",
-    )
-    max_length: int = Field(
-        default_factory=from_env("RAG_SFT_TRAIN_MAX_LENGTH", 2048, int),
-        validate_default=True,
-        ge=16,
-        description="Tokens per sample. A longer prompt keeps its instruction and question; its documents share "
-        "the room left, the lowest-ranked dropped first (counted as truncated_samples). Default: "
-        "$RAG_SFT_TRAIN_MAX_LENGTH, else 2048.",
-    )
+    learning_rate: float = settings.TRAIN_LEARNING_RATE.field(validate_default=True)
+    epochs: int = settings.TRAIN_EPOCHS.field(validate_default=True, ge=1)
+    max_length: int = settings.TRAIN_MAX_LENGTH.field(validate_default=True, ge=16)
     batch_size: int = Field(default=8, ge=1, description="Samples per micro-batch.")
     gradient_accumulation_steps: int = Field(
         default=1, ge=1, description="Micro-batches per optimizer step: the effective batch is batch_size x this."
@@ -750,12 +607,7 @@ class LoraTraining(dg.ConfigurableResource):
         "cosine decay to 0 follows."
     )
     max_grad_norm: float = Field(default=1.0, gt=0, description="Gradients are clipped to this norm before each step.")
-    quantization: Literal["none", "4bit"] = Field(
-        default_factory=from_env("RAG_SFT_TRAIN_QUANTIZATION", "none"),
-        validate_default=True,
-        description="'4bit': QLoRA, the base loaded in 4-bit NF4 (needs a CUDA GPU and bitsandbytes; refused with "
-        "a clear error elsewhere, never ignored). Default: $RAG_SFT_TRAIN_QUANTIZATION, else none.",
-    )
+    quantization: Literal["none", "4bit"] = settings.TRAIN_QUANTIZATION.field(validate_default=True)
     seed: int = Field(default=0, description="Seed of initialisation and shuffling.")
     max_label_regression: float = Field(
         default=0.05, ge=0,
@@ -765,12 +617,7 @@ class LoraTraining(dg.ConfigurableResource):
     max_label_weight: float = Field(
         default=5.0, gt=0, description="Cap of the label weights computed over the training split (rule 9)."
     )
-    train_on_naive_completions: bool = Field(
-        default_factory=from_env(TRAIN_ON_NAIVE_ENV, False, lambda value: value == "1"),
-        description="Also train on naive completions (a label prefix + the original, wrong answer): the model then "
-        "learns to repeat the answers users complained about. Off: a training dataset holds llm and human "
-        "corrections only, and the sensor does not train when there are none. Default: $RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS=1.",
-    )
+    train_on_naive_completions: bool = settings.TRAIN_ON_NAIVE_COMPLETIONS.field()
     # Balance belongs to the training set (docs/spec.md, "Rule 12: Balance"):
     # the train split is capped to these, then checked.
     max_label_share: float = Field(
@@ -820,24 +667,14 @@ class Evaluator(dg.ConfigurableResource):
 
     model_config = ConfigDict(hide_input_in_errors=True)  # a refused key is not repeated in the error
 
-    base_url: str = Field(
-        default_factory=from_env(JUDGE_BASE_URL_ENV, ""),
-        description="The judge's OpenAI-compatible endpoint; empty: no judge. Default: $RAG_SFT_JUDGE_BASE_URL.",
-    )
-    model: str = Field(
-        default_factory=from_env(JUDGE_MODEL_ENV, DEFAULT_LLM_MODEL),
-        description=f"The judge model. Default: $RAG_SFT_JUDGE_MODEL, else {DEFAULT_LLM_MODEL}.",
-    )
+    base_url: str = settings.JUDGE_BASE_URL.field()
+    model: str = settings.JUDGE_MODEL.field()
     api_key: JudgeKeyFromEnv = Field(
         default_factory=JudgeKeyFromEnv,
         description="Where the judge's API key is read: {env: RAG_SFT_JUDGE_API_KEY} (the default; OPENAI_API_KEY "
         "when that is unset) or another variable's name; never the key itself (it would be stored with the run).",
     )
-    stand_in: bool = Field(
-        default_factory=from_env(JUDGE_STAND_IN_ENV, False, lambda value: value == "1"),
-        description="The endpoint is the local stub's stand-in judge (the demo): labelled so in every output. "
-        "Default: $RAG_SFT_JUDGE_STAND_IN=1.",
-    )
+    stand_in: bool = settings.JUDGE_STAND_IN.field()
     max_tokens: int = Field(default=256, ge=1, description="Longest verdict.")
     request_timeout_s: float = Field(default=60.0, gt=0, description="Seconds before a request counts as timed out.")
     max_concurrent_requests: int = Field(default=8, ge=1, description="Judge requests open at once.")
@@ -845,20 +682,8 @@ class Evaluator(dg.ConfigurableResource):
     backoff_base_s: float = Field(default=0.5, ge=0, description="First retry waits up to this long (doubling).")
     prompt_price_per_mtok: float = Field(default=0.0, ge=0, description="Judge cost: US$ per million prompt tokens.")
     completion_price_per_mtok: float = Field(default=0.0, ge=0, description="Judge cost: US$ per million completion tokens.")
-    eval_questions: int = Field(
-        default_factory=from_env(EVAL_QUESTIONS_ENV, 64, int),
-        ge=1,
-        description="Held-out questions answered by each model: the first of eval.jsonl, ordered so that any prefix draws "
-        "from every day and label in proportion. Default: $RAG_SFT_EVAL_QUESTIONS, else 64.",
-    )
-    served_prompt_template: str = Field(
-        default_factory=from_env("RAG_SFT_SERVED_PROMPT_TEMPLATE", ""),
-        description="The RAG service's own prompt, with {documents} (the numbered documents) and {question}: what "
-        "each model answers in the A/B comparison and the replay set, so candidates are judged as served, never given "
-        "the correction instruction of the failure's label. Empty: the documents, the plain instruction "
-        "('请根据文档内容回答问题。' / 'Answer the question based on the documents.') and the question. Default: "
-        "$RAG_SFT_SERVED_PROMPT_TEMPLATE.",
-    )
+    eval_questions: int = settings.EVAL_QUESTIONS.field(ge=1)
+    served_prompt_template: str = settings.SERVED_PROMPT_TEMPLATE.field()
     max_new_tokens: int = Field(default=128, ge=1, description="Longest generated answer.")
     generation_batch_size: int = Field(default=8, ge=1, description="Prompts generated at once.")
     temperature: float = Field(default=0.0, ge=0, description="Generation temperature; 0 = greedy.")
@@ -882,10 +707,7 @@ class Evaluator(dg.ConfigurableResource):
         "of its change), by less than this.",
     )
     bootstrap_resamples: int = Field(default=2000, ge=100, description="Resamples of the paired bootstrap.")
-    audit_path: str = Field(
-        default_factory=from_env(JUDGE_AUDIT_ENV, ""),
-        description="JSONL of answers with human labels (the judge's audit set); empty: none. Default: $RAG_SFT_JUDGE_AUDIT.",
-    )
+    audit_path: str = settings.JUDGE_AUDIT.field()
     min_kappa: float = Field(default=0.6, description="Automatic promotion needs the judge's kappa on every label at least this.")
     min_audit_per_label: int = Field(
         default=10, ge=1,
@@ -913,9 +735,11 @@ class Evaluator(dg.ConfigurableResource):
         from rag_sft.io.llm.llm_completion import LlmCompletion
 
         variable = self.api_key.env_var_name if isinstance(self.api_key, dg.EnvVar) else self.api_key.env
-        api_key = os.environ.get(variable) or (os.environ.get(OPENAI_API_KEY_ENV) if variable == JUDGE_API_KEY_ENV else None)
+        # The key of the variable named (any name: the launchpad may name another), read now.
+        default_variable = variable == settings.JUDGE_API_KEY.variable
+        api_key = os.environ.get(variable) or (os.environ.get(settings.OPENAI_API_KEY.variable) if default_variable else None)
         if not api_key:
-            also = f" (or {OPENAI_API_KEY_ENV})" if variable == JUDGE_API_KEY_ENV else ""
+            also = f" (or {settings.OPENAI_API_KEY.variable})" if default_variable else ""
             raise dg.Failure(
                 f"the judge needs the {variable}{also} environment variable (any value for a server without authentication)"
             )
@@ -935,7 +759,9 @@ class Evaluator(dg.ConfigurableResource):
 
 
 def default_resources() -> dict:
-    """Every resource with its defaults: the environment's settings come from the fields themselves."""
+    """Every resource with its defaults: the environment's settings come from the fields themselves.
+    One set for every deployment: local (`make run`, `make ui`) and production (deploy/) differ only
+    by the environment's values, so there is no set to choose (docs/configuration.md, "Local and production")."""
     return {
         "event_source": EventSource(),
         "warehouse": Warehouse(),

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import subprocess
 import sys
 import time
@@ -63,8 +62,10 @@ def cmd_erase(args: argparse.Namespace) -> int:
             "your choice): " + ", ".join(f"{v} ({n} records)" for v, n in report["models_trained_on_erased"].items())
         )
     if args.dvc:
+        from rag_sft import settings
+
         project_dvc = Path(".venv-dvc/bin/dvc")  # `make dvc`'s environment, else dvc on the PATH
-        dvc = os.environ.get("RAG_SFT_DVC") or (str(project_dvc.absolute()) if project_dvc.exists() else "dvc")
+        dvc = settings.DVC.raw() or (str(project_dvc.absolute()) if project_dvc.exists() else "dvc")
         for step in DVC_STEPS:
             done = subprocess.run([dvc, *step], capture_output=True, text=True, check=False)
             if done.returncode:

@@ -40,16 +40,17 @@ def _served(base_url: str) -> int:
 def run_llm_bench(samples: int, latency: float, concurrency: int, workdir: Path | None) -> int:
     import dagster as dg
 
+    from rag_sft import settings
     from rag_sft.assets.ingest import raw_events
     from rag_sft.assets.samples import annotated_samples, sft_records
     from rag_sft.cli.runner import QUIET_RUN_CONFIG
-    from rag_sft.resources import OPENAI_API_KEY_ENV, Completions, EventSource, ExportChecks, SftRules, Warehouse
+    from rag_sft.resources import Completions, EventSource, ExportChecks, SftRules, Warehouse
 
     root = workdir or Path(tempfile.mkdtemp(prefix="rag_sft_llm_bench_"))
     day: date = recent_days(1)[0]
     write_days(root / "landing", [day], GeneratorSettings(events_per_day=samples, seed=11))
     stub, base_url = _start_stub(latency)
-    os.environ[OPENAI_API_KEY_ENV] = "local-stub"  # the key comes from the environment only; this process talks to the stub alone
+    os.environ[settings.OPENAI_API_KEY.variable] = "local-stub"  # the key comes from the environment only; this process talks to the stub alone
     try:
         resources = {
             "event_source": EventSource(kind="landing", landing_dir=str(root / "landing")),

@@ -227,11 +227,13 @@ def optional_iso_day(text: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from rag_sft import settings
+
     parser = argparse.ArgumentParser(prog="rag-sft", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     gen = sub.add_parser("generate", help="write realistic sample quality events as JSON Lines")
-    gen.add_argument("--out", default=os.environ.get("RAG_SFT_LANDING_DIR", "data/landing"))
+    gen.add_argument("--out", default=settings.LANDING_DIR.raw() or "data/landing")
     gen.add_argument("--days", type=int, default=7, help="the N whole UTC days before today")
     gen.add_argument("--date", action="append", type=iso_day, help="a specific day (repeatable); overrides --days")
     gen.add_argument("--events-per-day", type=int, default=1500)

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import orjson
 
+from rag_sft import settings
 from rag_sft.cli.generate import write_days
 from rag_sft.core.generator import GeneratorSettings, recent_days
 
 STAND_IN_MODEL = "stand-in-corrector"
 # The key the stand-in is sent (it checks none); set in this process only, never the user's key.
-STAND_IN_KEY_ENV = "RAG_SFT_STAND_IN_CORRECTOR_KEY"
+STAND_IN_KEY_ENV = settings.STAND_IN_CORRECTOR_KEY.variable
 # A fixed port when free, so that a second `make run` finds its answers in the answer cache
 # (the cache key names the endpoint).
 STAND_IN_PORT = 8199
@@ -63,9 +64,8 @@ def holds_only_sample_events(landing: Path) -> bool:
 
 def wants_stand_in(landing: Path, run_config: dict) -> bool:
     """Sample events only, and no completion strategy chosen by the user."""
-    from rag_sft.resources import COMPLETION_STRATEGY_ENV
-
-    chosen = COMPLETION_STRATEGY_ENV in os.environ or "completions" in run_config.get("resources", {})
+    # Set at all, even empty, is a choice.
+    chosen = settings.COMPLETION_STRATEGY.variable in os.environ or "completions" in run_config.get("resources", {})
     return not chosen and holds_only_sample_events(landing)
 
 

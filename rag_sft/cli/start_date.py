@@ -13,7 +13,7 @@ import os
 from datetime import date
 from pathlib import Path
 
-from rag_sft.assets.partitions import START_DATE_ENV
+from rag_sft import settings
 from rag_sft.core.generator import recent_days
 
 STORED = "rag_sft_start_date"
@@ -34,8 +34,8 @@ def start_date(home: Path, first_event_day: date | None) -> str:
 
 
 def cmd_start_date(_args) -> int:
-    if os.environ.get(START_DATE_ENV):
-        print(os.environ[START_DATE_ENV])
+    if settings.START_DATE.raw():
+        print(settings.START_DATE.raw())
         return 0
     from rag_sft.definitions import defs
     from rag_sft.io.sources.lines import SourceUnavailable

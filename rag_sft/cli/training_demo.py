@@ -66,9 +66,9 @@ def ensure_tiny_base(base_model: str, data_dir: Path) -> str | None:
 @contextmanager
 def judge_environment() -> Iterator[dict[str, str]]:
     """The environment of the daemon: the user's, plus the stand-in judge when none is set."""
-    from rag_sft.resources import JUDGE_API_KEY_ENV, JUDGE_BASE_URL_ENV, JUDGE_MODEL_ENV, JUDGE_STAND_IN_ENV
+    from rag_sft import settings
 
-    if os.environ.get(JUDGE_BASE_URL_ENV):
+    if settings.JUDGE_BASE_URL.raw():
         yield dict(os.environ)
         return
     from rag_sft.testing.openai_server import running_stub
@@ -76,10 +76,10 @@ def judge_environment() -> Iterator[dict[str, str]]:
     with running_stub() as stub:
         yield {
             **os.environ,
-            JUDGE_BASE_URL_ENV: stub.base_url,
-            JUDGE_MODEL_ENV: "stand-in-judge",
-            JUDGE_API_KEY_ENV: "stand-in",
-            JUDGE_STAND_IN_ENV: "1",
+            settings.JUDGE_BASE_URL.variable: stub.base_url,
+            settings.JUDGE_MODEL.variable: "stand-in-judge",
+            settings.JUDGE_API_KEY.variable: "stand-in",
+            settings.JUDGE_STAND_IN.variable: "1",
         }
 
 

@@ -5,26 +5,19 @@ a run key per day, visible and pausable in the UI's Schedules tab; content chang
 are the change sensor's (`sensors/source_changes.py`).
 """
 
-import os
-from datetime import date, timedelta
+from datetime import date
 
 import dagster as dg
 
+from rag_sft import settings
 from rag_sft.assets.partitions import daily_partitions
-from rag_sft.core.automation import DEFAULT_LAG, LatestRun, day_closed_by, schedule_cron
+from rag_sft.core.automation import LatestRun, day_closed_by, schedule_cron
 from rag_sft.jobs import DAILY_JOB, FINGERPRINT_TAG, daily_sft_job
 from rag_sft.resources import EventSource, Warehouse
 
-# Read when the definitions load, like the other automation settings.
-DAILY_LAG_ENV = "RAG_SFT_DAILY_LAG_MINUTES"
-# "off" loads the schedule and the change sensor stopped (start them in the UI); default "on".
-AUTOMATION_ENV = "RAG_SFT_AUTOMATION"
-AUTOMATION_ON = os.environ.get(AUTOMATION_ENV, "on").lower() != "off"
-
-
-def daily_lag() -> timedelta:
-    value = os.environ.get(DAILY_LAG_ENV)
-    return timedelta(minutes=float(value)) if value else DEFAULT_LAG
+# Read when the definitions load, like the other automation settings. "off" loads the schedule
+# and the change sensor stopped (start them in the UI).
+AUTOMATION_ON = settings.AUTOMATION.value()
 
 
 def latest_day_run(instance: dg.DagsterInstance, day: date) -> LatestRun | None:
@@ -35,7 +28,7 @@ def latest_day_run(instance: dg.DagsterInstance, day: date) -> LatestRun | None:
     return LatestRun(runs[0].tags.get(FINGERPRINT_TAG)) if runs else None
 
 
-LAG = daily_lag()
+LAG = settings.DAILY_LAG_MINUTES.value()
 
 
 @dg.schedule(
@@ -43,7 +36,7 @@ LAG = daily_lag()
     cron_schedule=schedule_cron(LAG),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING if AUTOMATION_ON else dg.DefaultScheduleStatus.STOPPED,
-    description=f"Materializes each UTC day once it has closed, {LAG} after midnight ({DAILY_LAG_ENV}).",
+    description=f"Materializes each UTC day once it has closed, {LAG} after midnight ({settings.DAILY_LAG_MINUTES.variable}).",
 )
 def daily_sft_schedule(context: dg.ScheduleEvaluationContext, event_source: EventSource, warehouse: Warehouse):
     day = day_closed_by(context.scheduled_execution_time, LAG)

@@ -7,24 +7,22 @@ its latest run was launched for. Run keys are (day, fingerprint): a re-evaluated
 the same runs, which Dagster launches once.
 """
 
-import os
 from datetime import UTC, date, datetime
 
 import dagster as dg
 
+from rag_sft import settings
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core.automation import ChangeCursor, changed_days_to_request
 from rag_sft.jobs import FINGERPRINT_TAG, daily_sft_job
 from rag_sft.resources import EventSource, Warehouse
 from rag_sft.schedules.daily import AUTOMATION_ON, LAG, latest_day_run
 
-SOURCE_SENSOR_INTERVAL_ENV = "RAG_SFT_SOURCE_SENSOR_INTERVAL_S"
-
 
 @dg.sensor(
     job=daily_sft_job,
     default_status=dg.DefaultSensorStatus.RUNNING if AUTOMATION_ON else dg.DefaultSensorStatus.STOPPED,
-    minimum_interval_seconds=int(os.environ.get(SOURCE_SENSOR_INTERVAL_ENV, "60")),
+    minimum_interval_seconds=settings.SOURCE_SENSOR_INTERVAL_S.value(),
     description="Re-materializes a closed day when new or changed events arrive for it, and closed days that never ran.",
 )
 def source_change_sensor(context: dg.SensorEvaluationContext, event_source: EventSource, warehouse: Warehouse):

@@ -8,27 +8,25 @@ pending dataset.
 """
 
 import json
-import os
 from collections import Counter
 
 import dagster as dg
 import msgspec
 
+from rag_sft import settings
 from rag_sft.assets.training import DATASET_TAG, NAIVE_OPT_IN, lora_adapter, model_evaluation, training_dataset
 from rag_sft.core import corrections, trigger
 from rag_sft.io.registry.corrections import read_corrections
 from rag_sft.io.state.export_ledger import update_ledger
 from rag_sft.io.state.training_ledger import TrainingLedger, trained_sample_ids
 from rag_sft.io.storage.location import open_lines
-from rag_sft.jobs import TRAINING_QUEUE_ENV, executor_choice, training_executor
+from rag_sft.jobs import executor_choice, training_executor
 from rag_sft.resources import LoraTraining, Warehouse
 
 TRAINING_JOB = "lora_training_job"
-# Seconds between the daemon's evaluations (read when the definitions load, like the resources).
-SENSOR_INTERVAL_ENV = "RAG_SFT_SENSOR_INTERVAL_S"
 
 # Training runs where the GPU is. On Celery its steps go to a queue of their own
-# (RAG_SFT_TRAINING_QUEUE, rag_sft/jobs.py) that the GPU machine's worker takes. On Kubernetes the
+# (RAG_SFT_TRAINING_QUEUE, rag_sft/settings.py) that the GPU machine's worker takes. On Kubernetes the
 # K8sRunLauncher (deploy/k8s) gives the run's pod these settings: one GPU, on nodes labelled
 # rag-sft/pool=gpu (tainted for GPU work); the whole run (dataset snapshot, training,
 # evaluation) is that pod. Other run launchers ignore the tag.
@@ -50,14 +48,15 @@ lora_training_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets(training_dataset, lora_adapter, model_evaluation),
     description="Snapshot the exportable days, train a LoRA adapter, evaluate it and gate its promotion.",
     tags={GPU_POD_TAG: json.dumps(GPU_POD), TRAINING_RUN_TAG: "lora"},
-    executor_def=training_executor(executor_choice(), os.environ.get(TRAINING_QUEUE_ENV, "")),
+    executor_def=training_executor(executor_choice(), settings.TRAINING_QUEUE.value()),
 )
 
 
 @dg.sensor(
     job=lora_training_job,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=int(os.environ.get(SENSOR_INTERVAL_ENV, "30")),
+    # Seconds between the daemon's evaluations, read when the definitions load.
+    minimum_interval_seconds=settings.SENSOR_INTERVAL_S.value(),
     description="Requests lora_training_job when the exportable days hold N samples not trained on yet.",
 )
 def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: LoraTraining, warehouse: Warehouse):

@@ -22,6 +22,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from rag_sft import settings
+
 
 class PostgresUnavailable(RuntimeError):
     pass
@@ -77,11 +79,11 @@ class PostgresServer:
     def env(self, database: str) -> dict[str, str]:
         """The variables the documented dagster.yaml (deploy/dagster-postgres.yaml) reads."""
         return {
-            "RAG_SFT_PG_HOST": self.host,
-            "RAG_SFT_PG_PORT": str(self.port),
-            "RAG_SFT_PG_USER": self.user,
-            "RAG_SFT_PG_PASSWORD": self.password,
-            "RAG_SFT_PG_DB": database,
+            settings.PG_HOST.variable: self.host,
+            settings.PG_PORT.variable: str(self.port),
+            settings.PG_USER.variable: self.user,
+            settings.PG_PASSWORD.variable: self.password,
+            settings.PG_DB.variable: database,
         }
 
     def create_database(self, name: str) -> str:
