@@ -115,8 +115,8 @@ def materialize_day(
         if not evaluation.passed:
             blocking = evaluation.severity == dg.AssetCheckSeverity.ERROR
             (report.held_back if blocking else report.warnings).append(evaluation.description or evaluation.check_name)
-    # A day held back fails its sft_jsonl step on purpose (docs/checks.md, "Held back: failed, on
-    # purpose"): that failure is the gate working, reported as held back; any other is a crash.
+    # A day held back fails its sft_jsonl step on purpose: that failure is the gate working,
+    # reported as held back; any other is a crash (docs/checks.md, "Held back: failed, on purpose").
     failures = _step_failures(result)
     held_back = [event for event in failures if is_held_back(event.event_specific_data.user_failure_data)]
     if held_back and not report.held_back:  # sft_jsonl alone: the reason is in the failure
