@@ -38,12 +38,19 @@ def latest_day_run(instance: dg.DagsterInstance, day: date) -> LatestRun | None:
 LAG = daily_lag()
 
 
+def _clock(lag: timedelta) -> str:
+    minutes = int(lag.total_seconds()) // 60
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
 @dg.schedule(
     job=daily_sft_job,
     cron_schedule=schedule_cron(LAG),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING if AUTOMATION_ON else dg.DefaultScheduleStatus.STOPPED,
-    description=f"Materializes each UTC day once it has closed, {LAG} after midnight ({DAILY_LAG_ENV}).",
+    description=f"Materializes each UTC day (the partition of daily_sft_job named by the day) once it has closed: "
+    f"daily at {_clock(LAG)} UTC, midnight plus a {int(LAG.total_seconds()) // 60}-minute lag for stragglers "
+    f"({DAILY_LAG_ENV}).",
 )
 def daily_sft_schedule(context: dg.ScheduleEvaluationContext, event_source: EventSource, warehouse: Warehouse):
     day = day_closed_by(context.scheduled_execution_time, LAG)
