@@ -412,9 +412,15 @@ class ExportChecks(dg.ConfigurableResource):
     min_records_for_label_mix: int = Field(
         default=50, ge=1, description="A day (or trailing window) with fewer exported records is not compared."
     )
-    confidence_severity: Literal["ERROR", "WARN"] = Field(default="ERROR", description="Severity of a confidence failure.")
+    confidence_severity: Literal["ERROR", "WARN"] = Field(
+        default="ERROR",
+        description="Severity of a confidence failure: ERROR holds the day back (no JSONL; sft_jsonl and the run "
+        "fail, on purpose); WARN exports it, flagged.",
+    )
     export_format_severity: Literal["ERROR", "WARN"] = Field(
-        default="ERROR", description="Severity of a malformed JSONL line."
+        default="ERROR",
+        description="Severity of a malformed JSONL line: ERROR holds the day back (the file is not published; "
+        "sft_jsonl and the run fail, on purpose); WARN publishes it, flagged.",
     )
 
     def settings(self, min_confidence: float) -> CheckSettings:

@@ -45,8 +45,9 @@ def _chunks_of_group(group: RowGroup, columns: list[str], day: str, exports: Tra
 SFT_JSONL = dg.AssetKey("sft_jsonl")
 
 
-# A multi-asset only for `can_subset`: it makes the format check's result optional, so a
-# held-back day (no file to check) leaves the check not evaluated instead of failing the step.
+# A multi-asset only for `can_subset`: it makes the format check's result optional. A held-back
+# day yields neither: the step fails on purpose (`export_gate.not_published`), so no day is left
+# with a skipped optional output (which backfills count as failed since Dagster 1.13.22 anyway).
 @dg.multi_asset(
     specs=[
         dg.AssetSpec(
@@ -55,7 +56,8 @@ SFT_JSONL = dg.AssetKey("sft_jsonl")
             group_name="export",
             kinds={"json"},
             description="Daily SFT JSON Lines (prompt, completion, label, confidence, score, weights, lineage), "
-            "published only when its format check passes and sft_records did not hold the day back; preference "
+            "published only when its format check passes and sft_records did not hold the day back; a held-back "
+            "day is not materialized: the step fails on purpose, saying why, so the day reads Failed. Preference "
             "pairs beside it for LLM-corrected days, and the trainer formats chosen in trainer_exports.",
             owners=DATA_OWNERS,
             code_version=PIPELINE_CODE_VERSION,
@@ -80,8 +82,7 @@ def sft_jsonl(
     # disagree). Materializing sft_jsonl alone must not publish what the checks held back.
     reasons = hold_back_reasons(context.instance, day)
     if reasons:
-        yield _held_back(context, warehouse, reasons)
-        return
+        raise _held_back(context, warehouse, reasons)
     folder = warehouse.export_dir(day)
     paths = {
         RECORDS: warehouse.jsonl_path(day),
@@ -104,7 +105,7 @@ def sft_jsonl(
         report = check_jsonl_file(staged[RECORDS].path, day, warehouse.worker_count())
         verdict = checks.export_format_verdict(report, export_checks.export_format_severity)
         if verdict.holds_back:
-            export_gate.hold_back(context, warehouse, [verdict])
+            reasons = export_gate.hold_back(context, warehouse, [verdict])
         else:
             for name, file in staged.items():
                 if name == PREFERENCES and not lines[PREFERENCES]:
@@ -114,18 +115,21 @@ def sft_jsonl(
             if ALPACA in trainer_exports.formats:
                 info = llama_factory_dataset_info([(f"rag_sft_{day}", file_name(ALPACA))])
                 (folder / "dataset_info.json").write_bytes(orjson.dumps(info, option=orjson.OPT_INDENT_2))
-    yield dg.MaterializeResult(metadata=_export_metadata(lines, sizes[RECORDS], staged, paths, verdict, trainer_exports.formats))
+    if verdict.holds_back:
+        yield export_gate.check_result(verdict)  # recorded as evaluated (failed), then the step fails
+        raise export_gate.not_published(context, checks.EXPORT_FORMAT, reasons)
+    yield dg.MaterializeResult(metadata=_export_metadata(lines, sizes[RECORDS], staged, paths, trainer_exports.formats))
     yield export_gate.check_result(verdict)
 
 
-def _export_metadata(lines: Counter, records_size: tuple[int, str], staged: dict, paths: dict, verdict, formats) -> dict:
-    """sft_jsonl's numbers for the UI, and the paths of what it published."""
+def _export_metadata(lines: Counter, records_size: tuple[int, str], staged: dict, paths: dict, formats) -> dict:
+    """sft_jsonl's numbers for the UI, and the paths of what it published (a held-back day has none)."""
     size, sha256 = records_size
     published = staged[RECORDS].published
     metadata = {
         "dagster/row_count": lines[RECORDS],
         "published": published,
-        "export": export_status(verdict.description if verdict.holds_back else ""),
+        "export": export_status(""),
         "bytes": size,
         "size": humanized_bytes(size),
         "sha256": sha256,
@@ -140,19 +144,22 @@ def _export_metadata(lines: Counter, records_size: tuple[int, str], staged: dict
     return metadata
 
 
-def _held_back(context: dg.AssetExecutionContext, warehouse: Warehouse, reasons: str) -> dg.MaterializeResult:
-    """The day as its latest sft_records evaluation left it: held back, nothing published
-    (its exports withdrawn again, in case a file came back since). The format check is not
-    evaluated: there is no file to read; Dagster shows it as skipped for the day."""
+def _held_back(context: dg.AssetExecutionContext, warehouse: Warehouse, reasons: str) -> dg.Failure:
+    """The day as its latest sft_records evaluation left it: held back, nothing published (its
+    exports withdrawn again, in case a file came back since); the Failure to raise. The format
+    check is not evaluated: there is no file to read."""
     day = context.partition_key
     warehouse.withdraw_exports(day)
-    context.log.warning(
-        f"{day} is held back by its latest sft_records evaluation: {reasons}. Nothing was written; re-materialize "
-        "sft_records once the day passes (or with the check's severity at WARN) to publish it."
-    )
-    return dg.MaterializeResult(
-        metadata={"dagster/row_count": 0, "published": False, "export": export_status(reasons), "bytes": 0, "size": humanized_bytes(0)}
-    )
+    records = dg.AssetRecordsFilter(asset_key=dg.AssetKey("sft_records"), asset_partitions=[day])
+    latest = context.instance.fetch_materializations(records, limit=1).records[0]
+    held_back_by = _held_back_by(context.instance, latest.run_id) or "its checks"
+    return export_gate.not_published(context, held_back_by, reasons)
+
+
+def _held_back_by(instance: dg.DagsterInstance, run_id: str) -> str:
+    """The checks that held the day back in the run of its latest sft_records materialization."""
+    run = instance.get_run_by_id(run_id)
+    return run.tags.get(export_gate.HELD_BACK_TAG, "") if run else ""
 
 
 def _remove_stale(folder: Location, keep: list[Location]) -> None:

@@ -7,11 +7,15 @@ evaluation belongs to its day: the specs carry the daily partitions (a preview A
 is stored without a partition beside a phantom "Skipped" row for the day, and a held-back day
 turns green again after the next passing run).
 
-The gate is the project's own, not Dagster's `blocking`: a blocking failure fails the step, so
-`sft_jsonl` never runs and its `export_format` check reads "Execution failed" on a day it was
-never evaluated. Here a failure at ERROR holds the day back: its exports are withdrawn, the run
-is tagged `rag_sft/held_back=<checks>`, and `sft_jsonl` materializes the day as not published
-(saying why) without evaluating its format (Dagster shows the check as skipped for that day).
+The gate is the project's own, not Dagster's `blocking`: a blocking failure fails the step that
+evaluates the check, so `sft_records` would publish nothing about the day (no counts, no
+`held_back` rows) and `sft_jsonl` would never say why it is missing. Here a failure at ERROR
+holds the day back: `sft_records` materializes the day's rows marked `held_back` with the
+verdict, its exports are withdrawn, the run is tagged `rag_sft/held_back=<checks>` (and is never
+retried by run retries), and `sft_jsonl` fails its step on purpose with a `dg.Failure` that
+carries the reason (`held_back`): the day reads "Failed" wherever Dagster shows status (the
+partitions bars, the catalog, the job's partitions, the runs list), since nothing was shipped
+(docs/checks.md, "Held back: failed, on purpose").
 """
 
 from __future__ import annotations
@@ -23,9 +27,15 @@ import dagster as dg
 from rag_sft.assets.metadata import percent
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.core import checks
+from rag_sft.io.state.export_ledger import export_status
 
 # Run tag of a held-back day's run: the checks that held it back (comma-separated).
 HELD_BACK_TAG = "rag_sft/held_back"
+# Dagster's run-retry switch: a held-back run fails on purpose and would fail the same way again.
+_NO_RUN_RETRY = {"dagster/retry_on_asset_or_op_failure": "false"}
+# The metadata entry of sft_jsonl's Failure that says the step failed because the day is held back.
+HELD_BACK_BY = "held_back_by"
+SFT_JSONL = dg.AssetKey("sft_jsonl")
 
 
 def _daily_check(name: str, asset: str, description: str) -> dg.AssetCheckSpec:
@@ -39,7 +49,8 @@ CONFIDENCE = _daily_check(
     checks.CONFIDENCE,
     "sft_records",
     "Every exported record has confidence >= min_confidence; warns when more than max_filtered_share of "
-    "accepted events were filtered for low confidence. At ERROR it holds the day back.",
+    "accepted events were filtered for low confidence. Failing at ERROR (confidence_severity) holds the day back: "
+    "no JSONL, sft_jsonl fails the day on purpose and the run fails; at WARN the day is exported, flagged.",
 )
 LABEL_BALANCE = _daily_check(
     checks.LABEL_BALANCE,
@@ -52,7 +63,9 @@ EXPORT_FORMAT = _daily_check(
     checks.EXPORT_FORMAT,
     "sft_jsonl",
     "Every JSONL line parses, has the record fields with their types, a non-empty prompt and completion, the "
-    "question inside the prompt and the partition's date. Not evaluated on a day sft_records held back.",
+    "question inside the prompt and the partition's date. Failing at ERROR (export_format_severity) holds the day "
+    "back: the file is not published, the step and the run fail; at WARN it is published, flagged. Not evaluated "
+    "on a day sft_records held back (its step fails before: Dagster shows the check's execution failed).",
 )
 
 
@@ -64,8 +77,36 @@ def hold_back(context: dg.AssetExecutionContext, warehouse, verdicts: list[check
     reasons = "; ".join(verdict.description for verdict in verdicts)
     context.log.error(f"{day} is held back from export: {reasons}" + (f" (removed {', '.join(withdrawn)})" if withdrawn else ""))
     held_back_by = ",".join(dict.fromkeys([*_held_back_by(context.run.tags), *(verdict.check for verdict in verdicts)]))
-    context.instance.add_run_tags(context.run_id, {HELD_BACK_TAG: held_back_by})
+    context.instance.add_run_tags(context.run.run_id, {HELD_BACK_TAG: held_back_by, **_NO_RUN_RETRY})
     return reasons
+
+
+def not_published(context: dg.AssetExecutionContext, held_back_by: str, reasons: str) -> dg.Failure:
+    """What `sft_jsonl` raises for a held-back day, once its exports are withdrawn: the record
+    (an observation of `sft_jsonl`: nothing published, why) that the export ledger folds, so an
+    earlier publication of the day no longer counts, and the Failure that makes the day read
+    "Failed" (docs/checks.md, "Held back: failed, on purpose"). No retry: it would fail the same way."""
+    day = context.partition_key
+    context.instance.add_run_tags(context.run.run_id, {HELD_BACK_TAG: held_back_by, **_NO_RUN_RETRY})
+    context.log_event(
+        dg.AssetObservation(SFT_JSONL, partition=day, metadata={"published": False, "export": export_status(reasons)})
+    )
+    return dg.Failure(
+        description=f"{day} is held back from export by {held_back_by}, on purpose: {reasons}. Nothing was published; "
+        "re-materialize the day once it passes (or with the check's severity at WARN) to publish it.",
+        metadata={
+            HELD_BACK_BY: held_back_by,
+            "published": False,
+            "export": export_status(reasons),
+            "dagster/row_count": 0,
+        },
+        allow_retries=False,
+    )
+
+
+def is_held_back(user_failure_data) -> bool:
+    """Whether a step failure (its `user_failure_data`, None for a crash) is a day held back."""
+    return user_failure_data is not None and HELD_BACK_BY in (user_failure_data.metadata or {})
 
 
 def _held_back_by(tags) -> list[str]:

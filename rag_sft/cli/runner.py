@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from rag_sft.assets.partitions import daily_partitions
+from rag_sft.checks.export_gate import is_held_back
 from rag_sft.io.storage.location import location
 
 if TYPE_CHECKING:
@@ -114,10 +115,20 @@ def materialize_day(
         if not evaluation.passed:
             blocking = evaluation.severity == dg.AssetCheckSeverity.ERROR
             (report.held_back if blocking else report.warnings).append(evaluation.description or evaluation.check_name)
-    if not result.success:
-        report.failure = "; ".join(step_failure_messages(result)) or "run failed"
+    # A day held back fails its sft_jsonl step on purpose: that failure is the gate working,
+    # reported as held back; any other is a crash (docs/checks.md, "Held back: failed, on purpose").
+    failures = _step_failures(result)
+    held_back = [event for event in failures if is_held_back(event.event_specific_data.user_failure_data)]
+    if held_back and not report.held_back:  # sft_jsonl alone: the reason is in the failure
+        report.held_back = [str(event.event_specific_data.user_failure_data.description) for event in held_back]
+    if not result.success and (len(held_back) < len(failures) or not held_back):
+        report.failure = "; ".join(step_failure_messages(result, but=held_back)) or "run failed"
         report.earlier_jsonl = published_jsonl(instance, day)
     return report
+
+
+def _step_failures(result: dg.ExecuteInProcessResult) -> list:
+    return [event for event in result.all_events if event.is_step_failure and event.event_specific_data]
 
 
 def published_jsonl(instance: dg.DagsterInstance, day: str) -> str | None:
@@ -130,12 +141,12 @@ def published_jsonl(instance: dg.DagsterInstance, day: str) -> str | None:
     return str(path.value) if path is not None and location(str(path.value)).is_file() else None
 
 
-def step_failure_messages(result: dg.ExecuteInProcessResult) -> list[str]:
-    """Why the run's steps failed."""
+def step_failure_messages(result: dg.ExecuteInProcessResult, but: list | None = None) -> list[str]:
+    """Why the run's steps failed (those in `but` left out)."""
     return [
         error_with_causes(event.event_specific_data.error)
-        for event in result.all_events
-        if event.is_step_failure and event.event_specific_data and event.event_specific_data.error
+        for event in _step_failures(result)
+        if event.event_specific_data.error and event not in (but or [])
     ]
 
 

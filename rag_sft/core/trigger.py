@@ -26,6 +26,10 @@ CANCELED = "CANCELED"
 FINISHED = {SUCCESS, FAILURE, CANCELED}
 
 
+# The ledger's watermark of `sft_jsonl` withdrawals (observations), beside those of the assets.
+WITHDRAWN = "sft_jsonl/withdrawn"
+
+
 @dataclass(frozen=True)
 class ExportedDay:
     sha256: str
@@ -37,7 +41,8 @@ class ExportLedger:
     """What the event log says about each day's export, folded in storage-id order.
 
     A day is exportable when its latest `sft_jsonl` materialization published the file and
-    came after the latest `sft_records` materialization, which did not hold the day back.
+    came after the latest `sft_records` materialization, which did not hold the day back, and
+    after the latest withdrawal (an `sft_jsonl` step that held the day back and failed).
     """
 
     after: dict[str, int] = field(default_factory=dict)  # asset -> the last storage id folded in
@@ -50,6 +55,12 @@ class ExportLedger:
         if storage_id >= self.jsonl.get(day, [0])[0]:
             self.jsonl[day] = [storage_id, sha256, records, published]
         self.after["sft_jsonl"] = max(self.after.get("sft_jsonl", 0), storage_id)
+
+    def saw_withdrawal(self, storage_id: int, day: str) -> None:
+        """The day's exports were withdrawn at `storage_id`: nothing of it is published since."""
+        if storage_id >= self.jsonl.get(day, [0])[0]:
+            self.jsonl[day] = [storage_id, "", 0, False]
+        self.after[WITHDRAWN] = max(self.after.get(WITHDRAWN, 0), storage_id)
 
     def saw_records(self, storage_id: int, day: str, exported: bool) -> None:
         if storage_id >= self.records.get(day, [0])[0]:

@@ -5,7 +5,7 @@ a run key per day, visible and pausable in the UI's Schedules tab; content chang
 are the change sensor's (`sensors/source_changes.py`).
 """
 
-from datetime import date
+from datetime import date, timedelta
 
 import dagster as dg
 
@@ -31,12 +31,19 @@ def latest_day_run(instance: dg.DagsterInstance, day: date) -> LatestRun | None:
 LAG = settings.DAILY_LAG_MINUTES.value()
 
 
+def _clock(lag: timedelta) -> str:
+    minutes = int(lag.total_seconds()) // 60
+    return f"{minutes // 60:02d}:{minutes % 60:02d}"
+
+
 @dg.schedule(
     job=daily_sft_job,
     cron_schedule=schedule_cron(LAG),
     execution_timezone="UTC",
     default_status=dg.DefaultScheduleStatus.RUNNING if AUTOMATION_ON else dg.DefaultScheduleStatus.STOPPED,
-    description=f"Materializes each UTC day once it has closed, {LAG} after midnight ({settings.DAILY_LAG_MINUTES.variable}).",
+    description=f"Materializes each UTC day (the partition of daily_sft_job named by the day) once it has closed: "
+    f"daily at {_clock(LAG)} UTC, midnight plus a {int(LAG.total_seconds()) // 60}-minute lag for stragglers "
+    f"({settings.DAILY_LAG_MINUTES.variable}).",
 )
 def daily_sft_schedule(context: dg.ScheduleEvaluationContext, event_source: EventSource, warehouse: Warehouse):
     day = day_closed_by(context.scheduled_execution_time, LAG)

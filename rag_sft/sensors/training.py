@@ -8,7 +8,9 @@ pending dataset.
 """
 
 import json
+import os
 from collections import Counter
+from collections.abc import Mapping
 
 import dagster as dg
 import msgspec
@@ -43,11 +45,21 @@ GPU_POD = {
 # run go at a time (versions and the registry are written under host-local locks).
 TRAINING_RUN_TAG = "rag_sft/training"
 
+
+
+def training_tags(executor: str, environ: Mapping[str, str] = os.environ) -> dict[str, str]:
+    """The training job's tags: the GPU pod settings only where Kubernetes runs it (the k8s
+    executor, or a code server inside a cluster, which sets KUBERNETES_SERVICE_HOST in every
+    pod); a local set-up's runs carry no Kubernetes tag that nothing reads."""
+    on_kubernetes = executor == "k8s" or bool(environ.get("KUBERNETES_SERVICE_HOST"))
+    return {**({GPU_POD_TAG: json.dumps(GPU_POD)} if on_kubernetes else {}), TRAINING_RUN_TAG: "lora"}
+
+
 lora_training_job = dg.define_asset_job(
     TRAINING_JOB,
     selection=dg.AssetSelection.assets(training_dataset, lora_adapter, model_evaluation),
     description="Snapshot the exportable days, train a LoRA adapter, evaluate it and gate its promotion.",
-    tags={GPU_POD_TAG: json.dumps(GPU_POD), TRAINING_RUN_TAG: "lora"},
+    tags=training_tags(executor_choice()),
     executor_def=training_executor(executor_choice(), settings.TRAINING_QUEUE.value()),
 )
 

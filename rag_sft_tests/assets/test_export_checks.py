@@ -1,9 +1,12 @@
 """The export gate on a real instance: a bad day is held back, visibly, and leaves no JSONL."""
 
+import dataclasses
+
 import dagster as dg
 import pandas as pd
 
 from rag_sft_tests.assets.test_pipeline import generate
+from rag_sft_tests.conftest import ALL_ASSETS
 from rag_sft_tests.helpers import HELD_BACK_BY_TEST, event, hold_back_days, write_lines
 
 DAY = "2026-11-19"
@@ -61,27 +64,47 @@ def test_a_jump_of_the_label_mix_against_the_trailing_days_warns_and_the_day_is_
     assert "rag_sft/held_back" not in pipeline.instance.get_run_by_id(result.run_id).tags
 
 
-def test_a_held_back_day_leaves_no_jsonl_and_says_why(pipeline, monkeypatch):
+def _failure(result: dg.ExecuteInProcessResult, step: str):
+    [failure] = [event for event in result.all_events if event.is_step_failure and event.step_key == step]
+    return failure.event_specific_data.user_failure_data
+
+
+def _withdrawals(pipeline, day: str) -> list[dict]:
+    records = pipeline.instance.fetch_observations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("sft_jsonl"), asset_partitions=[day]), limit=10
+    ).records
+    return [{key: value.value for key, value in r.asset_observation.metadata.items()} for r in records]
+
+
+def test_a_held_back_day_leaves_no_jsonl_and_fails_saying_why(pipeline, monkeypatch):
     generate(pipeline, days=[DAY], events_per_day=300)
     pipeline.materialize(DAY)
     assert pipeline.jsonl(DAY).exists()
 
     hold_back_days(monkeypatch)  # a check that fails at ERROR (the label mix never does)
     result = pipeline.materialize(DAY, raise_on_error=False)
-    # The gate worked: the run succeeds, tagged with the checks that held the day back.
-    assert result.success
-    assert pipeline.instance.get_run_by_id(result.run_id).tags["rag_sft/held_back"] == "confidence"
+    # Nothing shipped, so the run fails: sft_jsonl fails its step on purpose, saying why; the run
+    # is tagged with the checks that held the day back and is not retried by run retries.
+    assert not result.success
+    assert pipeline.instance.get_run_by_id(result.run_id).status == dg.DagsterRunStatus.FAILURE
+    tags = pipeline.instance.get_run_by_id(result.run_id).tags
+    assert tags["rag_sft/held_back"] == "confidence" and tags["dagster/retry_on_asset_or_op_failure"] == "false"
+    failure = _failure(result, "sft_jsonl")
+    assert failure.metadata["held_back_by"].value == "confidence" and failure.metadata["published"].value is False
+    assert HELD_BACK_BY_TEST in failure.description and "held back from export" in failure.description
+    assert not [event for event in result.all_events if event.is_step_failure and event.step_key != "sft_jsonl"]
     confidence = pipeline.check(result, "confidence")
     assert not confidence.passed and confidence.severity == dg.AssetCheckSeverity.ERROR
     assert confidence.partition == DAY
     assert not pipeline.jsonl(DAY).exists() and not pipeline.jsonl(DAY).parent.exists()
     records = pipeline.metadata(result, "sft_records")
     assert records["export"] == f"held back: {HELD_BACK_BY_TEST}" and records["day_held_back"] == 1
-    # sft_jsonl says the day is not published and why; its format is not evaluated (no file).
-    export = pipeline.metadata(result, "sft_jsonl")
-    assert (export["published"], export["dagster/row_count"]) == (False, 0) and "path" not in export
-    assert export["export"] == f"held back: {HELD_BACK_BY_TEST}"
+    # sft_jsonl is not materialized (the partition reads Failed); its withdrawal is observed, and
+    # its format is not evaluated (no file).
+    assert "sft_jsonl" not in {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert _withdrawals(pipeline, DAY)[0] == {"published": False, "export": f"held back: {HELD_BACK_BY_TEST}"}
     assert "export_format" not in {evaluation.check_name for evaluation in result.get_asset_check_evaluations()}
+    assert not [line for line in _log_messages(pipeline, result.run_id) if "expected outputs" in line]
 
     # Visible on the instance as the latest evaluation of the check, with the reason.
     key = dg.AssetCheckKey(dg.AssetKey("sft_records"), "confidence")
@@ -98,16 +121,21 @@ def test_a_held_back_day_leaves_no_jsonl_and_says_why(pipeline, monkeypatch):
     assert rows.loc[rows["status"] == "filtered", "held_back_by"].isna().all()
 
 
+def _log_messages(pipeline, run_id: str) -> list[str]:
+    return [entry.user_message for entry in pipeline.instance.all_logs(run_id)]
+
+
 def test_sft_jsonl_alone_publishes_nothing_for_a_held_back_day_until_the_day_is_fixed(pipeline, monkeypatch):
     generate(pipeline, days=[DAY], events_per_day=300)
     with monkeypatch.context() as patched:
         hold_back_days(patched)
-        pipeline.materialize(DAY)
+        pipeline.materialize(DAY, raise_on_error=False)
 
-        alone = pipeline.materialize(DAY, selection="sft_jsonl")  # one click in the UI
-        export = pipeline.metadata(alone, "sft_jsonl")
-        assert export["published"] is False and HELD_BACK_BY_TEST in export["export"]
-        assert not alone.get_asset_check_evaluations()
+        alone = pipeline.materialize(DAY, selection="sft_jsonl", raise_on_error=False)  # one click in the UI
+        assert not alone.success
+        failure = _failure(alone, "sft_jsonl")
+        assert failure.metadata["held_back_by"].value == "confidence" and HELD_BACK_BY_TEST in failure.description
+        assert not alone.get_asset_check_evaluations() and not alone.get_asset_materialization_events()
         assert not pipeline.jsonl(DAY).parent.exists()  # nothing written
 
     # Fixed (the check passes again): sft_records is re-materialized, then sft_jsonl alone publishes.
@@ -117,6 +145,48 @@ def test_sft_jsonl_alone_publishes_nothing_for_a_held_back_day_until_the_day_is_
     exported = records.asset_materialization.metadata["exported"].value
     assert pipeline.metadata(published, "sft_jsonl")["published"] is True
     assert len(pipeline.jsonl(DAY).read_bytes().splitlines()) == exported > 0
+
+
+def test_a_format_failure_at_error_withdraws_a_published_day_from_the_ledger(pipeline, monkeypatch):
+    from rag_sft.core import checks
+    from rag_sft.core.trigger import ExportLedger
+    from rag_sft.io.state.export_ledger import update_ledger
+
+    generate(pipeline, days=[DAY], events_per_day=300)
+    pipeline.materialize(DAY)
+    assert DAY in update_ledger(pipeline.instance, ExportLedger()).exportable()
+    ledger = update_ledger(pipeline.instance, ExportLedger())  # a sensor's ledger, folded on below
+
+    real = checks.export_format_verdict
+    monkeypatch.setattr(
+        checks, "export_format_verdict", lambda *a: dataclasses.replace(real(*a), passed=False, description="export_format: bad")
+    )
+    alone = pipeline.materialize(DAY, selection="sft_jsonl", raise_on_error=False)  # sft_records untouched
+    assert not alone.success and _failure(alone, "sft_jsonl").metadata["held_back_by"].value == "export_format"
+    evaluation = pipeline.check(alone, "export_format")  # evaluated (failed at ERROR) before the step failed
+    assert not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    assert not pipeline.jsonl(DAY).exists()
+    # The earlier publication no longer counts: not for a new ledger, nor for one folded on.
+    assert DAY not in update_ledger(pipeline.instance, ExportLedger()).exportable()
+    assert DAY not in update_ledger(pipeline.instance, ledger).exportable()
+
+
+def test_make_run_reports_a_held_back_day_as_held_back_and_a_warned_day_as_warned(pipeline, monkeypatch):
+    from rag_sft.cli.runner import format_summary, materialize_day
+    from rag_sft.jobs import DAILY_JOB, daily_sft_job
+
+    job = dg.Definitions(assets=ALL_ASSETS, jobs=[daily_sft_job], resources=pipeline.resources()).resolve_job_def(DAILY_JOB)
+    lines = [event(f"r{n}", score=0.2 if n % 10 < 7 else 0.6, labels=[LABELS[n % 4]]) for n in range(200)]
+    write_lines(pipeline.landing / "e.jsonl", lines)  # mostly low scores: confidence warns
+    warned = materialize_day(job, DAY, pipeline.instance)
+    assert (warned.status, warned.success, warned.failure) == ("warned", True, None)
+
+    hold_back_days(monkeypatch)
+    held = materialize_day(job, DAY, pipeline.instance)
+    assert (held.status, held.failure, held.held_back) == ("held back", None, [HELD_BACK_BY_TEST])
+    assert held.counts["held_back"] > 0 and "sft_jsonl" not in held.paths
+    summary = format_summary([held])
+    assert f"  {DAY}: {HELD_BACK_BY_TEST}" in summary and "Days that failed" not in summary
 
 
 def test_a_small_day_passes_label_balance_with_a_note(pipeline):

@@ -12,7 +12,7 @@ import sys
 import pytest
 import yaml
 
-from rag_sft.sensors.training import GPU_POD_TAG
+from rag_sft.sensors.training import GPU_POD_TAG, training_tags
 from rag_sft_tests.deploy.test_production_setup import REPO
 
 K8S = REPO / "deploy" / "k8s"
@@ -48,7 +48,10 @@ def test_the_training_run_pod_gets_a_gpu_on_the_gpu_pool():
 
     from rag_sft.definitions import defs
 
-    tags = defs.resolve_job_def("lora_training_job").tags
+    assert GPU_POD_TAG not in defs.resolve_job_def("lora_training_job").tags  # a local set-up: no k8s tag
+    assert GPU_POD_TAG not in training_tags("celery", environ={})
+    assert training_tags("in_process", environ={"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) == training_tags("k8s", environ={})
+    tags = training_tags("k8s", environ={})
     user_config = UserDefinedDagsterK8sConfig.from_dict(json.loads(tags[GPU_POD_TAG]))
     job = construct_dagster_k8s_job(
         DagsterK8sJobConfig(job_image="registry.example.com/rag-sft:0.1.0", dagster_home="/opt/dagster/dagster_home"),

@@ -134,16 +134,18 @@ def product(postgres, tmp_path_factory, tiny_base):
 
 
 @contextmanager
-def running_dagster_dev(root: Path, home: Path, data: Path, landing: Path, variables: dict) -> Iterator[Product]:
-    """`dagster dev` (webserver and daemon) over the project's workspace with `variables` set,
-    once its code location has loaded; stopped with its whole process group afterwards."""
+def running_dagster_dev(
+    root: Path, home: Path, data: Path, landing: Path, variables: dict, workspace: Path = REPO / "workspace.yaml"
+) -> Iterator[Product]:
+    """`dagster dev` (webserver and daemon) over the project's workspace (or `workspace`) with
+    `variables` set, once its code location has loaded; stopped with its whole process group afterwards."""
     port = free_port()
     log = root / "dagster-dev.log"
     dagster = Path(sys.executable).with_name("dagster")
     with mock.patch.dict(os.environ, variables), log.open("wb") as log_file:
         process = subprocess.Popen(
             ["env", "--default-signal=INT,TERM", str(dagster), "dev", "-h", "127.0.0.1", "-p", str(port),
-             "-w", str(REPO / "workspace.yaml")],
+             "-w", str(workspace)],
             cwd=REPO, env=dict(os.environ), stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
         instance = dg.DagsterInstance.from_config(str(home))

@@ -10,7 +10,7 @@ from dagster._core.event_api import PartitionKeyFilter
 from dagster._core.storage.asset_check_execution_record import COMPLETED_ASSET_CHECK_EXECUTION_RECORD_STATUSES
 
 from rag_sft.core import checks
-from rag_sft.core.trigger import ExportLedger
+from rag_sft.core.trigger import WITHDRAWN, ExportLedger
 
 _PAGE = 1000
 SFT_RECORDS = dg.AssetKey("sft_records")
@@ -60,7 +60,20 @@ def trailing_label_counts(instance: dg.DagsterInstance, day: str, days: int) -> 
 
 
 def update_ledger(instance: dg.DagsterInstance, ledger: ExportLedger) -> ExportLedger:
-    """Fold in every `sft_records` and `sft_jsonl` materialization newer than the ledger."""
+    """Fold in every `sft_records` and `sft_jsonl` materialization newer than the ledger, and
+    every withdrawal: the observation of `sft_jsonl` (`published: false`) that a held-back day's
+    failed step leaves, so an earlier publication of that day stops counting."""
+    while True:
+        result = instance.fetch_observations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("sft_jsonl"), after_storage_id=ledger.after.get(WITHDRAWN)),
+            limit=_PAGE,
+            ascending=True,
+        )
+        for record in result.records:
+            if not _value(record.asset_observation.metadata.get("published"), True):
+                ledger.saw_withdrawal(record.storage_id, record.partition_key)
+        if not result.has_more:
+            break
     for asset in ("sft_records", "sft_jsonl"):
         while True:
             result = instance.fetch_materializations(
