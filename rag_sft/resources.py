@@ -32,6 +32,8 @@ from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, known_formats, parse_fo
 from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
+from rag_sft.core.similarity import similarity_for
+from rag_sft.core.triage import TriageSettings
 from rag_sft.io.llm.completion_cache import AnswerCache, open_completion_cache, sqlite_cache_path
 from rag_sft.io.sources.landing import LandingFolder
 from rag_sft.io.sources.lines import DEFAULT_LANDING_PATTERN
@@ -70,6 +72,8 @@ JUDGE_STAND_IN_ENV = "RAG_SFT_JUDGE_STAND_IN"
 JUDGE_AUDIT_ENV = "RAG_SFT_JUDGE_AUDIT"
 EVAL_QUESTIONS_ENV = "RAG_SFT_EVAL_QUESTIONS"
 DEFAULT_LLM_MODEL = "gpt-4o-mini"
+TRIAGE_ENV = "RAG_SFT_TRIAGE"
+TRIAGE_SIMILARITY_ENV = "RAG_SFT_TRIAGE_SIMILARITY"
 
 
 def default_data_dir() -> str:
@@ -934,6 +938,82 @@ class Evaluator(dg.ConfigurableResource):
                 judge.close()
 
 
+class Triage(dg.ConfigurableResource):
+    """Which part of the RAG service failed, and the embedding pairs of retrieval faults
+    (docs/spec.md, "Rule 15: Triage" and "Rule 16: Embedding pairs"). How to set the thresholds
+    from a measured baseline: docs/retriever.md, "Thresholds and how to calibrate them"."""
+
+    enabled: bool = Field(
+        default_factory=from_env(TRIAGE_ENV, True, parse_bool),
+        validate_default=True,
+        description="Route each event to generation (SFT), retrieval (embedding pairs), both, or review. Off: "
+        "every event is a generation fault, as before triage. Default: $RAG_SFT_TRIAGE, else true.",
+    )
+    similarity: Literal["wordllama", "off"] = Field(
+        default_factory=from_env(TRIAGE_SIMILARITY_ENV, "wordllama"),
+        validate_default=True,
+        description="The project's own question-passage similarity, used where the evaluator sent no context check "
+        "and to pick positives and hard negatives: 'wordllama' (offline, its weights in the wheel) or 'off' (then "
+        "only the evaluator's checks, the retrieval scores and the labels decide). Default: "
+        "$RAG_SFT_TRIAGE_SIMILARITY, else wordllama.",
+    )
+    min_context_relevance: float = Field(
+        default=0.5, ge=0, le=1,
+        description="The evaluator's context_relevance under this: the passages do not hold the answer (retrieval).",
+    )
+    min_context_precision: float = Field(
+        default=0.5, ge=0, le=1,
+        description="The evaluator's context_precision under this: the answer-bearing passage is ranked under noise.",
+    )
+    min_generation_check: float = Field(
+        default=0.5, ge=0, le=1,
+        description="An evaluator generation check (faithfulness, groundedness, answer_relevancy) under this: "
+        "the answer failed.",
+    )
+    min_similarity: float = Field(
+        default=0.35, ge=-1, le=1,
+        description="A passage at least this similar to the question (the project's similarity) holds the answer: a "
+        "positive; none in the context: retrieval fault.",
+    )
+    max_negative_similarity: float = Field(
+        default=0.25, ge=-1, le=1,
+        description="A passage at most this similar to the question is a hard negative; between this and "
+        "min_similarity a passage is neither.",
+    )
+    min_retrieval_score: float = Field(
+        default=0.0,
+        description="When neither the evaluator nor the similarity judged the context: a top retrieval score under "
+        "this is a retrieval fault. 0: retrieval scores are not used (their scale is the retriever's).",
+    )
+    min_pair_similarity: float = Field(
+        default=0.35, ge=-1, le=1,
+        description="The pair_similarity check warns when a query-positive similarity is under this.",
+    )
+    min_query_length: int = Field(
+        default=5, ge=0,
+        description="Queries shorter than this (characters in Chinese, words in English) are flagged for review.",
+    )
+    max_query_length: int = Field(
+        default=50, ge=1,
+        description="Queries longer than this (characters in Chinese, words in English) are flagged for review.",
+    )
+
+    def settings(self) -> TriageSettings:
+        return TriageSettings(
+            enabled=self.enabled,
+            min_context_relevance=self.min_context_relevance,
+            min_context_precision=self.min_context_precision,
+            min_generation_check=self.min_generation_check,
+            min_similarity=self.min_similarity,
+            max_negative_similarity=self.max_negative_similarity,
+            min_retrieval_score=self.min_retrieval_score,
+        )
+
+    def similarity_function(self, max_chars: int = 500):
+        """The similarity `similarity` names (None for off), passages cut to `max_chars`."""
+        return similarity_for(self.similarity, max_chars)
+
+
 def default_resources() -> dict:
     """Every resource with its defaults: the environment's settings come from the fields themselves."""
     return {
@@ -945,4 +1025,5 @@ def default_resources() -> dict:
         "trainer_exports": TrainerExports(),
         "lora_training": LoraTraining(),
         "evaluator": Evaluator(),
+        "triage": Triage(),
     }

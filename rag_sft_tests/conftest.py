@@ -17,6 +17,7 @@ from rag_sft.resources import (
     LoraTraining,
     SftRules,
     TrainerExports,
+    Triage,
     Warehouse,
 )
 
@@ -77,6 +78,7 @@ class Pipeline:
             "sft_rules": SftRules(**rules),
             "export_checks": ExportChecks(**(checks or {})),
             "completions": completions or Completions(),
+            "triage": Triage(),
         }
 
     def materialize(
