@@ -4,6 +4,7 @@ import dagster as dg
 
 from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
+from rag_sft.assets.pairs import embedding_pairs
 from rag_sft.assets.samples import annotated_samples, sft_records
 from rag_sft.assets.training import lora_adapter, model_evaluation, training_dataset
 from rag_sft.assets.versions import sft_dataset_version
@@ -22,6 +23,7 @@ defs = dg.Definitions(
         annotated_samples,
         sft_records,
         sft_jsonl,
+        embedding_pairs,
         sft_dataset_version,
         training_dataset,
         lora_adapter,

@@ -6,6 +6,7 @@ from rag_sft import settings
 
 from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
+from rag_sft.assets.pairs import embedding_pairs
 from rag_sft.assets.samples import annotated_samples, sft_records
 
 DAILY_JOB = "daily_sft_job"
@@ -57,7 +58,7 @@ def _celery_executor(name: str, queue: str) -> dg.ExecutorDefinition:
 
 daily_sft_job = dg.define_asset_job(
     DAILY_JOB,
-    selection=dg.AssetSelection.assets(raw_events, annotated_samples, sft_records, sft_jsonl),
-    description="One day from quality events to the SFT JSONL.",
+    selection=dg.AssetSelection.assets(raw_events, annotated_samples, sft_records, sft_jsonl, embedding_pairs),
+    description="One day from quality events to the SFT JSONL and the embedding pairs.",
     executor_def=daily_executor(executor_choice()),
 )

@@ -35,6 +35,8 @@ from rag_sft.core.exports import DEFAULT_SYSTEM_MESSAGE, known_formats
 from rag_sft.core.llm import DEFAULT_SYSTEM_PROMPT, LlmSettings, RetryPolicy
 from rag_sft.core.names import day_name
 from rag_sft.core.rules import RuleSettings
+from rag_sft.core.similarity import similarity_for
+from rag_sft.core.triage import TriageSettings
 from rag_sft.io.llm.completion_cache import AnswerCache, open_completion_cache, sqlite_cache_path
 from rag_sft.io.sources.landing import LandingFolder
 from rag_sft.io.sources.lines import DEFAULT_LANDING_PATTERN
@@ -764,6 +766,70 @@ class Evaluator(dg.ConfigurableResource):
                 judge.close()
 
 
+class Triage(dg.ConfigurableResource):
+    """Which part of the RAG service failed, and the embedding pairs of retrieval faults
+    (docs/spec.md, "Rule 15: Triage" and "Rule 16: Embedding pairs"). How to set the thresholds
+    from a measured baseline: docs/retriever.md, "Thresholds and how to calibrate them"."""
+
+    enabled: bool = settings.TRIAGE.field(validate_default=True)
+    similarity: Literal["wordllama", "off"] = settings.TRIAGE_SIMILARITY.field(validate_default=True)
+    min_context_relevance: float = Field(
+        default=0.5, ge=0, le=1,
+        description="The evaluator's context_relevance under this: the passages do not hold the answer (retrieval).",
+    )
+    min_context_precision: float = Field(
+        default=0.5, ge=0, le=1,
+        description="The evaluator's context_precision under this: the answer-bearing passage is ranked under noise.",
+    )
+    min_generation_check: float = Field(
+        default=0.5, ge=0, le=1,
+        description="An evaluator generation check (faithfulness, groundedness, answer_relevancy) under this: "
+        "the answer failed.",
+    )
+    min_similarity: float = Field(
+        default=0.35, ge=-1, le=1,
+        description="A passage at least this similar to the question (the project's similarity) holds the answer: a "
+        "positive; none in the context: retrieval fault.",
+    )
+    max_negative_similarity: float = Field(
+        default=0.25, ge=-1, le=1,
+        description="A passage at most this similar to the question is a hard negative; between this and "
+        "min_similarity a passage is neither.",
+    )
+    min_retrieval_score: float = Field(
+        default=0.0,
+        description="When neither the evaluator nor the similarity judged the context: a top retrieval score under "
+        "this is a retrieval fault. 0: retrieval scores are not used (their scale is the retriever's).",
+    )
+    min_pair_similarity: float = Field(
+        default=0.35, ge=-1, le=1,
+        description="The pair_similarity check warns when a query-positive similarity is under this.",
+    )
+    min_query_length: int = Field(
+        default=5, ge=0,
+        description="Queries shorter than this (characters in Chinese, words in English) are flagged for review.",
+    )
+    max_query_length: int = Field(
+        default=50, ge=1,
+        description="Queries longer than this (characters in Chinese, words in English) are flagged for review.",
+    )
+
+    def settings(self) -> TriageSettings:
+        return TriageSettings(
+            enabled=self.enabled,
+            min_context_relevance=self.min_context_relevance,
+            min_context_precision=self.min_context_precision,
+            min_generation_check=self.min_generation_check,
+            min_similarity=self.min_similarity,
+            max_negative_similarity=self.max_negative_similarity,
+            min_retrieval_score=self.min_retrieval_score,
+        )
+
+    def similarity_function(self, max_chars: int = 500):
+        """The similarity `similarity` names (None for off), passages cut to `max_chars`."""
+        return similarity_for(self.similarity, max_chars)
+
+
 def default_resources() -> dict:
     """Every resource with its defaults: the environment's settings come from the fields themselves.
     One set for every deployment: local (`make run`, `make ui`) and production (deploy/) differ only
@@ -777,4 +843,5 @@ def default_resources() -> dict:
         "trainer_exports": TrainerExports(),
         "lora_training": LoraTraining(),
         "evaluator": Evaluator(),
+        "triage": Triage(),
     }

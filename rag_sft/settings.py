@@ -208,6 +208,22 @@ NEAR_DUPLICATES = Setting(
     default=True, parse=parse_bool,
 )
 
+# Triage (docs/retriever.md): which part of the RAG service failed.
+TRIAGE = Setting(
+    "RAG_SFT_TRIAGE", "triage.enabled",
+    "Route each event to generation (SFT), retrieval (embedding pairs), both, or review. Off: every event is a "
+    "generation fault, as before triage. true/false, 1/0, yes/no, on/off.",
+    default=True, parse=parse_bool,
+)
+TRIAGE_SIMILARITY = Setting(
+    "RAG_SFT_TRIAGE_SIMILARITY", "triage.similarity",
+    "The project's own question-passage similarity, used where the evaluator sent no context check and to pick "
+    "positives and hard negatives: 'off' (the evaluator's checks, the retrieval scores and the labels decide) or "
+    "'wordllama' (offline, its weights in the wheel; about 135 events/s on 2 cores, and blind to Chinese: its "
+    "tokenizer spells Chinese characters as bytes, so use it for English traffic).",
+    default="off",
+)
+
 # Corrected answers (the completions resource): the openai client's own variables, so a user's usual
 # environment just works.
 COMPLETION_STRATEGY = Setting(

@@ -17,6 +17,7 @@ from rag_sft.resources import (
     LoraTraining,
     SftRules,
     TrainerExports,
+    Triage,
     Warehouse,
 )
 
@@ -77,6 +78,9 @@ class Pipeline:
             "sft_rules": SftRules(**rules),
             "export_checks": ExportChecks(**(checks or {})),
             "completions": completions or Completions(),
+            # Off: the other rules' tests keep their made-up passages for SFT (a passage unrelated to its
+            # question is a retrieval fault); rag_sft_tests/assets/test_embedding_pairs.py turns it on.
+            "triage": Triage(enabled=False),
         }
 
     def materialize(

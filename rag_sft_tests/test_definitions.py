@@ -14,12 +14,13 @@ def test_definitions_load_with_every_asset_check_job_and_sensor():
     keys = {key.to_user_string() for key in graph.get_all_asset_keys()}
     assert keys == {
         "raw_events", "rejected_events", "annotated_samples", "sft_records", "sft_jsonl", "sft_dataset_version",
-        "training_dataset", "lora_adapter", "model_evaluation",
+        "training_dataset", "lora_adapter", "model_evaluation", "embedding_pairs", "retrieval_gaps",
     }
     checks = {(key.asset_key.to_user_string(), key.name) for key in graph.asset_check_keys}
     assert checks == {
         ("sft_records", "confidence"), ("sft_records", "label_balance"), ("sft_jsonl", "export_format"),
         ("training_dataset", "train_label_balance"), ("training_dataset", "eval_leakage"),
+        ("embedding_pairs", "pair_similarity"), ("embedding_pairs", "query_length"), ("embedding_pairs", "pairs_disjoint"),
     }  # fmt: skip
     assert definitions.defs.resolve_job_def("lora_training_job") is not None
     for name in ("lora_training_sensor", "source_change_sensor"):

@@ -21,6 +21,8 @@ from rag_sft.assets.metadata import (
 from rag_sft.assets.partitions import daily_partitions
 from rag_sft.checks import export_gate
 from rag_sft.core import near_duplicates, pii, rules, samples, tables
+from rag_sft.core import triage as triage_core
+from rag_sft.core.invariants import require
 from rag_sft.core.parallel import ordered_map
 from rag_sft.core.records import RecordsTally, value_counts
 from rag_sft.io.state.export_ledger import export_status, trailing_label_counts
@@ -38,7 +40,7 @@ from rag_sft.io.storage.warehouse import (
     row_groups,
 )
 from rag_sft.lost_state import require_state_describes_data
-from rag_sft.resources import Completions, ExportChecks, SftRules, Warehouse
+from rag_sft.resources import Completions, ExportChecks, SftRules, Triage, Warehouse
 
 
 def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
@@ -65,9 +67,12 @@ def confidence_summary(values: list[pa.Array]) -> dict[str, float | None]:
     owners=DATA_OWNERS,
     code_version=PIPELINE_CODE_VERSION,
 )
-def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules):
+def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, sft_rules: SftRules, triage: Triage):
     day = context.partition_key
     settings = sft_rules.settings()
+    triage_settings, similarity = triage.settings(), triage.similarity_function(sft_rules.doc_max_chars)
+    routes: Counter = Counter()
+    route_reasons: Counter = Counter()
     labels: Counter = Counter()
     languages: Counter = Counter()
     confidences: list[pa.Array] = []
@@ -76,16 +81,23 @@ def annotated_samples(context: dg.AssetExecutionContext, warehouse: Warehouse, s
         warehouse.table_dir("annotated_samples"), day, tables.ANNOTATED_SAMPLES, warehouse.parquet_compression, tables.FREE_TEXT
     ) as writer:
         groups = row_groups(warehouse.table_dir("raw_events"), day)
-        for _, (batch, found) in ordered_map(_annotate_group, groups, warehouse.worker_count(), settings, threads=True):
+        for _, (batch, found) in ordered_map(
+            _annotate_group, groups, warehouse.worker_count(), settings, triage_settings, similarity, threads=True
+        ):
             writer.write(batch)
+            routes.update(value_counts(batch.column("route")))
+            route_reasons.update(triage_core.reason_counts(batch))
             personal_data.update(found)
             labels.update(value_counts(batch.column("label")))
             languages.update(value_counts(batch.column("language")))
             confidences.append(batch.column("confidence"))
         path = writer.commit()
+    # Every accepted event has exactly one route (docs/retriever.md, "How the counts add up").
+    require(sum(routes.values()) == writer.rows, f"{day}: routes {dict(routes)} do not add up to {writer.rows} samples")
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": writer.rows,
+            **triage_metadata(routes, route_reasons, triage_settings.enabled, triage.similarity),
             "label_distribution": count_table(labels, "label"),
             "languages": count_table(languages, "language"),
             **stat_numbers("confidence", confidence_summary(confidences)),
@@ -176,10 +188,30 @@ def sft_records(
         yield export_gate.check_result(verdict)
 
 
+def triage_metadata(routes: Counter, reasons: Counter, enabled: bool, similarity: str) -> dict:
+    """The day's routes (docs/spec.md, "Rule 15: Triage"): a count per route (plottable, every
+    route listed), and the reasons, by route."""
+    return {
+        "triage": "on" if enabled else "off",
+        "triage_similarity": similarity,
+        **{f"route/{route}": int(routes.get(route, 0)) for route in triage_core.ROUTES},
+        "routes": count_table(routes, "route"),
+        "route_reasons": dg.MetadataValue.table(
+            records=[
+                dg.TableRecord({"route": route, "reason": reason, "count": count})
+                for (route, reason), count in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
+            ],
+            schema=dg.TableSchema(
+                columns=[dg.TableColumn("route", "string"), dg.TableColumn("reason", "string"), dg.TableColumn("count", "int")]
+            ),
+        ),
+    }
+
+
 def _label_weights(day: str, annotated_dir: Location, set_aside, batch_size: int, settings) -> dict[str, float]:
     """Label weights depend on the whole day's label counts, so count first (few columns)."""
     eligible_labels: Counter = Counter()
-    for batch in read_batches(annotated_dir, day, ["sample_id", "label", "confidence"], batch_size):
+    for batch in read_batches(annotated_dir, day, ["sample_id", "label", "confidence", "route"], batch_size):
         eligible_labels.update(tables.exported_label_counts(tables.without(batch, set_aside), settings))
     return samples.label_weights_for(eligible_labels, settings)
 
@@ -210,6 +242,9 @@ def _records_metadata(
         "filtered": tally.filtered,
         "held_back": held_back_count,
         "filter_reasons": count_table(tally.filter_reasons, "reason"),
+        # Every record's triage route; retrieval and review ones are filtered as triage_retrieval / triage_review.
+        **{f"route/{route}": int(tally.routes.get(route, 0)) for route in triage_core.ROUTES},
+        "routes": count_table(tally.routes, "route"),
         # What the checks judged: the exported records, or those a hold-back kept back.
         "day_held_back": int(held_back),  # 0/1: plots as a series of held-back days
         "filtered_share_pct": percent(tally.filtered / rows) if rows else 0.0,
@@ -240,12 +275,15 @@ def _records_metadata(
 
 
 # Each thread reads its own row group (Parquet decoding releases the GIL too).
-def _annotate_group(group: RowGroup, settings) -> tuple[pa.RecordBatch, Counter]:
-    return tables.annotate_and_redact(group.read(), settings)
+def _annotate_group(group: RowGroup, settings, triage_settings, similarity) -> tuple[pa.RecordBatch, Counter]:
+    annotated, found = tables.annotate_and_redact(group.read(), settings)
+    return tables.with_triage(annotated, triage_settings, similarity), found
 
 
 def _signatures_of_group(group: RowGroup, settings) -> tuple[list[str], np.ndarray]:
-    return near_duplicates.batch_signatures(group.read(near_duplicates.SIGNATURE_COLUMNS), settings.min_confidence)
+    # Only the samples triage sends to SFT: a retrieval fault must not stand in for a question's SFT sample.
+    batch = triage_core.for_sft(group.read([*near_duplicates.SIGNATURE_COLUMNS, "route"]))
+    return near_duplicates.batch_signatures(batch, settings.min_confidence)
 
 
 def _records_of_group(group: RowGroup, settings, strategy, label_weights, set_aside) -> pa.RecordBatch:

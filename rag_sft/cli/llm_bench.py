@@ -44,7 +44,7 @@ def run_llm_bench(samples: int, latency: float, concurrency: int, workdir: Path 
     from rag_sft.assets.ingest import raw_events
     from rag_sft.assets.samples import annotated_samples, sft_records
     from rag_sft.cli.runner import QUIET_RUN_CONFIG
-    from rag_sft.resources import Completions, EventSource, ExportChecks, SftRules, Warehouse
+    from rag_sft.resources import Completions, EventSource, ExportChecks, SftRules, Triage, Warehouse
 
     root = workdir or Path(tempfile.mkdtemp(prefix="rag_sft_llm_bench_"))
     day: date = recent_days(1)[0]
@@ -58,6 +58,7 @@ def run_llm_bench(samples: int, latency: float, concurrency: int, workdir: Path 
             # Every accepted event becomes a sample that needs a correction.
             "sft_rules": SftRules(min_confidence=0.0),
             "export_checks": ExportChecks(confidence_severity="WARN"),
+            "triage": Triage(enabled=False),  # no sample goes to retrieval: every one needs a correction
         }
         with dg.instance_for_test() as instance:
             dg.materialize([raw_events, annotated_samples], partition_key=day.isoformat(), instance=instance,

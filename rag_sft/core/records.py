@@ -10,12 +10,15 @@ from dataclasses import dataclass, field
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rag_sft.core import checks, rules, samples
+from rag_sft.core import checks, rules, samples, triage
 from rag_sft.core.invariants import require
 
 
 def value_counts(array: pa.Array) -> dict[str, int]:
     return {item["values"].as_py(): item["counts"].as_py() for item in pc.value_counts(array)}
+
+
+UNTRIAGED = "untriaged"  # a record whose sample was never triaged (annotated before triage existed)
 
 
 @dataclass
@@ -31,9 +34,15 @@ class RecordsTally:
     exported_requests: list[str] = field(default_factory=list)
     filter_reasons: Counter = field(default_factory=Counter)
     confidences: list[pa.Array] = field(default_factory=list)
+    routes: Counter = field(default_factory=Counter)  # docs/spec.md, "Rule 15: Triage"
 
     def add(self, batch: pa.RecordBatch) -> None:
         exported = batch.filter(pc.equal(batch.column("status"), samples.EXPORTED))
+        self.routes.update(value_counts(pc.fill_null(batch.column("route"), UNTRIAGED)))
+        require(
+            not pc.any(pc.is_in(exported.column("route"), value_set=pa.array(list(triage.FILTER_REASONS)))).as_py(),
+            "a sample triaged to retrieval or review was exported",
+        )
         self.exported_labels.update(value_counts(exported.column("label")))
         if self.keep_sample_ids:
             self.exported_ids.update(exported.column("sample_id").to_pylist())
@@ -57,6 +66,7 @@ class RecordsTally:
         """Every record written is exported or filtered, once."""
         require(self.would_export + self.filtered == rows, f"{day}: exported {self.would_export} + filtered "
                 f"{self.filtered} != {rows} records: a sample was lost or counted twice")
+        require(sum(self.routes.values()) == rows, f"{day}: routes {dict(self.routes)} do not add up to {rows} records")
 
     def verdicts(
         self,

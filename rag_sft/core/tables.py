@@ -15,7 +15,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from rag_sft.core import pii, rules, samples
+from rag_sft.core import pii, rules, samples, triage
 from rag_sft.core.columns import lookup_by_label
 from rag_sft.core.completion import CompletionStrategy
 from rag_sft.core.llm import STRATEGY as STRATEGY_LLM
@@ -53,7 +53,8 @@ REJECTED_EVENTS = pa.schema(
     ]
 )
 
-ANNOTATED_SAMPLES = pa.schema(
+# What annotate_batch makes; annotated_samples adds the triage columns (core/triage.py).
+ANNOTATED_BASE = pa.schema(
     [
         ("sample_id", pa.string()),
         ("request_id", pa.string()),
@@ -71,6 +72,10 @@ ANNOTATED_SAMPLES = pa.schema(
         ("checks", CHECKS),
     ]
 )
+
+# docs/spec.md, "Rule 15: Triage": the route, why, who judged the context, each context passage's
+# similarity to the question and its role in embedding pairs (docs/retriever.md, "Routes").
+ANNOTATED_SAMPLES = pa.schema([*ANNOTATED_BASE, *triage.TRIAGE_FIELDS])
 
 SFT_RECORDS = pa.schema(
     [
@@ -93,6 +98,7 @@ SFT_RECORDS = pa.schema(
         ("filter_reason", pa.string()),
         ("held_back_by", pa.string()),  # the failed checks of a held-back day, comma-separated
         ("duplicate_of", pa.string()),  # a near_duplicate's kept sample_id (of this day or an earlier one)
+        ("route", pa.string()),  # the triage route (core/triage.py); null when the sample was never triaged
     ]
 )
 
@@ -241,7 +247,15 @@ def annotate_batch(raw: pa.RecordBatch, settings: RuleSettings) -> pa.RecordBatc
         "suggestion": raw.column("suggestion"),
         "checks": raw.column("checks"),
     }
-    return pa.RecordBatch.from_arrays(list(columns.values()), schema=ANNOTATED_SAMPLES)
+    return pa.RecordBatch.from_arrays(list(columns.values()), schema=ANNOTATED_BASE)
+
+
+def with_triage(annotated: pa.RecordBatch, settings: triage.TriageSettings, similarity) -> pa.RecordBatch:
+    """An `ANNOTATED_BASE` batch with its triage columns: an `ANNOTATED_SAMPLES` batch."""
+    columns = triage.triage_columns(annotated, settings, similarity)
+    return pa.RecordBatch.from_arrays(
+        [*annotated.columns, *(columns[name] for name, _ in triage.TRIAGE_FIELDS)], schema=ANNOTATED_SAMPLES
+    )
 
 
 # Texts in ANNOTATED_SAMPLES that may hold personal data, besides the docs' content: users' texts
@@ -278,7 +292,8 @@ def without(batch: pa.RecordBatch, set_aside: pa.Table | None) -> pa.RecordBatch
 
 
 def exported_label_counts(annotated: pa.RecordBatch, settings: RuleSettings) -> dict[str, int]:
-    """Label counts of the samples of a batch that pass the confidence filter."""
+    """Label counts of the samples of a batch that pass the confidence filter (and triage)."""
+    annotated = triage.for_sft(annotated)
     keep = pc.greater_equal(annotated.column("confidence"), settings.min_confidence)
     counts = pc.value_counts(pc.filter(annotated.column("label"), keep))
     return {item["values"].as_py(): item["counts"].as_py() for item in counts}
@@ -335,6 +350,9 @@ def records_batch(
         found = pc.index_in(annotated.column("sample_id"), value_set=set_aside.column("sample_id"))
         aside_reason = set_aside.column("filter_reason").combine_chunks().take(found)
         duplicate_of = set_aside.column("duplicate_of").combine_chunks().take(found)
+    # Triage first (docs/spec.md, "Rule 15: Triage"): a retrieval or review route makes no SFT sample.
+    route = annotated.column("route") if "route" in annotated.schema.names else pa.nulls(rows, pa.string())
+    aside_reason = pc.coalesce(triage.sft_filter_reasons(route), aside_reason)
     eligible = pc.and_(confident, pc.is_null(aside_reason))
     prompts = prompts_batch(annotated, settings)
     completions = pa.nulls(rows, pa.string())
@@ -391,6 +409,7 @@ def records_batch(
         "filter_reason": reason,
         "held_back_by": pa.nulls(rows, pa.string()),  # the day's verdict comes after every batch
         "duplicate_of": duplicate_of,
+        "route": route,
     }
     return pa.RecordBatch.from_arrays(list(columns.values()), schema=SFT_RECORDS)
 
