@@ -46,7 +46,7 @@ def materialize(pipeline, triage=None):
         [*ALL_ASSETS, embedding_pairs],
         partition_key=DAY,
         instance=pipeline.instance,
-        resources={**pipeline.resources(), "triage": triage or Triage()},
+        resources={**pipeline.resources(), "triage": triage or Triage(similarity="wordllama")},
     )
 
 
