@@ -15,8 +15,9 @@ export RAG_SFT_DVC := $(CURDIR)/$(DVC)
 
 export DAGSTER_HOME := $(CURDIR)/.dagster_home
 # The CPU demo of the training loop, shared by `make run` and `make ui` so both see the same
-# training window: the latest day, short samples, a learning rate for the tiny random model.
-export RAG_SFT_TRAIN_LAST_DAYS ?= 1
+# training window: the latest two days (triage leaves about 620 SFT samples a day, N is 1,000), short
+# samples, a learning rate for the tiny random model.
+export RAG_SFT_TRAIN_LAST_DAYS ?= 2
 export RAG_SFT_TRAIN_MAX_LENGTH ?= 256
 export RAG_SFT_TRAIN_LEARNING_RATE ?= 0.002
 

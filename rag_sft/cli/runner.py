@@ -40,9 +40,13 @@ class DayReport:
         return "warned" if self.warnings else "ok"
 
 
+# asset -> {metadata key: the summary's count}
 _COUNT_KEYS = {
-    "raw_events": ("events_read", "duplicates", "rejected"),
-    "sft_records": ("exported", "filtered", "held_back", "completion_failed"),
+    "raw_events": {key: key for key in ("events_read", "duplicates", "rejected")},
+    "sft_records": {key: key for key in ("exported", "filtered", "held_back", "completion_failed")},
+    # Triage (docs/retriever.md): where each accepted event went, and what retrieval faults gave.
+    "annotated_samples": {f"route/{route}": route for route in ("generation", "retrieval", "both", "review")},
+    "embedding_pairs": {"dagster/row_count": "pairs", "retrieval_gaps": "gaps"},
 }
 
 
@@ -102,8 +106,9 @@ def materialize_day(
         materialization = event.event_specific_data.materialization
         asset = materialization.asset_key.to_user_string()
         metadata = materialization.metadata
-        for key in _COUNT_KEYS.get(asset, ()):
-            report.counts[key] = int(metadata[key].value)
+        for key, name in _COUNT_KEYS.get(asset, {}).items():
+            if key in metadata:
+                report.counts[name] = int(metadata[key].value)
         for key in _LLM_KEYS:
             if key in metadata:
                 report.counts[key] = int(metadata[key].value)
@@ -170,6 +175,13 @@ def partition_days(days: list[date]) -> tuple[list[str], list[str]]:
     return inside, outside
 
 
+def _table(title: str, reports: list[DayReport], columns: list[tuple[str, str, int]]) -> list[str]:
+    header = f"{'day':<12}" + "".join(f"{heading:>{width}}" for _, heading, width in columns)
+    lines = [title + ":", header]
+    lines += [f"{r.day:<12}" + "".join(f"{r.counts.get(key, 0):>{width}}" for key, _, width in columns) for r in reports]
+    return lines
+
+
 def format_summary(reports: list[DayReport]) -> str:
     columns = [("events_read", "read", 9), ("exported", "exported", 10), ("filtered", "filtered", 10),
                ("held_back", "held back", 11), ("duplicates", "duplicate", 11), ("rejected", "rejected", 10)]
@@ -185,6 +197,16 @@ def format_summary(reports: list[DayReport]) -> str:
         )
     lines.append("-" * len(header))
     lines.append(f"{'total':<12}" + "".join(f"{totals[key]:>{width}}" for key, _, width in columns))
+    triaged = [r for r in reports if any(route in r.counts for route in ("retrieval", "both", "review"))]
+    if triaged:
+        lines.append("")
+        lines += _table(
+            "Triage of the accepted events (docs/retriever.md): SFT takes generation and both; embedding pairs take "
+            "retrieval and both (a fault with no positive passage is a retrieval gap)",
+            triaged,
+            [("generation", "generation", 12), ("retrieval", "retrieval", 11), ("both", "both", 6), ("review", "review", 8),
+             ("pairs", "pairs", 7), ("gaps", "gaps", 6)],
+        )  # fmt: skip
     held_back = [r for r in reports if r.held_back]
     if held_back:
         lines.append("")
