@@ -19,7 +19,7 @@ export RAG_SFT_TRAIN_LAST_DAYS ?= 1
 export RAG_SFT_TRAIN_MAX_LENGTH ?= 256
 export RAG_SFT_TRAIN_LEARNING_RATE ?= 0.002
 
-.PHONY: run test bench bench-s3 bench-history bench-llm ui ui-postgres dvc clean
+.PHONY: run test check bench bench-s3 bench-history bench-llm ui ui-postgres dvc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ dvc: $(DVC)  ## the DVC environment: then `.venv-dvc/bin/dvc repro` (after make 
 
 test: $(STAMP) $(DVC)  ## the whole test suite
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
+check: $(STAMP)  ## the fast lane: every test but the slow ones (deployments, dvc, training; conftest.py's SLOW)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" --durations=10
 
 bench: $(STAMP)  ## one day of 200,000 realistic events through all assets, in one file and in 20,000
 	$(BIN)/rag-sft bench --events $${BENCH_EVENTS:-200000} --many-files $${BENCH_FILES:-20000}

@@ -23,6 +23,47 @@ from rag_sft.resources import (
 ALL_ASSETS = [raw_events, annotated_samples, sft_records, sft_jsonl]
 TRAINING_ASSETS = [training_dataset, lora_adapter, model_evaluation]
 
+# The slow tests: each starts a deployment (`dagster dev`, the daemon, Celery workers), runs
+# `dvc` or `rag-sft` in processes of their own, trains and evaluates a model, or waits on a
+# server killed and restarted. The key is a test (under rag_sft_tests/), the value its seconds
+# on the 2-core machine (`pytest --durations=0`, rounded; a module's deployment counts in its
+# first test). They are marked
+# `slow` (`make check` leaves them out), and `make test` hands the files to its two processes
+# costliest first, so neither waits alone on a long file at the end.
+SLOW = {
+    "deploy/test_celery_workers.py::test_seven_days_on_one_worker_then_again_on_two_reconcile_and_are_byte_identical": 165,
+    "deploy/test_celery_workers.py::test_the_training_sensor_fires_once_and_the_model_version_lands_in_the_object_store": 135,
+    "deploy/test_daemon_flywheel.py::test_the_daemon_alone_materializes_closed_and_late_days_and_trains": 170,
+    "deploy/test_production_setup.py::test_the_code_location_loads_with_every_asset_check_job_and_the_sensor": 13,
+    "deploy/test_production_setup.py::test_one_partition_launched_through_graphql_succeeds": 9,
+    "deploy/test_production_setup.py::test_a_seven_day_backfill_runs_concurrently_and_loses_or_doubles_no_event": 73,
+    "deploy/test_production_setup.py::test_two_runs_of_one_day_launched_at_once_run_one_after_the_other": 25,
+    "deploy/test_production_setup.py::test_the_training_sensor_fires_once_and_only_once": 38,
+    "deploy/test_production_setup.py::test_stopping_dagster_dev_leaves_no_process_behind": 7,
+    "deploy/test_ui_truth.py::test_each_check_shows_its_status_per_day_and_a_jump_of_the_label_mix_stays_flagged": 50,
+    "deploy/test_ui_truth.py::test_the_training_lineage_and_the_column_schemas_show": 8,
+    "cli/test_dvc_pipeline.py::test_dvc_repro_push_checkout_and_pull_bring_a_version_back_byte_for_byte": 80,
+    "cli/test_erasure.py::test_erase_reaches_every_artefact_the_dvc_remote_and_the_registry": 125,
+    "cli/test_erasure.py::test_erase_from_a_file_with_a_byte_order_mark_and_windows_line_ends_erases_every_id": 10,
+    "cli/test_home.py::test_commands_started_at_once_on_a_new_home_create_one_schema": 31,
+    "assets/test_model_evaluation.py::test_the_candidate_is_judged_against_the_version_in_use_and_rollback_restores_it": 73,
+    "assets/test_model_evaluation.py::test_without_a_judge_the_version_is_a_candidate_for_review_never_promoted": 14,
+    "assets/test_model_evaluation.py::test_the_training_run_shows_its_dataset_version_real_folders_and_plottable_losses": 9,
+    "assets/test_readers_during_runs.py::test_the_documented_query_never_fails_during_a_rerun_or_after_a_kill": 65,
+    "assets/test_trainer_exports.py::test_training_datasets_carry_the_exports_and_trl_trains_on_them": 62,
+    "assets/test_s3_erasure.py::test_erasure_on_an_s3_warehouse_reaches_every_object_and_matches_a_local_disk": 61,
+    "assets/test_s3_warehouse.py::test_the_documented_duckdb_query_on_s3_never_fails_during_a_rerun_or_after_a_kill": 52,
+    "assets/test_s3_warehouse.py::test_an_s3_server_killed_mid_run_fails_it_clearly_and_the_previous_day_stays": 17,
+    "assets/test_llm_completions.py::test_a_run_killed_half_way_resumes_without_paying_twice": 34,
+    "assets/test_concurrent_runs.py::test_two_runs_of_one_day_follow_each_other_and_leave_one_consistent_day": 29,
+    "sensors/test_training_sensor.py::test_the_sensor_fires_once_per_dataset_and_failed_training_does_not_consume": 47,
+    "sensors/test_training_sensor.py::test_the_training_job_reports_its_figures": 18,
+    "sensors/test_training_sensor.py::test_on_an_s3_warehouse_the_sensor_fires_once_and_the_model_version_lands_in_the_store": 16,
+    "training/test_sft.py::test_training_lowers_eval_loss_and_the_adapter_reloads_to_identical_logits": 12,
+    "training/test_sft.py::test_a_qwen2_style_model_trains_and_its_adapter_reloads_to_identical_logits": 11,
+    "notebooks/test_quality_report.py::test_the_notebook_runs_every_cell_on_sample_data_and_draws_its_plots": 10,
+}
+
 
 @pytest.fixture(autouse=True)
 def without_the_projects_environment(monkeypatch):
@@ -210,3 +251,46 @@ def redis():
         yield server
     finally:
         server.stop()
+
+
+def _slow_seconds(nodeid: str) -> float | None:
+    """The test's seconds if it is slow (a parametrized test's cases: each)."""
+    return SLOW.get(nodeid.removeprefix("rag_sft_tests/").split("[")[0])
+
+
+def pytest_collection_modifyitems(items):
+    for item in items:
+        if _slow_seconds(item.nodeid) is not None:
+            item.add_marker(pytest.mark.slow)
+
+
+def file_seconds(nodeids) -> dict[str, float]:
+    """Each test file's expected seconds: its slow tests' own, about a quarter second for any other."""
+    seconds: dict[str, float] = {}
+    for nodeid in nodeids:
+        file = nodeid.split("::", 1)[0]
+        seconds[file] = seconds.get(file, 0.0) + (_slow_seconds(nodeid) or 0.25)
+    return seconds
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """`--dist loadfile` with the costliest files first. xdist's own order is the number of tests
+    per file, which hands the deployments (a few long tests each) out last: a process would
+    start one while the other had nothing left to do."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    class CostliestFileFirst(LoadFileScheduling):
+        ordered = False
+
+        def _assign_work_unit(self, node) -> None:
+            if not self.ordered:  # the queue of files, once: costliest first
+                seconds = file_seconds(self.collection)
+                for file in sorted(self.workqueue, key=lambda file: -seconds.get(file, 0.0)):
+                    self.workqueue.move_to_end(file)
+                self.ordered = True
+            super()._assign_work_unit(node)
+
+    return CostliestFileFirst(config, log)
