@@ -21,7 +21,7 @@ export RAG_SFT_TRAIN_LAST_DAYS ?= 2
 export RAG_SFT_TRAIN_MAX_LENGTH ?= 256
 export RAG_SFT_TRAIN_LEARNING_RATE ?= 0.002
 
-.PHONY: run test docs bench bench-s3 bench-history bench-llm ui ui-postgres dvc clean
+.PHONY: run test check docs bench bench-s3 bench-history bench-llm ui ui-postgres dvc clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,9 @@ dvc: $(DVC)  ## the DVC environment: then `.venv-dvc/bin/dvc repro` (after make 
 
 test: $(STAMP) $(DVC)  ## the whole test suite
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=15
+
+check: $(STAMP)  ## the fast lane: every test but the slow ones (deployments, dvc, training; conftest.py's SLOW)
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow" --durations=10
 
 docs: $(STAMP)  ## the documentation site (docs/, mkdocs.yml): a strict build, any warning fails it, into site/
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site

@@ -62,6 +62,11 @@ def test_dvc_repro_push_checkout_and_pull_bring_a_version_back_byte_for_byte(tmp
     def set_range(start: str, end: str) -> None:
         params = yaml.safe_load((work / "params.yaml").read_text())
         params["export"] = {"start": start, "end": end}
+        # params.yaml's train settings are the stage's run config (they win over the variables
+        # above): short samples and a few short A/B answers on the tiny model, as in test_erasure.
+        # DVC's steps are the subject here, not the quality of the model.
+        params["train"]["resources"]["lora_training"].update(max_length=64, learning_rate=0.005)
+        params["train"]["resources"]["evaluator"].update(eval_questions=4, max_new_tokens=8)
         (work / "params.yaml").write_text(yaml.safe_dump(params))
 
     datasets = work / "data" / "datasets"

@@ -81,9 +81,11 @@ def deployment(postgres, redis, s3_server, data_location, tmp_path_factory, tiny
         "RAG_SFT_AUTOMATION": "off",  # the backfills are the subject
         "RAG_SFT_SENSOR_INTERVAL_S": "3",
         "RAG_SFT_BASE_MODEL": str(tiny_base),  # the base model is a local path on every machine, as a model cache
-        "RAG_SFT_MIN_NEW_SAMPLES": "1000",  # 7 days export ~1,500 samples
+        # The sensor is switched on once all 7 days are in (~740 samples) and trains on the
+        # latest (~105): where the steps run is the subject, not what 7 days teach the model.
+        "RAG_SFT_MIN_NEW_SAMPLES": "50",
         "RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS": "1",  # the generated events\' completions are naive
-        "RAG_SFT_TRAIN_LAST_DAYS": "0",
+        "RAG_SFT_TRAIN_LAST_DAYS": "1",
         "RAG_SFT_TRAIN_MAX_LENGTH": "96",
         "RAG_SFT_EVAL_QUESTIONS": "8",
         "RAG_SFT_TRAIN_LEARNING_RATE": "0.005",

@@ -30,7 +30,10 @@ from rag_sft.testing.postgres_server import free_port
 REPO = Path(__file__).resolve().parents[2]
 LOCATION, REPOSITORY = "rag_sft", "__repository__"
 DAYS = [f"2026-11-0{n}" for n in range(1, 9)]
-EVENTS_PER_DAY = 300  # 8 days export ~1,700 samples: between 1x and 2x the sensor's N of 1,000
+# 8 days export ~840 samples: between 1x and 2x the sensor's N, so it fires once and only once
+# (half the events and half the N of before: the same ratio, half the samples to train on).
+EVENTS_PER_DAY = 150
+MIN_NEW_SAMPLES = 500
 SENSOR = "lora_training_sensor"
 FINISHED = {"SUCCESS", "FAILURE", "CANCELED"}
 
@@ -122,7 +125,7 @@ def product(postgres, tmp_path_factory, tiny_base):
         # The backfill below is the subject here; the daily automation is tested on its own.
         "RAG_SFT_AUTOMATION": "off",
         "RAG_SFT_BASE_MODEL": str(tiny_base),
-        "RAG_SFT_MIN_NEW_SAMPLES": "1000",
+        "RAG_SFT_MIN_NEW_SAMPLES": str(MIN_NEW_SAMPLES),
         "RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS": "1",  # the generated events\' completions are naive
         "RAG_SFT_TRAIN_LAST_DAYS": "0",  # every day counts (make exports 1 for its demo)
         "RAG_SFT_TRAIN_MAX_LENGTH": "96",
@@ -342,7 +345,7 @@ def test_the_training_sensor_fires_once_and_only_once(product):
 
     later = product.wait("two more sensor ticks", two_ticks_after_training, timeout_s=120)
     assert {tick.status.value for tick in later} == {"SKIPPED"}
-    assert all(" of 1000 new samples in " in tick.skip_reason for tick in later)
+    assert all(f" of {MIN_NEW_SAMPLES} new samples in " in tick.skip_reason for tick in later)
     assert len(product.instance.get_run_records(filters=sensor_runs)) == 1
     registry = json.loads((product.data / "models" / "registry.json").read_text())
     assert [entry["version"] for entry in registry["versions"]] == ["v0001"]
