@@ -21,6 +21,16 @@ def test_the_sample_week_is_corrected_by_the_stand_in_and_says_so(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     assert "generating 7 days of sample events" in done.stdout
     assert "stand-in corrector" in done.stdout and STAND_IN_MODEL in done.stdout  # the summary names the model
+    # Each day's triage: its four routes add up to the day's accepted events.
+    lines = done.stdout.splitlines()
+    days = {line.split()[0]: [int(n) for n in line.split()[1:7]] for line in lines if line[:4] == "2026" and line.split()[-1] == "ok"}
+    start = next(n for n, line in enumerate(lines) if line.startswith("Triage of the accepted events"))
+    routes = {line.split()[0]: [int(n) for n in line.split()[1:]] for line in lines[start + 2 : start + 2 + len(days)]}
+    assert set(routes) == set(days) and len(days) == 7
+    for day, (read, _exported, _filtered, _held, duplicates, rejected) in days.items():
+        generation, retrieval, both, review, pairs, gaps = routes[day]
+        assert generation + retrieval + both + review == read - duplicates - rejected
+        assert pairs + gaps == retrieval + both
     records = [
         orjson.loads(line)
         for path in sorted((tmp_path / "data" / "datasets" / "sft").glob("date=*/records.jsonl"))
