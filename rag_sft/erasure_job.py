@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 import dagster as dg
 from pydantic import Field
 
+from rag_sft.assets.pairs import pairs_path
 from rag_sft.core import erasure, pii
 from rag_sft.core.trigger import ExportLedger
 from rag_sft.io import erasure as erase_io
@@ -80,6 +81,8 @@ def erase_requests_op(
                     if rows.num_rows:
                         removed[table] = rows
                         _report(context, table, day, rows.num_rows, erasure.removed_counts(table, rows))
+            if "embedding_pairs" in removed:
+                erase_io.rewrite_pairs_jsonl(warehouse.table_dir("embedding_pairs"), day, pairs_path(warehouse, day))
             _erase_day_export(context, warehouse, day, erased, exportable)
         if "sft_records" in removed:
             records = removed["sft_records"]

@@ -6,6 +6,7 @@ import pytest
 
 from rag_sft.assets.export import sft_jsonl
 from rag_sft.assets.ingest import raw_events
+from rag_sft.assets.pairs import embedding_pairs
 from rag_sft.assets.samples import annotated_samples, sft_records
 from rag_sft.assets.training import lora_adapter, model_evaluation, training_dataset
 from rag_sft.io.storage.location import Location, is_uri, location
@@ -22,6 +23,8 @@ from rag_sft.resources import (
 )
 
 ALL_ASSETS = [raw_events, annotated_samples, sft_records, sft_jsonl]
+# What daily_sft_job selects: the SFT chain and the retriever's pairs.
+DAILY_ASSETS = [*ALL_ASSETS, embedding_pairs]
 TRAINING_ASSETS = [training_dataset, lora_adapter, model_evaluation]
 
 # The slow tests: each starts a deployment (`dagster dev`, the daemon, Celery workers), runs

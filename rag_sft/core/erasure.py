@@ -29,6 +29,8 @@ OUTCOME_KEYS: Mapping[str, tuple[tuple[str, ...], str | None, Mapping[str, str]]
     "raw_events": (("accepted",), None, {}),
     "rejected_events": ((), "outcome", {"rejected": "rejected", "duplicate": "duplicates"}),
     "annotated_samples": ((), None, {}),
+    "embedding_pairs": ((), None, {}),
+    "retrieval_gaps": ((), None, {}),
     "sft_records": (
         ("accepted",),
         "status",

@@ -1,7 +1,8 @@
 """Erasure in the warehouse, on a disk or an object store (`rag_sft.io.storage.location`): each artefact
 that holds an erased request rewritten without it.
 
-- Parquet partitions (`raw_events`, `rejected_events`, `annotated_samples`, `sft_records`):
+- Parquet partitions (`raw_events`, `rejected_events`, `annotated_samples`, `sft_records`,
+  `embedding_pairs`, `retrieval_gaps`):
   the days holding an id are found from the `request_id` column alone (and, for dead-letter
   rows without one, their raw text); each such day is rewritten row group by row group through
   `PartitionWriter`, which replaces the day's file whole, so readers never see half a day.
@@ -10,6 +11,8 @@ that holds an erased request rewritten without it.
   pairs their own erased lines; each file is replaced whole (`StagedFile`: a rename on a disk,
   so a version's hard link to the old file keeps its bytes until the version is rewritten too;
   one PUT on a store).
+- A day's embedding pairs JSONL (FlagEmbedding's lines name no request): written again from
+  its Parquet partition once that has lost the erased rows.
 - The model registry: versions trained on a dataset version that held erased records are
   flagged (`trained_on_erased`, `erased_records`); they stay usable.
 """
@@ -24,13 +27,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from rag_sft.core import erasure, llm, tables
+from rag_sft.core import erasure, llm, pairs, tables
 from rag_sft.core.exports import FORMATS, file_name
 from rag_sft.io.registry.model_registry import ModelRegistry
 from rag_sft.io.storage.location import Location, listed_files, open_input, remote
 from rag_sft.io.storage.warehouse import PART_FILE, PartitionWriter, StagedFile, partition_dir, row_groups
 
-TABLES = ("raw_events", "rejected_events", "annotated_samples", "sft_records")
+TABLES = ("raw_events", "rejected_events", "annotated_samples", "sft_records", "embedding_pairs", "retrieval_gaps")
 RECORDS, PREFERENCES = "records.jsonl", "preferences.jsonl"
 # A day's export folder (and a version's day): records file -> the files that follow it line for line.
 EXPORT_FILES = {RECORDS: [file_name(name) for name in FORMATS], PREFERENCES: []}
@@ -74,6 +77,15 @@ def rewrite_partition(table_dir: Location, day: str, erased: Sequence[str], comp
             writer.write(batch.filter(pc.invert(mask)))
         writer.commit()
     return pa.Table.from_batches(removed, schema)
+
+
+def rewrite_pairs_jsonl(table_dir: Location, day: str, jsonl: Location) -> None:
+    """The day's FlagEmbedding JSONL again, from its (erased) embedding_pairs partition."""
+    if not jsonl.is_file():
+        return
+    with StagedFile(jsonl) as staged:
+        staged.write([pairs.jsonl_bytes(group.read()) for group in row_groups(table_dir, day)])
+        staged.publish()
 
 
 def erase_record_files(

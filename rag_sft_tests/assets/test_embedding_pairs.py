@@ -11,6 +11,7 @@ from datasets import load_dataset
 from rag_sft.assets.pairs import embedding_pairs
 from rag_sft.core.generator import GeneratorSettings, day_lines
 from rag_sft.resources import Triage
+from rag_sft_tests.assets.test_erasure_gaps import erase
 from rag_sft_tests.conftest import ALL_ASSETS
 from rag_sft_tests.helpers import event, write_lines
 
@@ -86,6 +87,12 @@ def test_routes_are_counted_the_counts_reconcile_and_retrieval_faults_become_pai
     assert set(checks) == {"pair_similarity", "query_length", "pairs_disjoint"}
     assert all(evaluation.passed for evaluation in checks.values())
     assert all(e.partition == DAY for e in checks.values())
+
+    # Erasure on request reaches the pairs, their JSONL and the gaps.
+    erase(pipeline, "both", "ret")
+    assert pd.read_parquet(pipeline.data / "warehouse" / "embedding_pairs").empty
+    assert list(pd.read_parquet(pipeline.data / "warehouse" / "retrieval_gaps")["request_id"]) == ["judged"]
+    assert path.read_bytes() == b""
 
 
 def test_short_queries_are_flagged_not_dropped(pipeline):

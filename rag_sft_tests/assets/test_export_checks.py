@@ -6,7 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from rag_sft_tests.assets.test_pipeline import generate
-from rag_sft_tests.conftest import ALL_ASSETS
+from rag_sft_tests.conftest import DAILY_ASSETS
 from rag_sft_tests.helpers import HELD_BACK_BY_TEST, event, hold_back_days, write_lines
 
 DAY = "2026-11-19"
@@ -175,7 +175,7 @@ def test_make_run_reports_a_held_back_day_as_held_back_and_a_warned_day_as_warne
     from rag_sft.cli.runner import format_summary, materialize_day
     from rag_sft.jobs import DAILY_JOB, daily_sft_job
 
-    job = dg.Definitions(assets=ALL_ASSETS, jobs=[daily_sft_job], resources=pipeline.resources()).resolve_job_def(DAILY_JOB)
+    job = dg.Definitions(assets=DAILY_ASSETS, jobs=[daily_sft_job], resources=pipeline.resources()).resolve_job_def(DAILY_JOB)
     lines = [event(f"r{n}", score=0.2 if n % 10 < 7 else 0.6, labels=[LABELS[n % 4]]) for n in range(200)]
     write_lines(pipeline.landing / "e.jsonl", lines)  # mostly low scores: confidence warns
     warned = materialize_day(job, DAY, pipeline.instance)

@@ -156,6 +156,7 @@ def test_a_run_killed_half_way_resumes_without_paying_twice(pipeline, tmp_path):
             "OPENAI_BASE_URL": stub.base_url,
             "OPENAI_API_KEY": KEY,
             "RAG_SFT_LLM_MODEL": "teacher",
+            "RAG_SFT_TRIAGE": "false",  # every accepted sample asks for a correction (240)
         }
         run = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 180

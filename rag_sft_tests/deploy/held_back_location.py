@@ -4,7 +4,8 @@ No realistic day fails a check at ERROR (the filter keeps low-confidence records
 mix only warns), yet the UI must show a held-back day for what it is. While the file named by
 HOLD_BACK_MARKER exists in RAG_SFT_DATA_DIR, every day's confidence check fails at ERROR (as
 `rag_sft_tests.helpers.hold_back_days` does in-process); the code server and each run worker
-load this file, so the stand-in holds in the runs the webserver launches.
+load this file, so the stand-in holds in the runs the webserver launches. Never import it
+from a test: it would replace the check for every test of that process.
 """
 
 import dataclasses
@@ -12,9 +13,7 @@ import os
 from pathlib import Path
 
 from rag_sft.core import checks
-
-HOLD_BACK_MARKER = "HOLD_BACK"
-HELD_BACK_REASON = "confidence: failed on purpose by the UI test"
+from rag_sft_tests.deploy.held_back_marker import HELD_BACK_REASON, HOLD_BACK_MARKER
 
 _real = checks.confidence_verdict
 

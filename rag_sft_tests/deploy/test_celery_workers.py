@@ -84,6 +84,8 @@ def deployment(postgres, redis, s3_server, data_location, tmp_path_factory, tiny
         # The sensor is switched on once all 7 days are in (~740 samples) and trains on the
         # latest (~105): where the steps run is the subject, not what 7 days teach the model.
         "RAG_SFT_MIN_NEW_SAMPLES": "50",
+        # N is sized against every accepted sample reaching SFT; triage has its own tests.
+        "RAG_SFT_TRIAGE": "false",
         "RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS": "1",  # the generated events\' completions are naive
         "RAG_SFT_TRAIN_LAST_DAYS": "1",
         "RAG_SFT_TRAIN_MAX_LENGTH": "96",
@@ -188,7 +190,7 @@ def test_seven_days_on_one_worker_then_again_on_two_reconcile_and_are_byte_ident
         assert_every_day_succeeded_and_reconciles(product, records)
         steps = {r.dagster_run.run_id: workers_of(product.instance, r.dagster_run.run_id) for r in records}
         assert all(worker.startswith("w1@") for by_step in steps.values() for worker in by_step.values())
-        assert all(len(by_step) == 4 for by_step in steps.values()), steps  # ingest, annotate, records, export
+        assert all(len(by_step) == 5 for by_step in steps.values()), steps  # ingest, annotate, pairs, records, export
         first = published_files(data_location)
         assert sum(path.endswith("records.jsonl") for path in first) == len(DAYS)
 

@@ -68,6 +68,8 @@ def test_the_daemon_alone_materializes_closed_and_late_days_and_trains(tmp_path,
         "RAG_SFT_SOURCE_SENSOR_INTERVAL_S": "2",
         "RAG_SFT_SENSOR_INTERVAL_S": "2",
         "RAG_SFT_MIN_NEW_SAMPLES": "350",
+        # N is sized against every accepted sample reaching SFT; triage has its own tests.
+        "RAG_SFT_TRIAGE": "false",
         "RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS": "1",  # the generated events\' completions are naive
         "RAG_SFT_TRAIN_LAST_DAYS": "0",
         "RAG_SFT_BASE_MODEL": str(tiny_base),

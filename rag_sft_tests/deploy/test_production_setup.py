@@ -126,6 +126,8 @@ def product(postgres, tmp_path_factory, tiny_base):
         "RAG_SFT_AUTOMATION": "off",
         "RAG_SFT_BASE_MODEL": str(tiny_base),
         "RAG_SFT_MIN_NEW_SAMPLES": str(MIN_NEW_SAMPLES),
+        # N is sized against every accepted sample reaching SFT; triage has its own tests.
+        "RAG_SFT_TRIAGE": "false",
         "RAG_SFT_TRAIN_ON_NAIVE_COMPLETIONS": "1",  # the generated events\' completions are naive
         "RAG_SFT_TRAIN_LAST_DAYS": "0",  # every day counts (make exports 1 for its demo)
         "RAG_SFT_TRAIN_MAX_LENGTH": "96",
@@ -195,7 +197,7 @@ def test_the_code_location_loads_with_every_asset_check_job_and_the_sensor(produ
     assets = {"/".join(node["assetKey"]["path"]): node for node in repository["assetNodes"]}
     assert set(assets) == {
         "raw_events", "rejected_events", "annotated_samples", "sft_records", "sft_jsonl", "sft_dataset_version",
-        "training_dataset", "lora_adapter", "model_evaluation",
+        "training_dataset", "lora_adapter", "model_evaluation", "embedding_pairs", "retrieval_gaps",
     }  # fmt: skip
     assert all(assets[name]["isPartitioned"] for name in ("raw_events", "sft_records", "sft_jsonl"))
     checks = {name: {(c["name"], c["blocking"]) for c in node["assetChecksOrError"]["checks"]} for name, node in assets.items()}

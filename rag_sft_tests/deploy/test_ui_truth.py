@@ -21,7 +21,7 @@ import dagster as dg
 import pytest
 
 from rag_sft.core.generator import GeneratorSettings, day_lines
-from rag_sft_tests.deploy.held_back_location import HELD_BACK_REASON, HOLD_BACK_MARKER
+from rag_sft_tests.deploy.held_back_marker import HELD_BACK_REASON, HOLD_BACK_MARKER
 from rag_sft_tests.deploy.test_production_setup import (
     REPO,
     Product,

@@ -9,7 +9,7 @@ import dagster as dg
 from rag_sft.jobs import DAILY_JOB, FINGERPRINT_TAG, daily_sft_job
 from rag_sft.schedules.daily import daily_sft_schedule
 from rag_sft.sensors.source_changes import source_change_sensor
-from rag_sft_tests.conftest import ALL_ASSETS, Pipeline
+from rag_sft_tests.conftest import DAILY_ASSETS, Pipeline
 from rag_sft_tests.helpers import event, write_lines
 from rag_sft_tests.io.test_landing_s3 import upload
 
@@ -27,7 +27,7 @@ def tick(pipeline, cursor):
 
 
 def definitions(pipeline) -> dg.Definitions:
-    return dg.Definitions(assets=ALL_ASSETS, jobs=[daily_sft_job], resources=pipeline.resources())
+    return dg.Definitions(assets=DAILY_ASSETS, jobs=[daily_sft_job], resources=pipeline.resources())
 
 
 def run_requests(result) -> dict[str, dg.RunRequest]:
