@@ -357,12 +357,14 @@ def test_stopping_dagster_dev_leaves_no_process_behind(product):
     at_stop = {pid: _describe(pid) for pid in _processes_of(product.home)}
     assert at_stop  # the webserver, the daemon, code servers
     product.stop()
-    deadline = time.monotonic() + 30
+    # 60 s: a code server the webserver restarted while it stopped (seen once under load, its
+    # parent gone) ends by its own heartbeat timeout, 45 s; anything alive after that is left behind.
+    deadline = time.monotonic() + 60
     while _processes_of(product.home) and time.monotonic() < deadline:
         time.sleep(0.5)
     survivors = _processes_of(product.home)
     assert survivors == [], (
-        "still alive 30 s after dagster dev stopped:\n  "
+        "still alive 60 s after dagster dev stopped:\n  "
         + "\n  ".join(map(_describe, survivors))
         + "\nalive when it was stopped:\n  "
         + "\n  ".join(at_stop.values())
