@@ -34,3 +34,10 @@ def test_loading_the_definitions_does_not_import_torch():
     code = "import sys, rag_sft.definitions; print(sorted({'torch', 'transformers', 'peft'} & set(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"
+
+
+def test_the_training_sensor_says_its_n():
+    from rag_sft.resources import LoraTraining
+    from rag_sft.sensors.training import lora_training_sensor
+
+    assert f"hold {LoraTraining().min_new_samples:,} samples not trained on yet" in lora_training_sensor.description

@@ -69,7 +69,10 @@ lora_training_job = dg.define_asset_job(
     default_status=dg.DefaultSensorStatus.RUNNING,
     # Seconds between the daemon's evaluations, read when the definitions load.
     minimum_interval_seconds=settings.SENSOR_INTERVAL_S.value(),
-    description="Requests lora_training_job when the exportable days hold N samples not trained on yet.",
+    # The environment's N, read when the definitions load; a launchpad value of lora_training wins in the runs.
+    description=f"Requests lora_training_job when the exportable days of the training window hold "
+    f"{settings.MIN_NEW_SAMPLES.value():,} samples not trained on yet (lora_training.min_new_samples, "
+    f"${settings.MIN_NEW_SAMPLES.variable}).",
 )
 def lora_training_sensor(context: dg.SensorEvaluationContext, lora_training: LoraTraining, warehouse: Warehouse):
     cursor = trigger.Cursor.from_json(context.cursor)
