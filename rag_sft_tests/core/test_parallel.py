@@ -41,7 +41,7 @@ def alive(pid: int) -> bool:
     """Running, or stopped, but not a zombie waiting for a reaper."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # gone, also between opening and reading its stat
         return False
 
 
